@@ -1,0 +1,41 @@
+"""gcs_sync: stock pypiserver kept in a bucket (Google Cloud Storage, S3, or a folder).
+
+Public names; the modules behind them:
+    config    Settings.from_env: every setting, validated once
+    drivers   FileStoreDriver and its gcs / s3 / local implementations
+    plan      plan_sync: the pure three-way diff
+    events    ContentChangeEvent kinds and their strategies
+    client    StorageClient: gather, plan, apply, record
+    plugin    the Bottle plugin: pre-request sync, post-request push
+    app       build_app: pypiserver's app with all of the above
+"""
+
+from .app import build_app
+from .client import StorageClient, SyncReport
+from .config import Settings, configure_logging
+from .errors import (
+    BucketNotFound,
+    ConfigError,
+    GcsSyncError,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StoragePermissionDenied,
+    StorageUnavailable,
+)
+
+__all__ = [
+    "BucketNotFound",
+    "ConfigError",
+    "GcsSyncError",
+    "ObjectExists",
+    "ObjectNotFound",
+    "Settings",
+    "StorageClient",
+    "StorageError",
+    "StoragePermissionDenied",
+    "StorageUnavailable",
+    "SyncReport",
+    "build_app",
+    "configure_logging",
+]

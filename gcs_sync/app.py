@@ -1,0 +1,63 @@
+"""Assemble the stock pypiserver app with the bucket sync around it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import pypiserver
+from pypiserver.backend import BackendProxy
+from pypiserver.bottle_wrapper import Bottle
+
+from .backend import SyncedFolderBackend
+from .client import StorageClient
+from .config import Settings
+from .drivers import FileStoreDriver, make_driver
+from .folder import PackageFolder
+from .plugin import BucketSyncPlugin, current_changes
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> Bottle:
+    driver = driver or make_driver(settings)
+    folder = PackageFolder(settings.local_package_directory)
+    client = StorageClient(
+        driver,
+        folder,
+        sync_interval=settings.sync_interval,
+        # Waiting for a sibling's sync may take a few bucket operations; a request still
+        # has to finish well within gunicorn's 30 s worker timeout.
+        lock_timeout=2 * settings.storage_timeout,
+    )
+    if settings.password_file is None:
+        log.warning("PASSWORD_FILE is not set: the index is read-only (uploads and removals get 401/403)")
+    app = pypiserver.app(
+        roots=[folder.path],
+        password_file=settings.password_file,
+        authenticate=list(settings.authenticate),
+        overwrite=settings.overwrite,
+        disable_fallback=settings.disable_fallback,
+        fallback_url=settings.fallback_url,
+        hash_algo=settings.hash_algo,
+        health_endpoint=settings.health_endpoint,
+        cache_control=settings.cache_control,
+        backend_arg="simple-dir",
+    )
+    config = app._pypiserver_config
+    # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
+    # supported seam (its own tests do the same).
+    config.backend = BackendProxy(SyncedFolderBackend(config, folder, current_changes))
+    app.install(
+        BucketSyncPlugin(
+            client,
+            overwrite=settings.overwrite,
+            unsynced_routes=(settings.health_endpoint, "/favicon.ico"),
+        )
+    )
+    app.storage_client = client  # for tests and operators poking at a live app
+    log.info(
+        "serving %s from %s (backend %s, sync every %gs)",
+        settings.store_url, folder.path, settings.storage_backend, settings.sync_interval,
+    )
+    return app

@@ -1,0 +1,222 @@
+"""Settings: read once from the environment, validated, frozen.
+
+Nothing else in the package reads ``os.environ``; the SDKs still read their own variables
+(``STORAGE_EMULATOR_HOST``, ``AWS_ENDPOINT_URL``, credential chains), as users expect.
+Every parser raises ``ConfigError`` naming the variable, so a bad deployment fails at
+start-up with one line saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path, PurePosixPath
+from typing import Callable, Mapping, Optional, TypeVar
+
+from passlib.apache import HtpasswdFile
+from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, strtobool
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+TIERS = ("dev", "prod")
+BACKENDS = ("gcs", "s3", "local")
+
+# Tier profiles: dev runs from a checkout with no cloud; prod is App Engine or Cloud Run,
+# where only /tmp is writable and the bucket must be named explicitly.
+_TIER_DEFAULTS = {
+    "dev": {
+        "STORAGE_BACKEND": "local",
+        "BUCKET_NAME": "./data/bucket",
+        "LOCAL_PACKAGE_DIRECTORY": "./data/packages",
+    },
+    "prod": {
+        "STORAGE_BACKEND": "gcs",
+        "BUCKET_NAME": None,
+        "LOCAL_PACKAGE_DIRECTORY": "/tmp/packages",
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    tier: str = "dev"
+    storage_backend: str = "local"
+    bucket_name: str = "./data/bucket"
+    remote_package_directory: str = "packages"
+    local_package_directory: Path = Path("./data/packages")
+    # None: read-only server. ".": no authentication at all (pypiserver's convention).
+    password_file: Optional[str] = None
+    authenticate: tuple[str, ...] = ("update",)
+    overwrite: bool = False
+    # Seconds a pulled view counts as fresh: one listing per interval per instance at most.
+    sync_interval: float = 5.0
+    disable_fallback: bool = True
+    fallback_url: str = DEFAULTS.FALLBACK_URL
+    hash_algo: Optional[str] = "sha256"
+    health_endpoint: str = DEFAULTS.HEALTH_ENDPOINT
+    cache_control: Optional[int] = None
+    # Budget for one bucket operation, retries included; must stay well under the
+    # gunicorn worker timeout (30 s by default) so a request never hangs on the bucket.
+    storage_timeout: float = 10.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+        reader = _EnvReader(environ)
+        tier = reader.choice("TIER", TIERS, "dev")
+        defaults = _TIER_DEFAULTS[tier]
+        backend = reader.choice("STORAGE_BACKEND", BACKENDS, defaults["STORAGE_BACKEND"])
+        # Only the dev folder has a sensible default; a cloud bucket must be named.
+        bucket_default = defaults["BUCKET_NAME"] if backend == "local" else None
+        bucket_name = reader.text("BUCKET_NAME", bucket_default)
+        if not bucket_name:
+            raise ConfigError("BUCKET_NAME", f"required with STORAGE_BACKEND={backend}")
+        if backend == "local":  # a folder: fixed now, so the working directory can't move it
+            bucket_name = str(Path(bucket_name).expanduser().absolute())
+        authenticate = tuple(reader.parsed("AUTHENTICATE", _parse_authenticate, ["update"]))
+        password_file = reader.text("PASSWORD_FILE", None) or None
+        _check_auth_combination(authenticate, password_file)
+        if password_file not in (None, "."):
+            _check_htpasswd(password_file)
+        return cls(
+            tier=tier,
+            storage_backend=backend,
+            bucket_name=bucket_name,
+            remote_package_directory=reader.parsed(
+                "REMOTE_PACKAGE_DIRECTORY", _parse_prefix, "packages"
+            ),
+            local_package_directory=Path(
+                reader.text("LOCAL_PACKAGE_DIRECTORY", defaults["LOCAL_PACKAGE_DIRECTORY"])
+            ).expanduser().absolute(),
+            password_file=password_file,
+            authenticate=authenticate,
+            overwrite=reader.parsed("OVERWRITE", strtobool, False),
+            sync_interval=reader.parsed("SYNC_INTERVAL", _non_negative_float, 5.0),
+            disable_fallback=reader.parsed("DISABLE_FALLBACK", strtobool, True),
+            fallback_url=reader.text("FALLBACK_URL", DEFAULTS.FALLBACK_URL),
+            hash_algo=reader.parsed("HASH_ALGO", _parse_hash_algo, "sha256"),
+            health_endpoint=reader.parsed(
+                "HEALTH_ENDPOINT", health_endpoint_arg, DEFAULTS.HEALTH_ENDPOINT
+            ),
+            cache_control=reader.parsed("CACHE_CONTROL", _non_negative_int, None),
+            storage_timeout=reader.parsed("STORAGE_TIMEOUT", _positive_float, 10.0),
+            log_level=reader.choice(
+                "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+            ),
+        )
+
+    @property
+    def store_url(self) -> str:
+        """Where the packages live, as a URL for logs and the state file."""
+        scheme = {"gcs": "gs", "s3": "s3", "local": "file"}[self.storage_backend]
+        prefix = f"/{self.remote_package_directory}" if self.remote_package_directory else ""
+        return f"{scheme}://{self.bucket_name}{prefix}"
+
+
+class _EnvReader:
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+
+    def text(self, name: str, default: Optional[str]) -> Optional[str]:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return default
+        return value.strip()
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str, upper: bool = False) -> str:
+        value = self.text(name, default)
+        value = value.upper() if upper else value.lower()
+        if value not in allowed:
+            raise ConfigError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    def parsed(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        value = self.text(name, None)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+            raise ConfigError(name, f"{exc} (got {value!r})") from exc
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a number of seconds above 0")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
+def _parse_authenticate(value: str) -> list[str]:
+    return auth_arg(value)
+
+
+def _parse_hash_algo(value: str) -> Optional[str]:
+    # pypiserver's app() does not validate this; a bad name would surface as a 500 later.
+    if value in hashlib.algorithms_available:
+        return value
+    if not strtobool(value):
+        return None
+    raise ValueError("must be a hashlib algorithm such as sha256, or off")
+
+
+def _parse_prefix(value: str) -> str:
+    prefix = value.strip("/")
+    parts = PurePosixPath(prefix).parts if prefix else ()
+    if "\\" in prefix or any(part in (".", "..") for part in parts):
+        raise ValueError("must be a plain folder path inside the bucket, without '..' or '\\'")
+    return "/".join(parts)
+
+
+def _check_auth_combination(authenticate: tuple[str, ...], password_file: Optional[str]) -> None:
+    if not authenticate and password_file not in (None, "."):
+        raise ConfigError(
+            "AUTHENTICATE", "is '.' (no authentication) but PASSWORD_FILE is set; unset one"
+        )
+    if authenticate and password_file == ".":
+        raise ConfigError("PASSWORD_FILE", "is '.' (no authentication) but AUTHENTICATE is set")
+    if password_file is None and set(authenticate) & {"list", "download"}:
+        raise ConfigError(
+            "PASSWORD_FILE",
+            f"is required: AUTHENTICATE={','.join(authenticate)} protects reads, and without "
+            "a password file nobody could read",
+        )
+
+
+def _check_htpasswd(path: str) -> None:
+    try:
+        users = HtpasswdFile(path).users()
+    except FileNotFoundError as exc:
+        raise ConfigError("PASSWORD_FILE", f"no such file: {path}") from exc
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {path}: {exc}") from exc
+    if not users:
+        raise ConfigError("PASSWORD_FILE", f"htpasswd file {path} has no users")
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send this package's logs to stderr, unless the host (a test, say) already did."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    logging.getLogger("gcs_sync").setLevel(settings.log_level)
+    # pypiserver logs a dump of every request object at INFO; its warnings still show.
+    logging.getLogger("pypiserver").setLevel(logging.WARNING)

@@ -1,0 +1,79 @@
+"""The file store driver interface: what every storage backend must do.
+
+Contract, checked for every driver by ``tests/test_drivers.py``:
+
+- Object names passed in and returned are relative to the configured prefix and contain
+  no ``/``; ``list_objects`` returns only the objects directly under the prefix.
+- ``RemoteObject.version`` changes whenever the object's content may have changed (GCS
+  generation, S3 ETag, local inode+size+mtime) and is stable otherwise.
+- ``download`` writes the object to ``destination`` (a temporary path chosen by the
+  caller) and raises ``ObjectNotFound`` if the object is gone or no longer at ``version``.
+- ``upload(create_only=True)`` succeeds only if no object of that name exists, else
+  raises ``ObjectExists``; a retry of our own write that already landed is a success.
+- ``delete`` is idempotent: deleting a missing object succeeds.
+- Every failure is one of ``gcs_sync.errors.StorageError``'s subclasses, raised ``from``
+  the SDK's exception, carrying the object name.
+- ``calls`` counts the API requests made, by operation, for logs and benchmarks.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import dataclasses
+import threading
+import uuid
+from pathlib import Path
+from typing import Mapping, Optional
+
+# Metadata written with every upload. The token lets a retried create-only write that
+# meets "412 already exists" recognise its own earlier attempt.
+SHA256_KEY = "sha256"
+UPLOAD_TOKEN_KEY = "upload-token"
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteObject:
+    name: str
+    version: str
+    size: int
+    sha256: Optional[str] = None
+
+
+class FileStoreDriver(abc.ABC):
+    """One bucket (or folder) and a prefix inside it."""
+
+    url: str
+
+    def __init__(self) -> None:
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._calls_lock = threading.Lock()
+
+    def _count(self, operation: str) -> None:
+        with self._calls_lock:
+            self.calls[operation] += 1
+
+    @staticmethod
+    def new_upload_token() -> str:
+        return uuid.uuid4().hex
+
+    @abc.abstractmethod
+    def list_objects(self) -> dict[str, RemoteObject]:
+        """Every object directly under the prefix, by name; pages through any size."""
+
+    @abc.abstractmethod
+    def download(self, name: str, destination: Path, version: str) -> None:
+        """Write object ``name`` at ``version`` to ``destination``."""
+
+    @abc.abstractmethod
+    def upload(
+        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
+    ) -> RemoteObject:
+        """Store ``source`` as object ``name``; return what is now in the store."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove object ``name``; succeed if it is already gone."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url})"

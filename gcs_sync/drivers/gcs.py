@@ -1,0 +1,151 @@
+"""Google Cloud Storage driver (google-cloud-storage).
+
+The SDK's own conventions apply: ``STORAGE_EMULATOR_HOST`` for the emulator, Application
+Default Credentials otherwise. ``client.bucket()`` makes no API call, so object-level
+roles (Storage Object Admin) are enough; ``get_bucket()`` would need bucket metadata reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Optional
+
+import google.auth.exceptions
+import requests
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from ..errors import (
+    BucketNotFound,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StoragePermissionDenied,
+    StorageUnavailable,
+)
+from .base import SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
+
+_UNAVAILABLE = (
+    gexc.RetryError,
+    gexc.ServerError,
+    gexc.TooManyRequests,
+    requests.exceptions.RequestException,
+    google.auth.exceptions.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def _translate(operation: str, key: str, exc: Exception, missing: type[StorageError]) -> StorageError:
+    cause = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, gexc.NotFound):
+        return missing(operation, key, cause)
+    if isinstance(exc, gexc.PreconditionFailed):
+        return ObjectExists(operation, key, cause)
+    if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized, google.auth.exceptions.DefaultCredentialsError)):
+        return StoragePermissionDenied(operation, key, cause)
+    if isinstance(exc, _UNAVAILABLE):
+        return StorageUnavailable(operation, key, cause)
+    return StorageError(operation, key, cause)
+
+
+# What _translate understands; anything else is a bug and should surface as one.
+_SDK_ERRORS = (gexc.GoogleAPICallError, google.auth.exceptions.GoogleAuthError) + _UNAVAILABLE
+
+
+class GCSDriver(FileStoreDriver):
+    def __init__(
+        self,
+        bucket_name: str,
+        prefix: str,
+        timeout: float,
+        client: Optional[storage.Client] = None,
+    ) -> None:
+        super().__init__()
+        self._client = client or storage.Client()
+        self._bucket = self._client.bucket(bucket_name)
+        self._prefix = f"{prefix}/" if prefix else ""
+        self._timeout = timeout
+        # The SDK's default budget is 120 s of retries; a request must never wait that long.
+        self._retry = DEFAULT_RETRY.with_timeout(timeout)
+        self.url = f"gs://{bucket_name}/{self._prefix}"
+
+    def _key(self, name: str) -> str:
+        return self._prefix + name
+
+    def list_objects(self) -> dict[str, RemoteObject]:
+        found: dict[str, RemoteObject] = {}
+        try:
+            blobs = self._client.list_blobs(
+                self._bucket, prefix=self._prefix, delimiter="/",
+                retry=self._retry, timeout=self._timeout,
+            )
+            for page in blobs.pages:
+                self._count("list")
+                for blob in page:
+                    name = blob.name[len(self._prefix):]
+                    if name:  # the prefix's own folder placeholder has an empty name
+                        found[name] = RemoteObject(
+                            name, str(blob.generation), blob.size or 0,
+                            (blob.metadata or {}).get(SHA256_KEY),
+                        )
+        except _SDK_ERRORS as exc:
+            raise _translate("list", self.url, exc, BucketNotFound) from exc
+        return found
+
+    def download(self, name: str, destination: Path, version: str) -> None:
+        key = self._key(name)
+        self._count("download")
+        try:
+            # The generation precondition makes sure the bytes are the version we listed.
+            self._bucket.blob(key).download_to_filename(
+                str(destination), if_generation_match=int(version),
+                retry=self._retry, timeout=self._timeout,
+            )
+        except gexc.PreconditionFailed as exc:
+            raise ObjectNotFound("download", key, f"changed since it was listed: {exc}") from exc
+        except _SDK_ERRORS as exc:
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+
+    def upload(
+        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
+    ) -> RemoteObject:
+        key = self._key(name)
+        token = self.new_upload_token()
+        blob = self._bucket.blob(key)
+        blob.metadata = {**metadata, UPLOAD_TOKEN_KEY: token}
+        self._count("upload")
+        try:
+            blob.upload_from_filename(
+                str(source), if_generation_match=0 if create_only else None,
+                retry=self._retry, timeout=self._timeout,
+            )
+        except gexc.PreconditionFailed as exc:
+            landed = self._own_earlier_attempt(key, token)
+            if landed is None:
+                raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
+            blob = landed
+        except _SDK_ERRORS as exc:
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+        return RemoteObject(name, str(blob.generation), blob.size or 0, metadata.get(SHA256_KEY))
+
+    def _own_earlier_attempt(self, key: str, token: str) -> Optional[storage.Blob]:
+        self._count("stat")
+        try:
+            existing = self._bucket.get_blob(key, retry=self._retry, timeout=self._timeout)
+        except _SDK_ERRORS as exc:
+            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        if existing is not None and (existing.metadata or {}).get(UPLOAD_TOKEN_KEY) == token:
+            return existing
+        return None
+
+    def delete(self, name: str) -> None:
+        key = self._key(name)
+        self._count("delete")
+        try:
+            self._bucket.blob(key).delete(retry=self._retry, timeout=self._timeout)
+        except gexc.NotFound:
+            return  # already gone: deletes are idempotent
+        except _SDK_ERRORS as exc:
+            raise _translate("delete", key, exc, ObjectNotFound) from exc

@@ -1,0 +1,96 @@
+"""A plain folder acting as the bucket: the dev default and the fastest test double.
+
+Writes are atomic: a dot-prefixed temporary file, then a hard link (create-only: fails if
+the name exists) or a rename (overwrite). Its own temporary files are never listed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+from ..folder import TEMP_SUFFIX, fingerprint
+from ..errors import BucketNotFound, ObjectExists, ObjectNotFound, StorageError
+from .base import FileStoreDriver, RemoteObject
+
+
+def _is_own_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+class LocalFolderDriver(FileStoreDriver):
+    def __init__(self, bucket_folder: Path, prefix: str, create: bool = False) -> None:
+        super().__init__()
+        self._root = Path(bucket_folder).absolute()
+        if create:  # dev convenience; a missing bucket is otherwise an error, as in the cloud
+            self._root.mkdir(parents=True, exist_ok=True)
+        self._folder = self._root / prefix if prefix else self._root
+        self.url = f"file://{self._folder}/"
+
+    def _existing_folder(self, operation: str, name: str) -> Path:
+        if not self._root.is_dir():
+            raise BucketNotFound(operation, name, f"bucket folder {self._root} does not exist")
+        return self._folder
+
+    def list_objects(self) -> dict[str, RemoteObject]:
+        self._count("list")
+        folder = self._existing_folder("list", self.url)
+        found: dict[str, RemoteObject] = {}
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if _is_own_temp(entry.name) or not entry.is_file(follow_symlinks=False):
+                        continue
+                    found[entry.name] = RemoteObject(entry.name, fingerprint(entry.stat()), entry.stat().st_size)
+        except FileNotFoundError:
+            return {}  # the prefix folder appears with the first upload
+        except OSError as exc:
+            raise StorageError("list", self.url, f"{type(exc).__name__}: {exc}") from exc
+        return found
+
+    def download(self, name: str, destination: Path, version: str) -> None:
+        self._count("download")
+        source = self._existing_folder("download", name) / name
+        try:
+            with open(source, "rb") as src:
+                if fingerprint(os.fstat(src.fileno())) != version:
+                    raise ObjectNotFound("download", name, "changed since it was listed")
+                with open(destination, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound("download", name, f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise StorageError("download", name, f"{type(exc).__name__}: {exc}") from exc
+
+    def upload(
+        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
+    ) -> RemoteObject:
+        self._count("upload")
+        folder = self._existing_folder("upload", name)
+        target = folder / name
+        temp = folder / f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, temp)
+            if create_only:
+                os.link(temp, target)  # atomic, and fails if the name exists
+            else:
+                os.replace(temp, target)
+            return RemoteObject(name, fingerprint(target.stat()), target.stat().st_size, metadata.get("sha256"))
+        except FileExistsError as exc:
+            raise ObjectExists("upload", name, "an object of this name is already in the bucket") from exc
+        except OSError as exc:
+            raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def delete(self, name: str) -> None:
+        self._count("delete")
+        folder = self._existing_folder("delete", name)
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError("delete", name, f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,160 @@
+"""S3 and S3-compatible driver (boto3).
+
+The SDK's conventions apply: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for
+MinIO, R2, moto and friends; the standard credential chain and ``AWS_REGION``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from ..errors import (
+    BucketNotFound,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StoragePermissionDenied,
+    StorageUnavailable,
+)
+from .base import SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
+
+_CHUNK = 1 << 20
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+_PRECONDITION_CODES = {"PreconditionFailed", "412"}
+
+
+def _translate(operation: str, key: str, exc: Exception, missing: type[StorageError]) -> StorageError:
+    cause = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code == "NoSuchBucket":
+            return BucketNotFound(operation, key, cause)
+        if code in _MISSING_CODES:
+            return missing(operation, key, cause)
+        if code in _PRECONDITION_CODES:
+            return ObjectExists(operation, key, cause)
+        if code in _DENIED_CODES:
+            return StoragePermissionDenied(operation, key, cause)
+        if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
+            return StorageUnavailable(operation, key, cause)
+        return StorageError(operation, key, cause)
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return StoragePermissionDenied(operation, key, cause)
+    return StorageUnavailable(operation, key, cause)
+
+
+_SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError)
+
+
+class S3Driver(FileStoreDriver):
+    def __init__(self, bucket_name: str, prefix: str, timeout: float, client: Optional[Any] = None) -> None:
+        super().__init__()
+        self._client = client or boto3.client(
+            "s3",
+            config=Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"mode": "standard", "max_attempts": 3},
+                # Presigned URLs and most S3-compatible stores want SigV4.
+                signature_version="s3v4",
+            ),
+        )
+        self._bucket = bucket_name
+        self._prefix = f"{prefix}/" if prefix else ""
+        self.url = f"s3://{bucket_name}/{self._prefix}"
+
+    def _key(self, name: str) -> str:
+        return self._prefix + name
+
+    def list_objects(self) -> dict[str, RemoteObject]:
+        found: dict[str, RemoteObject] = {}
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._prefix, Delimiter="/"
+            )
+            for page in pages:
+                self._count("list")
+                for entry in page.get("Contents", []):
+                    name = entry["Key"][len(self._prefix):]
+                    if name:
+                        found[name] = RemoteObject(name, entry["ETag"], entry["Size"])
+        except _SDK_ERRORS as exc:
+            raise _translate("list", self.url, exc, BucketNotFound) from exc
+        return found
+
+    def download(self, name: str, destination: Path, version: str) -> None:
+        key = self._key(name)
+        self._count("download")
+        try:
+            # IfMatch: the bytes must be the version we listed.
+            reply = self._client.get_object(Bucket=self._bucket, Key=key, IfMatch=version)
+            md5 = hashlib.md5()
+            written = 0
+            with open(destination, "wb") as out:
+                for chunk in iter(lambda: reply["Body"].read(_CHUNK), b""):
+                    md5.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _PRECONDITION_CODES:
+                raise ObjectNotFound("download", key, f"changed since it was listed: {exc}") from exc
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+        except _SDK_ERRORS as exc:
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+        # A cut connection can end the body early without an error (boto3 does not retry it).
+        if written != reply["ContentLength"]:
+            raise StorageUnavailable("download", key, f"body truncated at {written} of {reply['ContentLength']} bytes")
+        etag = version.strip('"')
+        if "-" not in etag and md5.hexdigest() != etag:  # multipart ETags are not an MD5
+            raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
+
+    def upload(
+        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
+    ) -> RemoteObject:
+        key = self._key(name)
+        token = self.new_upload_token()
+        extra = {"IfNoneMatch": "*"} if create_only else {}
+        self._count("upload")
+        try:
+            with open(source, "rb") as body:
+                reply = self._client.put_object(
+                    Bucket=self._bucket, Key=key, Body=body,
+                    Metadata={**metadata, UPLOAD_TOKEN_KEY: token}, **extra,
+                )
+            etag = reply["ETag"]
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code not in _PRECONDITION_CODES:
+                raise _translate("upload", key, exc, BucketNotFound) from exc
+            etag = self._own_earlier_attempt(key, token)
+            if etag is None:
+                raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
+        except _SDK_ERRORS as exc:
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+        return RemoteObject(name, etag, source.stat().st_size, metadata.get(SHA256_KEY))
+
+    def _own_earlier_attempt(self, key: str, token: str) -> Optional[str]:
+        self._count("stat")
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=key)
+        except _SDK_ERRORS as exc:
+            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        if head.get("Metadata", {}).get(UPLOAD_TOKEN_KEY) == token:
+            return head["ETag"]
+        return None
+
+    def delete(self, name: str) -> None:
+        key = self._key(name)
+        self._count("delete")
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=key)  # S3 deletes are idempotent
+        except _SDK_ERRORS as exc:
+            raise _translate("delete", key, exc, ObjectNotFound) from exc

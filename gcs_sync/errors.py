@@ -1,0 +1,59 @@
+"""The exceptions this package raises, in one tree.
+
+    GcsSyncError
+    ├── ConfigError (ValueError)          a setting is missing or malformed; names the variable
+    └── StorageError                      a bucket operation failed; names the object
+        ├── ObjectNotFound (FileNotFoundError)
+        ├── ObjectExists (FileExistsError)     a create-only write met an existing object
+        ├── BucketNotFound                     the bucket (or local bucket folder) is missing
+        ├── StoragePermissionDenied (PermissionError)
+        └── StorageUnavailable (ConnectionError)   network error, timeout, 5xx after retries
+
+Drivers translate their SDK's errors into these at the boundary, always ``from`` the
+original, so the cause stays in the traceback and the log.
+"""
+
+from __future__ import annotations
+
+
+class GcsSyncError(Exception):
+    """Base of every error raised on purpose by gcs_sync."""
+
+
+class ConfigError(GcsSyncError, ValueError):
+    """A configuration variable is missing or malformed."""
+
+    def __init__(self, variable: str, problem: str):
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+class StorageError(GcsSyncError):
+    """A bucket operation failed. ``object_name`` is the name inside the bucket."""
+
+    def __init__(self, operation: str, object_name: str, cause: str):
+        self.operation = operation
+        self.object_name = object_name
+        self.cause = cause
+        super().__init__(f"{operation} {object_name!r} failed: {cause}")
+
+
+class ObjectNotFound(StorageError, FileNotFoundError):
+    """The object does not exist (any more)."""
+
+
+class ObjectExists(StorageError, FileExistsError):
+    """A create-only write found the object already there (HTTP 412 precondition)."""
+
+
+class BucketNotFound(StorageError):
+    """The bucket itself does not exist, or is not visible to these credentials."""
+
+
+class StoragePermissionDenied(StorageError, PermissionError):
+    """The credentials may not do this operation."""
+
+
+class StorageUnavailable(StorageError, ConnectionError):
+    """The store could not be reached or kept failing within the retry budget."""

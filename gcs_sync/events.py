@@ -1,0 +1,87 @@
+"""ContentChangeEvent: what a sync found, one small frozen dataclass per kind, each with
+its strategy. A strategy does the I/O for one file and returns the file's new synced
+state, or None when the file is gone from both sides.
+
+    kind            found                                   strategy
+    RemoteAdded     in the bucket, not here                 download
+    RemoteChanged   here, but the bucket has another       download and replace
+                    version (or ours was edited)
+    RemoteDeleted   gone from the bucket, was synced        remove locally
+    LocalAdded      here, never in the bucket               upload (create-only)
+    LocalDeleted    gone from here, was synced              delete from the bucket
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Protocol, Union
+
+from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
+from .folder import PackageFolder, sha256_of
+from .state import SyncedFile
+
+
+class Transfers(Protocol):
+    driver: FileStoreDriver
+    folder: PackageFolder
+
+
+def _download_into_place(io: Transfers, remote: RemoteObject) -> SyncedFile:
+    temp = io.folder.temp_path(remote.name)
+    try:
+        io.driver.download(remote.name, temp, remote.version)
+        local = io.folder.install(temp, remote.name)
+    finally:
+        temp.unlink(missing_ok=True)
+    return SyncedFile(remote.version, local, remote.sha256)
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteAdded:
+    name: str
+    remote: RemoteObject
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        return _download_into_place(io, self.remote)
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteChanged:
+    name: str
+    remote: RemoteObject
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        return _download_into_place(io, self.remote)
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteDeleted:
+    name: str
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        io.folder.remove(self.name)
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalAdded:
+    name: str
+    local_fingerprint: str
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        path = io.folder.file_path(self.name)
+        sha256 = sha256_of(path)
+        remote = io.driver.upload(self.name, path, create_only=True, metadata={SHA256_KEY: sha256})
+        return SyncedFile(remote.version, self.local_fingerprint, sha256)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalDeleted:
+    name: str
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        io.driver.delete(self.name)
+        return None
+
+
+ContentChangeEvent = Union[RemoteAdded, RemoteChanged, RemoteDeleted, LocalAdded, LocalDeleted]

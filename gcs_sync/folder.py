@@ -1,0 +1,117 @@
+"""The local package folder that pypiserver serves, and the writes made into it.
+
+Every write goes to a dot-prefixed temporary file in the same folder and is renamed into
+place, so a reader (pypiserver never lists dot names) sees a whole file or nothing. The
+folder's own bookkeeping lives in the dot folder ``.gcs_sync/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Optional
+
+from .names import is_package_filename
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+TEMP_SUFFIX = ".part"
+# A temp file older than this belongs to a process that died mid-write.
+STALE_TEMP_SECONDS = 3600
+
+
+def fingerprint(stat: os.stat_result) -> str:
+    """Changes whenever a file is replaced or rewritten (a rename gives a new inode)."""
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedFile:
+    """An upload written to a temp file, not yet visible: it becomes visible only once the
+    bucket has it."""
+
+    name: str
+    path: Path
+    sha256: str
+    size: int
+
+
+class PackageFolder:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path).absolute()
+        self.control = self.path / ".gcs_sync"
+        self.control.mkdir(parents=True, exist_ok=True)
+
+    def scan(self) -> dict[str, str]:
+        """Package files directly in the folder, by name, with their fingerprints."""
+        found: dict[str, str] = {}
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if is_package_filename(entry.name) and entry.is_file(follow_symlinks=False):
+                    found[entry.name] = fingerprint(entry.stat())
+        return found
+
+    def temp_path(self, name: str) -> Path:
+        return self.path / f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+
+    def stage(self, name: str, stream: BinaryIO) -> StagedFile:
+        """Write an incoming upload to a temp file, hashing it on the way."""
+        temp = self.temp_path(name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(temp, "wb") as out:
+                for chunk in iter(lambda: stream.read(_CHUNK), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return StagedFile(name, temp, digest.hexdigest(), size)
+
+    def install(self, temp: Path, name: str) -> str:
+        """Make a complete temp file visible under ``name``; return its fingerprint."""
+        target = self.path / name
+        os.replace(temp, target)
+        return fingerprint(target.stat())
+
+    def remove(self, name: str) -> None:
+        (self.path / name).unlink(missing_ok=True)
+
+    def file_path(self, name: str) -> Path:
+        return self.path / name
+
+    def fingerprint_of(self, name: str) -> Optional[str]:
+        try:
+            return fingerprint((self.path / name).stat())
+        except FileNotFoundError:
+            return None
+
+    def sweep_stale_temps(self, now: Optional[float] = None) -> list[str]:
+        """Remove temp files left by a process that died mid-write."""
+        now = time.time() if now is None else now
+        removed = []
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+                    if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
+                        Path(entry.path).unlink(missing_ok=True)
+                        removed.append(entry.name)
+        if removed:
+            log.warning("removed %d stale temp files left by a crashed worker: %s", len(removed), removed)
+        return removed
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        for chunk in iter(lambda: src.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,124 @@
+"""The web side: a Bottle plugin around pypiserver's routes.
+
+    request ─▶ pre-sync ─▶ pypiserver route ─▶ post-sync ─▶ response
+                 │          (stages writes)       │
+                 ▼                                ▼
+         pull if the view is            push staged uploads and removals
+         older than SYNC_INTERVAL       to the bucket; only then "200 OK"
+
+A plugin (not ``after_request``) because it must see the route's real outcome: Bottle's
+hooks see 200 for every request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as t
+
+from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
+
+from .client import StorageClient
+from .errors import ObjectExists, StorageError
+from .folder import StagedFile
+
+log = logging.getLogger(__name__)
+
+_ENVIRON_KEY = "gcs_sync.pending_changes"
+
+
+@dataclasses.dataclass
+class PendingChanges:
+    """What one request's route asked to change; applied only if the route succeeded."""
+
+    uploads: list[StagedFile] = dataclasses.field(default_factory=list)
+    removals: list[str] = dataclasses.field(default_factory=list)
+
+    def has_upload(self, name: str) -> bool:
+        return any(staged.name == name for staged in self.uploads)
+
+    def discard(self) -> None:
+        for staged in self.uploads:
+            staged.path.unlink(missing_ok=True)
+        self.uploads.clear()
+        self.removals.clear()
+
+    def commit(self, client: StorageClient, *, overwrite: bool) -> None:
+        try:
+            for staged in self.uploads:
+                client.publish(staged, overwrite=overwrite)
+            for name in self.removals:
+                client.retract(name)
+        finally:
+            self.discard()
+
+
+def current_changes() -> PendingChanges:
+    """The pending changes of the request being handled (Bottle's request is per thread)."""
+    changes = request.environ.get(_ENVIRON_KEY)
+    if changes is None:
+        raise RuntimeError("package writes are only possible inside a request wrapped by BucketSyncPlugin")
+    return changes
+
+
+class BucketSyncPlugin:
+    name = "gcs_sync"
+    api = 2
+
+    def __init__(self, client: StorageClient, *, overwrite: bool, unsynced_routes: t.Iterable[str]) -> None:
+        self.client = client
+        self.overwrite = overwrite
+        self.unsynced_routes = frozenset(unsynced_routes)
+
+    def apply(self, callback: t.Callable[..., t.Any], route: t.Any) -> t.Callable[..., t.Any]:
+        if route.rule in self.unsynced_routes:
+            return callback  # health checks and the favicon never touch the bucket
+
+        def synced_route(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            self.client.ensure_fresh()
+            changes = PendingChanges()
+            request.environ[_ENVIRON_KEY] = changes
+            try:
+                result = callback(*args, **kwargs)
+            except BaseException:
+                changes.discard()  # a refused or failed route changes nothing
+                raise
+            if isinstance(result, HTTPResponse) and result.status_code >= 400:
+                changes.discard()
+                return result
+            if changes.uploads or changes.removals:
+                self._commit(changes)
+            return result
+
+        return synced_route
+
+    def _commit(self, changes: PendingChanges) -> None:
+        names = [staged.name for staged in changes.uploads] + changes.removals
+        try:
+            changes.commit(self.client, overwrite=self.overwrite)
+        except ObjectExists as exc:
+            log.warning("upload of %r refused: already in the bucket (%s)", exc.object_name, exc.cause)
+            raise _already_exists(exc) from exc
+        except StorageError as exc:
+            log.error("bucket write for %s failed, nothing stored: %s", names, exc)
+            # The reason goes in the status line too: that is what twine and pip print.
+            raise HTTPError(
+                f"503 Bucket write failed for {_filename(exc)}",
+                f"Could not store the change to {_filename(exc)!r} in the bucket: {exc.cause}\n"
+                "Nothing was stored. Try again later.\n",
+            ) from exc
+
+
+def _filename(exc: StorageError) -> str:
+    return exc.object_name.rsplit("/", 1)[-1]
+
+
+def _already_exists(exc: ObjectExists) -> HTTPError:
+    # Same answer as pypiserver's own local check (pypiserver._app.file_upload):
+    # 409, or 400 for twine, which expects PyPI's status for an existing file.
+    code = 400 if "twine" in request.headers.get("User-Agent", "") else 409
+    filename = _filename(exc)
+    return HTTPError(
+        code,
+        f"Package {filename!r} already exists!\n  You may start server with `--overwrite` option.",
+    )

@@ -1,0 +1,131 @@
+"""Direct access to the bucket under test, through each SDK or the filesystem, never
+through gcs_sync's drivers: what a test reads here is what really is in the store."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Optional
+
+PREFIX = "packages"
+
+
+class BucketProbe:
+    backend: str
+    name: str
+
+    def env(self) -> dict[str, str]:
+        """Variables a server process needs to use this bucket."""
+        return {"STORAGE_BACKEND": self.backend, "BUCKET_NAME": self.name, "REMOTE_PACKAGE_DIRECTORY": PREFIX}
+
+    def put(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def get(self, name: str) -> Optional[bytes]:
+        raise NotImplementedError
+
+    def delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def names(self) -> set[str]:
+        raise NotImplementedError
+
+    def remove_bucket(self) -> None:
+        """Delete the (empty) bucket itself, to make every write fail for real."""
+        raise NotImplementedError
+
+
+class LocalProbe(BucketProbe):
+    backend = "local"
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.name = str(root)
+        (root / PREFIX).mkdir(parents=True)
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self.root / PREFIX / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def get(self, name: str) -> Optional[bytes]:
+        path = self.root / PREFIX / name
+        return path.read_bytes() if path.is_file() else None
+
+    def delete(self, name: str) -> None:
+        (self.root / PREFIX / name).unlink()
+
+    def names(self) -> set[str]:
+        folder = self.root / PREFIX
+        return {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.exists() else set()
+
+    def remove_bucket(self) -> None:
+        shutil.rmtree(self.root)
+
+
+class GCSProbe(BucketProbe):
+    backend = "gcs"
+
+    def __init__(self, emulator_host: str):
+        from google.cloud import storage
+
+        self.client = storage.Client(project="test")
+        self.name = f"b-{uuid.uuid4().hex[:12]}"
+        self.bucket = self.client.create_bucket(self.name)
+        self.emulator_host = emulator_host
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "STORAGE_EMULATOR_HOST": self.emulator_host}
+
+    def put(self, name: str, data: bytes) -> None:
+        self.bucket.blob(f"{PREFIX}/{name}").upload_from_string(data)
+
+    def get(self, name: str) -> Optional[bytes]:
+        blob = self.bucket.get_blob(f"{PREFIX}/{name}")
+        return None if blob is None else blob.download_as_bytes()
+
+    def delete(self, name: str) -> None:
+        self.bucket.blob(f"{PREFIX}/{name}").delete()
+
+    def names(self) -> set[str]:
+        return {b.name[len(PREFIX) + 1:] for b in self.client.list_blobs(self.name, prefix=f"{PREFIX}/")}
+
+    def remove_bucket(self) -> None:
+        self.bucket.delete(force=True)
+
+
+class S3Probe(BucketProbe):
+    backend = "s3"
+
+    def __init__(self, endpoint: str):
+        import boto3
+
+        self.client = boto3.client("s3", endpoint_url=endpoint)
+        self.name = f"b-{uuid.uuid4().hex[:12]}"
+        self.client.create_bucket(Bucket=self.name)
+        self.endpoint = endpoint
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "AWS_ENDPOINT_URL": self.endpoint}
+
+    def put(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=f"{PREFIX}/{name}", Body=data)
+
+    def get(self, name: str) -> Optional[bytes]:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=f"{PREFIX}/{name}")["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.name, Key=f"{PREFIX}/{name}")
+
+    def names(self) -> set[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=f"{PREFIX}/")
+        return {o["Key"][len(PREFIX) + 1:] for page in pages for o in page.get("Contents", [])}
+
+    def remove_bucket(self) -> None:
+        for name in self.names():
+            self.delete(name)
+        self.client.delete_bucket(Bucket=self.name)

@@ -1,0 +1,54 @@
+"""Make gcp-storage-emulator honour ``ifGenerationMatch`` on uploads.
+
+The emulator ignores preconditions, so a create-only upload would silently overwrite.
+Real GCS answers 412; this wraps the emulator's upload handler to do the same. It is the
+one place the tests change a storage server, for a thing the emulator cannot do.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any, Callable
+
+from gcp_storage_emulator import server as emulator_server
+from gcp_storage_emulator.exceptions import NotFound
+from gcp_storage_emulator.handlers import objects
+
+
+def _object_name(request: Any) -> str | None:
+    if "name" in request.query:
+        return request.query["name"][0]
+    data = request.data
+    if isinstance(data, dict):
+        meta = data.get("meta")
+        if isinstance(meta, dict):
+            return meta.get("name")
+        return data.get("name")
+    return None
+
+
+def _with_generation_precondition(handler: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
+        expected = request.query.get("ifGenerationMatch")
+        name = _object_name(request)
+        if expected and name:
+            try:
+                current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+            except NotFound:
+                current = "0"
+            if current != expected[0]:
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json({"error": {"code": 412, "message": "conditionNotMet", "errors": [
+                    {"reason": "conditionNotMet", "message": "Precondition Failed"}]}})
+                return None
+        return handler(request, response, storage, *args, **kwargs)
+
+    return checked
+
+
+def enforce_generation_preconditions() -> None:
+    checked_insert = _with_generation_precondition(objects.insert)
+    for _pattern, handlers in emulator_server.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler is objects.insert:
+                handlers[method] = checked_insert

@@ -1,0 +1,104 @@
+"""The file store driver contract (gcs_sync/drivers/base.py), run on every driver against
+its real server: gcp-storage-emulator, moto's S3 server, a local folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gcs_sync.drivers import FileStoreDriver
+from gcs_sync.errors import BucketNotFound, ObjectExists, ObjectNotFound, StorageError
+
+from .buckets import BucketProbe
+
+
+def _file(tmp_path: Path, data: bytes, name: str = "src") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_empty_bucket_lists_nothing(driver: FileStoreDriver) -> None:
+    assert driver.list_objects() == {}
+
+
+def test_create_only_upload_is_listed_with_its_version_and_size(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    stored = driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"abc"), create_only=True, metadata={"sha256": "x"})
+    listed = driver.list_objects()
+    assert list(listed) == ["demo-1.0.tar.gz"]
+    assert listed["demo-1.0.tar.gz"].version == stored.version
+    assert listed["demo-1.0.tar.gz"].size == 3
+    assert bucket.get("demo-1.0.tar.gz") == b"abc"
+
+
+def test_create_only_upload_refuses_an_existing_name(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    bucket.put("demo-1.0.tar.gz", b"first")
+    with pytest.raises(ObjectExists) as caught:
+        driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"second"), create_only=True, metadata={})
+    assert "demo-1.0.tar.gz" in str(caught.value)
+    assert isinstance(caught.value, FileExistsError)
+    assert bucket.get("demo-1.0.tar.gz") == b"first"
+
+
+def test_overwrite_replaces_content_and_changes_version(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    first = driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"one"), create_only=True, metadata={})
+    second = driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"two!"), create_only=False, metadata={})
+    assert second.version != first.version
+    assert driver.list_objects()["demo-1.0.tar.gz"].version == second.version
+    assert bucket.get("demo-1.0.tar.gz") == b"two!"
+
+
+def test_download_writes_the_listed_bytes(driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 5000  # over 1 MB: more than one chunk
+    bucket.put("demo-1.0.tar.gz", payload)
+    version = driver.list_objects()["demo-1.0.tar.gz"].version
+    target = tmp_path / "out"
+    driver.download("demo-1.0.tar.gz", target, version)
+    assert target.read_bytes() == payload
+
+
+def test_download_of_a_missing_object_raises_not_found_naming_it(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    bucket.put("demo-1.0.tar.gz", b"x")
+    version = driver.list_objects()["demo-1.0.tar.gz"].version
+    bucket.delete("demo-1.0.tar.gz")
+    with pytest.raises(ObjectNotFound, match="demo-1.0.tar.gz"):
+        driver.download("demo-1.0.tar.gz", tmp_path / "out", version)
+
+
+def test_delete_removes_and_is_idempotent(driver: FileStoreDriver, bucket: BucketProbe) -> None:
+    bucket.put("demo-1.0.tar.gz", b"x")
+    driver.delete("demo-1.0.tar.gz")
+    assert bucket.names() == set()
+    driver.delete("demo-1.0.tar.gz")  # already gone: no error
+
+
+def test_listing_sees_only_objects_directly_under_the_prefix(driver: FileStoreDriver, bucket: BucketProbe) -> None:
+    bucket.put("demo-1.0.tar.gz", b"x")
+    bucket.put("nested/other-1.0.tar.gz", b"y")
+    assert set(driver.list_objects()) == {"demo-1.0.tar.gz"}
+
+
+def test_missing_bucket_is_a_typed_error_on_every_operation(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    bucket.remove_bucket()
+    with pytest.raises(BucketNotFound):
+        driver.list_objects()
+    with pytest.raises(StorageError, match="demo-1.0.tar.gz"):
+        driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"x"), create_only=True, metadata={})
+
+
+def test_calls_are_counted_per_operation(driver: FileStoreDriver, tmp_path: Path) -> None:
+    driver.list_objects()
+    driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"x"), create_only=True, metadata={})
+    driver.delete("demo-1.0.tar.gz")
+    assert driver.calls["list"] == 1 and driver.calls["upload"] == 1 and driver.calls["delete"] == 1

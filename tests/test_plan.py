@@ -1,0 +1,55 @@
+"""The sync decision table: plan_sync is pure, so each row is plain data in, events out."""
+
+from __future__ import annotations
+
+import pytest
+
+from gcs_sync.drivers.base import RemoteObject
+from gcs_sync.events import LocalAdded, LocalDeleted, RemoteAdded, RemoteChanged, RemoteDeleted
+from gcs_sync.plan import next_state, plan_sync
+from gcs_sync.state import SyncedFile
+
+N = "demo-1.0.tar.gz"
+R1, R2 = RemoteObject(N, "v1", 3), RemoteObject(N, "v2", 3)
+SYNCED = SyncedFile(remote_version="v1", local_fingerprint="f1")
+
+# local fingerprint, remote object, synced entry -> expected events
+TABLE = [
+    ("nothing anywhere", None, None, None, []),
+    ("new in the bucket", None, R1, None, [RemoteAdded(N, R1)]),
+    ("changed in the bucket", "f1", R2, SYNCED, [RemoteChanged(N, R2)]),
+    ("in step", "f1", R1, SYNCED, []),
+    ("edited locally: the bucket's copy wins", "f9", R1, SYNCED, [RemoteChanged(N, R1)]),
+    ("on both sides, never synced: the bucket's copy wins", "f1", R1, None, [RemoteChanged(N, R1)]),
+    ("deleted from the bucket", "f1", None, SYNCED, [RemoteDeleted(N)]),
+    ("deleted from the bucket, edited locally: still deleted", "f9", None, SYNCED, [RemoteDeleted(N)]),
+    ("new locally", "f1", None, None, [LocalAdded(N, "f1")]),
+    ("deleted locally", None, R1, SYNCED, [LocalDeleted(N)]),
+    ("deleted locally but changed in the bucket: download", None, R2, SYNCED, [RemoteAdded(N, R2)]),
+    ("gone from both sides", None, None, SYNCED, []),
+]
+
+
+@pytest.mark.parametrize("case, local, remote, synced, expected", TABLE, ids=[row[0] for row in TABLE])
+def test_decision_table(case, local, remote, synced, expected) -> None:
+    other = "other-2.0.tar.gz"  # keeps the folder non-empty, so the wiped-folder rail stays off
+    local_map = {other: "o"} | ({N: local} if local else {})
+    remote_map = {other: RemoteObject(other, "o", 1)} | ({N: remote} if remote else {})
+    synced_map = {other: SyncedFile("o", "o")} | ({N: synced} if synced else {})
+    assert plan_sync(local_map, remote_map, synced_map) == expected
+
+
+def test_a_wiped_folder_never_deletes_the_bucket() -> None:
+    remote = {N: R1}
+    events = plan_sync({}, remote, {N: SYNCED})
+    assert events == [RemoteAdded(N, R1)]
+
+
+def test_a_new_empty_bucket_never_deletes_local_files_that_were_never_synced() -> None:
+    assert plan_sync({N: "f1"}, {}, {}) == [LocalAdded(N, "f1")]
+
+
+def test_state_drops_only_files_gone_from_both_sides() -> None:
+    synced = {N: SYNCED, "gone-1.0.tar.gz": SyncedFile("g", "g"), "here-1.0.tar.gz": SyncedFile("h", "h")}
+    state = next_state({"here-1.0.tar.gz": "h"}, {N: R1}, synced)
+    assert set(state) == {N, "here-1.0.tar.gz"}

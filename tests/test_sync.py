@@ -1,0 +1,162 @@
+"""StorageClient on every driver: each ContentChangeEvent's strategy, the safety rails,
+and what a steady state costs in bucket calls."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gcs_sync.client import StorageClient
+from gcs_sync.drivers import FileStoreDriver
+from gcs_sync.errors import ObjectNotFound
+from gcs_sync.events import LocalAdded, LocalDeleted, RemoteAdded, RemoteChanged, RemoteDeleted
+from gcs_sync.folder import PackageFolder
+
+from .buckets import BucketProbe
+
+A, B = "alpha-1.0.tar.gz", "beta-2.0-py3-none-any.whl"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> PackageFolder:
+    return PackageFolder(tmp_path / "packages")
+
+
+@pytest.fixture
+def client(driver: FileStoreDriver, folder: PackageFolder) -> StorageClient:
+    return StorageClient(driver, folder, sync_interval=1, lock_timeout=5)
+
+
+def visible_files(folder: PackageFolder) -> dict[str, bytes]:
+    """Everything in the folder but its control folder: temps included, so leftovers show."""
+    return {p.name: p.read_bytes() for p in folder.path.iterdir() if p.name != ".gcs_sync"}
+
+
+def kinds(report) -> list[str]:
+    return sorted(type(event).__name__ for event in report.applied)
+
+
+def test_remote_added_is_downloaded(client: StorageClient, bucket: BucketProbe, folder: PackageFolder) -> None:
+    bucket.put(A, b"alpha")
+    bucket.put(B, b"beta")
+    assert kinds(client.sync()) == ["RemoteAdded", "RemoteAdded"]
+    assert visible_files(folder) == {A: b"alpha", B: b"beta"}
+
+
+def test_remote_changed_replaces_the_local_copy(client, bucket, folder) -> None:
+    bucket.put(A, b"old")
+    client.sync()
+    bucket.put(A, b"new content")
+    assert kinds(client.sync()) == ["RemoteChanged"]
+    assert visible_files(folder) == {A: b"new content"}
+
+
+def test_remote_deleted_is_removed_locally(client, bucket, folder) -> None:
+    bucket.put(A, b"alpha")
+    bucket.put(B, b"beta")
+    client.sync()
+    bucket.delete(A)
+    assert kinds(client.sync()) == ["RemoteDeleted"]
+    assert visible_files(folder) == {B: b"beta"}
+
+
+def test_local_added_is_uploaded(client, bucket, folder) -> None:
+    (folder.path / A).write_bytes(b"made here")
+    assert kinds(client.sync()) == ["LocalAdded"]
+    assert bucket.get(A) == b"made here"
+
+
+def test_local_deleted_after_a_sync_is_deleted_from_the_bucket(client, bucket, folder) -> None:
+    bucket.put(A, b"alpha")
+    bucket.put(B, b"beta")
+    client.sync()
+    (folder.path / A).unlink()
+    assert kinds(client.sync()) == ["LocalDeleted"]
+    assert bucket.names() == {B}
+
+
+def test_a_new_empty_folder_pulls_everything_and_deletes_nothing(driver, bucket, tmp_path) -> None:
+    bucket.put(A, b"alpha")
+    bucket.put(B, b"beta")
+    first = StorageClient(driver, PackageFolder(tmp_path / "one"), sync_interval=1, lock_timeout=5)
+    first.sync()
+    # A second folder whose state survived but whose files did not (a wiped /tmp, say).
+    wiped = PackageFolder(tmp_path / "two")
+    (wiped.control / "state.json").write_bytes((first.folder.control / "state.json").read_bytes())
+    report = StorageClient(driver, wiped, sync_interval=1, lock_timeout=5).sync()
+    assert kinds(report) == ["RemoteAdded", "RemoteAdded"]
+    assert bucket.names() == {A, B}
+
+
+def test_state_of_another_bucket_is_ignored(client, bucket, folder) -> None:
+    (folder.path / A).write_bytes(b"local")
+    (folder.control / "state.json").write_text(
+        '{"format": 1, "store": "gs://elsewhere/packages/", "files": {"%s": '
+        '{"remote_version": "1", "local_fingerprint": "x"}}}' % A
+    )
+    assert kinds(client.sync()) == ["LocalAdded"]  # not "deleted remotely, so delete here"
+    assert bucket.get(A) == b"local"
+
+
+def test_odd_object_names_are_skipped_and_logged(client, bucket, folder, tmp_path, caplog) -> None:
+    odd = ["README.txt", ".hidden-1.0.tar.gz", "back\\slash-1.0.tar.gz", "sp ace-1.0.tar.gz", "semi;colon-1.0.tar.gz"]
+    for name in odd:
+        bucket.put(name, b"odd")
+    bucket.put(A, b"alpha")
+    before = set(tmp_path.rglob("*"))
+    with caplog.at_level(logging.WARNING, logger="gcs_sync"):
+        report = client.sync()
+    assert sorted(report.skipped_names) == sorted(odd)
+    assert visible_files(folder) == {A: b"alpha"}
+    created = {p for p in set(tmp_path.rglob("*")) - before if folder.control not in p.parents}
+    assert created == {folder.path / A}
+    for name in odd:
+        assert repr(name) in caplog.text
+
+
+def test_a_failed_download_leaves_no_partial_file(client, bucket, folder) -> None:
+    bucket.put(A, b"alpha")
+    listed = client.driver.list_objects()[A]
+    bucket.delete(A)  # gone between the listing and the download, as in a real race
+    with pytest.raises(ObjectNotFound, match=A):
+        RemoteAdded(A, listed).apply(client)
+    assert visible_files(folder) == {}
+
+
+def _age_view(client: StorageClient, seconds: float = 2) -> None:
+    """Pretend the last pull was ``seconds`` ago, i.e. the interval has passed."""
+    past = time.time() - seconds
+    os.utime(client.folder.control / "pulled", (past, past))
+
+
+def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket, folder, caplog) -> None:
+    bucket.put(A, b"alpha")
+    client.sync()
+    bucket.remove_bucket()
+    _age_view(client)
+    with caplog.at_level(logging.ERROR, logger="gcs_sync"):
+        client.ensure_fresh()  # must not raise: reads go on from the local copy
+    assert f"sync from {client.driver.url} failed" in caplog.text
+    assert visible_files(folder) == {A: b"alpha"}
+
+
+def test_steady_state_costs_one_listing_per_interval(client, bucket, driver) -> None:
+    bucket.put(A, b"alpha")
+    client.ensure_fresh()
+    calls = dict(driver.calls)
+    for _ in range(50):
+        client.ensure_fresh()
+    assert dict(driver.calls) == calls  # fresh: no bucket call at all
+    _age_view(client)
+    client.ensure_fresh()
+    assert driver.calls["list"] == calls["list"] + 1
+    assert driver.calls["download"] == calls.get("download", 0)  # nothing changed: nothing moved
+
+
+def test_every_event_kind_has_a_strategy(client) -> None:
+    for kind in (RemoteAdded, RemoteChanged, RemoteDeleted, LocalAdded, LocalDeleted):
+        assert callable(getattr(kind, "apply"))
