@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
+
+from gunicorn.errors import AppImportError
 
 from gcs_sync import ConfigError, Settings, build_app, configure_logging
 
@@ -12,7 +13,8 @@ def get_app():
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
-        # One line naming the variable, rather than a traceback per worker.
-        sys.exit(f"gcs_sync configuration error: {exc}")
+        # gunicorn prints this one line (no traceback per worker) and stops, rather than
+        # respawning workers that can never boot.
+        raise AppImportError(f"gcs_sync configuration error: {exc}") from exc
     configure_logging(settings)
     return build_app(settings)

@@ -30,11 +30,13 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         # has to finish well within gunicorn's 30 s worker timeout.
         lock_timeout=2 * settings.storage_timeout,
     )
-    if settings.password_file is None:
+    # pypiserver spells "no authentication at all" as both settings being ".".
+    password_file = "." if not settings.authenticate else settings.password_file
+    if password_file is None:
         log.warning("PASSWORD_FILE is not set: the index is read-only (uploads and removals get 401/403)")
     app = pypiserver.app(
         roots=[folder.path],
-        password_file=settings.password_file,
+        password_file=password_file,
         authenticate=list(settings.authenticate),
         overwrite=settings.overwrite,
         disable_fallback=settings.disable_fallback,

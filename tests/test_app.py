@@ -1,0 +1,155 @@
+"""The wrapped pypiserver app, called in-process through WSGI on every driver: what a
+client sees, and what each request costs in bucket calls."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from werkzeug.test import Client
+
+from gcs_sync import build_app
+from gcs_sync.drivers import make_driver
+
+from .buckets import BucketProbe
+from .conftest import settings_for
+from .packages import make_wheel
+from .servers import PASSWORD, USER
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+
+
+class App:
+    def __init__(self, bucket: BucketProbe, folder: Path, htpasswd: Path, **overrides: object) -> None:
+        self.settings = settings_for(bucket, folder, PASSWORD_FILE=htpasswd, **overrides)
+        self.driver = make_driver(self.settings)
+        self.wsgi = build_app(self.settings, self.driver)
+        self.http = Client(self.wsgi)
+        self.folder = folder
+
+    def upload(self, wheel: Path, user_agent: str = "gcs-sync-tests", data: bytes | None = None):
+        with open(wheel, "rb") as fh:
+            content = (fh if data is None else __import__("io").BytesIO(data), wheel.name)
+            return self.http.post("/", data={":action": "file_upload", "content": content},
+                                  headers={**AUTH, "User-Agent": user_agent})
+
+    def age_view(self) -> None:
+        past = time.time() - 2 * max(self.settings.sync_interval, 1)
+        os.utime(self.folder / ".gcs_sync" / "pulled", (past, past))
+
+    def leftovers(self) -> list[str]:
+        return [p.name for p in self.folder.iterdir() if p.name.startswith(".") and p.name != ".gcs_sync"]
+
+
+@pytest.fixture
+def app(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> App:
+    return App(bucket, tmp_path / "packages", htpasswd)
+
+
+def test_upload_answers_200_only_with_the_file_in_the_bucket(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    reply = app.upload(wheel)
+    assert reply.status_code == 200
+    assert bucket.get(wheel.name) == wheel.read_bytes()
+    page = app.http.get("/simple/demo/").get_data(as_text=True)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert f"{wheel.name}#sha256={digest}" in page
+
+
+def test_existing_name_in_the_bucket_is_a_conflict_even_if_not_local(
+    app: App, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    bucket.put(wheel.name, b"uploaded elsewhere")  # this instance has not synced it yet
+    app.http.get("/simple/")  # the view is fresh from here on; the file arrives...
+    (app.folder / wheel.name).unlink()  # ...but pretend it had not, so only the bucket knows
+    reply = app.upload(wheel)
+    assert reply.status_code == 409
+    assert "already exists" in reply.get_data(as_text=True)
+    assert app.upload(wheel, user_agent="twine/7.0.0").status_code == 400  # as stock pypiserver
+    assert bucket.get(wheel.name) == b"uploaded elsewhere"
+    assert app.leftovers() == []
+
+
+def test_failed_bucket_write_is_a_503_naming_the_file_and_nothing_is_kept(
+    app: App, bucket: BucketProbe, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    app.http.get("/simple/")
+    bucket.remove_bucket()
+    with caplog.at_level(logging.ERROR, logger="gcs_sync"):
+        reply = app.upload(wheel)
+    assert reply.status_code == 503
+    assert wheel.name in reply.status and wheel.name in reply.get_data(as_text=True)
+    assert wheel.name in caplog.text and "failed" in caplog.text
+    assert not (app.folder / wheel.name).exists() and app.leftovers() == []
+    assert app.http.get("/simple/demo/").status_code == 404
+    assert wheel.name not in app.http.get("/packages/").get_data(as_text=True)
+
+
+def test_removal_deletes_from_the_bucket_then_locally(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    reply = app.http.post("/", data={":action": "remove_pkg", "name": "demo", "version": "1.0"}, headers=AUTH)
+    assert reply.status_code == 200
+    assert bucket.names() == set()
+    assert app.http.get("/simple/demo/").status_code == 404
+
+
+def test_refused_requests_change_nothing(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    with open(wheel, "rb") as fh:
+        reply = app.http.post("/", data={":action": "file_upload", "content": (fh, wheel.name)})
+    assert reply.status_code == 401 and reply.headers["WWW-Authenticate"] == 'Basic realm="pypi"'
+    with open(wheel, "rb") as fh:
+        reply = app.http.post("/", data={":action": "file_upload", "content": (fh, "not a package.txt")},
+                              headers=AUTH)
+    assert reply.status_code == 400
+    assert bucket.names() == set() and app.leftovers() == []
+
+
+def test_health_never_touches_the_bucket(app: App) -> None:
+    for _ in range(20):
+        assert app.http.get("/health").status_code == 200
+        app.http.get("/favicon.ico")
+    assert sum(app.driver.calls.values()) == 0
+
+
+def test_steady_state_is_one_listing_per_interval_and_no_transfers(app: App, bucket: BucketProbe) -> None:
+    bucket.put("demo-1.0.tar.gz", b"demo")
+    assert app.http.get("/simple/demo/").status_code == 200
+    first = dict(app.driver.calls)
+    assert first == {"list": 1, "download": 1}
+    for path in ["/simple/", "/simple/demo/", "/packages/", "/packages/demo-1.0.tar.gz", "/"] * 10:
+        assert app.http.get(path).status_code == 200
+    assert dict(app.driver.calls) == first
+    app.age_view()
+    app.http.get("/simple/")
+    assert dict(app.driver.calls) == {"list": 2, "download": 1}
+
+
+def test_without_a_password_file_the_index_is_read_only(bucket: BucketProbe, tmp_path: Path) -> None:
+    settings = settings_for(bucket, tmp_path / "packages")
+    http = Client(build_app(settings))
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    with open(wheel, "rb") as fh:
+        reply = http.post("/", data={":action": "file_upload", "content": (fh, wheel.name)}, headers=AUTH)
+    assert reply.status_code == 403
+    assert bucket.names() == set()
+
+
+def test_links_carry_the_digest_of_the_bytes_served(app: App, bucket: BucketProbe) -> None:
+    bucket.put("demo-1.0.tar.gz", b"one")
+    bucket.put("demo-2.0.tar.gz", b"two")
+    page = app.http.get("/simple/demo/").get_data(as_text=True)
+    links = re.findall(r'href="[^"#]*/packages/([^"#]+)#sha256=([0-9a-f]+)"', page)
+    assert len(links) == 2
+    for filename, digest in links:
+        body = app.http.get(f"/packages/{filename}").get_data()
+        assert hashlib.sha256(body).hexdigest() == digest == hashlib.sha256(bucket.get(filename)).hexdigest()

@@ -1,0 +1,92 @@
+"""Configuration: defaults per tier, and one clear error naming the variable for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gcs_sync import ConfigError, Settings
+
+
+def test_dev_defaults_need_no_configuration() -> None:
+    settings = Settings.from_env({})
+    assert settings.tier == "dev" and settings.storage_backend == "local"
+    assert settings.bucket_name == str(Path("./data/bucket").absolute())
+    assert settings.local_package_directory == Path("./data/packages").absolute()
+    assert settings.remote_package_directory == "packages"
+    assert settings.authenticate == ("update",) and settings.password_file is None
+    assert settings.overwrite is False and settings.disable_fallback is True
+
+
+def test_prod_defaults_to_gcs_and_tmp() -> None:
+    settings = Settings.from_env({"TIER": "prod", "BUCKET_NAME": "my-bucket"})
+    assert settings.storage_backend == "gcs" and settings.bucket_name == "my-bucket"
+    assert settings.local_package_directory == Path("/tmp/packages")
+    assert settings.store_url == "gs://my-bucket/packages"
+
+
+def test_pypiserver_options_are_reachable(tmp_path: Path) -> None:
+    settings = Settings.from_env({
+        "OVERWRITE": "true", "SYNC_INTERVAL": "2.5", "DISABLE_FALLBACK": "no",
+        "FALLBACK_URL": "https://example.invalid/simple/", "HASH_ALGO": "md5",
+        "HEALTH_ENDPOINT": "/healthz", "CACHE_CONTROL": "60", "AUTHENTICATE": "update, download",
+        "PASSWORD_FILE": str(_htpasswd(tmp_path)), "REMOTE_PACKAGE_DIRECTORY": "/team/pkgs/",
+    })
+    assert settings.overwrite and settings.sync_interval == 2.5 and not settings.disable_fallback
+    assert settings.hash_algo == "md5" and settings.health_endpoint == "/healthz"
+    assert settings.cache_control == 60 and settings.authenticate == ("download", "update")
+    assert settings.remote_package_directory == "team/pkgs"
+
+
+def _htpasswd(tmp_path: Path) -> Path:
+    from passlib.apache import HtpasswdFile
+
+    path = tmp_path / "htpasswd"
+    users = HtpasswdFile(str(path), new=True)
+    users.set_password("u", "p")
+    users.save()
+    return path
+
+
+BAD = [
+    ({"TIER": "staging"}, "TIER"),
+    ({"STORAGE_BACKEND": "azure"}, "STORAGE_BACKEND"),
+    ({"TIER": "prod"}, "BUCKET_NAME"),
+    ({"STORAGE_BACKEND": "s3"}, "BUCKET_NAME"),
+    ({"SYNC_INTERVAL": "soon"}, "SYNC_INTERVAL"),
+    ({"SYNC_INTERVAL": "-1"}, "SYNC_INTERVAL"),
+    ({"STORAGE_TIMEOUT": "0"}, "STORAGE_TIMEOUT"),
+    ({"OVERWRITE": "perhaps"}, "OVERWRITE"),
+    ({"DISABLE_FALLBACK": "2"}, "DISABLE_FALLBACK"),
+    ({"AUTHENTICATE": "upload"}, "AUTHENTICATE"),
+    ({"HASH_ALGO": "sha999"}, "HASH_ALGO"),
+    ({"HEALTH_ENDPOINT": "health"}, "HEALTH_ENDPOINT"),
+    ({"CACHE_CONTROL": "1.5"}, "CACHE_CONTROL"),
+    ({"REMOTE_PACKAGE_DIRECTORY": "a/../b"}, "REMOTE_PACKAGE_DIRECTORY"),
+    ({"PASSWORD_FILE": "/nonexistent/htpasswd"}, "PASSWORD_FILE"),
+    ({"AUTHENTICATE": "list,update"}, "PASSWORD_FILE"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+]
+
+
+@pytest.mark.parametrize("environ, variable", BAD, ids=[f"{v}={e}" for e, v in BAD])
+def test_bad_settings_name_the_variable(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_an_htpasswd_file_without_users_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "htpasswd"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="PASSWORD_FILE: .*no users"):
+        Settings.from_env({"PASSWORD_FILE": str(empty)})
+
+
+def test_open_index_needs_both_dots() -> None:
+    assert Settings.from_env({"AUTHENTICATE": ".", "PASSWORD_FILE": "."}).authenticate == ()
+    with pytest.raises(ConfigError, match="PASSWORD_FILE"):
+        Settings.from_env({"PASSWORD_FILE": "."})
