@@ -1,0 +1,15 @@
+"""gunicorn settings, read automatically when gunicorn starts in this folder.
+
+Command-line flags override these (App Engine's entrypoint passes ``-b :$PORT``).
+"""
+
+import os
+
+# Local default matches the README: http://127.0.0.1:8080/. Cloud Run and App Engine set PORT.
+bind = f"0.0.0.0:{os.environ['PORT']}" if "PORT" in os.environ else "127.0.0.1:8080"
+# Sync workers share one package folder through a file lock; two keep one free while the
+# other waits on the bucket.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Bucket operations are bounded by STORAGE_TIMEOUT (10 s by default), well inside this.
+timeout = 30
+accesslog = "-"
