@@ -63,6 +63,8 @@ class Settings:
     # gunicorn worker timeout (30 s by default) so a request never hangs on the bucket.
     storage_timeout: float = 10.0
     log_level: str = "INFO"
+    # Only the default dev folder is created on first use; a named one must exist, like a bucket.
+    create_bucket_folder: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -73,6 +75,7 @@ class Settings:
         # Only the dev folder has a sensible default; a cloud bucket must be named.
         bucket_default = defaults["BUCKET_NAME"] if backend == "local" else None
         bucket_name = reader.text("BUCKET_NAME", bucket_default)
+        create_bucket_folder = backend == "local" and bucket_name == bucket_default
         if not bucket_name:
             raise ConfigError("BUCKET_NAME", f"required with STORAGE_BACKEND={backend}")
         if backend == "local":  # a folder: fixed now, so the working directory can't move it
@@ -107,6 +110,7 @@ class Settings:
             log_level=reader.choice(
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
+            create_bucket_folder=create_bucket_folder,
         )
 
     @property

@@ -26,4 +26,4 @@ def make_driver(settings: "Settings") -> FileStoreDriver:
         return S3Driver(settings.bucket_name, prefix, settings.storage_timeout)
     from .local import LocalFolderDriver
 
-    return LocalFolderDriver(Path(settings.bucket_name), prefix, create=settings.tier == "dev")
+    return LocalFolderDriver(Path(settings.bucket_name), prefix, create=settings.create_bucket_folder)

@@ -25,7 +25,7 @@ class LocalFolderDriver(FileStoreDriver):
     def __init__(self, bucket_folder: Path, prefix: str, create: bool = False) -> None:
         super().__init__()
         self._root = Path(bucket_folder).absolute()
-        if create:  # dev convenience; a missing bucket is otherwise an error, as in the cloud
+        if create:  # the dev default; a missing bucket is otherwise an error, as in the cloud
             self._root.mkdir(parents=True, exist_ok=True)
         self._folder = self._root / prefix if prefix else self._root
         self.url = f"file://{self._folder}/"
