@@ -53,4 +53,5 @@ class SyncedFolderBackend(SimpleFileBackend):
         self._current_changes().uploads.append(self.folder.stage(filename, stream))
 
     def remove_package(self, pkg: PkgFile) -> None:
-        self._current_changes().removals.append(os.path.basename(pkg.fn or pkg.relfn or ""))
+        # Only top-level files are listed (see _files), so the relative name is the filename.
+        self._current_changes().removals.append(pkg.relfn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import os
 import re
@@ -34,10 +35,9 @@ class App:
         self.folder = folder
 
     def upload(self, wheel: Path, user_agent: str = "gcs-sync-tests", data: bytes | None = None):
-        with open(wheel, "rb") as fh:
-            content = (fh if data is None else __import__("io").BytesIO(data), wheel.name)
-            return self.http.post("/", data={":action": "file_upload", "content": content},
-                                  headers={**AUTH, "User-Agent": user_agent})
+        content = io.BytesIO(wheel.read_bytes() if data is None else data)
+        return self.http.post("/", data={":action": "file_upload", "content": (content, wheel.name)},
+                              headers={**AUTH, "User-Agent": user_agent})
 
     def age_view(self) -> None:
         past = time.time() - 2 * max(self.settings.sync_interval, 1)
@@ -153,3 +153,16 @@ def test_links_carry_the_digest_of_the_bytes_served(app: App, bucket: BucketProb
     for filename, digest in links:
         body = app.http.get(f"/packages/{filename}").get_data()
         assert hashlib.sha256(body).hexdigest() == digest == hashlib.sha256(bucket.get(filename)).hexdigest()
+
+
+def test_with_overwrite_a_same_name_upload_replaces_the_bucket_copy(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, OVERWRITE="true")
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    assert app.upload(wheel, data=b"rebuilt").status_code == 200
+    assert bucket.get(wheel.name) == b"rebuilt"
+    assert app.http.get(f"/packages/{wheel.name}").get_data() == b"rebuilt"
+    digest = hashlib.sha256(b"rebuilt").hexdigest()
+    assert f"{wheel.name}#sha256={digest}" in app.http.get("/simple/demo/").get_data(as_text=True)

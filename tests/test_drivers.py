@@ -45,6 +45,14 @@ def test_create_only_upload_refuses_an_existing_name(
     assert bucket.get("demo-1.0.tar.gz") == b"first"
 
 
+def test_create_only_holds_for_large_files_too(driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path) -> None:
+    big = _file(tmp_path, b"z" * (9 << 20))  # over 8 MB: GCS switches to a resumable upload
+    driver.upload("big-1.0.tar.gz", big, create_only=True, metadata={})
+    with pytest.raises(ObjectExists):
+        driver.upload("big-1.0.tar.gz", _file(tmp_path, b"small", "other"), create_only=True, metadata={})
+    assert bucket.get("big-1.0.tar.gz") == big.read_bytes()
+
+
 def test_overwrite_replaces_content_and_changes_version(
     driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
 ) -> None:

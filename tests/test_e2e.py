@@ -73,6 +73,7 @@ def test_twine_upload_to_a_is_in_the_bucket_and_installs_from_b_with_pip_and_uv(
     assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
     assert bucket.get(wheel.name) == wheel.read_bytes()
     wait_past_interval()
+    assert wheel.name in links(b, "hello-private")  # the first request after the interval
     python = new_venv(tmp_path / "venv-pip")
     installed = pip_install(python, b.url + "/simple/", "hello-private==1.2.0")
     assert installed.returncode == 0, installed.stdout + installed.stderr

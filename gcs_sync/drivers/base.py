@@ -45,9 +45,14 @@ class FileStoreDriver(abc.ABC):
 
     url: str
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
         self.calls: collections.Counter[str] = collections.Counter()
         self._calls_lock = threading.Lock()
+        self._prefix = f"{prefix}/" if prefix else ""
+
+    def _key(self, name: str) -> str:
+        """The object's full key in the bucket."""
+        return self._prefix + name
 
     def _count(self, operation: str) -> None:
         with self._calls_lock:

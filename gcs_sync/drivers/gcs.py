@@ -62,17 +62,13 @@ class GCSDriver(FileStoreDriver):
         timeout: float,
         client: Optional[storage.Client] = None,
     ) -> None:
-        super().__init__()
+        super().__init__(prefix)
         self._client = client or storage.Client()
         self._bucket = self._client.bucket(bucket_name)
-        self._prefix = f"{prefix}/" if prefix else ""
         self._timeout = timeout
         # The SDK's default budget is 120 s of retries; a request must never wait that long.
         self._retry = DEFAULT_RETRY.with_timeout(timeout)
         self.url = f"gs://{bucket_name}/{self._prefix}"
-
-    def _key(self, name: str) -> str:
-        return self._prefix + name
 
     def list_objects(self) -> dict[str, RemoteObject]:
         found: dict[str, RemoteObject] = {}

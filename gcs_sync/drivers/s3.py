@@ -56,7 +56,7 @@ _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientErro
 
 class S3Driver(FileStoreDriver):
     def __init__(self, bucket_name: str, prefix: str, timeout: float, client: Optional[Any] = None) -> None:
-        super().__init__()
+        super().__init__(prefix)
         self._client = client or boto3.client(
             "s3",
             config=Config(
@@ -68,11 +68,7 @@ class S3Driver(FileStoreDriver):
             ),
         )
         self._bucket = bucket_name
-        self._prefix = f"{prefix}/" if prefix else ""
         self.url = f"s3://{bucket_name}/{self._prefix}"
-
-    def _key(self, name: str) -> str:
-        return self._prefix + name
 
     def list_objects(self) -> dict[str, RemoteObject]:
         found: dict[str, RemoteObject] = {}
