@@ -57,7 +57,6 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
             unsynced_routes=(settings.health_endpoint, "/favicon.ico"),
         )
     )
-    app.storage_client = client  # for tests and operators poking at a live app
     log.info(
         "serving %s from %s (backend %s, sync every %gs)",
         settings.store_url, folder.path, settings.storage_backend, settings.sync_interval,
