@@ -26,9 +26,10 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         driver,
         folder,
         sync_interval=settings.sync_interval,
-        # Waiting for a sibling's sync may take a few bucket operations; a request still
-        # has to finish well within gunicorn's 30 s worker timeout.
-        lock_timeout=2 * settings.storage_timeout,
+        # A request waiting for a sibling's sync must still finish well within
+        # gunicorn's 30 s worker timeout, after a bucket operation of its own.
+        lock_timeout=settings.storage_timeout,
+        propagate_local_deletes=settings.propagate_local_deletes,
     )
     # pypiserver spells "no authentication at all" as both settings being ".".
     password_file = "." if not settings.authenticate else settings.password_file

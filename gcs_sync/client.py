@@ -1,10 +1,10 @@
 """StorageClient: keeps one local package folder converged on the bucket.
 
 A sync gathers three listings (bucket, folder, last-synced state), plans with the pure
-``plan_sync``, applies each event's strategy, then records the new state. Everything that
-changes the folder or the state happens under an inter-process file lock, so gunicorn
-workers sharing one folder never race; bucket transfers for a request's own upload or
-removal happen outside it.
+``plan_sync``, applies each event's strategy, and records each file's new state as soon
+as it is done. Everything that changes the folder or the state happens under an
+inter-process file lock, so gunicorn workers sharing one folder never race; bucket
+transfers for a request's own upload or removal happen outside it.
 """
 
 from __future__ import annotations
@@ -52,10 +52,12 @@ class StorageClient:
         *,
         sync_interval: float,
         lock_timeout: float,
+        propagate_local_deletes: bool = False,
     ) -> None:
         self.driver = driver
         self.folder = folder
         self.sync_interval = sync_interval
+        self.propagate_local_deletes = propagate_local_deletes
         self.state = StateFile(folder.control, driver.url)
         self._lock = filelock.FileLock(str(folder.control / "lock"), timeout=lock_timeout)
         self._failed_at: Optional[float] = None
@@ -64,8 +66,8 @@ class StorageClient:
     # -- pulling ---------------------------------------------------------------------
 
     def ensure_fresh(self) -> None:
-        """Sync if this folder's view is older than the interval. Never raises a storage
-        error: reads keep being served from the local copy, and the failure is logged."""
+        """Sync if this folder's view is older than the interval. Never raises for a
+        storage or folder failure: reads go on from the local copy, and it is logged."""
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.sync_interval:
             return  # the bucket just failed: don't make every request wait on it again
         if self._is_fresh():
@@ -79,7 +81,7 @@ class StorageClient:
         except filelock.Timeout:
             log.warning("sync skipped: another worker has held %s for %.0fs; serving the local copy",
                         self._lock.lock_file, self._lock.timeout)
-        except StorageError as exc:
+        except (StorageError, OSError) as exc:
             self._failed_at = time.monotonic()
             log.error("sync from %s failed, serving the local copy: %s", self.driver.url, exc)
 
@@ -102,7 +104,7 @@ class StorageClient:
         local = self.folder.scan()
         synced = self.state.load()
         state = next_state(local, remote, synced)
-        for event in plan_sync(local, remote, synced):
+        for event in plan_sync(local, remote, synced, propagate_local_deletes=self.propagate_local_deletes):
             try:
                 entry = event.apply(self)
             except StorageError as exc:
@@ -115,12 +117,14 @@ class StorageClient:
                 log.error("sync: %s", error)
                 continue
             report.applied.append(event)
+            # Recorded at once, so a worker killed mid-sync keeps what it finished.
+            self.state.record(event.name, entry)
             if entry is None:
                 state.pop(event.name, None)
             else:
                 state[event.name] = entry
-        if state != synced or not self.state.path.exists():
-            self.state.save(state)
+        if state != synced or self.state.has_journal() or not self.state.path.exists():
+            self.state.save(state)  # compact: one snapshot, empty journal
         self.state.mark_pulled(listed_at)
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
@@ -142,10 +146,11 @@ class StorageClient:
 
     # -- a request's own changes -----------------------------------------------------
 
-    def publish(self, staged: StagedFile, *, overwrite: bool) -> None:
+    def publish(self, staged: StagedFile, *, overwrite: bool) -> RemoteObject:
         """Store an upload in the bucket (create-only unless ``overwrite``), then make it
         visible locally. Raises ObjectExists or another StorageError; the caller removes
-        the staged file in every case."""
+        the staged file in every case. Once the bucket has the file the upload counts as
+        done: a local problem after that only delays this folder until its next sync."""
         remote = self.driver.upload(
             staged.name, staged.path, create_only=not overwrite, metadata={SHA256_KEY: staged.sha256}
         )
@@ -153,23 +158,25 @@ class StorageClient:
         try:
             with self._lock:
                 local = self.folder.install(staged.path, staged.name)
-                files = self.state.load()
-                files[staged.name] = SyncedFile(remote.version, local, staged.sha256)
-                self.state.save(files)
+                self.state.record(staged.name, SyncedFile(remote.version, local, staged.sha256))
         except filelock.Timeout:
-            # The bucket has it, so the upload is safe; this folder catches up on its next sync.
             log.warning("%r is in the bucket but the folder lock was busy; it appears here on the next sync",
                         staged.name)
+        except OSError as exc:
+            log.error("%r is in the bucket but could not be placed in %s (%s); the next sync retries",
+                      staged.name, self.folder.path, exc)
+        return remote
 
-    def retract(self, name: str) -> None:
+    def retract(self, name: str, if_version: Optional[str] = None) -> None:
         """Delete a file from the bucket, then from the folder. Raises StorageError."""
-        self.driver.delete(name)
+        self.driver.delete(name, if_version=if_version)
         log.info("deleted %r from %s", name, self.driver.url)
         try:
             with self._lock:
                 self.folder.remove(name)
-                files = self.state.load()
-                if files.pop(name, None) is not None:
-                    self.state.save(files)
+                self.state.record(name, None)
         except filelock.Timeout:
             log.warning("%r is gone from the bucket but the folder lock was busy; it goes on the next sync", name)
+        except OSError as exc:
+            log.error("%r is gone from the bucket but could not be removed from %s (%s); the next sync retries",
+                      name, self.folder.path, exc)

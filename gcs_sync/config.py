@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import hashlib
 import logging
+import os
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Optional, TypeVar
 
@@ -32,11 +33,14 @@ _TIER_DEFAULTS = {
         "STORAGE_BACKEND": "local",
         "BUCKET_NAME": "./data/bucket",
         "LOCAL_PACKAGE_DIRECTORY": "./data/packages",
+        "PROPAGATE_LOCAL_DELETES": True,
     },
     "prod": {
         "STORAGE_BACKEND": "gcs",
         "BUCKET_NAME": None,
         "LOCAL_PACKAGE_DIRECTORY": "/tmp/packages",
+        # /tmp cleaners and instance restarts lose files: never take that as a deletion.
+        "PROPAGATE_LOCAL_DELETES": False,
     },
 }
 
@@ -54,6 +58,9 @@ class Settings:
     overwrite: bool = False
     # Seconds a pulled view counts as fresh: one listing per interval per instance at most.
     sync_interval: float = 5.0
+    # Whether a file deleted from the local folder by hand is deleted from the bucket too
+    # (True), or downloaded again (False). The index's own removals always reach the bucket.
+    propagate_local_deletes: bool = True
     disable_fallback: bool = True
     fallback_url: str = DEFAULTS.FALLBACK_URL
     hash_algo: Optional[str] = "sha256"
@@ -80,6 +87,12 @@ class Settings:
             raise ConfigError("BUCKET_NAME", f"required with STORAGE_BACKEND={backend}")
         if backend == "local":  # a folder: fixed now, so the working directory can't move it
             bucket_name = str(Path(bucket_name).expanduser().absolute())
+            if not create_bucket_folder and not Path(bucket_name).is_dir():
+                raise ConfigError("BUCKET_NAME", f"local bucket folder {bucket_name} does not exist")
+        local_directory = Path(
+            reader.text("LOCAL_PACKAGE_DIRECTORY", defaults["LOCAL_PACKAGE_DIRECTORY"])
+        ).expanduser().absolute()
+        _check_writable_folder("LOCAL_PACKAGE_DIRECTORY", local_directory)
         authenticate = tuple(reader.parsed("AUTHENTICATE", _parse_authenticate, ["update"]))
         password_file = reader.text("PASSWORD_FILE", None) or None
         _check_auth_combination(authenticate, password_file)
@@ -92,13 +105,14 @@ class Settings:
             remote_package_directory=reader.parsed(
                 "REMOTE_PACKAGE_DIRECTORY", _parse_prefix, "packages"
             ),
-            local_package_directory=Path(
-                reader.text("LOCAL_PACKAGE_DIRECTORY", defaults["LOCAL_PACKAGE_DIRECTORY"])
-            ).expanduser().absolute(),
+            local_package_directory=local_directory,
             password_file=password_file,
             authenticate=authenticate,
             overwrite=reader.parsed("OVERWRITE", strtobool, False),
             sync_interval=reader.parsed("SYNC_INTERVAL", _non_negative_float, 5.0),
+            propagate_local_deletes=reader.parsed(
+                "PROPAGATE_LOCAL_DELETES", strtobool, defaults["PROPAGATE_LOCAL_DELETES"]
+            ),
             disable_fallback=reader.parsed("DISABLE_FALLBACK", strtobool, True),
             fallback_url=reader.text("FALLBACK_URL", DEFAULTS.FALLBACK_URL),
             hash_algo=reader.parsed("HASH_ALGO", _parse_hash_algo, "sha256"),
@@ -177,7 +191,7 @@ def _parse_hash_algo(value: str) -> Optional[str]:
     # pypiserver's app() does not validate this; a bad name would surface as a 500 later.
     if value in hashlib.algorithms_available:
         return value
-    if not strtobool(value):
+    if value.lower() in ("off", "false", "no", "0", "n", "f"):
         return None
     raise ValueError("must be a hashlib algorithm such as sha256, or off")
 
@@ -188,6 +202,15 @@ def _parse_prefix(value: str) -> str:
     if "\\" in prefix or any(part in (".", "..") for part in parts):
         raise ValueError("must be a plain folder path inside the bucket, without '..' or '\\'")
     return "/".join(parts)
+
+
+def _check_writable_folder(variable: str, folder: Path) -> None:
+    """The folder, or the nearest part of its path that exists, must be a writable folder."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(variable, f"{folder} is not a folder this process can write to ({existing})")
 
 
 def _check_auth_combination(authenticate: tuple[str, ...], password_file: Optional[str]) -> None:

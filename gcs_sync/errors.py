@@ -5,6 +5,7 @@
     └── StorageError                      a bucket operation failed; names the object
         ├── ObjectNotFound (FileNotFoundError)
         ├── ObjectExists (FileExistsError)     a create-only write met an existing object
+        ├── ObjectChanged                      not at the version the caller expected
         ├── BucketNotFound                     the bucket (or local bucket folder) is missing
         ├── StoragePermissionDenied (PermissionError)
         └── StorageUnavailable (ConnectionError)   network error, timeout, 5xx after retries
@@ -45,6 +46,10 @@ class ObjectNotFound(StorageError, FileNotFoundError):
 
 class ObjectExists(StorageError, FileExistsError):
     """A create-only write found the object already there (HTTP 412 precondition)."""
+
+
+class ObjectChanged(StorageError):
+    """The object is no longer at the version the caller listed (HTTP 412 on a read or delete)."""
 
 
 class BucketNotFound(StorageError):

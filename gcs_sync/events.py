@@ -8,7 +8,8 @@ state, or None when the file is gone from both sides.
                     version (or ours was edited)
     RemoteDeleted   gone from the bucket, was synced        remove locally
     LocalAdded      here, never in the bucket               upload (create-only)
-    LocalDeleted    gone from here, was synced              delete from the bucket
+    LocalDeleted    gone from here, was synced              delete from the bucket, only
+                                                            the version last synced
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ class LocalAdded:
 @dataclasses.dataclass(frozen=True)
 class LocalDeleted:
     name: str
+    remote_version: str
 
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
-        io.driver.delete(self.name)
+        # Conditional: an upload that replaced the object since the listing is kept.
+        io.driver.delete(self.name, if_version=self.remote_version)
         return None
 
 

@@ -100,10 +100,15 @@ class PackageFolder:
         removed = []
         with os.scandir(self.path) as entries:
             for entry in entries:
-                if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+                if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
+                    continue
+                try:
+                    # Other workers create and remove temps outside the folder lock.
                     if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
                         Path(entry.path).unlink(missing_ok=True)
                         removed.append(entry.name)
+                except FileNotFoundError:
+                    continue
         if removed:
             log.warning("removed %d stale temp files left by a crashed worker: %s", len(removed), removed)
         return removed

@@ -6,6 +6,10 @@
 
 The bucket is the source of truth: when both sides changed, the bucket's version wins.
 A file missing on one side is deleted on the other only if ``synced`` says both had it.
+A file deleted from the local folder by something other than this index (a tmp cleaner,
+a person) is deleted from the bucket only if ``propagate_local_deletes``; otherwise it is
+downloaded again. The index's own removals never reach this point: they delete from the
+bucket first and update the state.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def plan_sync(
     local: Mapping[str, str],
     remote: Mapping[str, RemoteObject],
     synced: Mapping[str, SyncedFile],
+    *,
+    propagate_local_deletes: bool,
 ) -> list[ContentChangeEvent]:
     if not local and synced:
         # The folder was wiped but its state survived: treat it as a new folder rather
@@ -37,8 +43,8 @@ def plan_sync(
     for name in sorted(set(local) | set(remote)):
         here, there, before = local.get(name), remote.get(name), synced.get(name)
         if there is not None and here is None:
-            if before is not None and before.remote_version == there.version:
-                events.append(LocalDeleted(name))
+            if propagate_local_deletes and before is not None and before.remote_version == there.version:
+                events.append(LocalDeleted(name, there.version))
             else:
                 events.append(RemoteAdded(name, there))
         elif there is not None and here is not None:

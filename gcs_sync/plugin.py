@@ -19,6 +19,7 @@ import typing as t
 from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
 
 from .client import StorageClient
+from .drivers.base import RemoteObject
 from .errors import ObjectExists, StorageError
 from .folder import StagedFile
 
@@ -33,6 +34,8 @@ class PendingChanges:
 
     uploads: list[StagedFile] = dataclasses.field(default_factory=list)
     removals: list[str] = dataclasses.field(default_factory=list)
+    # Names already changed in the bucket when a later file of the same request failed.
+    changed_before_failure: list[str] = dataclasses.field(default_factory=list)
 
     def has_upload(self, name: str) -> bool:
         return any(staged.name == name for staged in self.uploads)
@@ -44,13 +47,38 @@ class PendingChanges:
         self.removals.clear()
 
     def commit(self, client: StorageClient, *, overwrite: bool) -> None:
+        """All or nothing, as far as the bucket allows: if one file of a request (a wheel
+        and its signature, or a version's sdist and wheel) fails, the create-only uploads
+        already made are deleted again. Replaced files and removals cannot be undone and
+        are listed in ``changed_before_failure``."""
+        stored: list[RemoteObject] = []
+        removed: list[str] = []
         try:
             for staged in self.uploads:
-                client.publish(staged, overwrite=overwrite)
+                stored.append(client.publish(staged, overwrite=overwrite))
             for name in self.removals:
                 client.retract(name)
+                removed.append(name)
+        except StorageError:
+            if overwrite:
+                self.changed_before_failure = [remote.name for remote in stored] + removed
+            else:
+                self.changed_before_failure = self._undo(client, stored) + removed
+            raise
         finally:
             self.discard()
+
+    @staticmethod
+    def _undo(client: StorageClient, stored: list[RemoteObject]) -> list[str]:
+        """Delete this request's own create-only uploads; return those that stayed."""
+        stayed = []
+        for remote in stored:
+            try:
+                client.retract(remote.name, if_version=remote.version)
+            except StorageError as exc:
+                stayed.append(remote.name)
+                log.error("could not undo the upload of %r after its request failed: %s", remote.name, exc)
+        return stayed
 
 
 def current_changes() -> PendingChanges:
@@ -100,12 +128,14 @@ class BucketSyncPlugin:
             log.warning("upload of %r refused: already in the bucket (%s)", exc.object_name, exc.cause)
             raise _already_exists(exc) from exc
         except StorageError as exc:
-            log.error("bucket write for %s failed, nothing stored: %s", names, exc)
+            kept = changes.changed_before_failure
+            outcome = f"Already changed before the failure: {', '.join(kept)}." if kept else "Nothing was changed."
+            log.error("bucket write for %s failed: %s. %s", names, exc, outcome)
             # The reason goes in the status line too: that is what twine and pip print.
             raise HTTPError(
                 f"503 Bucket write failed for {_filename(exc)}",
-                f"Could not store the change to {_filename(exc)!r} in the bucket: {exc.cause}\n"
-                "Nothing was stored. Try again later.\n",
+                f"Could not apply the change to {_filename(exc)!r} in the bucket: {exc.cause}\n"
+                f"{outcome} Try again later.\n",
             ) from exc
 
 

@@ -1,8 +1,8 @@
-"""Make gcp-storage-emulator honour ``ifGenerationMatch`` on uploads.
+"""Make gcp-storage-emulator honour ``ifGenerationMatch`` on uploads, downloads and deletes.
 
 The emulator ignores preconditions, so a create-only upload would silently overwrite.
-Real GCS answers 412; this wraps the emulator's upload handler to do the same. It is the
-one place the tests change a storage server, for a thing the emulator cannot do.
+Real GCS answers 412; this wraps the emulator's handlers to do the same. It is the one
+place the tests change a storage server, for a thing the emulator cannot do.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from gcp_storage_emulator.handlers import objects
 
 
 def _object_name(request: Any) -> str | None:
+    if "object_id" in request.params:
+        return request.params["object_id"]
     if "name" in request.query:
         return request.query["name"][0]
     data = request.data
@@ -27,7 +29,7 @@ def _object_name(request: Any) -> str | None:
     return None
 
 
-def _with_generation_precondition(handler: Callable[..., Any]) -> Callable[..., Any]:
+def _with_generation_precondition(handler: Callable[..., Any], creates: bool) -> Callable[..., Any]:
     def checked(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
         expected = request.query.get("ifGenerationMatch")
         name = _object_name(request)
@@ -35,6 +37,8 @@ def _with_generation_precondition(handler: Callable[..., Any]) -> Callable[..., 
             try:
                 current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
             except NotFound:
+                if not creates:  # reading or deleting a missing object is a 404, as on GCS
+                    return handler(request, response, storage, *args, **kwargs)
                 current = "0"
             if current != expected[0]:
                 response.status = HTTPStatus.PRECONDITION_FAILED
@@ -47,8 +51,11 @@ def _with_generation_precondition(handler: Callable[..., Any]) -> Callable[..., 
 
 
 def enforce_generation_preconditions() -> None:
-    checked_insert = _with_generation_precondition(objects.insert)
+    checked = {
+        original: _with_generation_precondition(original, creates=original is objects.insert)
+        for original in (objects.insert, objects.download, objects.get, objects.delete)
+    }
     for _pattern, handlers in emulator_server.HANDLERS:
         for method, handler in list(handlers.items()):
-            if handler is objects.insert:
-                handlers[method] = checked_insert
+            if handler in checked:
+                handlers[method] = checked[handler]

@@ -80,8 +80,10 @@ def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: in
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{instance.log()}")
+        # Every worker has built its app (each logs "serving ... from"), and one answers.
+        booted = instance.log().count(f"from {folder} (backend") >= workers
         try:
-            if instance.get("/health")[0] == 200:
+            if booted and instance.get("/health")[0] == 200:
                 return instance
         except OSError:
             pass

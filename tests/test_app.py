@@ -166,3 +166,17 @@ def test_with_overwrite_a_same_name_upload_replaces_the_bucket_copy(
     assert app.http.get(f"/packages/{wheel.name}").get_data() == b"rebuilt"
     digest = hashlib.sha256(b"rebuilt").hexdigest()
     assert f"{wheel.name}#sha256={digest}" in app.http.get("/simple/demo/").get_data(as_text=True)
+
+
+def test_a_request_of_several_files_stores_all_or_none(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
+    bucket.put(wheel.name + ".asc", b"a signature uploaded earlier")
+    reply = app.http.post("/", headers=AUTH, data={
+        ":action": "file_upload",
+        "content": (io.BytesIO(wheel.read_bytes()), wheel.name),
+        "gpg_signature": (io.BytesIO(b"new signature"), wheel.name + ".asc"),
+    })
+    assert reply.status_code == 409
+    assert bucket.names() == {wheel.name + ".asc"}  # the wheel stored first was deleted again
+    assert bucket.get(wheel.name + ".asc") == b"a signature uploaded earlier"
+    assert not (app.folder / wheel.name).exists() and app.leftovers() == []

@@ -67,6 +67,9 @@ BAD = [
     ({"PASSWORD_FILE": "/nonexistent/htpasswd"}, "PASSWORD_FILE"),
     ({"AUTHENTICATE": "list,update"}, "PASSWORD_FILE"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"PROPAGATE_LOCAL_DELETES": "sometimes"}, "PROPAGATE_LOCAL_DELETES"),
+    ({"BUCKET_NAME": "/nonexistent/bucket"}, "BUCKET_NAME"),
+    ({"LOCAL_PACKAGE_DIRECTORY": "/etc/hostname/packages"}, "LOCAL_PACKAGE_DIRECTORY"),
 ]
 
 
@@ -77,6 +80,16 @@ def test_bad_settings_name_the_variable(environ: dict[str, str], variable: str) 
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ")
     assert "\n" not in str(caught.value)
+
+
+def test_local_deletes_propagate_in_dev_only() -> None:
+    assert Settings.from_env({}).propagate_local_deletes is True
+    assert Settings.from_env({"TIER": "prod", "BUCKET_NAME": "b"}).propagate_local_deletes is False
+
+
+def test_a_bad_hash_algorithm_says_what_is_expected() -> None:
+    with pytest.raises(ConfigError, match="HASH_ALGO: must be a hashlib algorithm"):
+        Settings.from_env({"HASH_ALGO": "garbage"})
 
 
 def test_an_htpasswd_file_without_users_is_refused(tmp_path: Path) -> None:

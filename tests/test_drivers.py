@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gcs_sync.drivers import FileStoreDriver
-from gcs_sync.errors import BucketNotFound, ObjectExists, ObjectNotFound, StorageError
+from gcs_sync.errors import BucketNotFound, ObjectChanged, ObjectExists, ObjectNotFound, StorageError
 
 from .buckets import BucketProbe
 
@@ -95,14 +95,41 @@ def test_listing_sees_only_objects_directly_under_the_prefix(driver: FileStoreDr
     assert set(driver.list_objects()) == {"demo-1.0.tar.gz"}
 
 
-def test_missing_bucket_is_a_typed_error_on_every_operation(
+def test_missing_bucket_is_a_typed_error_naming_the_object(
     driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
 ) -> None:
+    bucket.put("demo-1.0.tar.gz", b"x")
+    version = driver.list_objects()["demo-1.0.tar.gz"].version
+    bucket.delete("demo-1.0.tar.gz")
     bucket.remove_bucket()
     with pytest.raises(BucketNotFound):
         driver.list_objects()
     with pytest.raises(StorageError, match="demo-1.0.tar.gz"):
         driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"x"), create_only=True, metadata={})
+    with pytest.raises(StorageError, match="demo-1.0.tar.gz"):
+        driver.download("demo-1.0.tar.gz", tmp_path / "out", version)
+    assert not (tmp_path / "out").exists()
+
+
+def test_conditional_delete_keeps_a_replaced_object(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    first = driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"one"), create_only=True, metadata={})
+    driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"two"), create_only=False, metadata={})
+    with pytest.raises(ObjectChanged):
+        driver.delete("demo-1.0.tar.gz", if_version=first.version)
+    assert bucket.get("demo-1.0.tar.gz") == b"two"
+    current = driver.list_objects()["demo-1.0.tar.gz"].version
+    driver.delete("demo-1.0.tar.gz", if_version=current)
+    assert bucket.names() == set()
+
+
+def test_download_of_a_replaced_object_is_refused(driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path) -> None:
+    bucket.put("demo-1.0.tar.gz", b"one")
+    version = driver.list_objects()["demo-1.0.tar.gz"].version
+    bucket.put("demo-1.0.tar.gz", b"two, longer")
+    with pytest.raises(ObjectChanged):
+        driver.download("demo-1.0.tar.gz", tmp_path / "out", version)
 
 
 def test_calls_are_counted_per_operation(driver: FileStoreDriver, tmp_path: Path) -> None:

@@ -179,8 +179,9 @@ def test_workers_sharing_a_folder_serve_only_whole_files(
         reads = [pool.submit(read_b, i) for i in range(4)]
         assert [u.result()[0] for u in uploads] == [200] * 10
         observed = [item for r in reads for item in r.result()]
+    built = {w.name: hashlib.sha256(w.read_bytes()).hexdigest() for w in wheels}
     for filename, digest, body in observed:  # whatever B served mid-flight was whole
-        assert hashlib.sha256(body).hexdigest() == digest
+        assert hashlib.sha256(body).hexdigest() == digest == built[filename]
     wait_past_interval()
     for instance in (a, b):
         for w in wheels:

@@ -24,7 +24,7 @@ TABLE = [
     ("deleted from the bucket", "f1", None, SYNCED, [RemoteDeleted(N)]),
     ("deleted from the bucket, edited locally: still deleted", "f9", None, SYNCED, [RemoteDeleted(N)]),
     ("new locally", "f1", None, None, [LocalAdded(N, "f1")]),
-    ("deleted locally", None, R1, SYNCED, [LocalDeleted(N)]),
+    ("deleted locally", None, R1, SYNCED, [LocalDeleted(N, "v1")]),
     ("deleted locally but changed in the bucket: download", None, R2, SYNCED, [RemoteAdded(N, R2)]),
     ("gone from both sides", None, None, SYNCED, []),
 ]
@@ -36,17 +36,24 @@ def test_decision_table(case, local, remote, synced, expected) -> None:
     local_map = {other: "o"} | ({N: local} if local else {})
     remote_map = {other: RemoteObject(other, "o", 1)} | ({N: remote} if remote else {})
     synced_map = {other: SyncedFile("o", "o")} | ({N: synced} if synced else {})
-    assert plan_sync(local_map, remote_map, synced_map) == expected
+    assert plan_sync(local_map, remote_map, synced_map, propagate_local_deletes=True) == expected
 
 
-def test_a_wiped_folder_never_deletes_the_bucket() -> None:
-    remote = {N: R1}
-    events = plan_sync({}, remote, {N: SYNCED})
+def test_without_propagation_a_file_lost_locally_is_downloaded_again() -> None:
+    other = {"other-2.0.tar.gz": "o"}
+    events = plan_sync(other, {N: R1, "other-2.0.tar.gz": RemoteObject("other-2.0.tar.gz", "o", 1)},
+                       {N: SYNCED, "other-2.0.tar.gz": SyncedFile("o", "o")}, propagate_local_deletes=False)
+    assert events == [RemoteAdded(N, R1)]
+
+
+@pytest.mark.parametrize("propagate", [True, False])
+def test_a_wiped_folder_never_deletes_the_bucket(propagate: bool) -> None:
+    events = plan_sync({}, {N: R1}, {N: SYNCED}, propagate_local_deletes=propagate)
     assert events == [RemoteAdded(N, R1)]
 
 
 def test_a_new_empty_bucket_never_deletes_local_files_that_were_never_synced() -> None:
-    assert plan_sync({N: "f1"}, {}, {}) == [LocalAdded(N, "f1")]
+    assert plan_sync({N: "f1"}, {}, {}, propagate_local_deletes=True) == [LocalAdded(N, "f1")]
 
 
 def test_state_drops_only_files_gone_from_both_sides() -> None:

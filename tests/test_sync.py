@@ -12,8 +12,8 @@ import pytest
 
 from gcs_sync.client import StorageClient
 from gcs_sync.drivers import FileStoreDriver
-from gcs_sync.errors import ObjectNotFound
-from gcs_sync.events import LocalAdded, LocalDeleted, RemoteAdded, RemoteChanged, RemoteDeleted
+from gcs_sync.errors import ObjectChanged, ObjectNotFound
+from gcs_sync.events import LocalDeleted, RemoteAdded
 from gcs_sync.folder import PackageFolder
 
 from .buckets import BucketProbe
@@ -28,7 +28,7 @@ def folder(tmp_path: Path) -> PackageFolder:
 
 @pytest.fixture
 def client(driver: FileStoreDriver, folder: PackageFolder) -> StorageClient:
-    return StorageClient(driver, folder, sync_interval=1, lock_timeout=5)
+    return StorageClient(driver, folder, sync_interval=1, lock_timeout=5, propagate_local_deletes=True)
 
 
 def visible_files(folder: PackageFolder) -> dict[str, bytes]:
@@ -70,7 +70,7 @@ def test_local_added_is_uploaded(client, bucket, folder) -> None:
     assert bucket.get(A) == b"made here"
 
 
-def test_local_deleted_after_a_sync_is_deleted_from_the_bucket(client, bucket, folder) -> None:
+def test_local_deleted_after_a_sync_is_deleted_from_the_bucket_when_propagating(client, bucket, folder) -> None:
     bucket.put(A, b"alpha")
     bucket.put(B, b"beta")
     client.sync()
@@ -79,15 +79,36 @@ def test_local_deleted_after_a_sync_is_deleted_from_the_bucket(client, bucket, f
     assert bucket.names() == {B}
 
 
+def test_local_deleted_is_restored_from_the_bucket_when_not_propagating(driver, bucket, folder) -> None:
+    client = StorageClient(driver, folder, sync_interval=1, lock_timeout=5, propagate_local_deletes=False)
+    bucket.put(A, b"alpha")
+    bucket.put(B, b"beta")
+    client.sync()
+    (folder.path / A).unlink()  # a /tmp cleaner, say
+    assert kinds(client.sync()) == ["RemoteAdded"]
+    assert bucket.names() == {A, B} and visible_files(folder) == {A: b"alpha", B: b"beta"}
+
+
+def test_a_local_delete_never_removes_a_newer_upload(client, bucket, folder) -> None:
+    bucket.put(A, b"alpha")
+    client.sync()
+    listed = client.driver.list_objects()[A]
+    bucket.put(A, b"replaced meanwhile")  # between the listing and the delete
+    with pytest.raises(ObjectChanged):
+        LocalDeleted(A, listed.version).apply(client)
+    assert bucket.get(A) == b"replaced meanwhile"
+
+
 def test_a_new_empty_folder_pulls_everything_and_deletes_nothing(driver, bucket, tmp_path) -> None:
     bucket.put(A, b"alpha")
     bucket.put(B, b"beta")
-    first = StorageClient(driver, PackageFolder(tmp_path / "one"), sync_interval=1, lock_timeout=5)
+    first = StorageClient(driver, PackageFolder(tmp_path / "one"), sync_interval=1, lock_timeout=5,
+                          propagate_local_deletes=True)
     first.sync()
     # A second folder whose state survived but whose files did not (a wiped /tmp, say).
     wiped = PackageFolder(tmp_path / "two")
     (wiped.control / "state.json").write_bytes((first.folder.control / "state.json").read_bytes())
-    report = StorageClient(driver, wiped, sync_interval=1, lock_timeout=5).sync()
+    report = StorageClient(driver, wiped, sync_interval=1, lock_timeout=5, propagate_local_deletes=True).sync()
     assert kinds(report) == ["RemoteAdded", "RemoteAdded"]
     assert bucket.names() == {A, B}
 
@@ -118,7 +139,7 @@ def test_odd_object_names_are_skipped_and_logged(client, bucket, folder, tmp_pat
         assert repr(name) in caplog.text
 
 
-def test_a_failed_download_leaves_no_partial_file(client, bucket, folder) -> None:
+def test_a_download_that_fails_leaves_no_file_behind(client, bucket, folder) -> None:
     bucket.put(A, b"alpha")
     listed = client.driver.list_objects()[A]
     bucket.delete(A)  # gone between the listing and the download, as in a real race
@@ -157,6 +178,14 @@ def test_steady_state_costs_one_listing_per_interval(client, bucket, driver) -> 
     assert driver.calls["download"] == calls.get("download", 0)  # nothing changed: nothing moved
 
 
-def test_every_event_kind_has_a_strategy(client) -> None:
-    for kind in (RemoteAdded, RemoteChanged, RemoteDeleted, LocalAdded, LocalDeleted):
-        assert callable(getattr(kind, "apply"))
+def test_a_sync_killed_midway_keeps_what_it_finished(client, bucket, folder) -> None:
+    bucket.put(A, b"alpha")
+    bucket.put(B, b"beta")
+    listed = client.driver.list_objects()
+    with client._lock:  # what a sync does for one event, then the worker dies
+        entry = RemoteAdded(A, listed[A]).apply(client)
+        client.state.record(A, entry)
+    bucket.delete(A)  # removed through another instance before the next sync
+    report = client.sync()
+    assert kinds(report) == ["RemoteAdded", "RemoteDeleted"]  # not re-uploaded as LocalAdded
+    assert bucket.names() == {B} and visible_files(folder) == {B: b"beta"}

@@ -7,10 +7,14 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
 - ``RemoteObject.version`` changes whenever the object's content may have changed (GCS
   generation, S3 ETag, local inode+size+mtime) and is stable otherwise.
 - ``download`` writes the object to ``destination`` (a temporary path chosen by the
-  caller) and raises ``ObjectNotFound`` if the object is gone or no longer at ``version``.
+  caller), checks the bytes against the store's checksum, and raises ``ObjectNotFound``
+  if the object is gone or ``ObjectChanged`` if it is no longer at ``version``.
 - ``upload(create_only=True)`` succeeds only if no object of that name exists, else
-  raises ``ObjectExists``; a retry of our own write that already landed is a success.
-- ``delete`` is idempotent: deleting a missing object succeeds.
+  raises ``ObjectExists``. A write of ours that landed although its reply was lost (a
+  retry met 412, or the last attempt timed out) is recognised by its upload token and
+  is a success.
+- ``delete`` is idempotent: deleting a missing object succeeds. With ``if_version`` it
+  deletes only that version and raises ``ObjectChanged`` if the object was replaced.
 - Every failure is one of ``gcs_sync.errors.StorageError``'s subclasses, raised ``from``
   the SDK's exception, carrying the object name.
 - ``calls`` counts the API requests made, by operation, for logs and benchmarks.
@@ -77,7 +81,7 @@ class FileStoreDriver(abc.ABC):
         """Store ``source`` as object ``name``; return what is now in the store."""
 
     @abc.abstractmethod
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, if_version: Optional[str] = None) -> None:
         """Remove object ``name``; succeed if it is already gone."""
 
     def __repr__(self) -> str:

@@ -14,10 +14,12 @@ import google.auth.exceptions
 import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ..errors import (
     BucketNotFound,
+    ObjectChanged,
     ObjectExists,
     ObjectNotFound,
     StorageError,
@@ -27,6 +29,8 @@ from ..errors import (
 from .base import SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
 
 _UNAVAILABLE = (
+    DataCorruption,  # checksum mismatch on download: a transfer fault, try again later
+    InvalidResponse,
     gexc.RetryError,
     gexc.ServerError,
     gexc.TooManyRequests,
@@ -100,7 +104,7 @@ class GCSDriver(FileStoreDriver):
                 retry=self._retry, timeout=self._timeout,
             )
         except gexc.PreconditionFailed as exc:
-            raise ObjectNotFound("download", key, f"changed since it was listed: {exc}") from exc
+            raise ObjectChanged("download", key, f"changed since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("download", key, exc, ObjectNotFound) from exc
 
@@ -123,25 +127,35 @@ class GCSDriver(FileStoreDriver):
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
             blob = landed
         except _SDK_ERRORS as exc:
-            raise _translate("upload", key, exc, BucketNotFound) from exc
+            error = _translate("upload", key, exc, BucketNotFound)
+            # The reply may be what was lost: if our write is there, the upload succeeded.
+            landed = self._own_earlier_attempt(key, token) if isinstance(error, StorageUnavailable) else None
+            if landed is None:
+                raise error from exc
+            blob = landed
         return RemoteObject(name, str(blob.generation), blob.size or 0, metadata.get(SHA256_KEY))
 
     def _own_earlier_attempt(self, key: str, token: str) -> Optional[storage.Blob]:
         self._count("stat")
         try:
             existing = self._bucket.get_blob(key, retry=self._retry, timeout=self._timeout)
-        except _SDK_ERRORS as exc:
-            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        except _SDK_ERRORS:
+            return None  # can't tell: the caller reports the original failure
         if existing is not None and (existing.metadata or {}).get(UPLOAD_TOKEN_KEY) == token:
             return existing
         return None
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, if_version: Optional[str] = None) -> None:
         key = self._key(name)
         self._count("delete")
         try:
-            self._bucket.blob(key).delete(retry=self._retry, timeout=self._timeout)
+            self._bucket.blob(key).delete(
+                if_generation_match=None if if_version is None else int(if_version),
+                retry=self._retry, timeout=self._timeout,
+            )
         except gexc.NotFound:
             return  # already gone: deletes are idempotent
+        except gexc.PreconditionFailed as exc:
+            raise ObjectChanged("delete", key, f"replaced since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc

@@ -10,10 +10,10 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 from ..folder import TEMP_SUFFIX, fingerprint
-from ..errors import BucketNotFound, ObjectExists, ObjectNotFound, StorageError
+from ..errors import BucketNotFound, ObjectChanged, ObjectExists, ObjectNotFound, StorageError
 from .base import FileStoreDriver, RemoteObject
 
 
@@ -40,15 +40,23 @@ class LocalFolderDriver(FileStoreDriver):
         folder = self._existing_folder("list", self.url)
         found: dict[str, RemoteObject] = {}
         try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if _is_own_temp(entry.name) or not entry.is_file(follow_symlinks=False):
-                        continue
-                    found[entry.name] = RemoteObject(entry.name, fingerprint(entry.stat()), entry.stat().st_size)
+            entries = list(os.scandir(folder))
         except FileNotFoundError:
             return {}  # the prefix folder appears with the first upload
         except OSError as exc:
             raise StorageError("list", self.url, f"{type(exc).__name__}: {exc}") from exc
+        for entry in entries:
+            if _is_own_temp(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue  # deleted while we listed: simply not there
+            except OSError as exc:
+                raise StorageError("list", entry.name, f"{type(exc).__name__}: {exc}") from exc
+            found[entry.name] = RemoteObject(entry.name, fingerprint(stat), stat.st_size)
         return found
 
     def download(self, name: str, destination: Path, version: str) -> None:
@@ -57,7 +65,7 @@ class LocalFolderDriver(FileStoreDriver):
         try:
             with open(source, "rb") as src:
                 if fingerprint(os.fstat(src.fileno())) != version:
-                    raise ObjectNotFound("download", name, "changed since it was listed")
+                    raise ObjectChanged("download", name, "changed since it was listed")
                 with open(destination, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
         except FileNotFoundError as exc:
@@ -87,10 +95,17 @@ class LocalFolderDriver(FileStoreDriver):
         finally:
             temp.unlink(missing_ok=True)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, if_version: Optional[str] = None) -> None:
         self._count("delete")
         folder = self._existing_folder("delete", name)
         try:
+            if if_version is not None:
+                try:
+                    current = fingerprint((folder / name).stat())
+                except FileNotFoundError:
+                    return
+                if current != if_version:
+                    raise ObjectChanged("delete", name, "replaced since it was listed")
             (folder / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError("delete", name, f"{type(exc).__name__}: {exc}") from exc

@@ -16,6 +16,7 @@ from botocore.config import Config
 
 from ..errors import (
     BucketNotFound,
+    ObjectChanged,
     ObjectExists,
     ObjectNotFound,
     StorageError,
@@ -52,6 +53,15 @@ def _translate(operation: str, key: str, exc: Exception, missing: type[StorageEr
 
 
 _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError)
+
+
+def _etag_is_md5(reply: Mapping[str, Any]) -> bool:
+    """S3's ETag is the MD5 of the bytes except for multipart uploads and SSE-KMS/SSE-C."""
+    return (
+        "-" not in reply["ETag"]
+        and reply.get("ServerSideEncryption") not in ("aws:kms", "aws:kms:dsse")
+        and "SSECustomerAlgorithm" not in reply
+    )
 
 
 class S3Driver(FileStoreDriver):
@@ -92,24 +102,28 @@ class S3Driver(FileStoreDriver):
         try:
             # IfMatch: the bytes must be the version we listed.
             reply = self._client.get_object(Bucket=self._bucket, Key=key, IfMatch=version)
-            md5 = hashlib.md5()
+            md5, sha256 = hashlib.md5(), hashlib.sha256()
             written = 0
             with open(destination, "wb") as out:
                 for chunk in iter(lambda: reply["Body"].read(_CHUNK), b""):
                     md5.update(chunk)
+                    sha256.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _PRECONDITION_CODES:
-                raise ObjectNotFound("download", key, f"changed since it was listed: {exc}") from exc
+                raise ObjectChanged("download", key, f"changed since it was listed: {exc}") from exc
             raise _translate("download", key, exc, ObjectNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("download", key, exc, ObjectNotFound) from exc
         # A cut connection can end the body early without an error (boto3 does not retry it).
         if written != reply["ContentLength"]:
             raise StorageUnavailable("download", key, f"body truncated at {written} of {reply['ContentLength']} bytes")
-        etag = version.strip('"')
-        if "-" not in etag and md5.hexdigest() != etag:  # multipart ETags are not an MD5
+        expected_sha256 = reply.get("Metadata", {}).get(SHA256_KEY)
+        if expected_sha256 is not None:
+            if sha256.hexdigest() != expected_sha256:
+                raise StorageUnavailable("download", key, "content does not match its sha256 metadata")
+        elif _etag_is_md5(reply) and md5.hexdigest() != version.strip('"'):
             raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
 
     def upload(
@@ -134,23 +148,35 @@ class S3Driver(FileStoreDriver):
             if etag is None:
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
         except _SDK_ERRORS as exc:
-            raise _translate("upload", key, exc, BucketNotFound) from exc
+            error = _translate("upload", key, exc, BucketNotFound)
+            # The reply may be what was lost: if our write is there, the upload succeeded.
+            etag = self._own_earlier_attempt(key, token) if isinstance(error, StorageUnavailable) else None
+            if etag is None:
+                raise error from exc
         return RemoteObject(name, etag, source.stat().st_size, metadata.get(SHA256_KEY))
 
     def _own_earlier_attempt(self, key: str, token: str) -> Optional[str]:
         self._count("stat")
         try:
             head = self._client.head_object(Bucket=self._bucket, Key=key)
-        except _SDK_ERRORS as exc:
-            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        except _SDK_ERRORS:
+            return None  # can't tell: the caller reports the original failure
         if head.get("Metadata", {}).get(UPLOAD_TOKEN_KEY) == token:
             return head["ETag"]
         return None
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, if_version: Optional[str] = None) -> None:
         key = self._key(name)
+        extra = {} if if_version is None else {"IfMatch": if_version}
         self._count("delete")
         try:
-            self._client.delete_object(Bucket=self._bucket, Key=key)  # S3 deletes are idempotent
+            self._client.delete_object(Bucket=self._bucket, Key=key, **extra)  # idempotent
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in _PRECONDITION_CODES:
+                raise ObjectChanged("delete", key, f"replaced since it was listed: {exc}") from exc
+            if if_version is not None and code in _MISSING_CODES:
+                return  # already gone
+            raise _translate("delete", key, exc, ObjectNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
