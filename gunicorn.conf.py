@@ -10,6 +10,8 @@ bind = f"0.0.0.0:{os.environ['PORT']}" if "PORT" in os.environ else "127.0.0.1:8
 # Sync workers share one package folder through a file lock; two keep one free while the
 # other waits on the bucket.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Bucket operations are bounded by STORAGE_TIMEOUT (10 s by default), well inside this.
+# One bucket operation gives up after about STORAGE_TIMEOUT (10 s by default), well inside
+# this. A cold start of a very large bucket can take longer: the worker is then restarted
+# and the next request's sync goes on from where the last one stopped (its journal).
 timeout = 30
 accesslog = "-"

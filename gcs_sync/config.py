@@ -66,8 +66,10 @@ class Settings:
     hash_algo: Optional[str] = "sha256"
     health_endpoint: str = DEFAULTS.HEALTH_ENDPOINT
     cache_control: Optional[int] = None
-    # Budget for one bucket operation, retries included; must stay well under the
-    # gunicorn worker timeout (30 s by default) so a request never hangs on the bucket.
+    # Budget for one bucket operation: each attempt's network timeouts are half of it and
+    # retries stop at it, so a failing call gives up after about this long (an attempt
+    # already under way may add up to half again). With the folder-lock wait, also this
+    # long, a request stays inside gunicorn's 30 s worker timeout.
     storage_timeout: float = 10.0
     log_level: str = "INFO"
     # Only the default dev folder is created on first use; a named one must exist, like a bucket.

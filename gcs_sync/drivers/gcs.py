@@ -69,8 +69,9 @@ class GCSDriver(FileStoreDriver):
         super().__init__(prefix)
         self._client = client or storage.Client()
         self._bucket = self._client.bucket(bucket_name)
-        self._timeout = timeout
-        # The SDK's default budget is 120 s of retries; a request must never wait that long.
+        # Each attempt gets half the budget and retries stop at the budget, instead of the
+        # SDK's 60 s per attempt and 120 s of retries; a request must never wait that long.
+        self._timeout = timeout / 2
         self._retry = DEFAULT_RETRY.with_timeout(timeout)
         self.url = f"gs://{bucket_name}/{self._prefix}"
 

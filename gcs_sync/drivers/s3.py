@@ -69,10 +69,12 @@ class S3Driver(FileStoreDriver):
         super().__init__(prefix)
         self._client = client or boto3.client(
             "s3",
+            # Two attempts of half the budget each: a failing call gives up after about
+            # STORAGE_TIMEOUT, not boto3's default of 3 x 60 s.
             config=Config(
-                connect_timeout=timeout,
-                read_timeout=timeout,
-                retries={"mode": "standard", "max_attempts": 3},
+                connect_timeout=timeout / 2,
+                read_timeout=timeout / 2,
+                retries={"mode": "standard", "max_attempts": 2},
                 # Presigned URLs and most S3-compatible stores want SigV4.
                 signature_version="s3v4",
             ),
