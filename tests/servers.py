@@ -154,3 +154,8 @@ def remove_form(url: str, name: str, version: str) -> tuple[int, str]:
             return reply.status, reply.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
+
+
+def uv_publish(url: str, *files: Path) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "uv", "publish", "--publish-url", url + "/", "-u", USER, "-p", PASSWORD,
+                *map(str, files)])

@@ -26,6 +26,7 @@ from .servers import (
     twine_upload,
     upload_form,
     uv_install,
+    uv_publish,
     REPO,
 )
 
@@ -83,6 +84,15 @@ def test_twine_upload_to_a_is_in_the_bucket_and_installs_from_b_with_pip_and_uv(
     python = new_venv(tmp_path / "venv-uv")
     installed = uv_install(python, b.url + "/simple/", "hello-private==1.2.0", tmp_path / "uv-cache")
     assert installed.returncode == 0, installed.stdout + installed.stderr
+
+
+def test_uv_publish_stores_in_the_bucket(start: StartInstance, bucket: BucketProbe, tmp_path: Path) -> None:
+    a = start("a")
+    wheel = make_wheel(tmp_path / "dist", "published-with-uv", "0.1")
+    published = uv_publish(a.url, wheel)
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert bucket.get(wheel.name) == wheel.read_bytes()
+    assert wheel.name in links(a, "published-with-uv")
 
 
 def test_same_filename_through_b_is_refused_by_the_bucket(
