@@ -29,7 +29,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         # A request waiting for a sibling's sync must still finish well within
         # gunicorn's 30 s worker timeout, after a bucket operation of its own.
         lock_timeout=settings.storage_timeout,
-        propagate_local_deletes=settings.propagate_local_deletes,
+        push_local_changes=settings.push_local_changes,
     )
     # pypiserver spells "no authentication at all" as both settings being ".".
     password_file = "." if not settings.authenticate else settings.password_file

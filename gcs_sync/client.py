@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import filelock
 
@@ -21,7 +21,7 @@ from .errors import StorageError
 from .events import ContentChangeEvent
 from .folder import PackageFolder, StagedFile
 from .names import is_package_filename
-from .plan import next_state, plan_sync
+from .plan import plan_sync
 from .state import StateFile, SyncedFile
 
 log = logging.getLogger(__name__)
@@ -52,16 +52,17 @@ class StorageClient:
         *,
         sync_interval: float,
         lock_timeout: float,
-        propagate_local_deletes: bool = False,
+        push_local_changes: bool = False,
     ) -> None:
         self.driver = driver
         self.folder = folder
         self.sync_interval = sync_interval
-        self.propagate_local_deletes = propagate_local_deletes
+        self.push_local_changes = push_local_changes
         self.state = StateFile(folder.control, driver.url)
         self._lock = filelock.FileLock(str(folder.control / "lock"), timeout=lock_timeout)
         self._failed_at: Optional[float] = None
         self._reported_odd_names: set[str] = set()
+        self._reported_local_only: set[str] = set()
 
     # -- pulling ---------------------------------------------------------------------
 
@@ -103,8 +104,14 @@ class StorageClient:
         remote = self._servable(self.driver.list_objects(), report)
         local = self.folder.scan()
         synced = self.state.load()
-        state = next_state(local, remote, synced)
-        for event in plan_sync(local, remote, synced, propagate_local_deletes=self.propagate_local_deletes):
+        plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes)
+        if plan.state_reset:
+            log.warning("%s is empty but its state lists %d files: starting from an empty state",
+                        self.folder.path, len(synced))
+            self.state.save({})  # before any event, so no later sync reads the old state
+        self._report_local_only(plan.local_only)
+        state = dict(plan.base_state)
+        for event in plan.events:
             try:
                 entry = event.apply(self)
             except StorageError as exc:
@@ -123,7 +130,7 @@ class StorageClient:
                 state.pop(event.name, None)
             else:
                 state[event.name] = entry
-        if state != synced or self.state.has_journal() or not self.state.path.exists():
+        if state != plan.base_state or self.state.has_journal() or not self.state.path.exists():
             self.state.save(state)  # compact: one snapshot, empty journal
         self.state.mark_pulled(listed_at)
         report.seconds = time.monotonic() - started
@@ -131,6 +138,13 @@ class StorageClient:
         level = logging.INFO if report.applied or report.failed else logging.DEBUG
         log.log(level, "sync with %s: %s", self.driver.url, report.summary())
         return report
+
+    def _report_local_only(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self._reported_local_only:
+                self._reported_local_only.add(name)
+                log.warning("%r is in %s but not in the bucket; it is not uploaded (PUSH_LOCAL_CHANGES is off)",
+                            name, self.folder.path)
 
     def _servable(self, remote: dict[str, RemoteObject], report: SyncReport) -> dict[str, RemoteObject]:
         kept = {}
@@ -146,37 +160,76 @@ class StorageClient:
 
     # -- a request's own changes -----------------------------------------------------
 
-    def publish(self, staged: StagedFile, *, overwrite: bool) -> RemoteObject:
-        """Store an upload in the bucket (create-only unless ``overwrite``), then make it
-        visible locally. Raises ObjectExists or another StorageError; the caller removes
-        the staged file in every case. Once the bucket has the file the upload counts as
-        done: a local problem after that only delays this folder until its next sync."""
-        remote = self.driver.upload(
-            staged.name, staged.path, create_only=not overwrite, metadata={SHA256_KEY: staged.sha256}
-        )
-        log.info("stored %r in %s (version %s, %d bytes)", staged.name, self.driver.url, remote.version, staged.size)
+    def publish(self, staged: Sequence[StagedFile], *, overwrite: bool) -> list[RemoteObject]:
+        """Store a request's uploads in the bucket (create-only unless ``overwrite``), then
+        make them all visible locally at once. All or none, as far as the bucket allows:
+        if one fails, the create-only uploads already made are deleted again; what could
+        not be undone is in the error's ``changed_before_failure``. Raises ObjectExists or
+        another StorageError; the caller removes the staged files in every case. Once the
+        bucket has the files the upload counts as done: a local problem after that only
+        delays this folder until its next sync."""
+        stored: list[RemoteObject] = []
+        try:
+            for upload in staged:
+                remote = self.driver.upload(
+                    upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256}
+                )
+                stored.append(remote)
+                log.info("stored %r in %s (version %s, %d bytes)",
+                         upload.name, self.driver.url, remote.version, upload.size)
+        except StorageError as exc:
+            exc.changed_before_failure = [r.name for r in stored] if overwrite else self._undo(stored)
+            raise
         try:
             with self._lock:
-                local = self.folder.install(staged.path, staged.name)
-                self.state.record(staged.name, SyncedFile(remote.version, local, staged.sha256))
+                for upload, remote in zip(staged, stored):
+                    local = self.folder.install(upload.path, upload.name)
+                    self.state.record(upload.name, SyncedFile(remote.version, local, upload.sha256))
         except filelock.Timeout:
-            log.warning("%r is in the bucket but the folder lock was busy; it appears here on the next sync",
-                        staged.name)
+            log.warning("%s in the bucket but the folder lock was busy; they appear here on the next sync",
+                        [u.name for u in staged])
         except OSError as exc:
-            log.error("%r is in the bucket but could not be placed in %s (%s); the next sync retries",
-                      staged.name, self.folder.path, exc)
-        return remote
+            log.error("%s in the bucket but could not be placed in %s (%s); the next sync retries",
+                      [u.name for u in staged], self.folder.path, exc)
+        return stored
 
-    def retract(self, name: str, if_version: Optional[str] = None) -> None:
-        """Delete a file from the bucket, then from the folder. Raises StorageError."""
-        self.driver.delete(name, if_version=if_version)
-        log.info("deleted %r from %s", name, self.driver.url)
+    def _undo(self, stored: list[RemoteObject]) -> list[str]:
+        """Delete this request's own create-only uploads; return those that stayed."""
+        stayed = []
+        for remote in stored:
+            try:
+                self.driver.delete(remote.name, if_version=remote.version)
+                log.info("undid the upload of %r: its request failed", remote.name)
+            except StorageError as exc:
+                stayed.append(remote.name)
+                log.error("could not undo the upload of %r after its request failed: %s", remote.name, exc)
+        return stayed
+
+    def retract(self, names: Sequence[str]) -> None:
+        """Delete files from the bucket, then from the folder. Raises StorageError, whose
+        ``changed_before_failure`` lists the files already deleted (deletes can't be undone)."""
+        removed: list[str] = []
+        try:
+            for name in names:
+                self.driver.delete(name)
+                removed.append(name)
+                log.info("deleted %r from %s", name, self.driver.url)
+        except StorageError as exc:
+            exc.changed_before_failure = list(removed)
+            raise
+        finally:
+            self._remove_locally(removed)
+
+    def _remove_locally(self, names: list[str]) -> None:
+        if not names:
+            return
         try:
             with self._lock:
-                self.folder.remove(name)
-                self.state.record(name, None)
+                for name in names:
+                    self.folder.remove(name)
+                    self.state.record(name, None)
         except filelock.Timeout:
-            log.warning("%r is gone from the bucket but the folder lock was busy; it goes on the next sync", name)
+            log.warning("%s gone from the bucket but the folder lock was busy; they go on the next sync", names)
         except OSError as exc:
-            log.error("%r is gone from the bucket but could not be removed from %s (%s); the next sync retries",
-                      name, self.folder.path, exc)
+            log.error("%s gone from the bucket but could not be removed from %s (%s); the next sync retries",
+                      names, self.folder.path, exc)

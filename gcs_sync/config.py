@@ -33,14 +33,15 @@ _TIER_DEFAULTS = {
         "STORAGE_BACKEND": "local",
         "BUCKET_NAME": "./data/bucket",
         "LOCAL_PACKAGE_DIRECTORY": "./data/packages",
-        "PROPAGATE_LOCAL_DELETES": True,
+        "PUSH_LOCAL_CHANGES": True,
     },
     "prod": {
         "STORAGE_BACKEND": "gcs",
         "BUCKET_NAME": None,
         "LOCAL_PACKAGE_DIRECTORY": "/tmp/packages",
-        # /tmp cleaners and instance restarts lose files: never take that as a deletion.
-        "PROPAGATE_LOCAL_DELETES": False,
+        # /tmp cleaners lose files: never take that as a deletion; and nothing but the
+        # index itself adds files to /tmp/packages.
+        "PUSH_LOCAL_CHANGES": False,
     },
 }
 
@@ -58,9 +59,10 @@ class Settings:
     overwrite: bool = False
     # Seconds a pulled view counts as fresh: one listing per interval per instance at most.
     sync_interval: float = 5.0
-    # Whether a file deleted from the local folder by hand is deleted from the bucket too
-    # (True), or downloaded again (False). The index's own removals always reach the bucket.
-    propagate_local_deletes: bool = True
+    # Whether files added to or deleted from the local folder by hand reach the bucket
+    # (True), or are left alone and downloaded again (False). The index's own uploads and
+    # removals always reach the bucket.
+    push_local_changes: bool = True
     disable_fallback: bool = True
     fallback_url: str = DEFAULTS.FALLBACK_URL
     hash_algo: Optional[str] = "sha256"
@@ -112,8 +114,8 @@ class Settings:
             authenticate=authenticate,
             overwrite=reader.parsed("OVERWRITE", strtobool, False),
             sync_interval=reader.parsed("SYNC_INTERVAL", _non_negative_float, 5.0),
-            propagate_local_deletes=reader.parsed(
-                "PROPAGATE_LOCAL_DELETES", strtobool, defaults["PROPAGATE_LOCAL_DELETES"]
+            push_local_changes=reader.parsed(
+                "PUSH_LOCAL_CHANGES", strtobool, defaults["PUSH_LOCAL_CHANGES"]
             ),
             disable_fallback=reader.parsed("DISABLE_FALLBACK", strtobool, True),
             fallback_url=reader.text("FALLBACK_URL", DEFAULTS.FALLBACK_URL),

@@ -31,12 +31,17 @@ class ConfigError(GcsSyncError, ValueError):
 
 
 class StorageError(GcsSyncError):
-    """A bucket operation failed. ``object_name`` is the name inside the bucket."""
+    """A bucket operation failed. ``object_name`` is the name inside the bucket.
+
+    ``changed_before_failure`` lists what an operation on several files had already
+    changed in the bucket, and could not undo, when this error stopped it.
+    """
 
     def __init__(self, operation: str, object_name: str, cause: str):
         self.operation = operation
         self.object_name = object_name
         self.cause = cause
+        self.changed_before_failure: list[str] = []
         super().__init__(f"{operation} {object_name!r} failed: {cause}")
 
 

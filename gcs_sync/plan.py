@@ -6,14 +6,18 @@
 
 The bucket is the source of truth: when both sides changed, the bucket's version wins.
 A file missing on one side is deleted on the other only if ``synced`` says both had it.
-A file deleted from the local folder by something other than this index (a tmp cleaner,
-a person) is deleted from the bucket only if ``propagate_local_deletes``; otherwise it is
-downloaded again. The index's own removals never reach this point: they delete from the
-bucket first and update the state.
+
+Changes made straight in the local folder, by something other than this index (a person,
+a /tmp cleaner), reach the bucket only with ``push_local_changes``: a file added there is
+uploaded, a file deleted there is deleted from the bucket (that version only). Without
+it, a deleted file is downloaded again and an added one is left alone (listed in
+``SyncPlan.local_only`` for the log, never uploaded or deleted). The index's own uploads and removals never reach
+this point: they go to the bucket first and update the state themselves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping
 
 from .drivers.base import RemoteObject
@@ -28,22 +32,34 @@ from .events import (
 from .state import SyncedFile
 
 
+@dataclasses.dataclass(frozen=True)
+class SyncPlan:
+    events: list[ContentChangeEvent]
+    # The state the events apply to: ``synced``, unless it could not be trusted.
+    base_state: dict[str, SyncedFile]
+    # Files only in the folder that are not pushed (push_local_changes is off).
+    local_only: list[str]
+    state_reset: bool = False
+
+
 def plan_sync(
     local: Mapping[str, str],
     remote: Mapping[str, RemoteObject],
     synced: Mapping[str, SyncedFile],
     *,
-    propagate_local_deletes: bool,
-) -> list[ContentChangeEvent]:
-    if not local and synced:
-        # The folder was wiped but its state survived: treat it as a new folder rather
-        # than mirror-deleting the whole bucket.
+    push_local_changes: bool,
+) -> SyncPlan:
+    state_reset = not local and bool(synced)
+    if state_reset:
+        # The folder was emptied but its state survived: treat it as a new folder, so
+        # neither this sync nor a later one takes the missing files as deletions.
         synced = {}
     events: list[ContentChangeEvent] = []
+    local_only: list[str] = []
     for name in sorted(set(local) | set(remote)):
         here, there, before = local.get(name), remote.get(name), synced.get(name)
         if there is not None and here is None:
-            if propagate_local_deletes and before is not None and before.remote_version == there.version:
+            if push_local_changes and before is not None and before.remote_version == there.version:
                 events.append(LocalDeleted(name, there.version))
             else:
                 events.append(RemoteAdded(name, there))
@@ -55,18 +71,13 @@ def plan_sync(
             ):
                 events.append(RemoteChanged(name, there))
         elif here is not None:
-            if before is None:
+            if before is not None:
+                events.append(RemoteDeleted(name))
+            elif push_local_changes:
                 events.append(LocalAdded(name, here))
             else:
-                events.append(RemoteDeleted(name))
-    return events
-
-
-def next_state(
-    local: Mapping[str, str],
-    remote: Mapping[str, RemoteObject],
-    synced: Mapping[str, SyncedFile],
-) -> dict[str, SyncedFile]:
-    """The state before any event is applied: entries of files gone from both sides are
-    dropped; every other entry stays until its event succeeds."""
-    return {name: entry for name, entry in synced.items() if name in local or name in remote}
+                local_only.append(name)
+    # Entries of files gone from both sides are dropped; every other entry stays until
+    # its event succeeds, so a failed event is planned again next time.
+    base_state = {name: entry for name, entry in synced.items() if name in local or name in remote}
+    return SyncPlan(events, base_state, local_only, state_reset)

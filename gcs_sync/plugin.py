@@ -19,7 +19,6 @@ import typing as t
 from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
 
 from .client import StorageClient
-from .drivers.base import RemoteObject
 from .errors import ObjectExists, StorageError
 from .folder import StagedFile
 
@@ -34,8 +33,6 @@ class PendingChanges:
 
     uploads: list[StagedFile] = dataclasses.field(default_factory=list)
     removals: list[str] = dataclasses.field(default_factory=list)
-    # Names already changed in the bucket when a later file of the same request failed.
-    changed_before_failure: list[str] = dataclasses.field(default_factory=list)
 
     def has_upload(self, name: str) -> bool:
         return any(staged.name == name for staged in self.uploads)
@@ -47,38 +44,13 @@ class PendingChanges:
         self.removals.clear()
 
     def commit(self, client: StorageClient, *, overwrite: bool) -> None:
-        """All or nothing, as far as the bucket allows: if one file of a request (a wheel
-        and its signature, or a version's sdist and wheel) fails, the create-only uploads
-        already made are deleted again. Replaced files and removals cannot be undone and
-        are listed in ``changed_before_failure``."""
-        stored: list[RemoteObject] = []
-        removed: list[str] = []
         try:
-            for staged in self.uploads:
-                stored.append(client.publish(staged, overwrite=overwrite))
-            for name in self.removals:
-                client.retract(name)
-                removed.append(name)
-        except StorageError:
-            if overwrite:
-                self.changed_before_failure = [remote.name for remote in stored] + removed
-            else:
-                self.changed_before_failure = self._undo(client, stored) + removed
-            raise
+            if self.uploads:
+                client.publish(self.uploads, overwrite=overwrite)
+            if self.removals:
+                client.retract(self.removals)
         finally:
             self.discard()
-
-    @staticmethod
-    def _undo(client: StorageClient, stored: list[RemoteObject]) -> list[str]:
-        """Delete this request's own create-only uploads; return those that stayed."""
-        stayed = []
-        for remote in stored:
-            try:
-                client.retract(remote.name, if_version=remote.version)
-            except StorageError as exc:
-                stayed.append(remote.name)
-                log.error("could not undo the upload of %r after its request failed: %s", remote.name, exc)
-        return stayed
 
 
 def current_changes() -> PendingChanges:
@@ -128,7 +100,7 @@ class BucketSyncPlugin:
             log.warning("upload of %r refused: already in the bucket (%s)", exc.object_name, exc.cause)
             raise _already_exists(exc) from exc
         except StorageError as exc:
-            kept = changes.changed_before_failure
+            kept = exc.changed_before_failure
             outcome = f"Already changed before the failure: {', '.join(kept)}." if kept else "Nothing was changed."
             log.error("bucket write for %s failed: %s. %s", names, exc, outcome)
             # The reason goes in the status line too: that is what twine and pip print.
@@ -147,8 +119,9 @@ def _already_exists(exc: ObjectExists) -> HTTPError:
     # Same answer as pypiserver's own local check (pypiserver._app.file_upload):
     # 409, or 400 for twine, which expects PyPI's status for an existing file.
     code = 400 if "twine" in request.headers.get("User-Agent", "") else 409
-    filename = _filename(exc)
-    return HTTPError(
-        code,
-        f"Package {filename!r} already exists!\n  You may start server with `--overwrite` option.",
-    )
+    message = f"Package {_filename(exc)!r} already exists!\n  You may start server with `--overwrite` option."
+    if exc.changed_before_failure:
+        kept = ", ".join(exc.changed_before_failure)
+        log.error("after the conflict on %r, %s stayed in the bucket (undo failed)", exc.object_name, kept)
+        message += f"\n  Stored before the conflict and not removed again: {kept}."
+    return HTTPError(code, message)

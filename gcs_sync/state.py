@@ -81,6 +81,8 @@ class StateFile:
             return []
         entries = []
         for number, line in enumerate(lines, 1):
+            if not line:
+                continue
             try:
                 record = json.loads(line)
                 entry = record["entry"]
@@ -97,7 +99,9 @@ class StateFile:
         never deletes anything, and the next sync writes a snapshot of our own."""
         line = json.dumps({"name": name, "entry": None if entry is None else dataclasses.asdict(entry)})
         with open(self._journal, "a", encoding="utf-8") as journal:
-            journal.write(line + "\n")
+            # The leading newline ends a line torn by a worker killed mid-append, so only
+            # that line is lost, not this one too; blank lines are skipped on reading.
+            journal.write("\n" + line + "\n")
 
     def has_journal(self) -> bool:
         return self._journal.exists()

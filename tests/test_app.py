@@ -63,12 +63,12 @@ def test_upload_answers_200_only_with_the_file_in_the_bucket(app: App, bucket: B
 
 
 def test_existing_name_in_the_bucket_is_a_conflict_even_if_not_local(
-    app: App, bucket: BucketProbe, tmp_path: Path
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, SYNC_INTERVAL=3600)
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
-    bucket.put(wheel.name, b"uploaded elsewhere")  # this instance has not synced it yet
-    app.http.get("/simple/")  # the view is fresh from here on; the file arrives...
-    (app.folder / wheel.name).unlink()  # ...but pretend it had not, so only the bucket knows
+    app.http.get("/simple/")  # the view is fresh for an hour from here on...
+    bucket.put(wheel.name, b"uploaded elsewhere")  # ...so only the bucket knows of this
     reply = app.upload(wheel)
     assert reply.status_code == 409
     assert "already exists" in reply.get_data(as_text=True)
@@ -168,9 +168,11 @@ def test_with_overwrite_a_same_name_upload_replaces_the_bucket_copy(
     assert f"{wheel.name}#sha256={digest}" in app.http.get("/simple/demo/").get_data(as_text=True)
 
 
-def test_a_request_of_several_files_stores_all_or_none(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
+def test_a_request_of_several_files_stores_all_or_none(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, SYNC_INTERVAL=3600)
     wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
-    bucket.put(wheel.name + ".asc", b"a signature uploaded earlier")
+    app.http.get("/simple/")  # fresh for an hour: the signature below is only in the bucket
+    bucket.put(wheel.name + ".asc", b"a signature uploaded elsewhere")
     reply = app.http.post("/", headers=AUTH, data={
         ":action": "file_upload",
         "content": (io.BytesIO(wheel.read_bytes()), wheel.name),
@@ -178,5 +180,5 @@ def test_a_request_of_several_files_stores_all_or_none(app: App, bucket: BucketP
     })
     assert reply.status_code == 409
     assert bucket.names() == {wheel.name + ".asc"}  # the wheel stored first was deleted again
-    assert bucket.get(wheel.name + ".asc") == b"a signature uploaded earlier"
+    assert bucket.get(wheel.name + ".asc") == b"a signature uploaded elsewhere"
     assert not (app.folder / wheel.name).exists() and app.leftovers() == []

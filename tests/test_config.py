@@ -67,7 +67,7 @@ BAD = [
     ({"PASSWORD_FILE": "/nonexistent/htpasswd"}, "PASSWORD_FILE"),
     ({"AUTHENTICATE": "list,update"}, "PASSWORD_FILE"),
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
-    ({"PROPAGATE_LOCAL_DELETES": "sometimes"}, "PROPAGATE_LOCAL_DELETES"),
+    ({"PUSH_LOCAL_CHANGES": "sometimes"}, "PUSH_LOCAL_CHANGES"),
     ({"BUCKET_NAME": "/nonexistent/bucket"}, "BUCKET_NAME"),
     ({"LOCAL_PACKAGE_DIRECTORY": "/etc/hostname/packages"}, "LOCAL_PACKAGE_DIRECTORY"),
 ]
@@ -82,9 +82,9 @@ def test_bad_settings_name_the_variable(environ: dict[str, str], variable: str) 
     assert "\n" not in str(caught.value)
 
 
-def test_local_deletes_propagate_in_dev_only() -> None:
-    assert Settings.from_env({}).propagate_local_deletes is True
-    assert Settings.from_env({"TIER": "prod", "BUCKET_NAME": "b"}).propagate_local_deletes is False
+def test_local_changes_are_pushed_in_dev_only() -> None:
+    assert Settings.from_env({}).push_local_changes is True
+    assert Settings.from_env({"TIER": "prod", "BUCKET_NAME": "b"}).push_local_changes is False
 
 
 def test_a_bad_hash_algorithm_says_what_is_expected() -> None:

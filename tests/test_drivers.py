@@ -3,14 +3,22 @@ its real server: gcp-storage-emulator, moto's S3 server, a local folder."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from gcs_sync.drivers import FileStoreDriver
-from gcs_sync.errors import BucketNotFound, ObjectChanged, ObjectExists, ObjectNotFound, StorageError
+from gcs_sync.errors import (
+    BucketNotFound,
+    ObjectChanged,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StorageUnavailable,
+)
 
-from .buckets import BucketProbe
+from .buckets import PREFIX, BucketProbe
 
 
 def _file(tmp_path: Path, data: bytes, name: str = "src") -> Path:
@@ -137,3 +145,32 @@ def test_calls_are_counted_per_operation(driver: FileStoreDriver, tmp_path: Path
     driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"x"), create_only=True, metadata={})
     driver.delete("demo-1.0.tar.gz")
     assert driver.calls["list"] == 1 and driver.calls["upload"] == 1 and driver.calls["delete"] == 1
+
+
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+def test_a_retried_create_only_write_recognises_its_own_earlier_attempt(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a retry after a lost reply sees: 412, with our own token on the object.
+    (The local driver has no replies to lose.)"""
+    monkeypatch.setattr(driver, "new_upload_token", lambda: "token-of-this-request")
+    first = driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"abc"), create_only=True, metadata={})
+    again = driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"abc"), create_only=True, metadata={})
+    assert again.version == first.version
+    monkeypatch.setattr(driver, "new_upload_token", lambda: "another-request")
+    with pytest.raises(ObjectExists):
+        driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"abc"), create_only=True, metadata={})
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_s3_download_checks_the_sha256_metadata(driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path) -> None:
+    """S3 returns no checksum of its own that survives SSE-KMS, so the driver checks ours."""
+    key = f"{PREFIX}/demo-1.0.tar.gz"
+    bucket.client.put_object(Bucket=bucket.name, Key=key, Body=b"payload", Metadata={"sha256": "0" * 64})
+    version = driver.list_objects()["demo-1.0.tar.gz"].version
+    with pytest.raises(StorageUnavailable, match="sha256"):
+        driver.download("demo-1.0.tar.gz", tmp_path / "out", version)
+    good = hashlib.sha256(b"payload").hexdigest()
+    bucket.client.put_object(Bucket=bucket.name, Key=key, Body=b"payload", Metadata={"sha256": good})
+    driver.download("demo-1.0.tar.gz", tmp_path / "out", driver.list_objects()["demo-1.0.tar.gz"].version)
+    assert (tmp_path / "out").read_bytes() == b"payload"

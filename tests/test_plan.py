@@ -6,7 +6,7 @@ import pytest
 
 from gcs_sync.drivers.base import RemoteObject
 from gcs_sync.events import LocalAdded, LocalDeleted, RemoteAdded, RemoteChanged, RemoteDeleted
-from gcs_sync.plan import next_state, plan_sync
+from gcs_sync.plan import plan_sync
 from gcs_sync.state import SyncedFile
 
 N = "demo-1.0.tar.gz"
@@ -36,27 +36,37 @@ def test_decision_table(case, local, remote, synced, expected) -> None:
     local_map = {other: "o"} | ({N: local} if local else {})
     remote_map = {other: RemoteObject(other, "o", 1)} | ({N: remote} if remote else {})
     synced_map = {other: SyncedFile("o", "o")} | ({N: synced} if synced else {})
-    assert plan_sync(local_map, remote_map, synced_map, propagate_local_deletes=True) == expected
+    assert plan_sync(local_map, remote_map, synced_map, push_local_changes=True).events == expected
 
 
-def test_without_propagation_a_file_lost_locally_is_downloaded_again() -> None:
-    other = {"other-2.0.tar.gz": "o"}
-    events = plan_sync(other, {N: R1, "other-2.0.tar.gz": RemoteObject("other-2.0.tar.gz", "o", 1)},
-                       {N: SYNCED, "other-2.0.tar.gz": SyncedFile("o", "o")}, propagate_local_deletes=False)
-    assert events == [RemoteAdded(N, R1)]
+OTHER = "other-2.0.tar.gz"
+WITH_OTHER = ({OTHER: "o"}, {OTHER: RemoteObject(OTHER, "o", 1)}, {OTHER: SyncedFile("o", "o")})
 
 
-@pytest.mark.parametrize("propagate", [True, False])
-def test_a_wiped_folder_never_deletes_the_bucket(propagate: bool) -> None:
-    events = plan_sync({}, {N: R1}, {N: SYNCED}, propagate_local_deletes=propagate)
-    assert events == [RemoteAdded(N, R1)]
+def test_without_pushing_a_file_lost_locally_is_downloaded_again() -> None:
+    local, remote, synced = WITH_OTHER
+    plan = plan_sync(local, remote | {N: R1}, synced | {N: SYNCED}, push_local_changes=False)
+    assert plan.events == [RemoteAdded(N, R1)]
+
+
+def test_without_pushing_a_file_added_locally_is_left_alone_and_reported() -> None:
+    local, remote, synced = WITH_OTHER
+    plan = plan_sync(local | {N: "f1"}, remote, synced, push_local_changes=False)
+    assert plan.events == [] and plan.local_only == [N]
+
+
+@pytest.mark.parametrize("push", [True, False])
+def test_a_wiped_folder_never_deletes_the_bucket_and_its_state_is_reset(push: bool) -> None:
+    plan = plan_sync({}, {N: R1}, {N: SYNCED}, push_local_changes=push)
+    assert plan.events == [RemoteAdded(N, R1)]
+    assert plan.state_reset and plan.base_state == {}
 
 
 def test_a_new_empty_bucket_never_deletes_local_files_that_were_never_synced() -> None:
-    assert plan_sync({N: "f1"}, {}, {}, propagate_local_deletes=True) == [LocalAdded(N, "f1")]
+    assert plan_sync({N: "f1"}, {}, {}, push_local_changes=True).events == [LocalAdded(N, "f1")]
 
 
 def test_state_drops_only_files_gone_from_both_sides() -> None:
     synced = {N: SYNCED, "gone-1.0.tar.gz": SyncedFile("g", "g"), "here-1.0.tar.gz": SyncedFile("h", "h")}
-    state = next_state({"here-1.0.tar.gz": "h"}, {N: R1}, synced)
-    assert set(state) == {N, "here-1.0.tar.gz"}
+    plan = plan_sync({"here-1.0.tar.gz": "h"}, {N: R1}, synced, push_local_changes=True)
+    assert set(plan.base_state) == {N, "here-1.0.tar.gz"}

@@ -139,7 +139,8 @@ class GCSDriver(FileStoreDriver):
     def _own_earlier_attempt(self, key: str, token: str) -> Optional[storage.Blob]:
         self._count("stat")
         try:
-            existing = self._bucket.get_blob(key, retry=self._retry, timeout=self._timeout)
+            # One attempt: the upload has already used its retry budget.
+            existing = self._bucket.get_blob(key, retry=None, timeout=self._timeout)
         except _SDK_ERRORS:
             return None  # can't tell: the caller reports the original failure
         if existing is not None and (existing.metadata or {}).get(UPLOAD_TOKEN_KEY) == token:

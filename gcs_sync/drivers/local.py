@@ -96,6 +96,8 @@ class LocalFolderDriver(FileStoreDriver):
             temp.unlink(missing_ok=True)
 
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
+        # With if_version this is check-then-act, not atomic as on GCS and S3: a file
+        # replaced by another process in between is deleted. Acceptable for a dev store.
         self._count("delete")
         folder = self._existing_folder("delete", name)
         try:

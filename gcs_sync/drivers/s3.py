@@ -44,7 +44,8 @@ def _translate(operation: str, key: str, exc: Exception, missing: type[StorageEr
             return ObjectExists(operation, key, cause)
         if code in _DENIED_CODES:
             return StoragePermissionDenied(operation, key, cause)
-        if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
+        # ConditionalRequestConflict (409): a concurrent conditional write; worth a retry.
+        if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout", "ConditionalRequestConflict"}:
             return StorageUnavailable(operation, key, cause)
         return StorageError(operation, key, cause)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
