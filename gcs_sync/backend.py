@@ -9,7 +9,6 @@ bucket has accepted them.
 
 from __future__ import annotations
 
-import os
 import typing as t
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from pypiserver.backend import SimpleFileBackend, valid_packages
 from pypiserver.core import PkgFile
 
 from .folder import PackageFolder
-from .names import is_package_filename
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
@@ -36,14 +34,8 @@ class SyncedFolderBackend(SimpleFileBackend):
         self.folder = folder
         self._current_changes = current_changes
 
-    def _files(self) -> t.Iterator[Path]:
-        with os.scandir(self.folder.path) as entries:
-            for entry in entries:
-                if is_package_filename(entry.name) and entry.is_file(follow_symlinks=False):
-                    yield Path(entry.path)
-
     def get_all_packages(self) -> t.Iterable[PkgFile]:
-        return valid_packages(self.folder.path, self._files())
+        return valid_packages(self.folder.path, (Path(entry.path) for entry in self.folder.package_files()))
 
     def exists(self, filename: str) -> bool:
         # Only a quick local answer; the bucket's create-only write is the real arbiter.
@@ -53,5 +45,5 @@ class SyncedFolderBackend(SimpleFileBackend):
         self._current_changes().uploads.append(self.folder.stage(filename, stream))
 
     def remove_package(self, pkg: PkgFile) -> None:
-        # Only top-level files are listed (see _files), so the relative name is the filename.
+        # Only top-level files are listed (package_files), so the relative name is the filename.
         self._current_changes().removals.append(pkg.relfn)

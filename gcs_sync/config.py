@@ -97,7 +97,7 @@ class Settings:
             reader.text("LOCAL_PACKAGE_DIRECTORY", defaults["LOCAL_PACKAGE_DIRECTORY"])
         ).expanduser().absolute()
         _check_writable_folder("LOCAL_PACKAGE_DIRECTORY", local_directory)
-        authenticate = tuple(reader.parsed("AUTHENTICATE", _parse_authenticate, ["update"]))
+        authenticate = tuple(reader.parsed("AUTHENTICATE", auth_arg, ["update"]))
         password_file = reader.text("PASSWORD_FILE", None) or None
         _check_auth_combination(authenticate, password_file)
         if password_file not in (None, "."):
@@ -185,10 +185,6 @@ def _non_negative_int(value: str) -> int:
     if number < 0:
         raise ValueError("must be a whole number, 0 or more")
     return number
-
-
-def _parse_authenticate(value: str) -> list[str]:
-    return auth_arg(value)
 
 
 def _parse_hash_algo(value: str) -> Optional[str]:

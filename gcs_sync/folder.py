@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Iterator
 
 from .names import is_package_filename
 
@@ -48,14 +48,16 @@ class PackageFolder:
         self.control = self.path / ".gcs_sync"
         self.control.mkdir(parents=True, exist_ok=True)
 
-    def scan(self) -> dict[str, str]:
-        """Package files directly in the folder, by name, with their fingerprints."""
-        found: dict[str, str] = {}
+    def package_files(self) -> Iterator[os.DirEntry]:
+        """The package files directly in the folder: what is synced and served."""
         with os.scandir(self.path) as entries:
             for entry in entries:
                 if is_package_filename(entry.name) and entry.is_file(follow_symlinks=False):
-                    found[entry.name] = fingerprint(entry.stat())
-        return found
+                    yield entry
+
+    def scan(self) -> dict[str, str]:
+        """Package files by name, with their fingerprints."""
+        return {entry.name: fingerprint(entry.stat()) for entry in self.package_files()}
 
     def temp_path(self, name: str) -> Path:
         return self.path / f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
@@ -88,15 +90,9 @@ class PackageFolder:
     def file_path(self, name: str) -> Path:
         return self.path / name
 
-    def fingerprint_of(self, name: str) -> Optional[str]:
-        try:
-            return fingerprint((self.path / name).stat())
-        except FileNotFoundError:
-            return None
-
-    def sweep_stale_temps(self, now: Optional[float] = None) -> list[str]:
+    def sweep_stale_temps(self) -> None:
         """Remove temp files left by a process that died mid-write."""
-        now = time.time() if now is None else now
+        now = time.time()
         removed = []
         with os.scandir(self.path) as entries:
             for entry in entries:
@@ -111,7 +107,6 @@ class PackageFolder:
                     continue
         if removed:
             log.warning("removed %d stale temp files left by a crashed worker: %s", len(removed), removed)
-        return removed
 
 
 def sha256_of(path: Path) -> str:
