@@ -51,6 +51,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
     config.backend = BackendProxy(SyncedFolderBackend(config, folder, current_changes))
+    # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
+    app.config["gcs_sync.client"] = client
     app.install(
         BucketSyncPlugin(
             client,
