@@ -15,3 +15,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # and the next request's sync goes on from where the last one stopped (its journal).
 timeout = 30
 accesslog = "-"
+
+
+def post_worker_init(worker):
+    # Sync in the background from the moment a worker starts, so a new instance is
+    # usually ready before its first request arrives (App Engine scales from zero).
+    client = worker.wsgi.config.get("gcs_sync.client")
+    if client is not None:
+        client.start_warm_up()

@@ -5,7 +5,10 @@ Public names; the modules behind them:
     drivers   FileStoreDriver and its gcs / s3 / local implementations
     plan      plan_sync: the pure three-way diff
     events    ContentChangeEvent kinds and their strategies
-    client    StorageClient: gather, plan, apply, record
+    client    StorageClient: gather, plan, apply, record; change-marker freshness
+    state     StateFile: the last-synced state, a snapshot plus a journal
+    index     PackageIndex: each worker's in-memory view of the state
+    backend   the pypiserver Backend over that index
     plugin    the Bottle plugin: pre-request sync, post-request push
     app       build_app: pypiserver's app with all of the above
 """

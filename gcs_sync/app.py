@@ -14,7 +14,9 @@ from .client import StorageClient
 from .config import Settings
 from .drivers import FileStoreDriver, make_driver
 from .folder import PackageFolder
+from .index import PackageIndex
 from .plugin import BucketSyncPlugin, current_changes
+from .state import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         driver,
         folder,
         sync_interval=settings.sync_interval,
+        full_sync_interval=settings.full_sync_interval,
+        concurrency=settings.sync_concurrency,
         # A request waiting for a sibling's sync must still finish well within
         # gunicorn's 30 s worker timeout, after a bucket operation of its own.
         lock_timeout=settings.storage_timeout,
@@ -50,7 +54,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     config = app._pypiserver_config
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
-    config.backend = BackendProxy(SyncedFolderBackend(config, folder, current_changes))
+    index = PackageIndex(folder, StateFile(folder.control, driver.url), settings.hash_algo)
+    config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, current_changes))
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
     app.install(

@@ -1,21 +1,22 @@
-"""pypiserver's Backend for a synced folder.
+"""pypiserver's Backend for a synced folder, so routes and responses stay pypiserver's own.
 
-Reads are pypiserver's own (its folder listing), limited to the files the sync manages:
-top-level package files, never dot-prefixed temps. Writes are staged, not applied: an
-upload goes to a hidden temp file and a removal is only noted, and the request's
-``PendingChanges`` (see ``plugin``) applies both once the route has succeeded and the
-bucket has accepted them.
+Reads come from the worker's in-memory ``PackageIndex``: O(one project) per project page,
+O(1) per download and existence check, digests known in advance. Writes are staged, not
+applied: an upload goes to a hidden temp file and a removal is only noted, and the
+request's ``PendingChanges`` (see ``plugin``) applies both once the route has succeeded
+and the bucket has accepted them.
 """
 
 from __future__ import annotations
 
 import typing as t
-from pathlib import Path
 
-from pypiserver.backend import SimpleFileBackend, valid_packages
+from pypiserver.backend import Backend, digest_file
+from pypiserver.bottle_wrapper import request
 from pypiserver.core import PkgFile
 
 from .folder import PackageFolder
+from .index import PackageIndex
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
@@ -23,27 +24,68 @@ if t.TYPE_CHECKING:
     from .plugin import PendingChanges
 
 
-class SyncedFolderBackend(SimpleFileBackend):
+class SyncedFolderBackend(Backend):
     def __init__(
         self,
         config: "RunConfig",
         folder: PackageFolder,
+        index: PackageIndex,
         current_changes: t.Callable[[], "PendingChanges"],
     ) -> None:
         super().__init__(config)
         self.folder = folder
+        self.index = index
         self._current_changes = current_changes
 
+    def _current(self) -> PackageIndex:
+        self.index.refresh()
+        return self.index
+
     def get_all_packages(self) -> t.Iterable[PkgFile]:
-        return valid_packages(self.folder.path, (Path(entry.path) for entry in self.folder.package_files()))
+        return self._current().all_packages(first=_requested_download())
+
+    def find_project_packages(self, project: str) -> t.Iterable[PkgFile]:
+        return self._current().project_packages(project)
+
+    def find_version(self, name: str, version: str) -> t.Iterable[PkgFile]:
+        # pypiserver matches the name exactly (not normalized) for removals; so do we.
+        return [
+            pkg for pkg in self._current().project_packages(name)
+            if pkg.pkgname == name and pkg.version == version
+        ]
+
+    def get_projects(self) -> t.Iterable[str]:
+        return self._current().projects()
+
+    def package_count(self) -> int:
+        return len(self._current())
 
     def exists(self, filename: str) -> bool:
         # Only a quick local answer; the bucket's create-only write is the real arbiter.
-        return self.folder.file_path(filename).is_file() or self._current_changes().has_upload(filename)
+        return self._current().get(filename) is not None or self._current_changes().has_upload(filename)
+
+    def digest(self, pkg: PkgFile) -> t.Optional[str]:
+        # Reached only when the index has no digest for this algorithm (HASH_ALGO other
+        # than sha256): computed once per file version, then kept on the PkgFile.
+        if self.hash_algo is None or pkg.fn is None:
+            return None
+        return digest_file(pkg.fn, self.hash_algo)
 
     def add_package(self, filename: str, stream: t.BinaryIO) -> None:
         self._current_changes().uploads.append(self.folder.stage(filename, stream))
 
     def remove_package(self, pkg: PkgFile) -> None:
-        # Only top-level files are listed (package_files), so the relative name is the filename.
+        # Only top-level files are indexed, so the relative name is the filename.
         self._current_changes().removals.append(pkg.relfn)
+
+
+def _requested_download() -> t.Optional[str]:
+    """The filename asked for, if this request is pypiserver's ``GET /packages/<filename>``:
+    that route scans ``get_all_packages()`` for it, so it is put first."""
+    try:
+        route = request.environ.get("bottle.route")
+    except RuntimeError:  # no request being handled (a direct call, in a tool or a test)
+        return None
+    if route is None or not route.rule.startswith("/packages/:filename"):
+        return None
+    return request.environ.get("route.url_args", {}).get("filename")

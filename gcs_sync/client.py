@@ -5,20 +5,27 @@ A sync gathers three listings (bucket, folder, last-synced state), plans with th
 as it is done. Everything that changes the folder or the state happens under an
 inter-process file lock, so gunicorn workers sharing one folder never race; bucket
 transfers for a request's own upload or removal happen outside it.
+
+Freshness costs O(changes), not O(requests): at most once per SYNC_INTERVAL per instance
+a worker reads the bucket's change marker (one metadata request), which every upload and
+removal rewrites; only if it moved, or every FULL_SYNC_INTERVAL (changes made straight
+in the bucket by other tools), is the bucket listed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
-from typing import Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Iterator, Optional, Sequence
 
 import filelock
 
 from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
 from .errors import StorageError
-from .events import ContentChangeEvent
+from .events import ContentChangeEvent, LocalAdded, LocalDeleted
 from .folder import PackageFolder, StagedFile
 from .names import is_package_filename
 from .plan import plan_sync
@@ -52,33 +59,42 @@ class StorageClient:
         *,
         sync_interval: float,
         lock_timeout: float,
+        full_sync_interval: float = 60.0,
         push_local_changes: bool = False,
+        concurrency: int = 8,
     ) -> None:
         self.driver = driver
         self.folder = folder
         self.sync_interval = sync_interval
+        self.full_sync_interval = full_sync_interval
         self.push_local_changes = push_local_changes
+        self.concurrency = concurrency
         self.state = StateFile(folder.control, driver.url)
         self._lock = filelock.FileLock(str(folder.control / "lock"), timeout=lock_timeout)
         self._failed_at: Optional[float] = None
         self._reported_odd_names: set[str] = set()
         self._reported_local_only: set[str] = set()
+        self._marker_write_refused = False
+        self._created = time.monotonic()
+        # Seconds from start to this process's first view known to be current.
+        self.ready_after: Optional[float] = None
 
     # -- pulling ---------------------------------------------------------------------
 
     def ensure_fresh(self) -> None:
-        """Sync if this folder's view is older than the interval. Never raises for a
-        storage or folder failure: reads go on from the local copy, and it is logged."""
+        """Bring the folder up to date if no worker has checked it within the interval.
+        Never raises for a storage or folder failure: reads go on from the local copy,
+        and it is logged."""
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.sync_interval:
             return  # the bucket just failed: don't make every request wait on it again
         if self._is_fresh():
             return
         try:
             with self._lock:
-                if self._is_fresh():  # a sibling worker synced while we waited
-                    return
-                self._sync_locked()
+                if not self._is_fresh():  # a sibling worker may have checked while we waited
+                    self._refresh_locked()
             self._failed_at = None
+            self._note_ready()
         except filelock.Timeout:
             log.warning("sync skipped: another worker has held %s for %.0fs; serving the local copy",
                         self._lock.lock_file, self._lock.timeout)
@@ -86,21 +102,46 @@ class StorageClient:
             self._failed_at = time.monotonic()
             log.error("sync from %s failed, serving the local copy: %s", self.driver.url, exc)
 
+    def start_warm_up(self) -> threading.Thread:
+        """Bring the folder up to date in the background, so that a new instance is ready
+        before (or soon after) its first request; requests meanwhile serve what is there."""
+        thread = threading.Thread(target=self.ensure_fresh, name="gcs-sync-warm-up", daemon=True)
+        thread.start()
+        return thread
+
     def sync(self) -> SyncReport:
-        """Sync now, whatever the interval; storage errors propagate."""
+        """List the bucket and sync now, whatever the interval; storage errors propagate."""
         with self._lock:
-            return self._sync_locked()
+            checked_at = time.time()
+            return self._sync_locked(self.driver.marker_version(), checked_at)
 
     def _is_fresh(self) -> bool:
         age = self.state.pulled_age()
         return age is not None and age < self.sync_interval
 
-    def _sync_locked(self) -> SyncReport:
+    def _refresh_locked(self) -> Optional[SyncReport]:
+        """One metadata read of the change marker; a full listing only if it moved, the
+        last listing was incomplete, or the periodic full listing is due (that one catches
+        changes made straight in the bucket by other tools)."""
+        checked_at = time.time()
+        marker = self.driver.marker_version()  # read before listing: a later change moves it again
+        last = self.state.last_listing()
+        if (
+            marker is not None  # no marker (yet), or no bucket: only a listing can tell
+            and last is not None
+            and last.complete
+            and last.marker == marker
+            and checked_at - last.listed_at < self.full_sync_interval
+        ):
+            self.state.mark_pulled(checked_at)
+            return None
+        return self._sync_locked(marker, checked_at)
+
+    def _sync_locked(self, marker: Optional[str], checked_at: float) -> SyncReport:
         started = time.monotonic()
         calls_before = sum(self.driver.calls.values())
         report = SyncReport()
         self.folder.sweep_stale_temps()
-        listed_at = time.time()
         remote = self._servable(self.driver.list_objects(), report)
         local = self.folder.scan()
         synced = self.state.load()
@@ -108,36 +149,91 @@ class StorageClient:
         if plan.state_reset:
             log.warning("%s is empty but its state lists %d files: starting from an empty state",
                         self.folder.path, len(synced))
-            self.state.save({})  # before any event, so no later sync reads the old state
+        if plan.state_reset or self.state.needs_snapshot:
+            self.state.save(plan.base_state)  # before any event, so no later sync reads the old state
+        else:
+            for name in synced.keys() - plan.base_state.keys():  # gone from both sides
+                self.state.record(name, None)
         self._report_local_only(plan.local_only)
         state = dict(plan.base_state)
-        for event in plan.events:
-            try:
-                entry = event.apply(self)
-            except StorageError as exc:
-                report.failed.append((event, exc))
-                log.error("sync: %s of %r failed: %s", type(event).__name__, event.name, exc)
-                continue
-            except OSError as exc:
-                error = StorageError(type(event).__name__, event.name, f"local folder: {exc}")
+        for event, entry, error in self._apply(plan.events):
+            if error is not None:
                 report.failed.append((event, error))
-                log.error("sync: %s", error)
+                log.error("sync: %s of %r failed: %s", type(event).__name__, event.name, error)
                 continue
             report.applied.append(event)
-            # Recorded at once, so a worker killed mid-sync keeps what it finished.
+            # Recorded at once, so a worker killed mid-sync keeps what it finished, and
+            # the workers' indexes show each file as soon as it is complete.
             self.state.record(event.name, entry)
             if entry is None:
                 state.pop(event.name, None)
             else:
                 state[event.name] = entry
-        if state != plan.base_state or self.state.has_journal() or not self.state.path.exists():
-            self.state.save(state)  # compact: one snapshot, empty journal
-        self.state.mark_pulled(listed_at)
+        if any(isinstance(event, (LocalAdded, LocalDeleted)) for event in report.applied):
+            self._announce_change()
+        elif marker is None:
+            self._create_marker()
+        if self.state.should_compact():
+            self.state.save(state)
+        # An incomplete sync is not a baseline: the next check lists again to retry.
+        self.state.record_listing(marker, checked_at, complete=not report.failed)
+        self.state.mark_pulled(checked_at)
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
         level = logging.INFO if report.applied or report.failed else logging.DEBUG
         log.log(level, "sync with %s: %s", self.driver.url, report.summary())
+        if not synced and len(report.applied) > 1:
+            log.info("cold start: %d files from %s in %.2fs, %d transfers at a time",
+                     len(report.applied), self.driver.url, report.seconds, self.concurrency)
         return report
+
+    def _apply(
+        self, events: Sequence[ContentChangeEvent]
+    ) -> Iterator[tuple[ContentChangeEvent, Optional[SyncedFile], Optional[StorageError]]]:
+        """Apply each event's strategy, up to ``concurrency`` at a time; yield outcomes
+        as they finish (in this thread, so only this thread writes the state)."""
+        if self.concurrency <= 1 or len(events) <= 1:
+            for event in events:
+                yield (event, *self._apply_one(event))
+            return
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="gcs-sync") as pool:
+            futures = {pool.submit(self._apply_one, event): event for event in events}
+            for future in as_completed(futures):
+                yield (futures[future], *future.result())
+
+    def _apply_one(self, event: ContentChangeEvent) -> tuple[Optional[SyncedFile], Optional[StorageError]]:
+        try:
+            return event.apply(self), None
+        except StorageError as exc:
+            return None, exc
+        except OSError as exc:
+            return None, StorageError(type(event).__name__, event.name, f"local folder: {exc}")
+
+    def _note_ready(self) -> None:
+        if self.ready_after is None:
+            self.ready_after = time.monotonic() - self._created
+            log.info("ready: %s is current with %s, %.2fs after start", self.folder.path, self.driver.url,
+                     self.ready_after)
+
+    def _create_marker(self) -> None:
+        """A bucket filled by other tools has no marker: write one, so later checks can
+        skip the listing. It is recorded as unseen, so the next check lists once more."""
+        if self._marker_write_refused:
+            return
+        try:
+            self.driver.touch_marker()
+        except StorageError as exc:
+            self._marker_write_refused = True
+            log.warning("could not create the change marker (%s); until a change through the index creates "
+                        "it, every check (SYNC_INTERVAL) lists the bucket", exc)
+
+    def _announce_change(self) -> None:
+        """Rewrite the change marker so other instances list the bucket at their next check."""
+        try:
+            self.driver.touch_marker()
+        except StorageError as exc:
+            log.error("the change is in the bucket, but the change marker could not be rewritten (%s): "
+                      "other instances see it at their next full listing (FULL_SYNC_INTERVAL)", exc)
 
     def _report_local_only(self, names: list[str]) -> None:
         for name in names:
@@ -179,7 +275,10 @@ class StorageClient:
                          upload.name, self.driver.url, remote.version, upload.size)
         except StorageError as exc:
             exc.changed_before_failure = [r.name for r in stored] if overwrite else self._undo(stored)
+            if exc.changed_before_failure:
+                self._announce_change()
             raise
+        self._announce_change()
         try:
             with self._lock:
                 for upload, remote in zip(staged, stored):
@@ -218,6 +317,8 @@ class StorageClient:
             exc.changed_before_failure = list(removed)
             raise
         finally:
+            if removed:
+                self._announce_change()
             self._remove_locally(removed)
 
     def _remove_locally(self, names: list[str]) -> None:

@@ -57,8 +57,14 @@ class Settings:
     password_file: Optional[str] = None
     authenticate: tuple[str, ...] = ("update",)
     overwrite: bool = False
-    # Seconds a pulled view counts as fresh: one listing per interval per instance at most.
+    # Seconds a checked view counts as fresh: at most one check of the bucket's change
+    # marker (one metadata read) per interval per instance; a listing only if it moved.
     sync_interval: float = 5.0
+    # Seconds between full listings even if the marker did not move: the bound for
+    # changes made straight in the bucket by other tools.
+    full_sync_interval: float = 60.0
+    # Transfers at a time during a sync (a cold start downloads everything).
+    sync_concurrency: int = 8
     # Whether files added to or deleted from the local folder by hand reach the bucket
     # (True), or are left alone and downloaded again (False). The index's own uploads and
     # removals always reach the bucket.
@@ -102,6 +108,13 @@ class Settings:
         _check_auth_combination(authenticate, password_file)
         if password_file not in (None, "."):
             _check_htpasswd(password_file)
+        sync_interval = reader.parsed("SYNC_INTERVAL", _non_negative_float, 5.0)
+        full_sync_interval = reader.parsed("FULL_SYNC_INTERVAL", _non_negative_float, max(60.0, sync_interval))
+        if full_sync_interval < sync_interval:
+            raise ConfigError(
+                "FULL_SYNC_INTERVAL",
+                f"({full_sync_interval:g}s) must not be shorter than SYNC_INTERVAL ({sync_interval:g}s)",
+            )
         return cls(
             tier=tier,
             storage_backend=backend,
@@ -113,7 +126,9 @@ class Settings:
             password_file=password_file,
             authenticate=authenticate,
             overwrite=reader.parsed("OVERWRITE", strtobool, False),
-            sync_interval=reader.parsed("SYNC_INTERVAL", _non_negative_float, 5.0),
+            sync_interval=sync_interval,
+            full_sync_interval=full_sync_interval,
+            sync_concurrency=reader.parsed("SYNC_CONCURRENCY", _concurrency, 8),
             push_local_changes=reader.parsed(
                 "PUSH_LOCAL_CHANGES", strtobool, defaults["PUSH_LOCAL_CHANGES"]
             ),
@@ -184,6 +199,13 @@ def _non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
         raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
+def _concurrency(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 64:
+        raise ValueError("must be a whole number from 1 (one transfer at a time) to 64")
     return number
 
 

@@ -30,11 +30,13 @@ class Transfers(Protocol):
 def _download_into_place(io: Transfers, remote: RemoteObject) -> SyncedFile:
     temp = io.folder.temp_path(remote.name)
     try:
-        io.driver.download(remote.name, temp, remote.version)
+        # The digest comes with the download (object metadata, or hashed while written):
+        # computed once per file version, never per request.
+        sha256 = io.driver.download(remote.name, temp, remote.version)
         local = io.folder.install(temp, remote.name)
     finally:
         temp.unlink(missing_ok=True)
-    return SyncedFile(remote.version, local, remote.sha256)
+    return SyncedFile(remote.version, local, sha256)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,18 +65,13 @@ class PackageFolder:
     def stage(self, name: str, stream: BinaryIO) -> StagedFile:
         """Write an incoming upload to a temp file, hashing it on the way."""
         temp = self.temp_path(name)
-        digest = hashlib.sha256()
-        size = 0
         try:
             with open(temp, "wb") as out:
-                for chunk in iter(lambda: stream.read(_CHUNK), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+                copied = copy_hashing(stream, out)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return StagedFile(name, temp, digest.hexdigest(), size)
+        return StagedFile(name, temp, copied.sha256, copied.size)
 
     def install(self, temp: Path, name: str) -> str:
         """Make a complete temp file visible under ``name``; return its fingerprint."""
@@ -107,6 +102,23 @@ class PackageFolder:
                     continue
         if removed:
             log.warning("removed %d stale temp files left by a crashed worker: %s", len(removed), removed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Copied:
+    sha256: str
+    size: int
+
+
+def copy_hashing(source: BinaryIO, destination: BinaryIO) -> Copied:
+    """Copy a stream, hashing it on the way: one pass over the bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in iter(lambda: source.read(_CHUNK), b""):
+        digest.update(chunk)
+        destination.write(chunk)
+        size += len(chunk)
+    return Copied(digest.hexdigest(), size)
 
 
 def sha256_of(path: Path) -> str:

@@ -1,14 +1,21 @@
-"""The last-synced state of one local folder: what each file's bucket version was when
-local and bucket last agreed.
+"""The last-synced state of one local folder: what each file's bucket version, local
+fingerprint and sha256 were when local and bucket last agreed.
 
 It is what makes deletions safe: a file missing on one side is only deleted on the other
 if the state says both sides had it. A missing, unreadable or foreign state (another
 bucket, another format version) is treated as empty, which never deletes anything.
 
-Stored as a snapshot (``state.json``, written atomically: temp file, then rename) plus a
-journal (``journal.jsonl``) to which each change is appended as it happens, so a worker
-killed in the middle of a long sync loses at most the file it was moving, and recording
-one upload costs one short append rather than rewriting the whole state.
+It is also what the in-memory index of every worker is built from (``index.py``), so it
+is laid out to be read cheaply and without the folder lock:
+
+    state.json            snapshot, replaced atomically (temp file, then rename)
+    journal-<inode>.jsonl changes appended since that snapshot, one JSON line each
+
+The journal is named after the snapshot's inode, so a journal belongs to exactly one
+snapshot: a reader that sees the snapshot replaced starts over, and a reader that sees
+the same snapshot reads only the journal lines appended since its last look (O(changes)).
+Writers hold the folder lock. A worker killed mid-append leaves at most one torn line,
+which is skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Compact the journal into a new snapshot once it outgrows this or the snapshot: every
+# worker then re-reads the snapshot once, so the cost stays O(1) per change on average.
+_MIN_JOURNAL_BYTES_TO_COMPACT = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,27 +44,94 @@ class SyncedFile:
     sha256: Optional[str] = None
 
 
+Entry = tuple[str, Optional[SyncedFile]]  # a journal line: name and new state (None: gone)
+
+
+@dataclasses.dataclass(frozen=True)
+class StateCursor:
+    """Where a reader stopped: which snapshot, and how far into its journal."""
+
+    snapshot: tuple[int, int, int]  # inode, mtime_ns, size: inode numbers alone get reused
+    journal_offset: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StateRead:
+    """What changed since a cursor: a whole state (``files``) if the snapshot is new,
+    else only the journal entries appended since (``entries``)."""
+
+    cursor: StateCursor
+    files: Optional[dict[str, SyncedFile]] = None
+    entries: tuple[Entry, ...] = ()
+
+
+_NO_SNAPSHOT = (0, 0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """The last full listing of the bucket: the change marker's version read just before
+    it, when it began, and whether every change it found was applied."""
+
+    marker: Optional[str]
+    listed_at: float
+    complete: bool
+
+
 class StateFile:
     def __init__(self, control_folder: Path, store_url: str) -> None:
+        self.control = control_folder
         self.path = control_folder / "state.json"
-        self._journal = control_folder / "journal.jsonl"
-        # Touched after every successful pull: its age is how stale this instance's view is.
-        self._pulled_stamp = control_folder / "pulled"
+        # Touched after every check that found the folder current with the bucket: its age
+        # is how stale this instance's view may be.
+        self._checked_stamp = control_folder / "pulled"
+        # The change marker's version and the time of the last full listing.
+        self._listing_record = control_folder / "listing.json"
         self._store_url = store_url
+        # Set when the snapshot on disk can't be used: the next sync writes a new one.
+        self.needs_snapshot = False
+
+    # -- reading (no lock needed) ----------------------------------------------------
 
     def load(self) -> dict[str, SyncedFile]:
-        files = self._load_snapshot()
-        if files is None:
-            return {}
-        for name, entry in self._journal_entries():
-            if entry is None:
-                files.pop(name, None)
-            else:
-                files[name] = entry
+        files = self.read().files
+        assert files is not None
         return files
 
+    def read(self, since: Optional[StateCursor] = None) -> StateRead:
+        """The state, or only what changed since ``since`` if the snapshot is the same."""
+        for _ in range(3):  # a compaction between our reads: start over
+            snapshot = self._snapshot_id()
+            if since is not None and since.snapshot == snapshot:
+                entries, offset = self._journal_entries(snapshot, since.journal_offset)
+                return StateRead(StateCursor(snapshot, offset), entries=tuple(entries))
+            files = self._load_snapshot()
+            entries, offset = self._journal_entries(snapshot, 0)
+            if self._snapshot_id() != snapshot:
+                continue
+            self.needs_snapshot = files is None or snapshot == _NO_SNAPSHOT
+            files = dict(files or {})
+            if not self.needs_snapshot:  # a foreign snapshot's journal is foreign too
+                for name, entry in entries:
+                    if entry is None:
+                        files.pop(name, None)
+                    else:
+                        files[name] = entry
+            return StateRead(StateCursor(snapshot, offset), files=files)
+        raise OSError(f"state in {self.control} kept changing while being read")
+
+    def _snapshot_id(self) -> tuple[int, int, int]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return _NO_SNAPSHOT
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _journal_path(self, snapshot: tuple[int, int, int]) -> Path:
+        return self.control / f"journal-{snapshot[0]}.jsonl"
+
     def _load_snapshot(self) -> Optional[dict[str, SyncedFile]]:
-        """The snapshot's files; None if the state is foreign (then the journal is too)."""
+        """The snapshot's files; None if it is foreign or damaged (then so is its journal)."""
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -74,13 +151,20 @@ class StateFile:
             log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
             return None
 
-    def _journal_entries(self) -> list[tuple[str, Optional[SyncedFile]]]:
+    def _journal_entries(self, snapshot: tuple[int, int, int], offset: int) -> tuple[list[Entry], int]:
+        """Whole lines appended since ``offset``, and the offset after them. A line still
+        being written (no newline yet) is left for the next read."""
+        if snapshot == _NO_SNAPSHOT:
+            return [], 0
         try:
-            lines = self._journal.read_text(encoding="utf-8").splitlines()
+            with open(self._journal_path(snapshot), "rb") as journal:
+                journal.seek(offset)
+                data = journal.read()
         except FileNotFoundError:
-            return []
+            return [], offset
+        end = data.rfind(b"\n") + 1
         entries = []
-        for number, line in enumerate(lines, 1):
+        for line in data[:end].split(b"\n"):
             if not line:
                 continue
             try:
@@ -88,48 +172,84 @@ class StateFile:
                 entry = record["entry"]
                 entries.append((record["name"], None if entry is None else SyncedFile(**entry)))
             except (ValueError, KeyError, TypeError) as exc:
-                # A worker killed mid-append leaves a torn last line; anything else is damage.
-                level = logging.DEBUG if number == len(lines) else logging.ERROR
-                log.log(level, "ignoring line %d of %s: %s", number, self._journal, exc)
-        return entries
+                # Left by a worker killed mid-append; the next append ended the torn line.
+                log.warning("ignoring a torn line in the state journal of %s: %s", self.control, exc)
+        return entries, offset + end
+
+    # -- writing (callers hold the folder lock) --------------------------------------
 
     def record(self, name: str, entry: Optional[SyncedFile]) -> None:
-        """Append one file's new state (None: forgotten). Callers hold the folder lock.
-        Behind a foreign snapshot the entry is ignored, which is safe: an empty state
-        never deletes anything, and the next sync writes a snapshot of our own."""
+        """Append one file's new state (None: forgotten)."""
+        if not self.path.exists():
+            self.save({})  # a journal needs its snapshot
         line = json.dumps({"name": name, "entry": None if entry is None else dataclasses.asdict(entry)})
-        with open(self._journal, "a", encoding="utf-8") as journal:
+        with open(self._journal_path(self._snapshot_id()), "a", encoding="utf-8") as journal:
             # The leading newline ends a line torn by a worker killed mid-append, so only
             # that line is lost, not this one too; blank lines are skipped on reading.
             journal.write("\n" + line + "\n")
 
-    def has_journal(self) -> bool:
-        return self._journal.exists()
+    def should_compact(self) -> bool:
+        snapshot = self._snapshot_id()
+        if self.needs_snapshot or snapshot == _NO_SNAPSHOT:
+            return True
+        try:
+            journal_size = self._journal_path(snapshot).stat().st_size
+        except FileNotFoundError:
+            return False
+        return journal_size > max(_MIN_JOURNAL_BYTES_TO_COMPACT, snapshot[2])
 
     def save(self, files: dict[str, SyncedFile]) -> None:
-        """Write the whole state as a new snapshot and empty the journal."""
+        """Write the whole state as a new snapshot with an empty journal."""
         payload = {
             "format": FORMAT_VERSION,
             "store": self._store_url,
             "files": {name: dataclasses.asdict(entry) for name, entry in sorted(files.items())},
         }
-        temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        temp = self.control / f".state.{uuid.uuid4().hex}.tmp"
         try:
             temp.write_text(json.dumps(payload, indent=0), encoding="utf-8")
+            # A journal left by a crash under the inode the new snapshot happens to reuse
+            # would otherwise be read as the new snapshot's.
+            self.control.joinpath(f"journal-{temp.stat().st_ino}.jsonl").unlink(missing_ok=True)
             os.replace(temp, self.path)
         finally:
             temp.unlink(missing_ok=True)
-        self._journal.unlink(missing_ok=True)
+        self.needs_snapshot = False
+        current = self._journal_path(self._snapshot_id()).name
+        for old in self.control.glob("journal-*.jsonl"):
+            if old.name != current:
+                old.unlink(missing_ok=True)
 
-    def mark_pulled(self, listed_at: float) -> None:
-        """Record a successful pull, dated when its bucket listing began: a change made
-        after that moment must not look older than it is."""
-        self._pulled_stamp.touch()
-        os.utime(self._pulled_stamp, (listed_at, listed_at))
+    # -- freshness -------------------------------------------------------------------
+
+    def mark_pulled(self, as_of: float) -> None:
+        """Record that the folder was found current with the bucket, dated when the check
+        began: a change made after that moment must not look older than it is."""
+        self._checked_stamp.touch()
+        os.utime(self._checked_stamp, (as_of, as_of))
 
     def pulled_age(self) -> Optional[float]:
-        """Seconds since the last successful pull by any worker on this folder."""
+        """Seconds since any worker on this folder last found it current."""
         try:
-            return time.time() - self._pulled_stamp.stat().st_mtime
+            return time.time() - self._checked_stamp.stat().st_mtime
         except FileNotFoundError:
             return None
+
+    def last_listing(self) -> Optional[Listing]:
+        try:
+            raw = json.loads(self._listing_record.read_text(encoding="utf-8"))
+            return Listing(raw["marker"], float(raw["listed_at"]), bool(raw["complete"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring %s (%s): the next check lists the bucket", self._listing_record, exc)
+            return None
+
+    def record_listing(self, marker: Optional[str], listed_at: float, *, complete: bool) -> None:
+        temp = self.control / f".listing.{uuid.uuid4().hex}.tmp"
+        try:
+            temp.write_text(json.dumps({"marker": marker, "listed_at": listed_at, "complete": complete}),
+                            encoding="utf-8")
+            os.replace(temp, self._listing_record)
+        finally:
+            temp.unlink(missing_ok=True)

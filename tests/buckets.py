@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Optional
 
 PREFIX = "packages"
+# The change marker the index rewrites on every change (gcs_sync.drivers.base.MARKER_NAME),
+# spelled out here so a renamed marker fails these tests instead of hiding from them.
+MARKER = ".gcs_sync/changed"
 
 
 class BucketProbe:
@@ -29,6 +32,10 @@ class BucketProbe:
         raise NotImplementedError
 
     def names(self) -> set[str]:
+        """Every object under the prefix except the change marker."""
+        return self.all_names() - {MARKER}
+
+    def all_names(self) -> set[str]:
         raise NotImplementedError
 
     def remove_bucket(self) -> None:
@@ -56,9 +63,12 @@ class LocalProbe(BucketProbe):
     def delete(self, name: str) -> None:
         (self.root / PREFIX / name).unlink()
 
-    def names(self) -> set[str]:
+    def all_names(self) -> set[str]:
         folder = self.root / PREFIX
-        return {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.exists() else set()
+        if not folder.exists():
+            return set()
+        return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                } | ({MARKER} if (folder / MARKER).is_file() else set())
 
     def remove_bucket(self) -> None:
         shutil.rmtree(self.root)
@@ -88,7 +98,7 @@ class GCSProbe(BucketProbe):
     def delete(self, name: str) -> None:
         self.bucket.blob(f"{PREFIX}/{name}").delete()
 
-    def names(self) -> set[str]:
+    def all_names(self) -> set[str]:
         return {b.name[len(PREFIX) + 1:] for b in self.client.list_blobs(self.name, prefix=f"{PREFIX}/")}
 
     def remove_bucket(self) -> None:
@@ -121,11 +131,11 @@ class S3Probe(BucketProbe):
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.name, Key=f"{PREFIX}/{name}")
 
-    def names(self) -> set[str]:
+    def all_names(self) -> set[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=f"{PREFIX}/")
         return {o["Key"][len(PREFIX) + 1:] for page in pages for o in page.get("Contents", [])}
 
     def remove_bucket(self) -> None:
-        for name in self.names():
+        for name in self.all_names():
             self.delete(name)
         self.client.delete_bucket(Bucket=self.name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -121,17 +122,57 @@ def test_health_never_touches_the_bucket(app: App) -> None:
     assert sum(app.driver.calls.values()) == 0
 
 
-def test_steady_state_is_one_listing_per_interval_and_no_transfers(app: App, bucket: BucketProbe) -> None:
+def test_steady_state_costs_one_marker_read_per_interval_and_no_listing(app: App, bucket: BucketProbe) -> None:
     bucket.put("demo-1.0.tar.gz", b"demo")
     assert app.http.get("/simple/demo/").status_code == 200
+    # Another tool filled the bucket: no change marker yet, so the first sync writes one
+    # and the next check lists once more to take its version as the baseline.
+    assert dict(app.driver.calls) == {"stat": 1, "list": 1, "download": 1, "upload": 1}
+    app.age_view()
+    app.http.get("/simple/")
     first = dict(app.driver.calls)
-    assert first == {"list": 1, "download": 1}
+    assert first == {"stat": 2, "list": 2, "download": 1, "upload": 1}
     for path in ["/simple/", "/simple/demo/", "/packages/", "/packages/demo-1.0.tar.gz", "/"] * 10:
         assert app.http.get(path).status_code == 200
     assert dict(app.driver.calls) == first
+    for check in range(1, 4):
+        app.age_view()
+        app.http.get("/simple/")
+        assert dict(app.driver.calls) == {**first, "stat": first["stat"] + check}  # no listing
+
+
+def test_a_change_through_another_instance_moves_the_marker_and_is_listed(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    assert app.http.get("/simple/").status_code == 200
+    other = App(bucket, tmp_path / "other-instance", htpasswd)
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert other.upload(wheel).status_code == 200
+    assert app.http.get("/simple/demo/").status_code == 404  # within the interval: not checked yet
+    calls = dict(app.driver.calls)
     app.age_view()
-    app.http.get("/simple/")
-    assert dict(app.driver.calls) == {"list": 2, "download": 1}
+    page = app.http.get("/simple/demo/")
+    assert page.status_code == 200 and wheel.name in page.get_data(as_text=True)
+    assert app.driver.calls["list"] == calls["list"] + 1 and app.driver.calls["download"] == 1
+
+
+def test_a_change_made_straight_in_the_bucket_appears_with_the_full_listing(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, FULL_SYNC_INTERVAL=3)
+    assert app.http.get("/simple/").status_code == 200  # this sync creates the marker
+    app.age_view()
+    assert app.http.get("/simple/").status_code == 200  # this one takes its version
+    bucket.put("demo-1.0.tar.gz", b"demo")  # another tool: the marker does not move
+    app.age_view()
+    assert app.http.get("/simple/demo/").status_code == 404
+    assert app.driver.calls["list"] == 2  # the marker check said nothing changed
+    listing = app.folder / ".gcs_sync" / "listing.json"
+    record = json.loads(listing.read_text())
+    listing.write_text(json.dumps({**record, "listed_at": record["listed_at"] - 3}))
+    app.age_view()
+    assert app.http.get("/simple/demo/").status_code == 200
+    assert app.driver.calls["list"] == 3
 
 
 def test_without_a_password_file_the_index_is_read_only(bucket: BucketProbe, tmp_path: Path) -> None:

@@ -7,14 +7,20 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
 - ``RemoteObject.version`` changes whenever the object's content may have changed (GCS
   generation, S3 ETag, local inode+size+mtime) and is stable otherwise.
 - ``download`` writes the object to ``destination`` (a temporary path chosen by the
-  caller), checks the bytes against the store's checksum, and raises ``ObjectNotFound``
-  if the object is gone or ``ObjectChanged`` if it is no longer at ``version``.
+  caller), checks the bytes against the store's checksum, returns their sha256 (the
+  object's ``sha256`` metadata if it has one, else computed from the bytes), and raises
+  ``ObjectNotFound`` if the object is gone or ``ObjectChanged`` if it is no longer at
+  ``version``.
 - ``upload(create_only=True)`` succeeds only if no object of that name exists, else
   raises ``ObjectExists``. A write of ours that landed although its reply was lost (a
   retry met 412, or the last attempt timed out) is recognised by its upload token and
   is a success.
 - ``delete`` is idempotent: deleting a missing object succeeds. With ``if_version`` it
   deletes only that version and raises ``ObjectChanged`` if the object was replaced.
+- The change marker (``MARKER_NAME`` under the prefix, never listed) is rewritten by
+  ``touch_marker`` after every change this index makes; ``marker_version`` reads its
+  version with one metadata request (None if there is none), so an instance can tell
+  that nothing changed without listing the bucket.
 - Every failure is one of ``gcs_sync.errors.StorageError``'s subclasses, raised ``from``
   the SDK's exception, carrying the object name.
 - ``calls`` counts the API requests made, by operation, for logs and benchmarks.
@@ -34,6 +40,8 @@ from typing import Mapping, Optional
 # meets "412 already exists" recognise its own earlier attempt.
 SHA256_KEY = "sha256"
 UPLOAD_TOKEN_KEY = "upload-token"
+# Inside a sub-"folder" of the prefix, so listings (one level, "/" delimiter) never show it.
+MARKER_NAME = ".gcs_sync/changed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +79,8 @@ class FileStoreDriver(abc.ABC):
         """Every object directly under the prefix, by name; pages through any size."""
 
     @abc.abstractmethod
-    def download(self, name: str, destination: Path, version: str) -> None:
-        """Write object ``name`` at ``version`` to ``destination``."""
+    def download(self, name: str, destination: Path, version: str) -> str:
+        """Write object ``name`` at ``version`` to ``destination``; return its sha256."""
 
     @abc.abstractmethod
     def upload(
@@ -83,6 +91,18 @@ class FileStoreDriver(abc.ABC):
     @abc.abstractmethod
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
         """Remove object ``name``; succeed if it is already gone."""
+
+    @abc.abstractmethod
+    def marker_version(self) -> Optional[str]:
+        """The change marker's current version; None if there is no marker yet."""
+
+    @abc.abstractmethod
+    def touch_marker(self) -> None:
+        """Rewrite the change marker (new content, so every store gives it a new version)."""
+
+    @staticmethod
+    def new_marker_content() -> bytes:
+        return f"{uuid.uuid4().hex}\n".encode()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"

@@ -26,7 +26,8 @@ from ..errors import (
     StoragePermissionDenied,
     StorageUnavailable,
 )
-from .base import SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
+from ..folder import sha256_of
+from .base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
 
 _UNAVAILABLE = (
     DataCorruption,  # checksum mismatch on download: a transfer fault, try again later
@@ -95,12 +96,14 @@ class GCSDriver(FileStoreDriver):
             raise _translate("list", self.url, exc, BucketNotFound) from exc
         return found
 
-    def download(self, name: str, destination: Path, version: str) -> None:
+    def download(self, name: str, destination: Path, version: str) -> str:
         key = self._key(name)
+        blob = self._bucket.blob(key)
         self._count("download")
         try:
-            # The generation precondition makes sure the bytes are the version we listed.
-            self._bucket.blob(key).download_to_filename(
+            # The generation precondition makes sure the bytes are the version we listed;
+            # the SDK checks them against the object's crc32c (or md5).
+            blob.download_to_filename(
                 str(destination), if_generation_match=int(version),
                 retry=self._retry, timeout=self._timeout,
             )
@@ -108,6 +111,9 @@ class GCSDriver(FileStoreDriver):
             raise ObjectChanged("download", key, f"changed since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("download", key, exc, ObjectNotFound) from exc
+        # The download reloads the object's metadata: the sha256 written with our upload
+        # saves hashing it again; an object stored by another tool is hashed once here.
+        return (blob.metadata or {}).get(SHA256_KEY) or sha256_of(destination)
 
     def upload(
         self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
@@ -161,3 +167,24 @@ class GCSDriver(FileStoreDriver):
             raise ObjectChanged("delete", key, f"replaced since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
+
+    def marker_version(self) -> Optional[str]:
+        key = self._key(MARKER_NAME)
+        self._count("stat")
+        try:
+            blob = self._bucket.get_blob(key, retry=self._retry, timeout=self._timeout)
+        except _SDK_ERRORS as exc:
+            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        return None if blob is None else str(blob.generation)
+
+    def touch_marker(self) -> None:
+        key = self._key(MARKER_NAME)
+        self._count("upload")
+        try:
+            # An unconditional write is safe to retry: any new generation does.
+            self._bucket.blob(key).upload_from_string(
+                self.new_marker_content(), content_type="text/plain",
+                retry=self._retry, timeout=self._timeout,
+            )
+        except _SDK_ERRORS as exc:
+            raise _translate("upload", key, exc, BucketNotFound) from exc

@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Mapping, Optional
 
-from ..folder import TEMP_SUFFIX, fingerprint
 from ..errors import BucketNotFound, ObjectChanged, ObjectExists, ObjectNotFound, StorageError
-from .base import FileStoreDriver, RemoteObject
+from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint
+from .base import MARKER_NAME, FileStoreDriver, RemoteObject
 
 
 def _is_own_temp(name: str) -> bool:
@@ -59,7 +59,7 @@ class LocalFolderDriver(FileStoreDriver):
             found[entry.name] = RemoteObject(entry.name, fingerprint(stat), stat.st_size)
         return found
 
-    def download(self, name: str, destination: Path, version: str) -> None:
+    def download(self, name: str, destination: Path, version: str) -> str:
         self._count("download")
         source = self._existing_folder("download", name) / name
         try:
@@ -67,7 +67,7 @@ class LocalFolderDriver(FileStoreDriver):
                 if fingerprint(os.fstat(src.fileno())) != version:
                     raise ObjectChanged("download", name, "changed since it was listed")
                 with open(destination, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    return copy_hashing(src, dst).sha256
         except FileNotFoundError as exc:
             raise ObjectNotFound("download", name, f"{type(exc).__name__}: {exc}") from exc
         except OSError as exc:
@@ -111,3 +111,25 @@ class LocalFolderDriver(FileStoreDriver):
             (folder / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError("delete", name, f"{type(exc).__name__}: {exc}") from exc
+
+    def marker_version(self) -> Optional[str]:
+        self._count("stat")
+        try:
+            return fingerprint((self._existing_folder("stat", MARKER_NAME) / MARKER_NAME).stat())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError("stat", MARKER_NAME, f"{type(exc).__name__}: {exc}") from exc
+
+    def touch_marker(self) -> None:
+        self._count("upload")
+        marker = self._existing_folder("upload", MARKER_NAME) / MARKER_NAME
+        temp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(self.new_marker_content())
+            os.replace(temp, marker)  # a new inode: a new version
+        except OSError as exc:
+            raise StorageError("upload", MARKER_NAME, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)

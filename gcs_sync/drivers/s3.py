@@ -23,7 +23,7 @@ from ..errors import (
     StoragePermissionDenied,
     StorageUnavailable,
 )
-from .base import SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
+from .base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
 
 _CHUNK = 1 << 20
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
@@ -99,7 +99,7 @@ class S3Driver(FileStoreDriver):
             raise _translate("list", self.url, exc, BucketNotFound) from exc
         return found
 
-    def download(self, name: str, destination: Path, version: str) -> None:
+    def download(self, name: str, destination: Path, version: str) -> str:
         key = self._key(name)
         self._count("download")
         try:
@@ -128,6 +128,7 @@ class S3Driver(FileStoreDriver):
                 raise StorageUnavailable("download", key, "content does not match its sha256 metadata")
         elif _etag_is_md5(reply) and md5.hexdigest() != version.strip('"'):
             raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
+        return sha256.hexdigest()
 
     def upload(
         self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
@@ -183,3 +184,23 @@ class S3Driver(FileStoreDriver):
             raise _translate("delete", key, exc, ObjectNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
+
+    def marker_version(self) -> Optional[str]:
+        key = self._key(MARKER_NAME)
+        self._count("stat")
+        try:
+            return self._client.head_object(Bucket=self._bucket, Key=key)["ETag"]
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
+                return None
+            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        except _SDK_ERRORS as exc:
+            raise _translate("stat", key, exc, ObjectNotFound) from exc
+
+    def touch_marker(self) -> None:
+        key = self._key(MARKER_NAME)
+        self._count("upload")
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=key, Body=self.new_marker_content())
+        except _SDK_ERRORS as exc:
+            raise _translate("upload", key, exc, BucketNotFound) from exc
