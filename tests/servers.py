@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -63,6 +64,14 @@ class Instance:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+def links(instance: Instance, project: str) -> dict[str, str]:
+    """The files on a project's page and the sha256 in each link; {} if the page is not 200."""
+    status, body = instance.get(f"/simple/{project}/")
+    if status != 200:
+        return {}
+    return dict(re.findall(r'href="[^"#]*/packages/([^"#]+)#sha256=([0-9a-f]+)"', body.decode()))
 
 
 def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: int = 2) -> Instance:

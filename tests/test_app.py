@@ -196,6 +196,23 @@ def test_links_carry_the_digest_of_the_bytes_served(app: App, bucket: BucketProb
         assert hashlib.sha256(body).hexdigest() == digest == hashlib.sha256(bucket.get(filename)).hexdigest()
 
 
+@pytest.mark.parametrize("algorithm", ["md5", "sha512"])
+def test_another_hash_algorithm_gives_its_own_digest(
+    algorithm: str, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, HASH_ALGO=algorithm)
+    bucket.put("demo-1.0.tar.gz", b"one")
+    page = app.http.get("/simple/demo/").get_data(as_text=True)
+    assert f"demo-1.0.tar.gz#{algorithm}={hashlib.new(algorithm, b'one').hexdigest()}" in page
+
+
+def test_without_hashing_links_carry_no_digest(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, HASH_ALGO="off")
+    bucket.put("demo-1.0.tar.gz", b"one")
+    page = app.http.get("/simple/demo/").get_data(as_text=True)
+    assert 'packages/demo-1.0.tar.gz"' in page
+
+
 def test_with_overwrite_a_same_name_upload_replaces_the_bucket_copy(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:

@@ -18,7 +18,7 @@ from gcs_sync.errors import (
     StorageUnavailable,
 )
 
-from .buckets import PREFIX, BucketProbe
+from .buckets import MARKER, PREFIX, BucketProbe
 
 
 def _file(tmp_path: Path, data: bytes, name: str = "src") -> Path:
@@ -174,3 +174,26 @@ def test_s3_download_checks_the_sha256_metadata(driver: FileStoreDriver, bucket:
     bucket.client.put_object(Bucket=bucket.name, Key=key, Body=b"payload", Metadata={"sha256": good})
     driver.download("demo-1.0.tar.gz", tmp_path / "out", driver.list_objects()["demo-1.0.tar.gz"].version)
     assert (tmp_path / "out").read_bytes() == b"payload"
+
+
+def test_the_change_marker_gets_a_new_version_on_every_touch_and_is_never_listed(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    assert driver.marker_version() is None
+    versions = []
+    for _ in range(3):
+        driver.touch_marker()
+        versions.append(driver.marker_version())
+    assert None not in versions and len(set(versions)) == 3
+    driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"abc"), create_only=True, metadata={})
+    assert list(driver.list_objects()) == ["demo-1.0.tar.gz"]
+    assert MARKER in bucket.all_names()
+
+
+def test_download_returns_the_sha256_of_the_bytes(driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path) -> None:
+    bucket.put("other-1.0.tar.gz", b"stored by another tool")  # no sha256 metadata: hashed
+    driver.upload("ours-1.0.tar.gz", _file(tmp_path, b"ours"), create_only=True,
+                  metadata={"sha256": hashlib.sha256(b"ours").hexdigest()})
+    for name, data in (("other-1.0.tar.gz", b"stored by another tool"), ("ours-1.0.tar.gz", b"ours")):
+        listed = driver.list_objects()[name]
+        assert driver.download(name, tmp_path / "out", listed.version) == hashlib.sha256(data).hexdigest()

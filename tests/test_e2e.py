@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import re
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from .packages import make_wheel
 from .servers import (
     Instance,
     clean_env,
+    links,
     new_venv,
     pip_install,
     remove_form,
@@ -63,13 +63,6 @@ def wait_past_interval() -> None:
 def wait_past_full_listing() -> None:
     """Any request made after this sees every change made straight in the bucket before it."""
     time.sleep(FULL_SYNC_INTERVAL)
-
-
-def links(instance: Instance, project: str) -> dict[str, str]:
-    status, body = instance.get(f"/simple/{project}/")
-    if status != 200:
-        return {}
-    return dict(re.findall(r'href="[^"#]*/packages/([^"#]+)#sha256=([0-9a-f]+)"', body.decode()))
 
 
 def test_twine_upload_to_a_is_in_the_bucket_and_installs_from_b_with_pip_and_uv(

@@ -3,6 +3,7 @@ and what a steady state costs in bucket calls."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -105,6 +106,7 @@ def test_a_new_empty_folder_pulls_everything_and_deletes_nothing(driver, bucket,
     first = StorageClient(driver, PackageFolder(tmp_path / "one"), sync_interval=1, lock_timeout=5,
                           push_local_changes=True)
     first.sync()
+    first.state.save(first.state.load())  # compacted: the whole state in state.json
     # A second folder whose state survived but whose files did not (a wiped /tmp, say).
     wiped = PackageFolder(tmp_path / "two")
     (wiped.control / "state.json").write_bytes((first.folder.control / "state.json").read_bytes())
@@ -116,7 +118,7 @@ def test_a_new_empty_folder_pulls_everything_and_deletes_nothing(driver, bucket,
 def test_state_of_another_bucket_is_ignored(client, bucket, folder) -> None:
     (folder.path / A).write_bytes(b"local")
     (folder.control / "state.json").write_text(
-        '{"format": 1, "store": "gs://elsewhere/packages/", "files": {"%s": '
+        '{"format": 2, "store": "gs://elsewhere/packages/", "files": {"%s": '
         '{"remote_version": "1", "local_fingerprint": "x"}}}' % A
     )
     assert kinds(client.sync()) == ["LocalAdded"]  # not "deleted remotely, so delete here"
@@ -232,3 +234,31 @@ def test_a_sync_killed_midway_keeps_what_it_finished(client, bucket, folder) -> 
     report = client.sync()
     assert kinds(report) == ["RemoteAdded", "RemoteDeleted"]  # not re-uploaded as LocalAdded
     assert bucket.names() == {B} and visible_files(folder) == {B: b"beta"}
+
+
+def test_a_cold_start_downloads_in_parallel_and_records_each_digest_once(driver, bucket, folder) -> None:
+    contents = {f"many{i}-1.0.tar.gz": f"file {i}".encode() * (i + 1) for i in range(40)}
+    for name, data in contents.items():
+        bucket.put(name, data)
+    client = StorageClient(driver, folder, sync_interval=1, lock_timeout=5, concurrency=8)
+    report = client.sync()
+    assert len(report.applied) == 40 and not report.failed
+    assert visible_files(folder) == contents
+    assert {name: entry.sha256 for name, entry in client.state.load().items()} == {
+        name: hashlib.sha256(data).hexdigest() for name, data in contents.items()
+    }
+    assert client.driver.calls["download"] == 40
+
+
+def test_a_sync_with_a_failed_transfer_lists_again_at_the_next_check(driver, bucket, folder) -> None:
+    for name, data in ((A, b"alpha"), (B, b"beta")):
+        bucket.put(name, data)
+    # SYNC_INTERVAL=0: every call checks, with no back-off after a failure.
+    client = StorageClient(FailsOnce(driver, B), folder, sync_interval=0, lock_timeout=5, concurrency=4)
+    client.ensure_fresh()
+    assert visible_files(folder) == {A: b"alpha"}
+    client.ensure_fresh()  # the marker did not move, but the last listing was incomplete
+    assert visible_files(folder) == {A: b"alpha", B: b"beta"}
+    lists = driver.calls["list"]
+    client.ensure_fresh()  # complete now: the marker check is enough
+    assert driver.calls["list"] == lists

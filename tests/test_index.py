@@ -1,0 +1,97 @@
+"""Each worker's in-memory index: it follows the folder's synced state (its own changes
+and its siblings'), lists only files that are in place, and carries their digests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+
+from gcs_sync.client import StorageClient
+from gcs_sync.folder import PackageFolder
+from gcs_sync.index import PackageIndex
+from gcs_sync.state import StateFile
+
+from .buckets import BucketProbe
+
+pytestmark = pytest.mark.parametrize("bucket", ["local"], indirect=True)  # the index never calls the bucket
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> PackageFolder:
+    return PackageFolder(tmp_path / "packages")
+
+
+@pytest.fixture
+def client(driver, folder: PackageFolder) -> StorageClient:
+    return StorageClient(driver, folder, sync_interval=1, lock_timeout=5)
+
+
+def new_index(client: StorageClient, hash_algo: str | None = "sha256") -> PackageIndex:
+    """Another worker's index over the same folder."""
+    return PackageIndex(client.folder, StateFile(client.folder.control, client.driver.url), hash_algo)
+
+
+def listed(index: PackageIndex) -> dict[str, str | None]:
+    index.refresh()
+    return {pkg.relfn: pkg.digest for pkg in index.all_packages()}
+
+
+def sha(data: bytes) -> str:
+    return "sha256=" + hashlib.sha256(data).hexdigest()
+
+
+def test_every_worker_sees_a_sync_an_upload_and_a_removal_made_by_any_of_them(
+    client: StorageClient, bucket: BucketProbe, folder: PackageFolder
+) -> None:
+    bucket.put("one-1.0.tar.gz", b"one")
+    first, second = new_index(client), new_index(client)
+    assert listed(first) == {}
+    client.sync()
+    assert listed(first) == listed(second) == {"one-1.0.tar.gz": sha(b"one")}
+    client.publish([folder.stage("two-1.0.tar.gz", io.BytesIO(b"two"))], overwrite=False)
+    assert listed(first) == listed(second) == {"one-1.0.tar.gz": sha(b"one"), "two-1.0.tar.gz": sha(b"two")}
+    client.retract(["one-1.0.tar.gz"])
+    assert listed(first) == listed(second) == {"two-1.0.tar.gz": sha(b"two")}
+    assert [p.relfn for p in second.project_packages("two")] == ["two-1.0.tar.gz"]
+    assert second.projects() == ["two"]
+
+
+def test_only_recorded_files_in_place_are_listed(client: StorageClient, bucket: BucketProbe, folder: PackageFolder) -> None:
+    bucket.put("kept-1.0.tar.gz", b"kept")
+    bucket.put("edited-1.0.tar.gz", b"edited")
+    client.sync()
+    (folder.path / "dropped-1.0.tar.gz").write_bytes(b"copied in by hand")  # not in the bucket
+    (folder.path / ".kept-1.0.tar.gz.0123.part").write_bytes(b"half")  # a transfer under way
+    (folder.path / "edited-1.0.tar.gz").write_bytes(b"changed by hand")  # no longer what was recorded
+    assert listed(new_index(client)) == {"kept-1.0.tar.gz": sha(b"kept")}
+
+
+def test_names_are_grouped_by_normalized_project(client: StorageClient, bucket: BucketProbe) -> None:
+    for name in ("Foo_Bar-1.0.tar.gz", "foo.bar-2.0.tar.gz", "foo_bar-3.0-py3-none-any.whl", "other-1.0.tar.gz"):
+        bucket.put(name, name.encode())
+    client.sync()
+    index = new_index(client)
+    index.refresh()
+    assert sorted(p.relfn for p in index.project_packages("foo-bar")) == [
+        "Foo_Bar-1.0.tar.gz", "foo.bar-2.0.tar.gz", "foo_bar-3.0-py3-none-any.whl"]
+    assert sorted(index.projects()) == ["foo-bar", "other"] and len(index) == 4
+
+
+def test_a_requested_file_comes_first(client: StorageClient, bucket: BucketProbe) -> None:
+    for n in range(5):
+        bucket.put(f"p{n}-1.0.tar.gz", b"x")
+    client.sync()
+    index = new_index(client)
+    index.refresh()
+    names = [p.relfn for p in index.all_packages(first="p3-1.0.tar.gz")]
+    assert names[0] == "p3-1.0.tar.gz" and sorted(names) == [f"p{n}-1.0.tar.gz" for n in range(5)]
+
+
+def test_with_another_hash_algorithm_the_digest_is_left_to_the_backend(client: StorageClient, bucket: BucketProbe) -> None:
+    bucket.put("md-1.0.tar.gz", b"md")
+    client.sync()
+    assert listed(new_index(client, "md5")) == {"md-1.0.tar.gz": None}
+    assert listed(new_index(client, None)) == {"md-1.0.tar.gz": None}

@@ -1,0 +1,77 @@
+"""The synced state as its readers see it: every worker's index reads it without the
+folder lock, so a reader must get either what changed since it last looked or, after a
+compaction, the whole state, never a mix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gcs_sync.state import StateFile, SyncedFile
+
+STORE = "gs://bucket/packages/"
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateFile:
+    return StateFile(tmp_path, STORE)
+
+
+def entry(n: int) -> SyncedFile:
+    return SyncedFile(remote_version=str(n), local_fingerprint=f"f{n}", sha256=f"{n:064x}")
+
+
+def test_a_reader_gets_only_the_lines_appended_since_it_last_looked(state: StateFile, tmp_path: Path) -> None:
+    state.save({"a": entry(1)})
+    reader = StateFile(tmp_path, STORE)  # another worker
+    first = reader.read()
+    assert first.files == {"a": entry(1)}
+    state.record("b", entry(2))
+    state.record("a", None)
+    second = reader.read(first.cursor)
+    assert second.files is None and second.entries == (("b", entry(2)), ("a", None))
+    third = reader.read(second.cursor)
+    assert third.files is None and third.entries == ()
+    assert reader.load() == {"b": entry(2)}
+
+
+def test_after_a_compaction_a_reader_gets_the_whole_state(state: StateFile, tmp_path: Path) -> None:
+    state.save({"a": entry(1)})
+    reader = StateFile(tmp_path, STORE)
+    cursor = reader.read().cursor
+    state.record("b", entry(2))
+    state.save(state.load())  # compaction: new snapshot, the old journal is gone
+    state.record("c", entry(3))
+    read = reader.read(cursor)
+    assert read.files == {"a": entry(1), "b": entry(2), "c": entry(3)}
+    assert sorted(p.name for p in tmp_path.glob("journal-*")) == [f"journal-{(tmp_path / 'state.json').stat().st_ino}.jsonl"]
+
+
+def test_a_line_being_written_is_left_for_the_next_read(state: StateFile, tmp_path: Path) -> None:
+    state.save({})
+    state.record("a", entry(1))
+    journal = next(tmp_path.glob("journal-*"))
+    cursor = state.read().cursor
+    with open(journal, "a") as out:
+        out.write('\n{"name": "b", "entry": {"remote_version": "2", ')  # a writer mid-append
+    read = state.read(cursor)
+    assert read.entries == ()
+    with open(journal, "a") as out:
+        out.write('"local_fingerprint": "f2", "sha256": null}}\n')
+    assert state.read(read.cursor).entries == (("b", SyncedFile("2", "f2", None)),)
+
+
+def test_a_line_torn_by_a_killed_writer_is_skipped(state: StateFile, tmp_path: Path) -> None:
+    state.record("a", entry(1))
+    journal = next(tmp_path.glob("journal-*"))
+    with open(journal, "a") as out:
+        out.write('{"name": "b", "ent')  # the writer died here
+    state.record("c", entry(3))
+    assert state.load() == {"a": entry(1), "c": entry(3)}
+
+
+def test_a_snapshot_of_another_store_is_empty_and_its_journal_ignored(state: StateFile, tmp_path: Path) -> None:
+    StateFile(tmp_path, "s3://elsewhere/").record("a", entry(1))
+    assert state.load() == {} and state.needs_snapshot
+    assert state.should_compact()
