@@ -155,6 +155,18 @@ def test_a_cold_instance_serves_the_whole_bucket_on_its_first_request(
     assert c.get("/packages/cold3-1.0.tar.gz") == (200, b"cold3-1.0.tar.gz")
 
 
+def test_a_new_instance_fills_its_folder_before_any_request(start: StartInstance, bucket: BucketProbe) -> None:
+    names = {f"warm{i}-1.0.tar.gz" for i in range(5)}
+    for name in names:
+        bucket.put(name, name.encode())
+    c = start("warm")  # only /health has been asked, and it never syncs
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and {p.name for p in c.folder.glob("*.tar.gz")} != names:
+        time.sleep(0.1)
+    assert {p.name for p in c.folder.glob("*.tar.gz")} == names
+    assert "ready: " in c.log() and "cold start: 5 files" in c.log()
+
+
 def test_a_failed_bucket_write_is_a_5xx_to_twine_and_is_listed_nowhere(
     start: StartInstance, bucket: BucketProbe, tmp_path: Path
 ) -> None:
