@@ -3,6 +3,7 @@ over the three drivers."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import time
 import urllib.request
@@ -61,6 +62,9 @@ def gcs_emulator() -> Iterator[str]:
     from .gcs_preconditions import enforce_generation_preconditions
 
     enforce_generation_preconditions()
+    # socketserver listens with a backlog of 5: parallel downloads (SYNC_CONCURRENCY=8)
+    # would overflow it, and each dropped connection costs the client a 1 s TCP retry.
+    http.server.HTTPServer.request_queue_size = 128
     port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()

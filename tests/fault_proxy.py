@@ -86,7 +86,7 @@ class FaultProxy:
         self._rules: list[Rule] = []
         self._requests: list[tuple[str, str]] = []
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server = _Server((host, port), _Handler)
         self._server.block_on_close = False  # stop() must not wait for in-flight requests
         self._server.proxy = self  # type: ignore[attr-defined]
         self.host, self.port = self._server.server_address[:2]
@@ -140,6 +140,10 @@ class FaultProxy:
     def _sleep(self, seconds: float) -> bool:
         """Wait, cut short by stop(); True if the proxy is stopping."""
         return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # not socketserver's 5: parallel clients must not be dropped
 
 
 class _Handler(BaseHTTPRequestHandler):
