@@ -23,3 +23,12 @@ def post_worker_init(worker):
     client = worker.wsgi.config.get("gcs_sync.client")
     if client is not None:
         client.start_warm_up()
+
+
+def worker_exit(server, worker):
+    # A worker told to exit during a long cold start skips the transfers not yet begun,
+    # instead of finishing the whole bucket first.
+    app = getattr(worker, "wsgi", None)  # None if the app failed to load
+    client = app.config.get("gcs_sync.client") if app is not None else None
+    if client is not None:
+        client.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -24,12 +25,12 @@ from typing import Iterator, Optional, Sequence
 import filelock
 
 from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
-from .errors import StorageError
+from .errors import StorageError, StoragePermissionDenied, StorageUnavailable
 from .events import ContentChangeEvent, LocalAdded, LocalDeleted
 from .folder import PackageFolder, StagedFile
 from .names import is_package_filename
 from .plan import plan_sync
-from .state import StateFile, SyncedFile
+from .state import StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ class StorageClient:
         self._reported_odd_names: set[str] = set()
         self._reported_local_only: set[str] = set()
         self._marker_write_refused = False
+        self._stopping = threading.Event()
+        # The synced state as last read, kept current by reading only what changed.
+        self._known_state = TrackedState(self.state)
         self._created = time.monotonic()
         # Seconds from start to this process's first view known to be current.
         self.ready_after: Optional[float] = None
@@ -86,7 +90,7 @@ class StorageClient:
         Never raises for a storage or folder failure: reads go on from the local copy,
         and it is logged."""
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.sync_interval:
-            return  # the bucket just failed: don't make every request wait on it again
+            return  # the bucket just failed, or a long sync holds the lock: don't wait again
         if self._is_fresh():
             return
         try:
@@ -96,6 +100,8 @@ class StorageClient:
             self._failed_at = None
             self._note_ready()
         except filelock.Timeout:
+            # A long sync (a cold start) is under way: don't make every request wait for it.
+            self._failed_at = time.monotonic()
             log.warning("sync skipped: another worker has held %s for %.0fs; serving the local copy",
                         self._lock.lock_file, self._lock.timeout)
         except (StorageError, OSError) as exc:
@@ -132,10 +138,20 @@ class StorageClient:
             and last.complete
             and last.marker == marker
             and checked_at - last.listed_at < self.full_sync_interval
+            and self._folder_matches_state()
         ):
             self.state.mark_pulled(checked_at)
             return None
         return self._sync_locked(marker, checked_at)
+
+    def _folder_matches_state(self) -> bool:
+        """Whether every recorded file is still in the folder and the state is usable: a
+        file deleted by hand or by a /tmp cleaner must not stay listed until the next
+        full listing. Names only (no stat per file): O(files) in memory per interval."""
+        recorded = self._known_state.refresh()
+        if self.state.needs_snapshot:
+            return False
+        return recorded.keys() <= set(os.listdir(self.folder.path))
 
     def _sync_locked(self, marker: Optional[str], checked_at: float) -> SyncReport:
         started = time.monotonic()
@@ -202,12 +218,22 @@ class StorageClient:
                 yield (futures[future], *future.result())
 
     def _apply_one(self, event: ContentChangeEvent) -> tuple[Optional[SyncedFile], Optional[StorageError]]:
+        if self._stopping.is_set():
+            return None, StorageError(type(event).__name__, event.name, "not started: the worker is stopping")
         try:
             return event.apply(self), None
         except StorageError as exc:
             return None, exc
         except OSError as exc:
             return None, StorageError(type(event).__name__, event.name, f"local folder: {exc}")
+        except Exception as exc:  # a bug: one file fails, the others' work is still recorded
+            log.exception("sync: %s of %r failed unexpectedly", type(event).__name__, event.name)
+            return None, StorageError(type(event).__name__, event.name, f"{type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        """Let a sync under way finish the transfers in flight and skip the rest, so a
+        worker asked to exit during a long cold start does so promptly."""
+        self._stopping.set()
 
     def _note_ready(self) -> None:
         if self.ready_after is None:
@@ -223,9 +249,10 @@ class StorageClient:
         try:
             self.driver.touch_marker()
         except StorageError as exc:
-            self._marker_write_refused = True
-            log.warning("could not create the change marker (%s); until a change through the index creates "
-                        "it, every check (SYNC_INTERVAL) lists the bucket", exc)
+            # Read-only credentials won't change; anything else is retried at the next sync.
+            self._marker_write_refused = isinstance(exc, StoragePermissionDenied)
+            log.warning("could not create the change marker (%s); until it exists, every check "
+                        "(SYNC_INTERVAL) lists the bucket", exc)
 
     def _announce_change(self) -> None:
         """Rewrite the change marker so other instances list the bucket at their next check."""
@@ -275,7 +302,9 @@ class StorageClient:
                          upload.name, self.driver.url, remote.version, upload.size)
         except StorageError as exc:
             exc.changed_before_failure = [r.name for r in stored] if overwrite else self._undo(stored)
-            if exc.changed_before_failure:
+            # Even undone, the objects existed for a while (another instance may have
+            # listed them), and an unanswered write may have landed: let everyone look.
+            if stored or isinstance(exc, StorageUnavailable):
                 self._announce_change()
             raise
         self._announce_change()
@@ -317,8 +346,7 @@ class StorageClient:
             exc.changed_before_failure = list(removed)
             raise
         finally:
-            if removed:
-                self._announce_change()
+            self._announce_change()  # also after a failure: an unanswered delete may have landed
             self._remove_locally(removed)
 
     def _remove_locally(self, names: list[str]) -> None:

@@ -32,7 +32,7 @@ def _download_into_place(io: Transfers, remote: RemoteObject) -> SyncedFile:
     try:
         # The digest comes with the download (object metadata, or hashed while written):
         # computed once per file version, never per request.
-        sha256 = io.driver.download(remote.name, temp, remote.version)
+        sha256 = io.driver.download(remote.name, temp, remote.version, listed_sha256=remote.sha256)
         local = io.folder.install(temp, remote.name)
     finally:
         temp.unlink(missing_ok=True)

@@ -32,8 +32,8 @@ class PackageIndex:
         self._state = state
         self._hash_algo = hash_algo
         self._cursor: Optional[StateCursor] = None
-        # One writer at a time (the refresh); readers never block. _files is changed in
-        # place (single dict operations are atomic); project tuples are replaced whole.
+        # Refreshes run one at a time; lookups never wait for them: _files is changed in
+        # place (single dict operations are atomic), project tuples are replaced whole.
         self._refresh_lock = threading.Lock()
         self._files: dict[str, PkgFile] = {}
         self._names_by_project: dict[str, set[str]] = {}

@@ -104,6 +104,9 @@ class StateFile:
             snapshot = self._snapshot_id()
             if since is not None and since.snapshot == snapshot:
                 entries, offset = self._journal_entries(snapshot, since.journal_offset)
+                if self._snapshot_id() != snapshot:  # compacted meanwhile: that journal may be another's
+                    since = None
+                    continue
                 return StateRead(StateCursor(snapshot, offset), entries=tuple(entries))
             files = self._load_snapshot()
             entries, offset = self._journal_entries(snapshot, 0)
@@ -253,3 +256,24 @@ class StateFile:
             os.replace(temp, self._listing_record)
         finally:
             temp.unlink(missing_ok=True)
+
+
+class TrackedState:
+    """A reader's copy of the state, kept current by reading only what changed."""
+
+    def __init__(self, state: StateFile) -> None:
+        self._state = state
+        self._cursor: Optional[StateCursor] = None
+        self.files: dict[str, SyncedFile] = {}
+
+    def refresh(self) -> dict[str, SyncedFile]:
+        read = self._state.read(self._cursor)
+        if read.files is not None:
+            self.files = read.files
+        for name, entry in read.entries:
+            if entry is None:
+                self.files.pop(name, None)
+            else:
+                self.files[name] = entry
+        self._cursor = read.cursor
+        return self.files

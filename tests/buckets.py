@@ -38,6 +38,10 @@ class BucketProbe:
     def all_names(self) -> set[str]:
         raise NotImplementedError
 
+    def marker_version(self) -> Optional[str]:
+        """The change marker's version as the store reports it; None if absent."""
+        raise NotImplementedError
+
     def remove_bucket(self) -> None:
         """Delete the (empty) bucket itself, to make every write fail for real."""
         raise NotImplementedError
@@ -70,6 +74,13 @@ class LocalProbe(BucketProbe):
         return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
                 } | ({MARKER} if (folder / MARKER).is_file() else set())
 
+    def marker_version(self) -> Optional[str]:
+        path = self.root / PREFIX / MARKER
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return f"{stat.st_ino}:{stat.st_mtime_ns}"
+
     def remove_bucket(self) -> None:
         shutil.rmtree(self.root)
 
@@ -100,6 +111,10 @@ class GCSProbe(BucketProbe):
 
     def all_names(self) -> set[str]:
         return {b.name[len(PREFIX) + 1:] for b in self.client.list_blobs(self.name, prefix=f"{PREFIX}/")}
+
+    def marker_version(self) -> Optional[str]:
+        blob = self.bucket.get_blob(f"{PREFIX}/{MARKER}")
+        return None if blob is None else str(blob.generation)
 
     def remove_bucket(self) -> None:
         self.bucket.delete(force=True)
@@ -134,6 +149,12 @@ class S3Probe(BucketProbe):
     def all_names(self) -> set[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=f"{PREFIX}/")
         return {o["Key"][len(PREFIX) + 1:] for page in pages for o in page.get("Contents", [])}
+
+    def marker_version(self) -> Optional[str]:
+        try:
+            return self.client.head_object(Bucket=self.name, Key=f"{PREFIX}/{MARKER}")["ETag"]
+        except self.client.exceptions.ClientError:
+            return None
 
     def remove_bucket(self) -> None:
         for name in self.all_names():

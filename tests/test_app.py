@@ -21,6 +21,7 @@ from gcs_sync.drivers import make_driver
 
 from .buckets import BucketProbe
 from .conftest import settings_for
+from .fault_proxy import FaultProxy, Respond
 from .packages import make_wheel
 from .servers import PASSWORD, USER
 
@@ -240,3 +241,52 @@ def test_a_request_of_several_files_stores_all_or_none(bucket: BucketProbe, tmp_
     assert bucket.names() == {wheel.name + ".asc"}  # the wheel stored first was deleted again
     assert bucket.get(wheel.name + ".asc") == b"a signature uploaded elsewhere"
     assert not (app.folder / wheel.name).exists() and app.leftovers() == []
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_an_upload_undone_after_a_failure_still_moves_the_change_marker(
+    bucket: BucketProbe, s3_server: str, tmp_path: Path, htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wheel was in the bucket for a moment before its signature failed and it was
+    deleted again: another instance may have listed it then, so it must look again. A
+    proxy in front of moto fails the signature's PUT."""
+    host, port = s3_server.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        proxy.add_rule("PUT", r"\.asc$", Respond(503))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        app = App(bucket, tmp_path / "packages", htpasswd)
+        app.http.get("/simple/")  # the first sync creates the marker
+        before = bucket.marker_version()
+        wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
+        reply = app.http.post("/", headers=AUTH, data={
+            ":action": "file_upload",
+            "content": (io.BytesIO(wheel.read_bytes()), wheel.name),
+            "gpg_signature": (io.BytesIO(b"signature"), wheel.name + ".asc"),
+        })
+    assert reply.status_code == 503
+    assert bucket.names() == set()
+    assert before is not None and bucket.marker_version() != before
+
+
+def test_a_file_deleted_by_hand_is_not_listed_after_the_next_check(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, TIER="prod", FULL_SYNC_INTERVAL=3600)
+    bucket.put("demo-1.0.tar.gz", b"demo")
+    for _ in range(2):  # the second check takes the new marker's version: steady state
+        app.http.get("/simple/")
+        app.age_view()
+    (app.folder / "demo-1.0.tar.gz").unlink()  # a /tmp cleaner
+    assert app.http.get("/packages/demo-1.0.tar.gz").status_code == 200  # downloaded again
+    assert app.http.get("/packages/demo-1.0.tar.gz").get_data() == b"demo"
+
+
+def test_a_damaged_state_is_rebuilt_at_the_next_check(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, FULL_SYNC_INTERVAL=3600)
+    bucket.put("demo-1.0.tar.gz", b"demo")
+    for _ in range(2):
+        app.http.get("/simple/")
+        app.age_view()
+    (app.folder / ".gcs_sync" / "state.json").write_text('{"format": 1}')  # damaged, or from an old release
+    assert app.http.get("/simple/demo/").status_code == 200
+    assert app.http.get("/packages/demo-1.0.tar.gz").get_data() == b"demo"

@@ -197,3 +197,13 @@ def test_download_returns_the_sha256_of_the_bytes(driver: FileStoreDriver, bucke
     for name, data in (("other-1.0.tar.gz", b"stored by another tool"), ("ours-1.0.tar.gz", b"ours")):
         listed = driver.list_objects()[name]
         assert driver.download(name, tmp_path / "out", listed.version) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+def test_gcs_download_takes_the_listed_digest_instead_of_hashing_again(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    # The listing's sha256 metadata is for the very generation the download is pinned to.
+    bucket.put("ours-1.0.tar.gz", b"ours")
+    listed = driver.list_objects()["ours-1.0.tar.gz"]
+    assert driver.download("ours-1.0.tar.gz", tmp_path / "out", listed.version, listed_sha256="f" * 64) == "f" * 64

@@ -192,11 +192,11 @@ class FailsOnce(FileStoreDriver):
     def list_objects(self):
         return self.real.list_objects()
 
-    def download(self, name, destination, version):
+    def download(self, name, destination, version, listed_sha256=None):
         if name == self.name and not self.failed:
             self.failed = True
             raise StorageUnavailable("download", name, "injected: connection reset")
-        return self.real.download(name, destination, version)
+        return self.real.download(name, destination, version, listed_sha256)
 
     def upload(self, name, source, *, create_only, metadata):
         return self.real.upload(name, source, create_only=create_only, metadata=metadata)
@@ -262,3 +262,54 @@ def test_a_sync_with_a_failed_transfer_lists_again_at_the_next_check(driver, buc
     lists = driver.calls["list"]
     client.ensure_fresh()  # complete now: the marker check is enough
     assert driver.calls["list"] == lists
+
+
+class BreaksOn(FailsOnce):
+    """The real driver, but one download hits a bug (KeyError): no server can be made to
+    raise an exception our driver does not translate, so this is a stand-in."""
+
+    def download(self, name, destination, version, listed_sha256=None):
+        if name == self.name:
+            raise KeyError("a bug in the transfer code")
+        return self.real.download(name, destination, version, listed_sha256)
+
+
+def test_an_unexpected_error_in_one_transfer_keeps_the_others(driver, bucket, folder, caplog) -> None:
+    names = [f"many{i}-1.0.tar.gz" for i in range(12)]
+    for name in names:
+        bucket.put(name, name.encode())
+    client = StorageClient(BreaksOn(driver, names[5]), folder, sync_interval=1, lock_timeout=5, concurrency=4)
+    with caplog.at_level(logging.ERROR, logger="gcs_sync"):
+        client.ensure_fresh()  # never raises
+    assert set(visible_files(folder)) == set(names) - {names[5]}
+    assert set(client.state.load()) == set(names) - {names[5]}
+    assert "KeyError" in caplog.text and names[5] in caplog.text
+
+
+@pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+def test_a_stopping_worker_skips_the_transfers_not_yet_begun(bucket, gcs_emulator, folder, monkeypatch) -> None:
+    """A worker asked to exit during a long cold start stops promptly, and what it did
+    download is recorded. A proxy adds 100 ms to every request, as a distant bucket."""
+    from gcs_sync.drivers.gcs import GCSDriver
+
+    from .fault_proxy import FaultProxy
+
+    names = [f"slow{i}-1.0.tar.gz" for i in range(60)]
+    for name in names:
+        bucket.put(name, name.encode())
+    host, port = gcs_emulator.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        proxy.latency = 0.1
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        driver = GCSDriver(bucket.name, "packages", timeout=10)
+        client = StorageClient(driver, folder, sync_interval=1, lock_timeout=5, concurrency=2)
+        warm_up = client.start_warm_up()
+        deadline = time.monotonic() + 30
+        while driver.calls["download"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.stop()
+        warm_up.join(timeout=30)
+        assert not warm_up.is_alive()
+    downloaded = set(visible_files(folder))
+    assert 4 <= len(downloaded) < len(names) and driver.calls["download"] < len(names)
+    assert set(client.state.load()) == downloaded

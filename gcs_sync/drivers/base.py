@@ -8,7 +8,9 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   generation, S3 ETag, local inode+size+mtime) and is stable otherwise.
 - ``download`` writes the object to ``destination`` (a temporary path chosen by the
   caller), checks the bytes against the store's checksum, returns their sha256 (the
-  object's ``sha256`` metadata if it has one, else computed from the bytes), and raises
+  ``listed_sha256`` the caller got from the listing of that version, or the object's
+  ``sha256`` metadata, or else computed from the bytes: a file is hashed at most once),
+  and raises
   ``ObjectNotFound`` if the object is gone or ``ObjectChanged`` if it is no longer at
   ``version``.
 - ``upload(create_only=True)`` succeeds only if no object of that name exists, else
@@ -79,7 +81,7 @@ class FileStoreDriver(abc.ABC):
         """Every object directly under the prefix, by name; pages through any size."""
 
     @abc.abstractmethod
-    def download(self, name: str, destination: Path, version: str) -> str:
+    def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         """Write object ``name`` at ``version`` to ``destination``; return its sha256."""
 
     @abc.abstractmethod

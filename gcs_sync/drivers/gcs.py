@@ -96,7 +96,7 @@ class GCSDriver(FileStoreDriver):
             raise _translate("list", self.url, exc, BucketNotFound) from exc
         return found
 
-    def download(self, name: str, destination: Path, version: str) -> str:
+    def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
         blob = self._bucket.blob(key)
         self._count("download")
@@ -111,9 +111,10 @@ class GCSDriver(FileStoreDriver):
             raise ObjectChanged("download", key, f"changed since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("download", key, exc, ObjectNotFound) from exc
-        # The download reloads the object's metadata: the sha256 written with our upload
-        # saves hashing it again; an object stored by another tool is hashed once here.
-        return (blob.metadata or {}).get(SHA256_KEY) or sha256_of(destination)
+        # The listing carried the sha256 written with our upload, for this very generation
+        # (the download is pinned to it): no need to hash again. An object stored by
+        # another tool has none and is hashed once, here.
+        return listed_sha256 or sha256_of(destination)
 
     def upload(
         self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]

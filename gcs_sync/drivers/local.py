@@ -59,7 +59,7 @@ class LocalFolderDriver(FileStoreDriver):
             found[entry.name] = RemoteObject(entry.name, fingerprint(stat), stat.st_size)
         return found
 
-    def download(self, name: str, destination: Path, version: str) -> str:
+    def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         self._count("download")
         source = self._existing_folder("download", name) / name
         try:

@@ -99,7 +99,7 @@ class S3Driver(FileStoreDriver):
             raise _translate("list", self.url, exc, BucketNotFound) from exc
         return found
 
-    def download(self, name: str, destination: Path, version: str) -> str:
+    def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
         self._count("download")
         try:
