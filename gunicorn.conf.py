@@ -20,9 +20,11 @@ accesslog = "-"
 def post_worker_init(worker):
     # Sync in the background from the moment a worker starts, so a new instance is
     # usually ready before its first request arrives (App Engine scales from zero).
-    client = worker.wsgi.config.get("gcs_sync.client")
-    if client is not None:
-        client.start_warm_up()
+    if "gcs_sync.client" not in worker.wsgi.config:
+        return  # another app under this config (the benchmark's stock pypiserver)
+    from gcs_sync.app import start_warm_up  # here, in the worker: the master stays small
+
+    start_warm_up(worker.wsgi)
 
 
 def worker_exit(server, worker):

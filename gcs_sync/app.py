@@ -58,6 +58,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, current_changes))
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
+    app.config["gcs_sync.index"] = index
     app.install(
         BucketSyncPlugin(
             client,
@@ -70,3 +71,10 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         settings.store_url, folder.path, settings.storage_backend, settings.sync_interval,
     )
     return app
+
+
+def start_warm_up(app: Bottle) -> None:
+    """In a new worker: sync, then build the worker's index (a full read of the state, a
+    second or two at 100,000 files), in the background rather than in a first request."""
+    index: PackageIndex = app.config["gcs_sync.index"]
+    app.config["gcs_sync.client"].start_warm_up(then=index.refresh)

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import filelock
 
@@ -108,10 +108,16 @@ class StorageClient:
             self._failed_at = time.monotonic()
             log.error("sync from %s failed, serving the local copy: %s", self.driver.url, exc)
 
-    def start_warm_up(self) -> threading.Thread:
-        """Bring the folder up to date in the background, so that a new instance is ready
-        before (or soon after) its first request; requests meanwhile serve what is there."""
-        thread = threading.Thread(target=self.ensure_fresh, name="gcs-sync-warm-up", daemon=True)
+    def start_warm_up(self, then: Callable[[], None] = lambda: None) -> threading.Thread:
+        """Bring the folder up to date in the background, then call ``then`` (build the
+        worker's index), so that a new instance is ready before (or soon after) its first
+        request; requests meanwhile serve what is there."""
+
+        def warm_up() -> None:
+            self.ensure_fresh()
+            then()
+
+        thread = threading.Thread(target=warm_up, name="gcs-sync-warm-up", daemon=True)
         thread.start()
         return thread
 
@@ -175,7 +181,8 @@ class StorageClient:
         for event, entry, error in self._apply(plan.events):
             if error is not None:
                 report.failed.append((event, error))
-                log.error("sync: %s of %r failed: %s", type(event).__name__, event.name, error)
+                if not self._stopping.is_set():
+                    log.error("sync: %s of %r failed: %s", type(event).__name__, event.name, error)
                 continue
             report.applied.append(event)
             # Recorded at once, so a worker killed mid-sync keeps what it finished, and
@@ -185,6 +192,9 @@ class StorageClient:
                 state.pop(event.name, None)
             else:
                 state[event.name] = entry
+        if self._stopping.is_set() and report.failed:
+            log.warning("sync stopped early, the worker is exiting: %d of %d changes left for the next sync",
+                        len(report.failed), len(plan.events))
         if any(isinstance(event, (LocalAdded, LocalDeleted)) for event in report.applied):
             self._announce_change()
         elif marker is None:
