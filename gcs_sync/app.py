@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Optional
 
 import pypiserver
 from pypiserver.backend import BackendProxy
-from pypiserver.bottle_wrapper import Bottle
+from pypiserver.bottle_wrapper import Bottle, response
 
 from .backend import SyncedFolderBackend
 from .client import StorageClient
@@ -19,6 +20,10 @@ from .plugin import BucketSyncPlugin, current_changes
 from .state import StateFile
 
 log = logging.getLogger(__name__)
+
+# JSON: "starting" (503) until the first sync has listed the bucket; then "ok", or
+# "degraded" with the reason while the bucket cannot be reached (reads go on locally).
+READINESS_ENDPOINT = "/ready"
 
 
 def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> Bottle:
@@ -55,7 +60,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
     index = PackageIndex(folder, StateFile(folder.control, driver.url), settings.hash_algo)
-    config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, current_changes))
+    config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, current_changes, client.ensure_fresh))
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
     app.config["gcs_sync.index"] = index
@@ -66,6 +71,16 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
             unsynced_routes=(settings.health_endpoint, "/favicon.ico"),
         )
     )
+
+    @app.route(READINESS_ENDPOINT)
+    def readiness() -> str:
+        # The plugin has just run this worker's freshness check, as for any route.
+        index.refresh()
+        report = {**client.status(), "files": len(index)}
+        response.content_type = "application/json"
+        response.status = 503 if report["status"] == "starting" else 200
+        return json.dumps(report)
+
     log.info(
         "serving %s from %s (backend %s, sync every %gs)",
         settings.store_url, folder.path, settings.storage_backend, settings.sync_interval,

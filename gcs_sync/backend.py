@@ -31,11 +31,13 @@ class SyncedFolderBackend(Backend):
         folder: PackageFolder,
         index: PackageIndex,
         current_changes: t.Callable[[], "PendingChanges"],
+        ensure_fresh: t.Callable[[], None],
     ) -> None:
         super().__init__(config)
         self.folder = folder
         self.index = index
         self._current_changes = current_changes
+        self._ensure_fresh = ensure_fresh
 
     def _current(self) -> PackageIndex:
         self.index.refresh()
@@ -48,6 +50,15 @@ class SyncedFolderBackend(Backend):
         return self._current().project_packages(project)
 
     def find_version(self, name: str, version: str) -> t.Iterable[PkgFile]:
+        # Only removals ask this, and writes skip the pre-request check (see plugin): a
+        # file this worker has not seen yet (uploaded through another instance) gets one.
+        found = self._find_version(name, version)
+        if not found:
+            self._ensure_fresh()
+            found = self._find_version(name, version)
+        return found
+
+    def _find_version(self, name: str, version: str) -> list[PkgFile]:
         # pypiserver matches the name exactly (not normalized) for removals; so do we.
         return [
             pkg for pkg in self._current().project_packages(name)
@@ -61,8 +72,11 @@ class SyncedFolderBackend(Backend):
         return len(self._current())
 
     def exists(self, filename: str) -> bool:
-        # Only a quick local answer; the bucket's create-only write is the real arbiter.
-        return self._current().get(filename) is not None or self._current_changes().has_upload(filename)
+        # pypiserver answers 409 when this is true, before it has the file. Only a name
+        # repeated within one request is refused here; the request's commit compares the
+        # content with what is stored (``StorageClient.publish``): the same bytes again are
+        # a success (a retry, as PyPI allows), other bytes are pypiserver's own 409.
+        return self._current_changes().has_upload(filename)
 
     def digest(self, pkg: PkgFile) -> t.Optional[str]:
         # Reached only when the index has no digest for this algorithm (HASH_ALGO other

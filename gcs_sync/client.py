@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import filelock
 
 from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
-from .errors import StorageError, StoragePermissionDenied, StorageUnavailable
+from .errors import ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable
 from .events import ContentChangeEvent, LocalAdded, LocalDeleted
 from .folder import PackageFolder, StagedFile
 from .names import is_package_filename
@@ -33,6 +33,10 @@ from .plan import plan_sync
 from .state import StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger(__name__)
+
+# Once the bucket has a request's change, placing it in the folder is only a convenience
+# (the next sync does it anyway), so the request does not wait long for the lock.
+_LOCK_WAIT_AFTER_WRITE = 2.0
 
 
 @dataclasses.dataclass
@@ -98,6 +102,7 @@ class StorageClient:
                 if not self._is_fresh():  # a sibling worker may have checked while we waited
                     self._refresh_locked()
             self._failed_at = None
+            self.state.clear_failure()
             self._note_ready()
         except filelock.Timeout:
             # A long sync (a cold start) is under way: don't make every request wait for it.
@@ -106,7 +111,29 @@ class StorageClient:
                         self._lock.lock_file, self._lock.timeout)
         except (StorageError, OSError) as exc:
             self._failed_at = time.monotonic()
+            self.state.record_failure(f"sync from {self.driver.url} failed: {exc}")
             log.error("sync from %s failed, serving the local copy: %s", self.driver.url, exc)
+
+    def status(self) -> dict[str, object]:
+        """What readiness reports, for this instance (its workers share the folder):
+        "starting" until a first sync has listed the bucket, "degraded" while the last
+        attempt to reach the bucket failed (reads go on from the local copy), else "ok"."""
+        last_listing = self.state.last_listing()
+        failure = self.state.last_failure()
+        age = self.state.pulled_age()
+        if last_listing is None:
+            status = "starting"
+        elif failure is not None:
+            status = "degraded"
+        else:
+            status = "ok"
+        return {
+            "status": status,
+            "backend": self.driver.url,
+            "last_sync": None if age is None else round(time.time() - age, 3),
+            "lag_seconds": None if age is None else round(age, 3),
+            "last_error": failure,
+        }
 
     def start_warm_up(self, then: Callable[[], None] = lambda: None) -> threading.Thread:
         """Bring the folder up to date in the background, then call ``then`` (build the
@@ -269,8 +296,8 @@ class StorageClient:
         try:
             self.driver.touch_marker()
         except StorageError as exc:
-            log.error("the change is in the bucket, but the change marker could not be rewritten (%s): "
-                      "other instances see it at their next full listing (FULL_SYNC_INTERVAL)", exc)
+            log.error("could not rewrite the change marker after a change to the bucket (%s): other instances "
+                      "see that change at their next full listing (FULL_SYNC_INTERVAL)", exc)
 
     def _report_local_only(self, names: list[str]) -> None:
         for name in names:
@@ -302,8 +329,12 @@ class StorageClient:
         bucket has the files the upload counts as done: a local problem after that only
         delays this folder until its next sync."""
         stored: list[RemoteObject] = []
+        known = {} if overwrite else self._known_state.refresh()
         try:
             for upload in staged:
+                here = known.get(upload.name)
+                if here is not None and here.sha256 != upload.sha256:
+                    raise ObjectExists("upload", upload.name, "a file of this name, with other content, is here")
                 remote = self.driver.upload(
                     upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256}
                 )
@@ -319,7 +350,7 @@ class StorageClient:
             raise
         self._announce_change()
         try:
-            with self._lock:
+            with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
                 for upload, remote in zip(staged, stored):
                     local = self.folder.install(upload.path, upload.name)
                     self.state.record(upload.name, SyncedFile(remote.version, local, upload.sha256))
@@ -363,7 +394,7 @@ class StorageClient:
         if not names:
             return
         try:
-            with self._lock:
+            with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
                 for name in names:
                     self.folder.remove(name)
                     self.state.record(name, None)

@@ -19,7 +19,7 @@ import typing as t
 from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
 
 from .client import StorageClient
-from .errors import ObjectExists, StorageError
+from .errors import ObjectExists, StorageError, StorageUnavailable
 from .folder import StagedFile
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,11 @@ class BucketSyncPlugin:
             return callback  # health checks and the favicon never touch the bucket
 
         def synced_route(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            self.client.ensure_fresh()
+            if request.method != "POST":
+                # Writes skip it: the bucket's create-only write decides an upload, a
+                # removal checks only if it does not know the file (backend.find_version),
+                # and a bucket that is down must cost a write one timeout, not two.
+                self.client.ensure_fresh()
             changes = PendingChanges()
             request.environ[_ENVIRON_KEY] = changes
             try:
@@ -101,7 +105,14 @@ class BucketSyncPlugin:
             raise _already_exists(exc) from exc
         except StorageError as exc:
             kept = exc.changed_before_failure
-            outcome = f"Already changed before the failure: {', '.join(kept)}." if kept else "Nothing was changed."
+            if kept:
+                outcome = f"Already changed before the failure: {', '.join(kept)}."
+            elif isinstance(exc, StorageUnavailable):
+                # A write the bucket did not answer may still land: say so. A retry is safe
+                # (the same bytes again are accepted; a delete of a missing file is a success).
+                outcome = "The bucket did not confirm the change, so it may still have been applied."
+            else:
+                outcome = "Nothing was changed."
             log.error("bucket write for %s failed: %s. %s", names, exc, outcome)
             # The reason goes in the status line too: that is what twine and pip print.
             raise HTTPError(

@@ -87,6 +87,8 @@ class StateFile:
         self._checked_stamp = control_folder / "pulled"
         # The change marker's version and the time of the last full listing.
         self._listing_record = control_folder / "listing.json"
+        # The last failure to reach the bucket, until a check succeeds: what readiness reports.
+        self._failure_record = control_folder / "failure.json"
         self._store_url = store_url
         # Set when the snapshot on disk can't be used: the next sync writes a new one.
         self.needs_snapshot = False
@@ -248,14 +250,31 @@ class StateFile:
             log.warning("ignoring %s (%s): the next check lists the bucket", self._listing_record, exc)
             return None
 
-    def record_listing(self, marker: Optional[str], listed_at: float, *, complete: bool) -> None:
-        temp = self.control / f".listing.{uuid.uuid4().hex}.tmp"
+    def record_failure(self, message: str) -> None:
+        _write_atomically(self._failure_record, {"error": message, "at": time.time()})
+
+    def clear_failure(self) -> None:
+        self._failure_record.unlink(missing_ok=True)
+
+    def last_failure(self) -> Optional[dict[str, object]]:
         try:
-            temp.write_text(json.dumps({"marker": marker, "listed_at": listed_at, "complete": complete}),
-                            encoding="utf-8")
-            os.replace(temp, self._listing_record)
-        finally:
-            temp.unlink(missing_ok=True)
+            return json.loads(self._failure_record.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            return {"error": f"unreadable {self._failure_record.name}: {exc}", "at": None}
+
+    def record_listing(self, marker: Optional[str], listed_at: float, *, complete: bool) -> None:
+        _write_atomically(self._listing_record, {"marker": marker, "listed_at": listed_at, "complete": complete})
+
+
+def _write_atomically(path: Path, payload: dict[str, object]) -> None:
+    temp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
+    try:
+        temp.write_text(json.dumps(payload), encoding="utf-8")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 class TrackedState:

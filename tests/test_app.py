@@ -43,7 +43,9 @@ class App:
 
     def age_view(self) -> None:
         past = time.time() - 2 * max(self.settings.sync_interval, 1)
-        os.utime(self.folder / ".gcs_sync" / "pulled", (past, past))
+        stamp = self.folder / ".gcs_sync" / "pulled"
+        if stamp.exists():  # absent: never checked, so not fresh anyway
+            os.utime(stamp, (past, past))
 
     def leftovers(self) -> list[str]:
         return [p.name for p in self.folder.iterdir() if p.name.startswith(".") and p.name != ".gcs_sync"]
@@ -290,3 +292,19 @@ def test_a_damaged_state_is_rebuilt_at_the_next_check(bucket: BucketProbe, tmp_p
     (app.folder / ".gcs_sync" / "state.json").write_text('{"format": 1}')  # damaged, or from an old release
     assert app.http.get("/simple/demo/").status_code == 200
     assert app.http.get("/packages/demo-1.0.tar.gz").get_data() == b"demo"
+
+
+def test_the_same_bytes_uploaded_again_are_accepted_and_other_bytes_are_a_conflict(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    """A retry of an upload whose first write landed (its reply lost, or late) must not
+    fail: like PyPI, an identical re-upload is a success; different bytes stay a 409."""
+    wheel = make_wheel(tmp_path / "dist", "again", "1.0")
+    assert app.upload(wheel).status_code == 200
+    assert app.upload(wheel).status_code == 200
+    assert app.upload(wheel, data=b"other bytes").status_code == 409
+    assert app.upload(wheel, user_agent="twine/6.1.0", data=b"other bytes").status_code == 400
+    assert bucket.get(wheel.name) == wheel.read_bytes()
+    other = App(bucket, tmp_path / "other-instance", htpasswd)
+    assert other.upload(wheel).status_code == 200  # not local there: the bucket compares
+    assert other.upload(wheel, data=b"other bytes").status_code == 409

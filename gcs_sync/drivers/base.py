@@ -16,7 +16,9 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
 - ``upload(create_only=True)`` succeeds only if no object of that name exists, else
   raises ``ObjectExists``. A write of ours that landed although its reply was lost (a
   retry met 412, or the last attempt timed out) is recognised by its upload token and
-  is a success.
+  is a success; so is an object with the very same ``sha256`` metadata (the client's
+  retry of an upload whose first write landed late; PyPI also accepts an identical
+  re-upload).
 - ``delete`` is idempotent: deleting a missing object succeeds. With ``if_version`` it
   deletes only that version and raises ``ObjectChanged`` if the object was replaced.
 - The change marker (``MARKER_NAME`` under the prefix, never listed) is rewritten by

@@ -130,27 +130,31 @@ class GCSDriver(FileStoreDriver):
                 retry=self._retry, timeout=self._timeout,
             )
         except gexc.PreconditionFailed as exc:
-            landed = self._own_earlier_attempt(key, token)
+            landed = self._same_upload_stored(key, token, metadata.get(SHA256_KEY))
             if landed is None:
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
             blob = landed
         except _SDK_ERRORS as exc:
             error = _translate("upload", key, exc, BucketNotFound)
             # The reply may be what was lost: if our write is there, the upload succeeded.
-            landed = self._own_earlier_attempt(key, token) if isinstance(error, StorageUnavailable) else None
+            unsure = isinstance(error, StorageUnavailable)
+            landed = self._same_upload_stored(key, token, metadata.get(SHA256_KEY)) if unsure else None
             if landed is None:
                 raise error from exc
             blob = landed
         return RemoteObject(name, str(blob.generation), blob.size or 0, metadata.get(SHA256_KEY))
 
-    def _own_earlier_attempt(self, key: str, token: str) -> Optional[storage.Blob]:
+    def _same_upload_stored(self, key: str, token: str, sha256: Optional[str]) -> Optional[storage.Blob]:
         self._count("stat")
         try:
             # One attempt: the upload has already used its retry budget.
             existing = self._bucket.get_blob(key, retry=None, timeout=self._timeout)
         except _SDK_ERRORS:
             return None  # can't tell: the caller reports the original failure
-        if existing is not None and (existing.metadata or {}).get(UPLOAD_TOKEN_KEY) == token:
+        found = existing.metadata or {} if existing is not None else {}
+        # Our own earlier attempt (its reply was lost), or the very same bytes uploaded
+        # before (a retry after a timeout whose write landed late): either way, stored.
+        if found.get(UPLOAD_TOKEN_KEY) == token or (sha256 is not None and found.get(SHA256_KEY) == sha256):
             return existing
         return None
 

@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from ..errors import BucketNotFound, ObjectChanged, ObjectExists, ObjectNotFound, StorageError
-from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint
+from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint, sha256_of
 from .base import MARKER_NAME, FileStoreDriver, RemoteObject
+
+
+def _same_bytes(path: Path, sha256: str) -> bool:
+    try:
+        return sha256_of(path) == sha256
+    except OSError as exc:
+        raise StorageError("upload", path.name, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _is_own_temp(name: str) -> bool:
@@ -89,6 +96,8 @@ class LocalFolderDriver(FileStoreDriver):
                 os.replace(temp, target)
             return RemoteObject(name, fingerprint(target.stat()), target.stat().st_size, metadata.get("sha256"))
         except FileExistsError as exc:
+            if metadata.get("sha256") is not None and _same_bytes(target, metadata["sha256"]):
+                return RemoteObject(name, fingerprint(target.stat()), target.stat().st_size, metadata["sha256"])
             raise ObjectExists("upload", name, "an object of this name is already in the bucket") from exc
         except OSError as exc:
             raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc

@@ -148,24 +148,28 @@ class S3Driver(FileStoreDriver):
             code = str(exc.response.get("Error", {}).get("Code"))
             if code not in _PRECONDITION_CODES:
                 raise _translate("upload", key, exc, BucketNotFound) from exc
-            etag = self._own_earlier_attempt(key, token)
+            etag = self._same_upload_stored(key, token, metadata.get(SHA256_KEY))
             if etag is None:
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
         except _SDK_ERRORS as exc:
             error = _translate("upload", key, exc, BucketNotFound)
             # The reply may be what was lost: if our write is there, the upload succeeded.
-            etag = self._own_earlier_attempt(key, token) if isinstance(error, StorageUnavailable) else None
+            unsure = isinstance(error, StorageUnavailable)
+            etag = self._same_upload_stored(key, token, metadata.get(SHA256_KEY)) if unsure else None
             if etag is None:
                 raise error from exc
         return RemoteObject(name, etag, source.stat().st_size, metadata.get(SHA256_KEY))
 
-    def _own_earlier_attempt(self, key: str, token: str) -> Optional[str]:
+    def _same_upload_stored(self, key: str, token: str, sha256: Optional[str]) -> Optional[str]:
         self._count("stat")
         try:
             head = self._client.head_object(Bucket=self._bucket, Key=key)
         except _SDK_ERRORS:
             return None  # can't tell: the caller reports the original failure
-        if head.get("Metadata", {}).get(UPLOAD_TOKEN_KEY) == token:
+        found = head.get("Metadata", {})
+        # Our own earlier attempt (its reply was lost), or the very same bytes uploaded
+        # before (a retry after a timeout whose write landed late): either way, stored.
+        if found.get(UPLOAD_TOKEN_KEY) == token or (sha256 is not None and found.get(SHA256_KEY) == sha256):
             return head["ETag"]
         return None
 
