@@ -15,7 +15,7 @@ from .config import Settings
 from .drivers import FileStoreDriver, make_driver
 from .folder import PackageFolder
 from .index import PackageIndex
-from .plugin import BucketSyncPlugin, current_changes
+from .plugin import BucketSyncPlugin, RequestBodyGuard, current_changes
 from .state import StateFile
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
     app.config["gcs_sync.index"] = index
+    # Installed first, so it wraps the sync plugin: the body is checked before anything else.
+    app.install(RequestBodyGuard(settings.max_upload_size))
     app.install(
         BucketSyncPlugin(
             client,

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Optional, TypeVar
 
@@ -25,6 +26,7 @@ T = TypeVar("T")
 
 TIERS = ("dev", "prod")
 BACKENDS = ("gcs", "s3", "local")
+DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024**2  # PyPI's own default limit for one file
 
 # Tier profiles: dev runs from a checkout with no cloud; prod is App Engine or Cloud Run,
 # where only /tmp is writable and the bucket must be named explicitly.
@@ -79,6 +81,8 @@ class Settings:
     # already under way may add up to half again). With the folder-lock wait, also this
     # long, a request stays inside gunicorn's 30 s worker timeout.
     storage_timeout: float = 10.0
+    # Largest request body accepted, in bytes: an upload's files plus the form around them.
+    max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
     log_level: str = "INFO"
     # Only the default dev folder is created on first use; a named one must exist, like a bucket.
     create_bucket_folder: bool = False
@@ -140,6 +144,7 @@ class Settings:
             ),
             cache_control=reader.parsed("CACHE_CONTROL", _non_negative_int, None),
             storage_timeout=reader.parsed("STORAGE_TIMEOUT", _positive_float, 10.0),
+            max_upload_size=reader.parsed("MAX_UPLOAD_SIZE", _byte_size, DEFAULT_MAX_UPLOAD_SIZE),
             log_level=reader.choice(
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
@@ -207,6 +212,19 @@ def _concurrency(value: str) -> int:
     if not 1 <= number <= 64:
         raise ValueError("must be a whole number from 1 (one transfer at a time) to 64")
     return number
+
+
+_SIZE = re.compile(r"(\d+)\s*([kmg]i?b)?", re.I)
+_UNITS = {None: 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _byte_size(value: str) -> int:
+    match = _SIZE.fullmatch(value.strip())
+    if match is None or int(match[1]) == 0:
+        raise ValueError("must be a number of bytes above 0, optionally with a unit: KB, MB, GB (powers "
+                         "of 1000) or KiB, MiB, GiB (powers of 1024), e.g. 100MiB")
+    unit = match[2].lower() if match[2] else None
+    return int(match[1]) * _UNITS[unit]
 
 
 def _parse_hash_algo(value: str) -> Optional[str]:

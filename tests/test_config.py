@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gcs_sync import ConfigError, Settings
+from gcs_sync.config import DEFAULT_MAX_UPLOAD_SIZE
 
 
 def test_dev_defaults_need_no_configuration() -> None:
@@ -70,6 +71,10 @@ BAD = [
     ({"PUSH_LOCAL_CHANGES": "sometimes"}, "PUSH_LOCAL_CHANGES"),
     ({"BUCKET_NAME": "/nonexistent/bucket"}, "BUCKET_NAME"),
     ({"LOCAL_PACKAGE_DIRECTORY": "/etc/hostname/packages"}, "LOCAL_PACKAGE_DIRECTORY"),
+    ({"MAX_UPLOAD_SIZE": "0"}, "MAX_UPLOAD_SIZE"),
+    ({"MAX_UPLOAD_SIZE": "lots"}, "MAX_UPLOAD_SIZE"),
+    ({"MAX_UPLOAD_SIZE": "1.5MB"}, "MAX_UPLOAD_SIZE"),
+    ({"MAX_UPLOAD_SIZE": "10TB"}, "MAX_UPLOAD_SIZE"),
 ]
 
 
@@ -103,3 +108,13 @@ def test_open_index_needs_both_dots() -> None:
     assert Settings.from_env({"AUTHENTICATE": ".", "PASSWORD_FILE": "."}).authenticate == ()
     with pytest.raises(ConfigError, match="PASSWORD_FILE"):
         Settings.from_env({"PASSWORD_FILE": "."})
+
+
+@pytest.mark.parametrize("value, size", [
+    (None, 100 * 1024**2), ("512", 512), ("32MB", 32_000_000), ("100MiB", 104_857_600), ("1 GiB", 1 << 30),
+    ("5kb", 5000),
+])
+def test_max_upload_size_takes_bytes_or_a_unit(value: str, size: int) -> None:
+    settings = Settings.from_env({} if value is None else {"MAX_UPLOAD_SIZE": value})
+    assert settings.max_upload_size == size
+    assert DEFAULT_MAX_UPLOAD_SIZE == 100 * 1024**2  # PyPI's own default limit for a file

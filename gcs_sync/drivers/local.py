@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Mapping, Optional
 
 from ..errors import BucketNotFound, ObjectChanged, ObjectExists, ObjectNotFound, StorageError
-from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint
+from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint, temp_name
 from .base import MARKER_NAME, FileStoreDriver, RemoteObject
 
 
@@ -79,7 +78,7 @@ class LocalFolderDriver(FileStoreDriver):
         self._count("upload")
         folder = self._existing_folder("upload", name)
         target = folder / name
-        temp = folder / f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        temp = folder / temp_name(name)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, temp)
@@ -124,7 +123,7 @@ class LocalFolderDriver(FileStoreDriver):
     def touch_marker(self) -> None:
         self._count("upload")
         marker = self._existing_folder("upload", MARKER_NAME) / MARKER_NAME
-        temp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        temp = marker.with_name(temp_name(marker.name))
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
             temp.write_bytes(self.new_marker_content())
