@@ -103,6 +103,8 @@ class Settings:
             bucket_name = str(Path(bucket_name).expanduser().absolute())
             if not create_bucket_folder and not Path(bucket_name).is_dir():
                 raise ConfigError("BUCKET_NAME", f"local bucket folder {bucket_name} does not exist")
+        else:
+            _check_bucket_name(bucket_name)
         local_directory = Path(
             reader.text("LOCAL_PACKAGE_DIRECTORY", defaults["LOCAL_PACKAGE_DIRECTORY"])
         ).expanduser().absolute()
@@ -244,6 +246,20 @@ def _parse_prefix(value: str) -> str:
     return "/".join(parts)
 
 
+# What GCS and S3 allow in a bucket name (S3's legacy names may also have capitals), so
+# that "gs://bucket", "bucket/folder" or a stray space is refused before any request.
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,221}")
+
+
+def _check_bucket_name(name: str) -> None:
+    if _BUCKET_NAME.fullmatch(name) is None:
+        raise ConfigError(
+            "BUCKET_NAME",
+            f"{name!r} is not a bucket name (letters, digits, '.', '-' and '_'; no gs:// or s3:// and "
+            "no folder: the folder is REMOTE_PACKAGE_DIRECTORY)",
+        )
+
+
 def _check_writable_folder(variable: str, folder: Path) -> None:
     """The folder, or the nearest part of its path that exists, must be a writable folder."""
     existing = folder
@@ -270,13 +286,33 @@ def _check_auth_combination(authenticate: tuple[str, ...], password_file: Option
 
 def _check_htpasswd(path: str) -> None:
     try:
-        users = HtpasswdFile(path).users()
+        htpasswd = HtpasswdFile(path)
+        users = htpasswd.users()  # decoded here, not when the file is read
     except FileNotFoundError as exc:
         raise ConfigError("PASSWORD_FILE", f"no such file: {path}") from exc
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a malformed line, or not UTF-8
         raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {path}: {exc}") from exc
     if not users:
         raise ConfigError("PASSWORD_FILE", f"htpasswd file {path} has no users")
+    for user in users:
+        _check_htpasswd_entry(htpasswd, path, user)
+
+
+def _check_htpasswd_entry(htpasswd: HtpasswdFile, path: str, user: str) -> None:
+    """A damaged hash (cut short, a salt without its checksum) would make every login of
+    that user a 500: passlib raises ValueError when it checks a password against it.
+    Parsed here, without hashing anything, so a damaged line stops the start instead."""
+    stored = htpasswd.get_hash(user)
+    try:
+        handler = htpasswd.context.identify(stored, resolve=True)
+        parse = getattr(handler, "from_string", None)  # schemes with a structure (not plaintext)
+        if parse is not None and parse(stored).checksum is None:
+            raise ValueError("it has a salt but no checksum")
+    except ValueError as exc:
+        # The hash itself is never shown: it is a secret.
+        raise ConfigError(
+            "PASSWORD_FILE", f"htpasswd file {path}: the entry of user {user!r} is not a usable hash: {exc}"
+        ) from exc
 
 
 def configure_logging(settings: Settings) -> None:

@@ -1,5 +1,6 @@
 """Hostile and broken input. Each case gets a clear 4xx (pypiserver's own answer where it
-has one), never a 5xx, and nothing is written, neither in the bucket nor in the local folder.
+has one) or stops the start with one line naming the problem; never a 5xx, and nothing is
+written, neither in the bucket nor in the local folder.
 
 Requests go to real gunicorn as raw bytes: clients normalise paths and frame bodies
 properly, an attacker does not. Odd object names in the bucket are in test_sync.py
@@ -13,8 +14,13 @@ import dataclasses
 import hashlib
 import html
 import io
+import json
+import logging
 import os
 import re
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -22,12 +28,24 @@ import pytest
 from passlib.apache import HtpasswdFile
 from werkzeug.test import Client
 
-from gcs_sync import build_app
+from gcs_sync import BucketNotFound, StoragePermissionDenied, build_app
 
 from .buckets import BucketProbe, GCSProbe, LocalProbe, S3Probe
 from .conftest import BACKENDS, settings_for
+from .fault_proxy import FaultProxy, Respond
 from .packages import make_wheel
-from .servers import PASSWORD, USER, Instance, raw_http, start_instance, twine_upload, upload_form
+from .servers import (
+    PASSWORD,
+    REPO,
+    USER,
+    Instance,
+    clean_env,
+    free_port,
+    raw_http,
+    start_instance,
+    twine_upload,
+    upload_form,
+)
 
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
@@ -280,3 +298,177 @@ def test_the_longest_filename_is_stored_and_served(bucket: BucketProbe, tmp_path
     assert reply.status_code == 200 and bucket.get(name) == b"long"
     other = Client(build_app(settings_for(bucket, tmp_path / "other", PASSWORD_FILE=htpasswd)))
     assert other.get(f"/packages/{name}").get_data() == b"long"
+
+
+# -- start-up: a bucket that cannot be used stops the start; an outage does not --------------
+
+def test_a_missing_bucket_stops_the_start(bucket: BucketProbe, tmp_path: Path) -> None:
+    settings = settings_for(bucket, tmp_path / "packages")
+    bucket.remove_bucket()  # gone since the settings were read (for a folder, they check it too)
+    with pytest.raises(BucketNotFound) as caught:
+        build_app(settings)
+    assert bucket.name in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _gunicorn_start(env: dict[str, str], tmp_path: Path, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """gunicorn as a deployment starts it; returns once it has stopped (it must)."""
+    full = clean_env({**env, "LOCAL_PACKAGE_DIRECTORY": str(tmp_path / "packages")})
+    for name in drop:
+        full.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "gunicorn", "main:get_app()", "--chdir", str(REPO), "-b", "127.0.0.1:0", "-w", "2"],
+        env=full, capture_output=True, text=True, timeout=60,
+    )
+
+
+def _error_lines(result: subprocess.CompletedProcess, prefix: str) -> list[str]:
+    """The lines starting with ``prefix``: one per worker, each the same, the whole error.
+    (When both workers fail at once, gunicorn 23's arbiter may add a traceback of its own
+    HaltServer on the way out.)"""
+    lines = [line for line in result.stderr.splitlines() if line.startswith(prefix)]
+    assert len(set(lines)) <= 1, lines
+    return lines
+
+
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+def test_gunicorn_stops_with_one_line_naming_a_missing_bucket(bucket: BucketProbe, tmp_path: Path) -> None:
+    bucket.remove_bucket()
+    result = _gunicorn_start(bucket.env(), tmp_path)
+    assert result.returncode != 0
+    scheme = {"gcs": "gs", "s3": "s3"}[bucket.backend]
+    assert _error_lines(result, f"gcs_sync cannot use the bucket: list '{scheme}://{bucket.name}/packages/' "
+                                "failed: "), result.stderr
+
+
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)
+def test_gunicorn_stops_with_one_line_naming_a_missing_bucket_folder(bucket: BucketProbe, tmp_path: Path) -> None:
+    result = _gunicorn_start({**bucket.env(), "BUCKET_NAME": str(tmp_path / "no-such-folder")}, tmp_path)
+    assert result.returncode != 0
+    assert _error_lines(result, f"gcs_sync configuration error: BUCKET_NAME: local bucket folder "
+                                f"{tmp_path / 'no-such-folder'} does not exist"), result.stderr
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_credentials_the_store_refuses_stop_the_start(bucket: BucketProbe, s3_server: str, tmp_path: Path) -> None:
+    """moto checks credentials once told to (its IAM is empty, so ours are unknown)."""
+    def checked_requests_after(count: str) -> None:
+        urllib.request.urlopen(urllib.request.Request(
+            f"{s3_server}/moto-api/reset-auth", data=count.encode(), headers={"Content-Type": "text/plain"},
+        ), timeout=10)
+
+    settings = settings_for(bucket, tmp_path / "packages")
+    checked_requests_after("0")
+    try:
+        with pytest.raises(StoragePermissionDenied, match=f"list 's3://{bucket.name}/packages/' failed: .*"
+                                                          "InvalidAccessKeyId"):
+            build_app(settings)
+    finally:
+        checked_requests_after("inf")  # moto's default: never
+
+
+@pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+def test_a_bucket_the_credentials_may_not_list_stops_the_start(
+    bucket: BucketProbe, gcs_emulator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GCS emulator has no permissions: a proxy in front of it answers the listing
+    as GCS answers an account without storage.objects.list."""
+    host, port = gcs_emulator.removeprefix("http://").split(":")
+    denied = json.dumps({"error": {"code": 403, "message": "alice does not have storage.objects.list access"}})
+    with FaultProxy(host, int(port)) as proxy:
+        proxy.add_rule("GET", rf"/b/{bucket.name}/o\b", Respond(403, denied.encode(), {"Content-Type": "application/json"}))
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        with pytest.raises(StoragePermissionDenied, match="storage.objects.list access"):
+            build_app(settings_for(bucket, tmp_path / "packages"))
+
+
+GCS_CREDENTIALS = {
+    "missing file": lambda tmp: str(tmp / "nope.json"),
+    "malformed file": lambda tmp: _write(tmp / "key.json", b'{"type": "service_account",'),
+    "a folder": lambda tmp: str(tmp),
+}
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+@pytest.mark.parametrize("credentials", GCS_CREDENTIALS)
+def test_gcs_credentials_that_cannot_be_read_stop_the_start(
+    bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, credentials: str
+) -> None:
+    """Without the emulator, as in production: the SDK reads the key file before any request."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", GCS_CREDENTIALS[credentials](tmp_path))
+    with pytest.raises(StoragePermissionDenied, match=f"connect 'gs://{bucket.name}/packages/' failed: cannot "
+                                                      "load the credentials: "):
+        build_app(settings_for(bucket, tmp_path / "packages"))
+
+
+S3_CREDENTIALS = {
+    "malformed file": ({"AWS_SHARED_CREDENTIALS_FILE": b"not an ini file\n"}, "ConfigParseError"),
+    "half a key": ({"AWS_SHARED_CREDENTIALS_FILE": b"[default]\naws_access_key_id = AKIA\n"}, "PartialCredentialsError"),
+    "unknown profile": ({"AWS_PROFILE": "nope"}, "ProfileNotFound"),
+    "none at all": ({}, "NoCredentialsError"),
+}
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+@pytest.mark.parametrize("credentials", S3_CREDENTIALS)
+def test_s3_credentials_that_cannot_be_read_stop_the_start(
+    bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, credentials: str
+) -> None:
+    import boto3
+
+    variables, error = S3_CREDENTIALS[credentials]
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials it found first
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # they would win over any file
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata to ask
+    for name, value in variables.items():
+        monkeypatch.setenv(name, _write(tmp_path / name, value) if isinstance(value, bytes) else value)
+    with pytest.raises(StoragePermissionDenied, match=f"'s3://{bucket.name}/packages/' failed: {error}"):
+        build_app(settings_for(bucket, tmp_path / "packages"))
+
+
+@pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+def test_gunicorn_stops_with_one_line_for_unreadable_credentials(bucket: BucketProbe, tmp_path: Path) -> None:
+    env = {**bucket.env(), "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "nope.json")}
+    result = _gunicorn_start(env, tmp_path, drop=("STORAGE_EMULATOR_HOST",))
+    assert result.returncode != 0
+    assert _error_lines(result, f"gcs_sync cannot use the bucket: connect 'gs://{bucket.name}/packages/' failed: "
+                                f"cannot load the credentials: DefaultCredentialsError: File {tmp_path / 'nope.json'} "
+                                "was not found"), result.stderr
+
+
+OUTAGE_VARIABLE = {"gcs": "STORAGE_EMULATOR_HOST", "s3": "AWS_ENDPOINT_URL"}
+
+
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+def test_an_outage_at_start_up_does_not_stop_it(
+    bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listens on the port: the bucket is unreachable, not misconfigured. The
+    instance starts and serves its local copy; the check cost one STORAGE_TIMEOUT."""
+    monkeypatch.setenv(OUTAGE_VARIABLE[bucket.backend], f"http://127.0.0.1:{free_port()}")
+    settings = settings_for(bucket, tmp_path / "packages", STORAGE_TIMEOUT=1)
+    (tmp_path / "packages").mkdir()
+    (tmp_path / "packages" / "kept-1.0.tar.gz").write_bytes(b"kept")
+    with caplog.at_level(logging.ERROR, logger="gcs_sync"):
+        http = Client(build_app(settings))
+    assert "the bucket did not answer at start-up; starting anyway" in caplog.text
+    assert http.get("/health").status_code == 200
+    assert http.get("/simple/").status_code == 200
+
+
+@pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+def test_gunicorn_starts_during_an_outage(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> None:
+    env = {**bucket.env(), "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}", "STORAGE_TIMEOUT": "1",
+           "PASSWORD_FILE": str(htpasswd)}
+    instance = start_instance(env, tmp_path / "packages", tmp_path, workers=1)
+    try:
+        assert instance.get("/health") == (200, b"Ok")
+        assert "the bucket did not answer at start-up" in instance.log()
+    finally:
+        instance.stop()

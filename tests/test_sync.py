@@ -232,6 +232,9 @@ class FailsOnce(FileStoreDriver):
         super().__init__()
         self.real, self.name, self.url, self.failed = real, name, real.url, False
 
+    def check_bucket(self):
+        return self.real.check_bucket()
+
     def list_objects(self):
         return self.real.list_objects()
 

@@ -11,7 +11,14 @@ import shutil
 from pathlib import Path
 from typing import Mapping, Optional
 
-from ..errors import BucketNotFound, ObjectChanged, ObjectExists, ObjectNotFound, StorageError
+from ..errors import (
+    BucketNotFound,
+    ObjectChanged,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StoragePermissionDenied,
+)
 from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint, temp_name
 from .base import MARKER_NAME, FileStoreDriver, RemoteObject
 
@@ -57,6 +64,19 @@ class LocalFolderDriver(FileStoreDriver):
                 raise StorageError("list", entry.name, f"{type(exc).__name__}: {exc}") from exc
             found[entry.name] = RemoteObject(entry.name, fingerprint(stat), stat.st_size)
         return found
+
+    def check_bucket(self) -> None:
+        self._count("check")
+        folder = self._existing_folder("list", self.url)
+        try:
+            with os.scandir(folder):
+                pass
+        except FileNotFoundError:
+            return  # the prefix folder appears with the first upload
+        except PermissionError as exc:
+            raise StoragePermissionDenied("list", self.url, f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise StorageError("list", self.url, f"{type(exc).__name__}: {exc}") from exc
 
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         self._count("download")
