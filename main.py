@@ -6,15 +6,19 @@ import os
 
 from gunicorn.errors import AppImportError
 
-from gcs_sync import ConfigError, Settings, build_app, configure_logging
+from gcs_sync import ConfigError, Settings, StorageError, build_app, configure_logging
 
 
 def get_app():
+    # gunicorn prints the AppImportError's one line (no traceback per worker) and stops,
+    # rather than respawning workers that can never boot.
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
-        # gunicorn prints this one line (no traceback per worker) and stops, rather than
-        # respawning workers that can never boot.
         raise AppImportError(f"gcs_sync configuration error: {exc}") from exc
     configure_logging(settings)
-    return build_app(settings)
+    try:
+        return build_app(settings)
+    except StorageError as exc:
+        # A missing bucket, refused or unreadable credentials: build_app lets an outage pass.
+        raise AppImportError(f"gcs_sync cannot use the bucket: {exc}") from exc

@@ -14,9 +14,10 @@ from .backend import SyncedFolderBackend
 from .client import StorageClient
 from .config import Settings
 from .drivers import FileStoreDriver, make_driver
+from .errors import StorageUnavailable
 from .folder import PackageFolder
 from .index import PackageIndex
-from .plugin import BucketSyncPlugin, current_changes
+from .plugin import BucketSyncPlugin, RequestBodyGuard, current_changes
 from .state import StateFile
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,10 @@ READINESS_ENDPOINT = "/ready"
 
 
 def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> Bottle:
+    """The app for ``settings``. Raises StorageError if the bucket cannot be used (see
+    ``check_bucket``): the caller stops the start."""
     driver = driver or make_driver(settings)
+    check_bucket(driver)
     folder = PackageFolder(settings.local_package_directory)
     client = StorageClient(
         driver,
@@ -64,6 +68,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
     app.config["gcs_sync.index"] = index
+    # Installed first, so it wraps the sync plugin: the body is checked before anything else.
+    app.install(RequestBodyGuard(settings.max_upload_size))
     app.install(
         BucketSyncPlugin(
             client,
@@ -86,6 +92,18 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         settings.store_url, folder.path, settings.storage_backend, settings.sync_interval,
     )
     return app
+
+
+def check_bucket(driver: FileStoreDriver) -> None:
+    """Stop the start if the bucket is missing or these credentials may not list it:
+    that is a configuration to fix, and no request could succeed. An outage
+    (StorageUnavailable, after STORAGE_TIMEOUT of retries) is not: the instance starts,
+    serves its local copy and syncs once the bucket answers."""
+    try:
+        driver.check_bucket()
+    except StorageUnavailable as exc:
+        log.error("the bucket did not answer at start-up; starting anyway, serving the local copy, "
+                  "and syncing once it answers: %s", exc)
 
 
 def start_warm_up(app: Bottle) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import typing as t
 
 from pypiserver.backend import Backend, digest_file
-from pypiserver.bottle_wrapper import request
+from pypiserver.bottle_wrapper import HTTPError, request
 from pypiserver.core import PkgFile
 
 from .folder import PackageFolder
 from .index import PackageIndex
+from .names import MAX_NAME_LENGTH, is_package_filename
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
@@ -86,6 +87,14 @@ class SyncedFolderBackend(Backend):
         return digest_file(pkg.fn, self.hash_algo)
 
     def add_package(self, filename: str, stream: t.BinaryIO) -> None:
+        # pypiserver has checked the name with its own rule, which lets through a leading
+        # dot (a file nobody would ever see listed) and any length (stock pypiserver then
+        # fails with a 500): refuse those as it refuses other bad names, before writing.
+        if not is_package_filename(filename):
+            raise HTTPError(
+                400, f"Bad filename: {filename} (a package filename of at most {MAX_NAME_LENGTH} "
+                "characters, not starting with '.')",
+            )
         self._current_changes().uploads.append(self.folder.stage(filename, stream))
 
     def remove_package(self, pkg: PkgFile) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Optional, TypeVar
 
@@ -25,6 +26,7 @@ T = TypeVar("T")
 
 TIERS = ("dev", "prod")
 BACKENDS = ("gcs", "s3", "local")
+DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024**2  # PyPI's own default limit for one file
 
 # Tier profiles: dev runs from a checkout with no cloud; prod is App Engine or Cloud Run,
 # where only /tmp is writable and the bucket must be named explicitly.
@@ -79,6 +81,8 @@ class Settings:
     # already under way may add up to half again). With the folder-lock wait, also this
     # long, a request stays inside gunicorn's 30 s worker timeout.
     storage_timeout: float = 10.0
+    # Largest request body accepted, in bytes: an upload's files plus the form around them.
+    max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
     log_level: str = "INFO"
     # Only the default dev folder is created on first use; a named one must exist, like a bucket.
     create_bucket_folder: bool = False
@@ -99,6 +103,8 @@ class Settings:
             bucket_name = str(Path(bucket_name).expanduser().absolute())
             if not create_bucket_folder and not Path(bucket_name).is_dir():
                 raise ConfigError("BUCKET_NAME", f"local bucket folder {bucket_name} does not exist")
+        else:
+            _check_bucket_name(bucket_name)
         local_directory = Path(
             reader.text("LOCAL_PACKAGE_DIRECTORY", defaults["LOCAL_PACKAGE_DIRECTORY"])
         ).expanduser().absolute()
@@ -140,6 +146,7 @@ class Settings:
             ),
             cache_control=reader.parsed("CACHE_CONTROL", _non_negative_int, None),
             storage_timeout=reader.parsed("STORAGE_TIMEOUT", _positive_float, 10.0),
+            max_upload_size=reader.parsed("MAX_UPLOAD_SIZE", _byte_size, DEFAULT_MAX_UPLOAD_SIZE),
             log_level=reader.choice(
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
@@ -209,6 +216,19 @@ def _concurrency(value: str) -> int:
     return number
 
 
+_SIZE = re.compile(r"(\d+)\s*([kmg]i?b)?", re.I)
+_UNITS = {None: 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _byte_size(value: str) -> int:
+    match = _SIZE.fullmatch(value.strip())
+    if match is None or int(match[1]) == 0:
+        raise ValueError("must be a number of bytes above 0, optionally with a unit: KB, MB, GB (powers "
+                         "of 1000) or KiB, MiB, GiB (powers of 1024), e.g. 100MiB")
+    unit = match[2].lower() if match[2] else None
+    return int(match[1]) * _UNITS[unit]
+
+
 def _parse_hash_algo(value: str) -> Optional[str]:
     # pypiserver's app() does not validate this; a bad name would surface as a 500 later.
     if value in hashlib.algorithms_available:
@@ -224,6 +244,20 @@ def _parse_prefix(value: str) -> str:
     if "\\" in prefix or any(part in (".", "..") for part in parts):
         raise ValueError("must be a plain folder path inside the bucket, without '..' or '\\'")
     return "/".join(parts)
+
+
+# What GCS and S3 allow in a bucket name (S3's legacy names may also have capitals), so
+# that "gs://bucket", "bucket/folder" or a stray space is refused before any request.
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,221}")
+
+
+def _check_bucket_name(name: str) -> None:
+    if _BUCKET_NAME.fullmatch(name) is None:
+        raise ConfigError(
+            "BUCKET_NAME",
+            f"{name!r} is not a bucket name (letters, digits, '.', '-' and '_'; no gs:// or s3:// and "
+            "no folder: the folder is REMOTE_PACKAGE_DIRECTORY)",
+        )
 
 
 def _check_writable_folder(variable: str, folder: Path) -> None:
@@ -252,13 +286,33 @@ def _check_auth_combination(authenticate: tuple[str, ...], password_file: Option
 
 def _check_htpasswd(path: str) -> None:
     try:
-        users = HtpasswdFile(path).users()
+        htpasswd = HtpasswdFile(path)
+        users = htpasswd.users()  # decoded here, not when the file is read
     except FileNotFoundError as exc:
         raise ConfigError("PASSWORD_FILE", f"no such file: {path}") from exc
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a malformed line, or not UTF-8
         raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {path}: {exc}") from exc
     if not users:
         raise ConfigError("PASSWORD_FILE", f"htpasswd file {path} has no users")
+    for user in users:
+        _check_htpasswd_entry(htpasswd, path, user)
+
+
+def _check_htpasswd_entry(htpasswd: HtpasswdFile, path: str, user: str) -> None:
+    """A damaged hash (cut short, a salt without its checksum) would make every login of
+    that user a 500: passlib raises ValueError when it checks a password against it.
+    Parsed here, without hashing anything, so a damaged line stops the start instead."""
+    stored = htpasswd.get_hash(user)
+    try:
+        handler = htpasswd.context.identify(stored, resolve=True)
+        parse = getattr(handler, "from_string", None)  # schemes with a structure (not plaintext)
+        if parse is not None and parse(stored).checksum is None:
+            raise ValueError("it has a salt but no checksum")
+    except ValueError as exc:
+        # The hash itself is never shown: it is a secret.
+        raise ConfigError(
+            "PASSWORD_FILE", f"htpasswd file {path}: the entry of user {user!r} is not a usable hash: {exc}"
+        ) from exc
 
 
 def configure_logging(settings: Settings) -> None:

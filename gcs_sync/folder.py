@@ -22,8 +22,16 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 TEMP_SUFFIX = ".part"
+# Of the target's name, only this much goes into a temp name: with the dot, a random
+# part and the suffix it stays within one path component (255) for any package name.
+_TEMP_NAME_KEEP = 200
 # A temp file older than this belongs to a process that died mid-write.
 STALE_TEMP_SECONDS = 3600
+
+
+def temp_name(name: str) -> str:
+    """A hidden, unique name for a temporary file that becomes ``name``."""
+    return f".{name[:_TEMP_NAME_KEEP]}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
 
 
 def fingerprint(stat: os.stat_result) -> str:
@@ -60,7 +68,7 @@ class PackageFolder:
         return {entry.name: fingerprint(entry.stat()) for entry in self.package_files()}
 
     def temp_path(self, name: str) -> Path:
-        return self.path / f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        return self.path / temp_name(name)
 
     def stage(self, name: str, stream: BinaryIO) -> StagedFile:
         """Write an incoming upload to a temp file, hashing it on the way."""

@@ -12,16 +12,18 @@ import re
 
 from pypiserver.pkg_helpers import guess_pkgname_and_version
 
-# pypiserver's own upload rule (pypiserver._app.is_valid_pkg_filename, issue #102).
-_PACKAGE_FILENAME = re.compile(r"^[a-z0-9_.!+-]+$", re.I)
-_MAX_NAME_LENGTH = 255  # one path component on every common filesystem
+# pypiserver's own upload rule (pypiserver._app.is_valid_pkg_filename, issue #102), but
+# matched in full: its ``$`` also matches before a trailing newline, so pypiserver takes
+# "demo-1.0.tar.gz\n" for a package (a bucket object can be named so; an upload can't).
+_PACKAGE_FILENAME = re.compile(r"[a-z0-9_.!+-]+", re.I)
+MAX_NAME_LENGTH = 255  # one path component on every common filesystem
 
 
 def is_package_filename(name: str) -> bool:
     """True for a name that is safe as one file in the package folder and is a package."""
     return (
-        0 < len(name) <= _MAX_NAME_LENGTH
+        0 < len(name) <= MAX_NAME_LENGTH
         and not name.startswith(".")
-        and _PACKAGE_FILENAME.match(name) is not None
+        and _PACKAGE_FILENAME.fullmatch(name) is not None
         and guess_pkgname_and_version(name) is not None
     )

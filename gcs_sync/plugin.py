@@ -8,6 +8,10 @@
 
 A plugin (not ``after_request``) because it must see the route's real outcome: Bottle's
 hooks see 200 for every request.
+
+``RequestBodyGuard``, a second plugin around that one, checks the request body before
+anything reads it (its size, MAX_UPLOAD_SIZE), while it is read (that it is complete),
+and that bottle could parse it.
 """
 
 from __future__ import annotations
@@ -136,3 +140,103 @@ def _already_exists(exc: ObjectExists) -> HTTPError:
         log.error("after the conflict on %r, %s stayed in the bucket (undo failed)", exc.object_name, kept)
         message += f"\n  Stored before the conflict and not removed again: {kept}."
     return HTTPError(code, message)
+
+
+class RequestBodyGuard:
+    """Bounds and checks the request body before any route reads it.
+
+    Installed outside ``BucketSyncPlugin``, so it runs before the sync, before
+    pypiserver's auth check and before bottle parses the form (routing and hooks never
+    read the body). Every refusal is an ``HTTPError``, so bottle answers it as it answers
+    pypiserver's own; a route fails while bottle reads the form, before pypiserver
+    stages any file, so nothing is written.
+
+    - Content-Length over the limit: 413 at once, without reading a byte.
+    - No Content-Length (a chunked body): counted as it is read; 413 once over the limit.
+    - A body that ends before its Content-Length (a client that gave up, a cut
+      connection): 400. Bottle would hand the parser what came, and pypiserver would
+      store a truncated file.
+    - A form bottle cannot parse (a multipart body without a boundary, control characters
+      in a part's headers): 400. The parser raises ValueError, which bottle makes a 500.
+    """
+
+    name = "gcs_sync_body_guard"
+    api = 2
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+
+    def apply(self, callback: t.Callable[..., t.Any], route: t.Any) -> t.Callable[..., t.Any]:
+        def guarded_route(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            environ = request.environ
+            self._guard(environ)
+            try:
+                return callback(*args, **kwargs)
+            except ValueError as exc:
+                # The body was read but bottle has no form: the ValueError is its parser's.
+                # (The form is parsed lazily, by the route, after pypiserver's auth check.)
+                if _BODY_KEY in environ and _FORM_KEY not in environ:
+                    raise HTTPError(400, f"Malformed request body: {exc}") from exc
+                raise
+
+        return guarded_route
+
+    def _guard(self, environ: dict) -> None:
+        declared = _content_length(environ.get("CONTENT_LENGTH"))
+        if declared is not None and declared > self.max_size:
+            raise _too_large(self.max_size, f"{declared} bytes")
+        if "wsgi.input" in environ:
+            environ["wsgi.input"] = _GuardedBody(environ["wsgi.input"], self.max_size, declared)
+
+
+# Where bottle 0.12 keeps the body it has read and the form it has parsed from it.
+_BODY_KEY = "bottle.request.body"
+_FORM_KEY = "bottle.request.post"
+
+
+def _content_length(value: t.Optional[str]) -> t.Optional[int]:
+    if value is None or value.strip() == "":
+        return None
+    if not value.strip().isdigit():
+        raise HTTPError(400, f"Bad Content-Length: {value!r}")
+    return int(value)
+
+
+def _too_large(limit: int, size: str) -> HTTPError:
+    log.warning("refused a request body of %s: over MAX_UPLOAD_SIZE (%d bytes)", size, limit)
+    # The limit goes in the status line too: that is what twine prints.
+    return HTTPError(
+        f"413 Request body over MAX_UPLOAD_SIZE ({limit} bytes)",
+        f"Request body too large: {size}, over this index's limit of {limit} bytes (MAX_UPLOAD_SIZE).\n",
+    )
+
+
+class _GuardedBody:
+    """The WSGI input stream, counted: over the limit, or ended before its declared
+    length, a read raises the HTTPError the client gets."""
+
+    def __init__(self, stream: t.BinaryIO, limit: int, declared: t.Optional[int]) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._declared = declared
+        self._seen = 0
+
+    def read(self, size: t.Optional[int] = -1) -> bytes:
+        data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
+        return self._count(data, to_end=size is None or size < 0 or (size > 0 and not data))
+
+    def readline(self, size: t.Optional[int] = -1) -> bytes:
+        data = self._stream.readline() if size is None or size < 0 else self._stream.readline(size)
+        return self._count(data, to_end=not data and size != 0)
+
+    def _count(self, data: bytes, *, to_end: bool) -> bytes:
+        self._seen += len(data)
+        if self._seen > self._limit:
+            raise _too_large(self._limit, f"more than {self._limit} bytes")
+        if to_end and self._declared is not None and self._seen < self._declared:
+            log.warning("refused an incomplete request body: %d of %d bytes", self._seen, self._declared)
+            raise HTTPError(
+                400, f"Incomplete request body: it ended after {self._seen} of the {self._declared} bytes "
+                "its Content-Length announced; nothing was stored.\n",
+            )
+        return data

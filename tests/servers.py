@@ -168,3 +168,21 @@ def remove_form(url: str, name: str, version: str) -> tuple[int, str]:
 def uv_publish(url: str, *files: Path) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "uv", "publish", "--publish-url", url + "/", "-u", USER, "-p", PASSWORD,
                 *map(str, files)])
+
+
+def raw_http(url: str, request: bytes, *, half_close: bool = True, timeout: float = 30) -> tuple[int, bytes]:
+    """Send bytes exactly as given (clients normalise paths and frame bodies; a hostile
+    one does not) and read the reply to the end: (status, body); status 0 if the server
+    closed without answering. ``half_close`` ends the client's side after the request, so
+    a body shorter than its Content-Length reaches the server's end of input."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(1 << 16):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    return (int(match[1]) if match else 0), body

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from gcs_sync import ConfigError, Settings
+from gcs_sync.config import DEFAULT_MAX_UPLOAD_SIZE
 
 
 def test_dev_defaults_need_no_configuration() -> None:
@@ -70,6 +75,12 @@ BAD = [
     ({"PUSH_LOCAL_CHANGES": "sometimes"}, "PUSH_LOCAL_CHANGES"),
     ({"BUCKET_NAME": "/nonexistent/bucket"}, "BUCKET_NAME"),
     ({"LOCAL_PACKAGE_DIRECTORY": "/etc/hostname/packages"}, "LOCAL_PACKAGE_DIRECTORY"),
+    ({"STORAGE_BACKEND": "gcs", "BUCKET_NAME": "gs://my-bucket"}, "BUCKET_NAME"),
+    ({"STORAGE_BACKEND": "s3", "BUCKET_NAME": "my-bucket/packages"}, "BUCKET_NAME"),
+    ({"MAX_UPLOAD_SIZE": "0"}, "MAX_UPLOAD_SIZE"),
+    ({"MAX_UPLOAD_SIZE": "lots"}, "MAX_UPLOAD_SIZE"),
+    ({"MAX_UPLOAD_SIZE": "1.5MB"}, "MAX_UPLOAD_SIZE"),
+    ({"MAX_UPLOAD_SIZE": "10TB"}, "MAX_UPLOAD_SIZE"),
 ]
 
 
@@ -103,3 +114,81 @@ def test_open_index_needs_both_dots() -> None:
     assert Settings.from_env({"AUTHENTICATE": ".", "PASSWORD_FILE": "."}).authenticate == ()
     with pytest.raises(ConfigError, match="PASSWORD_FILE"):
         Settings.from_env({"PASSWORD_FILE": "."})
+
+
+@pytest.mark.parametrize("value, size", [
+    (None, 100 * 1024**2), ("512", 512), ("32MB", 32_000_000), ("100MiB", 104_857_600), ("1 GiB", 1 << 30),
+    ("5kb", 5000),
+])
+def test_max_upload_size_takes_bytes_or_a_unit(value: str, size: int) -> None:
+    settings = Settings.from_env({} if value is None else {"MAX_UPLOAD_SIZE": value})
+    assert settings.max_upload_size == size
+    assert DEFAULT_MAX_UPLOAD_SIZE == 100 * 1024**2  # PyPI's own default limit for a file
+
+
+# An htpasswd file that pypiserver would read but cannot use: each stops the start.
+BAD_HTPASSWD = [
+    (b"alice:$apr1$.5LAXVmv$pv6XjgAcJ.Anwacdpj8Kz0\njust a line\n", "malformed htpasswd file (error reading line 2)"),
+    # Damaged hashes: passlib raises ValueError at every login of that user, a 500.
+    (b"alice:$apr1$garbage\n", "the entry of user 'alice' is not a usable hash"),
+    (b"alice:$6$bad\n", "the entry of user 'alice' is not a usable hash"),
+    (b"alice:$2b$12$short\n", "the entry of user 'alice' is not a usable hash: salt too small"),
+    (b"alice:$apr1$salt$tooshort\n", "the entry of user 'alice' is not a usable hash"),
+    (b"\xff\xfe:$apr1$.5LAXVmv$pv6XjgAcJ.Anwacdpj8Kz0\n", "cannot read htpasswd file"),  # not UTF-8
+]
+
+
+@pytest.mark.parametrize("content, problem", BAD_HTPASSWD, ids=[p for _, p in BAD_HTPASSWD])
+def test_a_malformed_htpasswd_file_stops_the_start(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "htpasswd"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"PASSWORD_FILE": str(path)})
+    assert caught.value.variable == "PASSWORD_FILE" and problem in str(caught.value) and str(path) in str(caught.value)
+    assert "garbage" not in str(caught.value) and "tooshort" not in str(caught.value)  # a hash is a secret
+
+
+def test_a_missing_htpasswd_file_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"PASSWORD_FILE: no such file: {tmp_path / 'nope'}"):
+        Settings.from_env({"PASSWORD_FILE": str(tmp_path / "nope")})
+
+
+def test_an_htpasswd_path_that_is_a_folder_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"PASSWORD_FILE: cannot read htpasswd file {tmp_path}: .*Is a directory"):
+        Settings.from_env({"PASSWORD_FILE": str(tmp_path)})
+
+
+_READ_AS_NOBODY = """
+import os, sys
+from gcs_sync import ConfigError, Settings  # imported as root: the interpreter lives under /root
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+try:
+    Settings.from_env({"PASSWORD_FILE": sys.argv[1], "LOCAL_PACKAGE_DIRECTORY": sys.argv[2]})
+except ConfigError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def test_an_unreadable_htpasswd_file_stops_the_start(tmp_path: Path) -> None:
+    """chmod does not stop root, who runs these tests here: then the check runs in a
+    child process that has dropped to ``nobody`` before reading the file."""
+    with tempfile.TemporaryDirectory() as shared:  # /tmp: reachable by nobody, unlike tmp_path
+        os.chmod(shared, 0o755)
+        path = Path(shared) / "htpasswd"
+        path.write_text("alice:$apr1$.5LAXVmv$pv6XjgAcJ.Anwacdpj8Kz0\n")
+        path.chmod(0)
+        packages = Path(shared) / "packages"
+        packages.mkdir(mode=0o777)
+        packages.chmod(0o777)
+        if os.geteuid() != 0:
+            with pytest.raises(ConfigError) as caught:
+                Settings.from_env({"PASSWORD_FILE": str(path), "LOCAL_PACKAGE_DIRECTORY": str(packages)})
+            message = str(caught.value)
+        else:
+            child = subprocess.run([sys.executable, "-c", _READ_AS_NOBODY, str(path), str(packages)],
+                                   cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=60)
+            assert child.returncode == 3, child.stdout + child.stderr
+            message = child.stdout.strip()
+    assert message.startswith(f"PASSWORD_FILE: cannot read htpasswd file {path}: ")
+    assert "Permission denied" in message

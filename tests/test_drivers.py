@@ -4,6 +4,7 @@ its real server: gcp-storage-emulator, moto's S3 server, a local folder."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,17 @@ def test_listing_sees_only_objects_directly_under_the_prefix(driver: FileStoreDr
     bucket.put("demo-1.0.tar.gz", b"x")
     bucket.put("nested/other-1.0.tar.gz", b"y")
     assert set(driver.list_objects()) == {"demo-1.0.tar.gz"}
+
+
+def test_the_bucket_check_is_one_call_and_tells_a_missing_bucket(driver: FileStoreDriver, bucket: BucketProbe) -> None:
+    for i in range(3):
+        bucket.put(f"demo-{i}.0.tar.gz", b"x")
+    driver.check_bucket()
+    assert dict(driver.calls) == {"check": 1}
+    bucket.put("other-1.0.tar.gz", b"x")
+    bucket.remove_bucket()
+    with pytest.raises(BucketNotFound, match=re.escape(driver.url)):
+        driver.check_bucket()
 
 
 def test_missing_bucket_is_a_typed_error_naming_the_object(

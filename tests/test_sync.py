@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -125,21 +126,63 @@ def test_state_of_another_bucket_is_ignored(client, bucket, folder) -> None:
     assert bucket.get(A) == b"local"
 
 
-def test_odd_object_names_are_skipped_and_logged(client, bucket, folder, tmp_path, caplog) -> None:
-    odd = ["README.txt", ".hidden-1.0.tar.gz", "back\\slash-1.0.tar.gz", "sp ace-1.0.tar.gz", "semi;colon-1.0.tar.gz"]
-    for name in odd:
+# Bucket object names are untrusted input. Listed directly under the prefix but not plain
+# package filenames: each is skipped and logged once. Every store takes these:
+ODD_NAMES = [
+    "README.txt", "notapackage", ".hidden-1.0.tar.gz", "back\\slash-1.0.tar.gz", "C:\\abs-1.0.tar.gz",
+    "sp ace-1.0.tar.gz", "semi;colon-1.0.tar.gz", "%2e%2e%2fdotdot-1.0.tar.gz", "tab\t-1.0.tar.gz",
+    "cr\r-1.0.tar.gz", "del\x7f-1.0.tar.gz",
+]
+# ...and these only where the store allows them: a folder can't hold "/", NUL, "." or "..",
+# or a name over 255 bytes; the GCS emulator refuses ".." (as GCS does); moto refuses a
+# newline. "demo-1.0.tar.gz\n" passes pypiserver's own filename check (its "$" matches
+# before a final newline).
+ODD_NAMES_BY_STORE = {
+    "local": ["demo-1.0.tar.gz\n", "new\nline-1.0.tar.gz"],
+    "gcs": ["demo-1.0.tar.gz\n", "new\nline-1.0.tar.gz", "nul\x00-1.0.tar.gz", ".", "x" * 300 + "-1.0.tar.gz"],
+    "s3": ["nul\x00-1.0.tar.gz", ".", "..", "x" * 300 + "-1.0.tar.gz"],
+}
+# In sub-folders (absolute-path-like names among them) and folder placeholders: never
+# listed at all, as the prefix's own placeholder ("packages/") is not.
+UNLISTED_NAMES_BY_STORE = {
+    "local": ["sub/nested-1.0.tar.gz"],
+    "gcs": ["sub/nested-1.0.tar.gz", "/abs-1.0.tar.gz", "//abs-2.0.tar.gz", "", "sub/"],
+    "s3": ["sub/nested-1.0.tar.gz", "/abs-1.0.tar.gz", "../escape-1.0.tar.gz", "", "sub/"],
+}
+
+
+def _tree(root: Path) -> dict[Path, Optional[tuple[int, int]]]:
+    """Every folder under root, and every file with its size and mtime, bookkeeping aside."""
+    return {
+        p: None if p.is_dir() and not p.is_symlink() else (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in root.rglob("*") if ".gcs_sync" not in p.parts
+    }
+
+
+def test_odd_object_names_are_skipped_and_logged(driver, bucket, tmp_path, caplog) -> None:
+    odd = ODD_NAMES + ODD_NAMES_BY_STORE[bucket.backend]
+    for name in odd + UNLISTED_NAMES_BY_STORE[bucket.backend]:
         bucket.put(name, b"odd")
     bucket.put(A, b"alpha")
-    before = set(tmp_path.rglob("*"))
+    if bucket.backend == "local":  # a link out of the bucket folder is not followed
+        (tmp_path / "secret").write_bytes(b"not for the index")
+        (bucket.root / "packages" / "link-1.0.tar.gz").symlink_to(tmp_path / "secret")
+    # Three levels down, so that a name that climbed out of the folder would land in tmp_path.
+    folder = PackageFolder(tmp_path / "deep" / "er" / "packages")
+    client = StorageClient(driver, folder, sync_interval=1, lock_timeout=5, push_local_changes=True)
+    before = _tree(tmp_path)
     with caplog.at_level(logging.WARNING, logger="gcs_sync"):
         report = client.sync()
-    assert sorted(report.skipped_names) == sorted(odd)
+        again = client.sync()
+    assert sorted(report.skipped_names) == sorted(odd) == sorted(again.skipped_names)
     assert visible_files(folder) == {A: b"alpha"}
-    # Bookkeeping aside (the folder's state, the local bucket's change marker), only A.
-    created = {p for p in set(tmp_path.rglob("*")) - before if ".gcs_sync" not in p.parts}
-    assert created == {folder.path / A}
+    after = _tree(tmp_path)
+    # Nothing outside the folder was created or changed; in it, only A (and its bookkeeping).
+    assert {p for p in after if after[p] != before.get(p)} == {folder.path / A}
+    skipped = [r.getMessage() for r in caplog.records if "skipping bucket object" in r.getMessage()]
     for name in odd:
-        assert repr(name) in caplog.text
+        assert sum(repr(name) in message for message in skipped) == 1, name  # once, not per sync
+    assert not any(c in message for message in skipped for c in "\n\r\x00")  # no forged log lines
 
 
 def test_a_download_that_fails_leaves_no_file_behind(client, bucket, folder) -> None:
@@ -188,6 +231,9 @@ class FailsOnce(FileStoreDriver):
     def __init__(self, real: FileStoreDriver, name: str) -> None:
         super().__init__()
         self.real, self.name, self.url, self.failed = real, name, real.url, False
+
+    def check_bucket(self):
+        return self.real.check_bucket()
 
     def list_objects(self):
         return self.real.list_objects()

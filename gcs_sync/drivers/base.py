@@ -27,6 +27,10 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   that nothing changed without listing the bucket.
 - Every failure is one of ``gcs_sync.errors.StorageError``'s subclasses, raised ``from``
   the SDK's exception, carrying the object name.
+- ``check_bucket`` makes one cheap request (a listing of at most one object) and raises
+  ``BucketNotFound`` if the bucket does not exist, ``StoragePermissionDenied`` if the
+  credentials may not list it (or cannot be loaded), ``StorageUnavailable`` if the
+  store did not answer; it is what an instance asks at start-up.
 - ``calls`` counts the API requests made, by operation, for logs and benchmarks.
 """
 
@@ -81,6 +85,10 @@ class FileStoreDriver(abc.ABC):
     @abc.abstractmethod
     def list_objects(self) -> dict[str, RemoteObject]:
         """Every object directly under the prefix, by name; pages through any size."""
+
+    @abc.abstractmethod
+    def check_bucket(self) -> None:
+        """One cheap request that succeeds only if the bucket exists and may be listed."""
 
     @abc.abstractmethod
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:

@@ -68,13 +68,20 @@ class GCSDriver(FileStoreDriver):
         client: Optional[storage.Client] = None,
     ) -> None:
         super().__init__(prefix)
-        self._client = client or storage.Client()
+        self.url = f"gs://{bucket_name}/{self._prefix}"
+        try:
+            self._client = client or storage.Client()
+        except (google.auth.exceptions.GoogleAuthError, OSError) as exc:
+            # GOOGLE_APPLICATION_CREDENTIALS names a missing, unreadable or malformed file,
+            # or there are no Application Default Credentials at all.
+            raise StoragePermissionDenied(
+                "connect", self.url, f"cannot load the credentials: {type(exc).__name__}: {exc}"
+            ) from exc
         self._bucket = self._client.bucket(bucket_name)
         # Each attempt gets half the budget and retries stop at the budget, instead of the
         # SDK's 60 s per attempt and 120 s of retries; a request must never wait that long.
         self._timeout = timeout / 2
         self._retry = DEFAULT_RETRY.with_timeout(timeout)
-        self.url = f"gs://{bucket_name}/{self._prefix}"
 
     def list_objects(self) -> dict[str, RemoteObject]:
         found: dict[str, RemoteObject] = {}
@@ -95,6 +102,17 @@ class GCSDriver(FileStoreDriver):
         except _SDK_ERRORS as exc:
             raise _translate("list", self.url, exc, BucketNotFound) from exc
         return found
+
+    def check_bucket(self) -> None:
+        self._count("check")
+        try:
+            # One page of at most one object (a missing bucket is a 404; get_blob would
+            # not tell it from a missing object).
+            list(self._client.list_blobs(
+                self._bucket, prefix=self._prefix, max_results=1, retry=self._retry, timeout=self._timeout,
+            ))
+        except _SDK_ERRORS as exc:
+            raise _translate("list", self.url, exc, BucketNotFound) from exc
 
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Mapping, Optional
 
-from ..errors import BucketNotFound, ObjectChanged, ObjectExists, ObjectNotFound, StorageError
-from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint, sha256_of
+from ..errors import (
+    BucketNotFound,
+    ObjectChanged,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StoragePermissionDenied,
+)
+from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint, sha256_of, temp_name
 from .base import MARKER_NAME, FileStoreDriver, RemoteObject
 
 
@@ -66,6 +72,19 @@ class LocalFolderDriver(FileStoreDriver):
             found[entry.name] = RemoteObject(entry.name, fingerprint(stat), stat.st_size)
         return found
 
+    def check_bucket(self) -> None:
+        self._count("check")
+        folder = self._existing_folder("list", self.url)
+        try:
+            with os.scandir(folder):
+                pass
+        except FileNotFoundError:
+            return  # the prefix folder appears with the first upload
+        except PermissionError as exc:
+            raise StoragePermissionDenied("list", self.url, f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise StorageError("list", self.url, f"{type(exc).__name__}: {exc}") from exc
+
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         self._count("download")
         source = self._existing_folder("download", name) / name
@@ -86,7 +105,7 @@ class LocalFolderDriver(FileStoreDriver):
         self._count("upload")
         folder = self._existing_folder("upload", name)
         target = folder / name
-        temp = folder / f".{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        temp = folder / temp_name(name)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, temp)
@@ -133,7 +152,7 @@ class LocalFolderDriver(FileStoreDriver):
     def touch_marker(self) -> None:
         self._count("upload")
         marker = self._existing_folder("upload", MARKER_NAME) / MARKER_NAME
-        temp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+        temp = marker.with_name(temp_name(marker.name))
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
             temp.write_bytes(self.new_marker_content())

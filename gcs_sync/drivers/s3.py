@@ -29,6 +29,13 @@ _CHUNK = 1 << 20
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 _DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 _PRECONDITION_CODES = {"PreconditionFailed", "412"}
+# No credentials, or a credentials or config file that can't be used.
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.ConfigParseError,
+    botocore.exceptions.ProfileNotFound,
+)
 
 
 def _translate(operation: str, key: str, exc: Exception, missing: type[StorageError]) -> StorageError:
@@ -48,9 +55,12 @@ def _translate(operation: str, key: str, exc: Exception, missing: type[StorageEr
         if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout", "ConditionalRequestConflict"}:
             return StorageUnavailable(operation, key, cause)
         return StorageError(operation, key, cause)
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+    if isinstance(exc, _CREDENTIAL_ERRORS):
         return StoragePermissionDenied(operation, key, cause)
+    if isinstance(exc, botocore.exceptions.ParamValidationError):
+        return StorageError(operation, key, cause)  # a malformed name: retrying won't help
     return StorageUnavailable(operation, key, cause)
+
 
 
 _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError)
@@ -68,20 +78,24 @@ def _etag_is_md5(reply: Mapping[str, Any]) -> bool:
 class S3Driver(FileStoreDriver):
     def __init__(self, bucket_name: str, prefix: str, timeout: float, client: Optional[Any] = None) -> None:
         super().__init__(prefix)
-        self._client = client or boto3.client(
-            "s3",
-            # Two attempts of half the budget each: a failing call gives up after about
-            # STORAGE_TIMEOUT, not boto3's default of 3 x 60 s.
-            config=Config(
-                connect_timeout=timeout / 2,
-                read_timeout=timeout / 2,
-                retries={"mode": "standard", "max_attempts": 2},
-                # Presigned URLs and most S3-compatible stores want SigV4.
-                signature_version="s3v4",
-            ),
-        )
         self._bucket = bucket_name
         self.url = f"s3://{bucket_name}/{self._prefix}"
+        try:
+            # boto3 reads the credentials and config files here.
+            self._client = client or boto3.client(
+                "s3",
+                # Two attempts of half the budget each: a failing call gives up after about
+                # STORAGE_TIMEOUT, not boto3's default of 3 x 60 s.
+                config=Config(
+                    connect_timeout=timeout / 2,
+                    read_timeout=timeout / 2,
+                    retries={"mode": "standard", "max_attempts": 2},
+                    # Presigned URLs and most S3-compatible stores want SigV4.
+                    signature_version="s3v4",
+                ),
+            )
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _translate("connect", self.url, exc, BucketNotFound) from exc
 
     def list_objects(self) -> dict[str, RemoteObject]:
         found: dict[str, RemoteObject] = {}
@@ -98,6 +112,13 @@ class S3Driver(FileStoreDriver):
         except _SDK_ERRORS as exc:
             raise _translate("list", self.url, exc, BucketNotFound) from exc
         return found
+
+    def check_bucket(self) -> None:
+        self._count("check")
+        try:
+            self._client.list_objects_v2(Bucket=self._bucket, Prefix=self._prefix, MaxKeys=1)
+        except _SDK_ERRORS as exc:
+            raise _translate("list", self.url, exc, BucketNotFound) from exc
 
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
