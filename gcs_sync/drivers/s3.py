@@ -52,7 +52,9 @@ def _translate(operation: str, key: str, exc: Exception, missing: type[StorageEr
         if code in _DENIED_CODES:
             return StoragePermissionDenied(operation, key, cause)
         # ConditionalRequestConflict (409): a concurrent conditional write; worth a retry.
-        if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout", "ConditionalRequestConflict"}:
+        if status >= 500 or status == 429 or code in {
+            "SlowDown", "Throttling", "TooManyRequests", "RequestTimeout", "ConditionalRequestConflict",
+        }:
             return StorageUnavailable(operation, key, cause)
         return StorageError(operation, key, cause)
     if isinstance(exc, _CREDENTIAL_ERRORS):
