@@ -9,6 +9,7 @@ both, given a bucket (tests/buckets.py) whose storage server is already up.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ from tests.buckets import BucketProbe
 from .checks import Checker
 from .cluster import WORKERS, two_instances
 from .report import Result, render
-from .workload import FULL_SYNC_INTERVAL, SYNC_INTERVAL, Workload
+from .workload import FULL_SYNC_INTERVAL, SYNC_INTERVAL, Workload, op_record
 
 # Past both freshness bounds (README): changes through the index and straight in the bucket.
 SETTLE_SECONDS = SYNC_INTERVAL + FULL_SYNC_INTERVAL + 1.0
@@ -32,7 +33,12 @@ def run(probe: BucketProbe, workdir: Path, *, seconds: float, clients: int, seed
             f"{clients} clients for {seconds:g} s")
         workload = Workload(instances, workdir, seconds, clients, seed)
         length = workload.run()
-        say(f"load done: {len(workload.ledger.ops)} operations in {length:.1f} s; checking in {SETTLE_SECONDS:g} s")
+        log = workdir / "operations.jsonl"
+        with open(log, "w", encoding="utf-8") as out:
+            for op in sorted(workload.ledger.ops, key=lambda op: op.started):
+                out.write(json.dumps(op_record(op)) + "\n")
+        say(f"load done: {len(workload.ledger.ops)} operations in {length:.1f} s (every one in {log}); "
+            f"checking in {SETTLE_SECONDS:g} s")
         time.sleep(SETTLE_SECONDS)
         invariants = Checker(workload.ledger, probe, instances).all(
             workload.stuck_threads, {name: instance.folder for name, instance in instances.items()})

@@ -34,21 +34,28 @@ def _status_key(status: object) -> tuple[int, str]:
 def operations_table(ops: list[Op], seconds: float) -> list[str]:
     """Counts and rates by kind; a kind's rate is over its own window, from the start to
     its last answer (the tools finish their round after the HTTP clients stop)."""
-    by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    window: dict[str, float] = collections.defaultdict(float)
+    by_kind: dict[str, list[Op]] = collections.defaultdict(list)
     for op in ops:
-        by_kind[op.kind][op.status] += 1
-        window[op.kind] = max(window[op.kind], op.ended)
+        by_kind[op.kind].append(op)
     lines = [f"{'operation':<14}{'count':>7}{'per s':>9}  statuses"]
-    for kind in sorted(by_kind, key=lambda k: -sum(by_kind[k].values())):
-        counts = by_kind[kind]
-        total = sum(counts.values())
-        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(counts.items(), key=lambda item: _status_key(item[0])))
-        lines.append(f"{kind:<14}{total:>7}{total / window[kind]:>9.1f}  {statuses}")
-    everything = collections.Counter(op.status for op in ops)
-    statuses = ", ".join(f"{s}: {n}" for s, n in sorted(everything.items(), key=lambda item: _status_key(item[0])))
-    lines.append(f"{'all':<14}{len(ops):>7}{len(ops) / seconds:>9.1f}  {statuses}")
+    for kind, of_kind in sorted(by_kind.items(), key=lambda item: -len(item[1])):
+        window = max(op.ended for op in of_kind)
+        lines.append(f"{kind:<14}{len(of_kind):>7}{len(of_kind) / window:>9.1f}  {_statuses(of_kind)}")
+    lines.append(f"{'all':<14}{len(ops):>7}{len(ops) / seconds:>9.1f}  {_statuses(ops)}")
     return lines
+
+
+def rate_over_time(ops: list[Op], seconds: float) -> str:
+    """Operations answered per second in each tenth of the run: a store that slows as it
+    fills, or a stall, shows here."""
+    width = seconds / 10
+    counts = collections.Counter(min(int(op.ended // width), 9) for op in ops)
+    return f"operations per second, by tenth of the run: {' '.join(f'{counts[i] / width:.0f}' for i in range(10))}"
+
+
+def _statuses(ops: list[Op]) -> str:
+    counts = collections.Counter(op.status for op in ops)
+    return ", ".join(f"{s}: {n}" for s, n in sorted(counts.items(), key=lambda item: _status_key(item[0])))
 
 
 def notable_log_lines(instances: dict[str, Instance]) -> list[str]:
@@ -67,6 +74,7 @@ def render(title: str, ops: list[Op], seconds: float, settle: float, invariants:
              f"SYNC_INTERVAL={SYNC_INTERVAL:g} FULL_SYNC_INTERVAL={FULL_SYNC_INTERVAL:g}; last answer after "
              f"{seconds:.1f} s, invariants checked {settle:g} s later", ""]
     lines += operations_table(ops, seconds)
+    lines.append(rate_over_time(ops, seconds))
     # A same-name upload is refused by the instance itself if it already lists the file,
     # else by the bucket's create-only write: the race this load is after.
     refused = {name: instance.log().count(REFUSED_BY_BUCKET) for name, instance in instances.items()}

@@ -94,6 +94,14 @@ class Attempt:
         return 400 if self.op.kind == "twine-pair" else 409  # pypiserver answers twine with 400
 
 
+def op_record(op: Op) -> dict:
+    """One line of operations.jsonl (a page's links as their number only)."""
+    record = dataclasses.asdict(op)
+    record["listed"] = None if op.listed is None else len(op.listed)
+    record["started"], record["ended"] = round(op.started, 4), round(op.ended, 4)
+    return record
+
+
 class Ledger:
     """Everything that happened, shared by the client threads."""
 
