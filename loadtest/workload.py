@@ -246,7 +246,8 @@ class Workload:
                 pass
             call()
 
-        threads = [threading.Thread(target=released, args=(call,), name=f"pair-{name}") for name, call in calls.items()]
+        threads = [threading.Thread(target=released, args=(call,), name=f"pair-{name}", daemon=True)
+                   for name, call in calls.items()]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -389,8 +390,9 @@ class Workload:
         a little past ``seconds``: a tool started before the deadline finishes)."""
         self.t0 = time.monotonic()
         self.deadline = self.t0 + self.seconds
-        threads = [threading.Thread(target=self.http_client, args=(i,), name=f"client-{i}") for i in range(self.clients)]
-        threads.append(threading.Thread(target=self.tools_client, name="tools"))
+        threads = [threading.Thread(target=self.http_client, args=(i,), name=f"client-{i}", daemon=True)
+                   for i in range(self.clients)]
+        threads.append(threading.Thread(target=self.tools_client, name="tools", daemon=True))
         for thread in threads:
             thread.start()
         join_by = self.deadline + 400  # past every request's own timeout
