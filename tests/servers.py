@@ -69,9 +69,12 @@ class Instance:
 def links(instance: Instance, project: str) -> dict[str, str]:
     """The files on a project's page and the sha256 in each link; {} if the page is not 200."""
     status, body = instance.get(f"/simple/{project}/")
-    if status != 200:
-        return {}
-    return dict(re.findall(r'href="[^"#]*/packages/([^"#]+)#sha256=([0-9a-f]+)"', body.decode()))
+    return parse_links(body) if status == 200 else {}
+
+
+def parse_links(page: bytes) -> dict[str, str]:
+    """The files on a project page and the sha256 in each link."""
+    return dict(re.findall(r'href="[^"#]*/packages/([^"#]+)#sha256=([0-9a-f]+)"', page.decode()))
 
 
 def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: int = 2) -> Instance:
