@@ -104,7 +104,9 @@ class GCSProbe(BucketProbe):
 
     def get(self, name: str) -> Optional[bytes]:
         blob = self.bucket.get_blob(f"{PREFIX}/{name}")
-        return None if blob is None else blob.download_as_bytes()
+        # Not blob.download_as_bytes(): the emulator's mediaLink names the host the object
+        # was written through, which may be a fault proxy that has since stopped.
+        return None if blob is None else self.bucket.blob(blob.name).download_as_bytes()
 
     def delete(self, name: str) -> None:
         self.bucket.blob(f"{PREFIX}/{name}").delete()

@@ -179,3 +179,26 @@ def test_a_download_cut_short_is_never_served_and_comes_whole_at_the_next_check(
     proxy.clear_rules()
     next_check()
     assert a.http.get("/packages/cut-1.0.tar.gz").get_data() == data
+
+
+def test_a_stopped_storage_server_is_an_outage_and_its_return_needs_no_restart(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
+) -> None:
+    """The storage server stops (connections refused) and comes back on the same port."""
+    bucket.put("have-1.0.tar.gz", b"have")
+    a = App(bucket, tmp_path / "a", htpasswd, **BUDGET)
+    assert a.http.get("/simple/have/").status_code == 200
+    proxy.stop()
+    next_check()
+    assert a.http.get("/packages/have-1.0.tar.gz").get_data() == b"have"
+    status, report = readiness(a)
+    assert status == 200 and report["status"] == "degraded"
+    wheel = make_wheel(tmp_path / "dist", "later", "1.0")
+    assert a.upload(wheel).status_code == 503
+    host, port = proxy.upstream
+    with FaultProxy(host, port, port=proxy.port):  # back, same address
+        next_check()
+        assert a.upload(wheel).status_code == 200
+        a.age_view()
+        assert readiness(a)[1]["status"] == "ok"
+    assert bucket.get(wheel.name) == wheel.read_bytes()
