@@ -9,14 +9,13 @@ by the workers are written by ``gunicorn_hooks.worker_exit`` to ``BENCH_CALLS_DI
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+
+from tests.storage_servers import patched_environ
 
 from .errors import BenchError
 from .servers import REPO
@@ -51,22 +50,6 @@ def wrapper_env(*, backend: str, bucket: str, local_folder: Path, calls_dir: Pat
     return env
 
 
-@contextlib.contextmanager
-def _sdk_environ(env: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in SDK_VARIABLES}
-    try:
-        for key in SDK_VARIABLES:
-            if key in env:
-                os.environ[key] = env[key]
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def presync(env: dict[str, str]) -> tuple[float, dict[str, int]]:
     """Fill the wrapper's local folder in this process; (seconds, bucket calls by operation)."""
     if str(REPO) not in sys.path:
@@ -75,7 +58,7 @@ def presync(env: dict[str, str]) -> tuple[float, dict[str, int]]:
 
     logging.getLogger("gcs_sync").setLevel(logging.ERROR)  # its start-up warnings are for operators
     started = time.monotonic()
-    with _sdk_environ(env):
+    with patched_environ({key: env[key] for key in SDK_VARIABLES if key in env}):
         try:
             client = build_app(Settings.from_env(env)).config["gcs_sync.client"]
             client.sync()

@@ -35,7 +35,8 @@ def s3_server() -> Iterator[str]:
         yield endpoint
 
 
-def _probe(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> BucketProbe:
+def new_probe(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> BucketProbe:
+    """A new, empty bucket on ``backend``'s real server (the server fixture starts it)."""
     if backend == "gcs":
         return GCSProbe(request.getfixturevalue("gcs_emulator"))
     if backend == "s3":
@@ -46,7 +47,7 @@ def _probe(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Buck
 @pytest.fixture(params=BACKENDS)
 def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> BucketProbe:
     """A new, empty bucket on each driver's real server."""
-    return _probe(request.param, request, tmp_path)
+    return new_probe(request.param, request, tmp_path)
 
 
 def settings_for(bucket: BucketProbe, folder: Path, **overrides: object) -> Settings:

@@ -10,7 +10,7 @@ import os
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from passlib.apache import HtpasswdFile
 
@@ -28,9 +28,10 @@ FAKE_CLOUD_ENV = {
 
 
 @contextlib.contextmanager
-def fake_cloud_env() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in FAKE_CLOUD_ENV}
-    os.environ.update(FAKE_CLOUD_ENV)
+def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set these environment variables for the duration, then put back what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -39,6 +40,10 @@ def fake_cloud_env() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def fake_cloud_env() -> contextlib.AbstractContextManager[None]:
+    return patched_environ(FAKE_CLOUD_ENV)
 
 
 def wait_until_up(url: str) -> None:

@@ -30,8 +30,8 @@ from werkzeug.test import Client
 
 from gcs_sync import BucketNotFound, StoragePermissionDenied, build_app
 
-from .buckets import BucketProbe, GCSProbe, LocalProbe, S3Probe
-from .conftest import BACKENDS, settings_for
+from .buckets import BucketProbe
+from .conftest import BACKENDS, new_probe, settings_for
 from .fault_proxy import FaultProxy, Respond
 from .packages import make_wheel
 from .servers import (
@@ -222,14 +222,6 @@ class Server:
         return {name: self.bucket.get(name) for name in self.bucket.names()}, files
 
 
-def _new_bucket(backend: str, request: pytest.FixtureRequest, tmp: Path) -> BucketProbe:
-    if backend == "gcs":
-        return GCSProbe(request.getfixturevalue("gcs_emulator"))
-    if backend == "s3":
-        return S3Probe(request.getfixturevalue("s3_server"))
-    return LocalProbe(tmp / "bucket")
-
-
 def _write_htpasswd(path: Path) -> Path:
     users = HtpasswdFile(str(path), new=True)
     users.set_password(USER, PASSWORD)
@@ -240,7 +232,7 @@ def _write_htpasswd(path: Path) -> Path:
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    bucket = _new_bucket(request.param, request, tmp)
+    bucket = new_probe(request.param, request, tmp)
     env = {**bucket.env(), "PASSWORD_FILE": str(_write_htpasswd(tmp / "htpasswd")), "MAX_UPLOAD_SIZE": str(LIMIT)}
     instance = start_instance(env, tmp / "packages", tmp, workers=1)
     try:
