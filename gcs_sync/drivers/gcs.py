@@ -80,8 +80,12 @@ class GCSDriver(FileStoreDriver):
         self._bucket = self._client.bucket(bucket_name)
         # Each attempt gets half the budget and retries stop at the budget, instead of the
         # SDK's 60 s per attempt and 120 s of retries; a request must never wait that long.
+        # The first backoff stays under a tenth of the budget (the SDK's is up to 1 s), so
+        # an attempt that timed out still leaves room for its retry within the budget.
         self._timeout = timeout / 2
-        self._retry = DEFAULT_RETRY.with_timeout(timeout)
+        self._retry = DEFAULT_RETRY.with_timeout(timeout).with_delay(
+            initial=min(1.0, timeout / 10), maximum=timeout / 2
+        )
 
     def list_objects(self) -> dict[str, RemoteObject]:
         found: dict[str, RemoteObject] = {}
