@@ -219,3 +219,45 @@ def test_gcs_download_takes_the_listed_digest_instead_of_hashing_again(
     bucket.put("ours-1.0.tar.gz", b"ours")
     listed = driver.list_objects()["ours-1.0.tar.gz"]
     assert driver.download("ours-1.0.tar.gz", tmp_path / "out", listed.version, listed_sha256="f" * 64) == "f" * 64
+
+
+def test_stat_reads_one_object_as_the_listing_shows_it(driver: FileStoreDriver, bucket: BucketProbe) -> None:
+    assert driver.stat("demo-1.0.tar.gz") is None
+    bucket.put("demo-1.0.tar.gz", b"abc")
+    bucket.put("nested/demo-1.0.tar.gz", b"other")
+    driver.calls.clear()
+    found = driver.stat("demo-1.0.tar.gz")
+    assert dict(driver.calls) == {"stat": 1}  # one request, not a listing
+    listed = driver.list_objects()["demo-1.0.tar.gz"]
+    assert found is not None and (found.name, found.version, found.size) == (listed.name, listed.version, 3)
+    bucket.put("demo-1.0.tar.gz", b"replaced")
+    replaced = driver.stat("demo-1.0.tar.gz")
+    assert replaced is not None and replaced.version != found.version and replaced.size == 8
+    bucket.delete("demo-1.0.tar.gz")
+    assert driver.stat("demo-1.0.tar.gz") is None
+
+
+def test_stat_carries_the_sha256_written_with_an_upload(driver: FileStoreDriver, tmp_path: Path) -> None:
+    digest = hashlib.sha256(b"ours").hexdigest()
+    stored = driver.upload("ours-1.0.tar.gz", _file(tmp_path, b"ours"), create_only=True, metadata={"sha256": digest})
+    found = driver.stat("ours-1.0.tar.gz")
+    assert found is not None and found.version == stored.version
+    # The local driver keeps no metadata; GCS and S3 return what the upload wrote.
+    assert found.sha256 == (None if driver.url.startswith("file://") else digest)
+
+
+def test_a_conditional_upload_replaces_only_the_version_it_names(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    first = driver.upload("htpasswd", _file(tmp_path, b"one"), create_only=True, metadata={})
+    second = driver.upload("htpasswd", _file(tmp_path, b"two"), create_only=False, metadata={},
+                           if_version=first.version)
+    assert second.version != first.version and bucket.get("htpasswd") == b"two"
+    with pytest.raises(ObjectChanged, match="htpasswd"):  # the version read before is gone
+        driver.upload("htpasswd", _file(tmp_path, b"lost"), create_only=False, metadata={}, if_version=first.version)
+    assert bucket.get("htpasswd") == b"two"
+    bucket.delete("htpasswd")
+    with pytest.raises(ObjectChanged, match="htpasswd"):  # deleted meanwhile: not created again
+        driver.upload("htpasswd", _file(tmp_path, b"lost"), create_only=False, metadata={},
+                      if_version=second.version)
+    assert bucket.get("htpasswd") is None

@@ -238,6 +238,9 @@ class FailsOnce(FileStoreDriver):
     def list_objects(self):
         return self.real.list_objects()
 
+    def stat(self, name):
+        return self.real.stat(name)
+
     def download(self, name, destination, version, listed_sha256=None):
         if name == self.name and not self.failed:
             self.failed = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from .base import FileStoreDriver, RemoteObject
 
@@ -13,17 +13,22 @@ if TYPE_CHECKING:
 __all__ = ["FileStoreDriver", "RemoteObject", "make_driver"]
 
 
-def make_driver(settings: "Settings") -> FileStoreDriver:
-    """The driver the settings name. SDKs are imported only when their backend is used."""
-    prefix = settings.remote_package_directory
+def make_driver(
+    settings: "Settings", *, bucket_name: Optional[str] = None, prefix: Optional[str] = None
+) -> FileStoreDriver:
+    """The driver the settings name: the package folder, or with ``bucket_name`` and
+    ``prefix`` another folder in the same store (the htpasswd object's). SDKs are imported
+    only when their backend is used."""
+    bucket_name = settings.bucket_name if bucket_name is None else bucket_name
+    prefix = settings.remote_package_directory if prefix is None else prefix
     if settings.storage_backend == "gcs":
         from .gcs import GCSDriver
 
-        return GCSDriver(settings.bucket_name, prefix, settings.storage_timeout)
+        return GCSDriver(bucket_name, prefix, settings.storage_timeout)
     if settings.storage_backend == "s3":
         from .s3 import S3Driver
 
-        return S3Driver(settings.bucket_name, prefix, settings.storage_timeout)
+        return S3Driver(bucket_name, prefix, settings.storage_timeout)
     from .local import LocalFolderDriver
 
-    return LocalFolderDriver(Path(settings.bucket_name), prefix, create=settings.create_bucket_folder)
+    return LocalFolderDriver(Path(bucket_name), prefix, create=settings.create_bucket_folder)

@@ -13,8 +13,12 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   and raises
   ``ObjectNotFound`` if the object is gone or ``ObjectChanged`` if it is no longer at
   ``version``.
+- ``stat`` reads one object's metadata with one request (object-level permission only)
+  and returns it as ``list_objects`` would, or None if there is no such object.
 - ``upload(create_only=True)`` succeeds only if no object of that name exists, else
-  raises ``ObjectExists``. A write of ours that landed although its reply was lost (a
+  raises ``ObjectExists``. ``upload(if_version=V)`` replaces the object only if it is
+  still at version ``V``, else raises ``ObjectChanged`` (also if it is gone); the local
+  driver checks, then replaces (not atomic, as its conditional delete). A write of ours that landed although its reply was lost (a
   retry met 412, or the last attempt timed out) is recognised by its upload token and
   is a success; so is an object with the very same ``sha256`` metadata (the client's
   retry of an upload whose first write landed late; PyPI also accepts an identical
@@ -91,22 +95,29 @@ class FileStoreDriver(abc.ABC):
         """One cheap request that succeeds only if the bucket exists and may be listed."""
 
     @abc.abstractmethod
+    def stat(self, name: str) -> Optional[RemoteObject]:
+        """Object ``name``'s metadata (one request); None if there is no such object."""
+
+    @abc.abstractmethod
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         """Write object ``name`` at ``version`` to ``destination``; return its sha256."""
 
     @abc.abstractmethod
     def upload(
-        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
+        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
+        if_version: Optional[str] = None,
     ) -> RemoteObject:
-        """Store ``source`` as object ``name``; return what is now in the store."""
+        """Store ``source`` as object ``name``; return what is now in the store. With
+        ``if_version`` (and not ``create_only``), only over that version of the object."""
 
     @abc.abstractmethod
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
         """Remove object ``name``; succeed if it is already gone."""
 
-    @abc.abstractmethod
     def marker_version(self) -> Optional[str]:
         """The change marker's current version; None if there is no marker yet."""
+        marker = self.stat(MARKER_NAME)
+        return None if marker is None else marker.version
 
     @abc.abstractmethod
     def touch_marker(self) -> None:

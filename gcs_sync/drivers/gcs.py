@@ -118,6 +118,17 @@ class GCSDriver(FileStoreDriver):
         except _SDK_ERRORS as exc:
             raise _translate("list", self.url, exc, BucketNotFound) from exc
 
+    def stat(self, name: str) -> Optional[RemoteObject]:
+        key = self._key(name)
+        self._count("stat")
+        try:
+            blob = self._bucket.get_blob(key, retry=self._retry, timeout=self._timeout)
+        except _SDK_ERRORS as exc:
+            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        if blob is None:
+            return None
+        return RemoteObject(name, str(blob.generation), blob.size or 0, (blob.metadata or {}).get(SHA256_KEY))
+
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
         blob = self._bucket.blob(key)
@@ -139,20 +150,24 @@ class GCSDriver(FileStoreDriver):
         return listed_sha256 or sha256_of(destination)
 
     def upload(
-        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
+        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
+        if_version: Optional[str] = None,
     ) -> RemoteObject:
         key = self._key(name)
         token = self.new_upload_token()
         blob = self._bucket.blob(key)
         blob.metadata = {**metadata, UPLOAD_TOKEN_KEY: token}
+        # Generation 0: only if there is no object; a generation: only over that one.
+        generation = 0 if create_only else None if if_version is None else int(if_version)
         self._count("upload")
         try:
             blob.upload_from_filename(
-                str(source), if_generation_match=0 if create_only else None,
-                retry=self._retry, timeout=self._timeout,
+                str(source), if_generation_match=generation, retry=self._retry, timeout=self._timeout,
             )
         except gexc.PreconditionFailed as exc:
             landed = self._same_upload_stored(key, token, metadata.get(SHA256_KEY))
+            if landed is None and if_version is not None:
+                raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
             if landed is None:
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
             blob = landed
@@ -194,15 +209,6 @@ class GCSDriver(FileStoreDriver):
             raise ObjectChanged("delete", key, f"replaced since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
-
-    def marker_version(self) -> Optional[str]:
-        key = self._key(MARKER_NAME)
-        self._count("stat")
-        try:
-            blob = self._bucket.get_blob(key, retry=self._retry, timeout=self._timeout)
-        except _SDK_ERRORS as exc:
-            raise _translate("stat", key, exc, ObjectNotFound) from exc
-        return None if blob is None else str(blob.generation)
 
     def touch_marker(self) -> None:
         key = self._key(MARKER_NAME)

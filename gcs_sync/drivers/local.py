@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from stat import S_ISREG
 from typing import Mapping, Optional
 
 from ..errors import (
@@ -85,6 +86,19 @@ class LocalFolderDriver(FileStoreDriver):
         except OSError as exc:
             raise StorageError("list", self.url, f"{type(exc).__name__}: {exc}") from exc
 
+    def stat(self, name: str) -> Optional[RemoteObject]:
+        self._count("stat")
+        path = self._existing_folder("stat", name) / name
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError("stat", name, f"{type(exc).__name__}: {exc}") from exc
+        if not S_ISREG(stat.st_mode):
+            return None  # a folder is not an object, as in the listing
+        return RemoteObject(name, fingerprint(stat), stat.st_size)
+
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         self._count("download")
         source = self._existing_folder("download", name) / name
@@ -100,7 +114,8 @@ class LocalFolderDriver(FileStoreDriver):
             raise StorageError("download", name, f"{type(exc).__name__}: {exc}") from exc
 
     def upload(
-        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
+        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
+        if_version: Optional[str] = None,
     ) -> RemoteObject:
         self._count("upload")
         folder = self._existing_folder("upload", name)
@@ -111,6 +126,11 @@ class LocalFolderDriver(FileStoreDriver):
             shutil.copyfile(source, temp)
             if create_only:
                 os.link(temp, target)  # atomic, and fails if the name exists
+            elif if_version is not None:
+                # Check, then replace: not atomic, as the conditional delete below.
+                if self._version_of(target) != if_version:
+                    raise ObjectChanged("upload", name, "replaced or deleted since it was read")
+                os.replace(temp, target)
             else:
                 os.replace(temp, target)
             return RemoteObject(name, fingerprint(target.stat()), target.stat().st_size, metadata.get("sha256"))
@@ -122,6 +142,13 @@ class LocalFolderDriver(FileStoreDriver):
             raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc
         finally:
             temp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _version_of(path: Path) -> Optional[str]:
+        try:
+            return fingerprint(path.stat())
+        except FileNotFoundError:
+            return None
 
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
         # With if_version this is check-then-act, not atomic as on GCS and S3: a file
@@ -139,15 +166,6 @@ class LocalFolderDriver(FileStoreDriver):
             (folder / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError("delete", name, f"{type(exc).__name__}: {exc}") from exc
-
-    def marker_version(self) -> Optional[str]:
-        self._count("stat")
-        try:
-            return fingerprint((self._existing_folder("stat", MARKER_NAME) / MARKER_NAME).stat())
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError("stat", MARKER_NAME, f"{type(exc).__name__}: {exc}") from exc
 
     def touch_marker(self) -> None:
         self._count("upload")

@@ -122,6 +122,19 @@ class S3Driver(FileStoreDriver):
         except _SDK_ERRORS as exc:
             raise _translate("list", self.url, exc, BucketNotFound) from exc
 
+    def stat(self, name: str) -> Optional[RemoteObject]:
+        key = self._key(name)
+        self._count("stat")
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
+                return None
+            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        except _SDK_ERRORS as exc:
+            raise _translate("stat", key, exc, ObjectNotFound) from exc
+        return RemoteObject(name, head["ETag"], head["ContentLength"], head.get("Metadata", {}).get(SHA256_KEY))
+
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
         self._count("download")
@@ -154,11 +167,12 @@ class S3Driver(FileStoreDriver):
         return sha256.hexdigest()
 
     def upload(
-        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str]
+        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
+        if_version: Optional[str] = None,
     ) -> RemoteObject:
         key = self._key(name)
         token = self.new_upload_token()
-        extra = {"IfNoneMatch": "*"} if create_only else {}
+        extra = {"IfNoneMatch": "*"} if create_only else {} if if_version is None else {"IfMatch": if_version}
         self._count("upload")
         try:
             with open(source, "rb") as body:
@@ -169,9 +183,13 @@ class S3Driver(FileStoreDriver):
             etag = reply["ETag"]
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
+            if if_version is not None and code in _MISSING_CODES:  # If-Match on a deleted object
+                raise ObjectChanged("upload", key, "deleted since it was read") from exc
             if code not in _PRECONDITION_CODES:
                 raise _translate("upload", key, exc, BucketNotFound) from exc
             etag = self._same_upload_stored(key, token, metadata.get(SHA256_KEY))
+            if etag is None and if_version is not None:
+                raise ObjectChanged("upload", key, "replaced since it was read") from exc
             if etag is None:
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
         except _SDK_ERRORS as exc:
@@ -211,18 +229,6 @@ class S3Driver(FileStoreDriver):
             raise _translate("delete", key, exc, ObjectNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
-
-    def marker_version(self) -> Optional[str]:
-        key = self._key(MARKER_NAME)
-        self._count("stat")
-        try:
-            return self._client.head_object(Bucket=self._bucket, Key=key)["ETag"]
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
-                return None
-            raise _translate("stat", key, exc, ObjectNotFound) from exc
-        except _SDK_ERRORS as exc:
-            raise _translate("stat", key, exc, ObjectNotFound) from exc
 
     def touch_marker(self) -> None:
         key = self._key(MARKER_NAME)
