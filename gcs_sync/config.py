@@ -57,6 +57,8 @@ class Settings:
     local_package_directory: Path = Path("./data/packages")
     # None: read-only server. ".": no authentication at all (pypiserver's convention).
     password_file: Optional[str] = None
+    # PASSWORD_FILE as a bucket object (gs://BUCKET/KEY, s3://BUCKET/KEY); None for a local path.
+    password_object: Optional["BucketObject"] = None
     authenticate: tuple[str, ...] = ("update",)
     overwrite: bool = False
     # Seconds a checked view counts as fresh: at most one check of the bucket's change
@@ -112,8 +114,9 @@ class Settings:
         authenticate = tuple(reader.parsed("AUTHENTICATE", auth_arg, ["update"]))
         password_file = reader.text("PASSWORD_FILE", None) or None
         _check_auth_combination(authenticate, password_file)
-        if password_file not in (None, "."):
-            _check_htpasswd(password_file)
+        password_object = None if password_file is None else parse_password_object(password_file, backend)
+        if password_object is None and password_file not in (None, "."):
+            check_htpasswd(password_file)  # an object is read and checked at start-up (passwords.py)
         sync_interval = reader.parsed("SYNC_INTERVAL", _non_negative_float, 5.0)
         full_sync_interval = reader.parsed("FULL_SYNC_INTERVAL", _non_negative_float, max(60.0, sync_interval))
         if full_sync_interval < sync_interval:
@@ -130,6 +133,7 @@ class Settings:
             ),
             local_package_directory=local_directory,
             password_file=password_file,
+            password_object=password_object,
             authenticate=authenticate,
             overwrite=reader.parsed("OVERWRITE", strtobool, False),
             sync_interval=sync_interval,
@@ -284,18 +288,82 @@ def _check_auth_combination(authenticate: tuple[str, ...], password_file: Option
         )
 
 
-def _check_htpasswd(path: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class BucketObject:
+    """One object named by URL: ``gs://BUCKET/KEY`` or ``s3://BUCKET/KEY``."""
+
+    scheme: str
+    bucket: str
+    key: str
+
+    @property
+    def folder(self) -> str:
+        """The key's folder (the prefix of a driver for this object)."""
+        return self.key.rpartition("/")[0]
+
+    @property
+    def name(self) -> str:
+        """The key's last part (the object's name for that driver)."""
+        return self.key.rpartition("/")[2]
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.key}"
+
+
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", re.S)
+_SCHEME_BACKENDS = {"gs": "gcs", "s3": "s3"}
+
+
+def is_object_url(value: str) -> bool:
+    """Whether PASSWORD_FILE is written as a URL (then it must name a bucket object)."""
+    return _URL.fullmatch(value) is not None
+
+
+def parse_password_object(value: str, backend: str) -> Optional[BucketObject]:
+    """PASSWORD_FILE as an object in the store STORAGE_BACKEND names, or None for a local
+    path. Only its shape is checked here (no network): it is read at start-up."""
+    match = _URL.fullmatch(value)
+    if match is None:
+        return None
+    scheme = match[1].lower()
+    if scheme not in _SCHEME_BACKENDS:
+        # A local file is a plain path (pypiserver re-reads it when it changes): no file://.
+        raise ConfigError("PASSWORD_FILE", f"{value!r}: only gs:// and s3:// URLs name an object; "
+                          "a local file is a plain path")
+    if _SCHEME_BACKENDS[scheme] != backend:
+        raise ConfigError("PASSWORD_FILE", f"{value!r} is an object of STORAGE_BACKEND="
+                          f"{_SCHEME_BACKENDS[scheme]}, but STORAGE_BACKEND is {backend}")
+    bucket, _, key = match[2].partition("/")
+    if _BUCKET_NAME.fullmatch(bucket) is None:
+        raise ConfigError("PASSWORD_FILE", f"{value!r}: {bucket!r} is not a bucket name")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts) or "\\" in key or not key.isprintable():
+        raise ConfigError("PASSWORD_FILE", f"{value!r} must name an object, as in {scheme}://{bucket}/config/htpasswd "
+                          "(no '..', '.', empty folders, backslashes or control characters)")
+    return BucketObject(scheme, bucket, key)
+
+
+def password_file_setting(environ: Mapping[str, str]) -> Optional[str]:
+    """PASSWORD_FILE as ``Settings.from_env`` reads it, unchecked: the ``users`` commands
+    edit the file, which may not exist yet or have no users."""
+    return _EnvReader(environ).text("PASSWORD_FILE", None)
+
+
+def check_htpasswd(path: str, shown_as: Optional[str] = None) -> None:
+    """Raise ConfigError unless ``path`` is an htpasswd file with users whose every hash
+    parses; the message names ``shown_as`` (the bucket object a copy came from) or the path."""
+    shown = shown_as or path
     try:
         htpasswd = HtpasswdFile(path)
         users = htpasswd.users()  # decoded here, not when the file is read
     except FileNotFoundError as exc:
-        raise ConfigError("PASSWORD_FILE", f"no such file: {path}") from exc
+        raise ConfigError("PASSWORD_FILE", f"no such file: {shown}") from exc
     except (OSError, ValueError) as exc:  # ValueError: a malformed line, or not UTF-8
-        raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {path}: {exc}") from exc
+        raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {shown}: {exc}") from exc
     if not users:
-        raise ConfigError("PASSWORD_FILE", f"htpasswd file {path} has no users")
+        raise ConfigError("PASSWORD_FILE", f"htpasswd file {shown} has no users")
     for user in users:
-        _check_htpasswd_entry(htpasswd, path, user)
+        _check_htpasswd_entry(htpasswd, shown, user)
 
 
 def _check_htpasswd_entry(htpasswd: HtpasswdFile, path: str, user: str) -> None:

@@ -67,6 +67,10 @@ class StateRead:
 
 _NO_SNAPSHOT = (0, 0, 0)
 
+# What can fail while the folder follows the bucket, each recorded until it next succeeds:
+# reaching the bucket, and the htpasswd object (PASSWORD_FILE in the bucket: passwords.py).
+FAILURE_KINDS = ("sync", "passwords")
+
 
 @dataclasses.dataclass(frozen=True)
 class Listing:
@@ -250,25 +254,34 @@ class StateFile:
             log.warning("ignoring %s (%s): the next check lists the bucket", self._listing_record, exc)
             return None
 
-    def record_failure(self, message: str) -> None:
-        _write_atomically(self._failure_record, {"error": message, "at": time.time()})
+    def record_failure(self, message: str, kind: str = "sync") -> None:
+        """Record the last failure of one kind (``FAILURE_KINDS``) until ``clear_failure(kind)``."""
+        write_json_atomically(self._failure_path(kind), {"error": message, "at": time.time()})
 
-    def clear_failure(self) -> None:
-        self._failure_record.unlink(missing_ok=True)
+    def clear_failure(self, kind: str = "sync") -> None:
+        self._failure_path(kind).unlink(missing_ok=True)
 
-    def last_failure(self) -> Optional[dict[str, object]]:
+    def failure(self, kind: str) -> Optional[dict[str, object]]:
+        path = self._failure_path(kind)
         try:
-            return json.loads(self._failure_record.read_text(encoding="utf-8"))
+            return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            return {"error": f"unreadable {self._failure_record.name}: {exc}", "at": None}
+            return {"error": f"unreadable {path.name}: {exc}", "at": None}
+
+    def last_failure(self) -> Optional[dict[str, object]]:
+        """What readiness reports: the sync's failure first, else another kind's."""
+        return next((found for found in map(self.failure, FAILURE_KINDS) if found is not None), None)
+
+    def _failure_path(self, kind: str) -> Path:
+        return self._failure_record if kind == "sync" else self.control / f"failure-{kind}.json"
 
     def record_listing(self, marker: Optional[str], listed_at: float, *, complete: bool) -> None:
-        _write_atomically(self._listing_record, {"marker": marker, "listed_at": listed_at, "complete": complete})
+        write_json_atomically(self._listing_record, {"marker": marker, "listed_at": listed_at, "complete": complete})
 
 
-def _write_atomically(path: Path, payload: dict[str, object]) -> None:
+def write_json_atomically(path: Path, payload: dict[str, object]) -> None:
     temp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
     try:
         temp.write_text(json.dumps(payload), encoding="utf-8")

@@ -192,3 +192,38 @@ def test_an_unreadable_htpasswd_file_stops_the_start(tmp_path: Path) -> None:
             message = child.stdout.strip()
     assert message.startswith(f"PASSWORD_FILE: cannot read htpasswd file {path}: ")
     assert "Permission denied" in message
+
+
+def test_a_password_file_in_the_bucket_is_parsed_without_reading_it() -> None:
+    """The object is read at start-up (build_app); configuration makes no network call,
+    so this passes with no storage server for this bucket."""
+    settings = Settings.from_env({"STORAGE_BACKEND": "gcs", "BUCKET_NAME": "my-bucket",
+                                  "PASSWORD_FILE": "gs://my-users/config/htpasswd"})
+    location = settings.password_object
+    assert location is not None and str(location) == "gs://my-users/config/htpasswd"
+    assert (location.bucket, location.folder, location.name) == ("my-users", "config", "htpasswd")
+    s3 = Settings.from_env({"STORAGE_BACKEND": "s3", "BUCKET_NAME": "b", "PASSWORD_FILE": "s3://b/htpasswd"})
+    assert s3.password_object is not None and (s3.password_object.folder, s3.password_object.name) == ("", "htpasswd")
+    assert Settings.from_env({}).password_object is None
+
+
+BAD_PASSWORD_OBJECTS = [
+    ("gcs", "s3://my-bucket/config/htpasswd", "is an object of STORAGE_BACKEND=s3, but STORAGE_BACKEND is gcs"),
+    ("s3", "gs://my-bucket/config/htpasswd", "is an object of STORAGE_BACKEND=gcs, but STORAGE_BACKEND is s3"),
+    ("local", "gs://my-bucket/config/htpasswd", "but STORAGE_BACKEND is local"),
+    ("gcs", "gs://my-bucket", "must name an object"),
+    ("gcs", "gs://my-bucket/", "must name an object"),
+    ("gcs", "gs://my-bucket/config/", "must name an object"),
+    ("gcs", "gs://my-bucket/config/../htpasswd", "must name an object"),
+    ("s3", "s3://my-bucket//htpasswd", "must name an object"),
+    ("gcs", "gs://my bucket/htpasswd", "is not a bucket name"),
+    ("gcs", "file:///etc/htpasswd", "only gs:// and s3:// URLs name an object; a local file is a plain path"),
+]
+
+
+@pytest.mark.parametrize("backend, value, problem", BAD_PASSWORD_OBJECTS, ids=[v for _, v, _ in BAD_PASSWORD_OBJECTS])
+def test_a_bad_password_object_url_names_password_file(backend: str, value: str, problem: str, tmp_path: Path) -> None:
+    bucket = str(tmp_path) if backend == "local" else "my-bucket"
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"STORAGE_BACKEND": backend, "BUCKET_NAME": bucket, "PASSWORD_FILE": value})
+    assert caught.value.variable == "PASSWORD_FILE" and problem in str(caught.value)
