@@ -19,6 +19,8 @@ def get_app():
     configure_logging(settings)
     try:
         return build_app(settings)
+    except ConfigError as exc:  # PASSWORD_FILE names a bucket object that is missing or unusable
+        raise AppImportError(f"gcs_sync configuration error: {exc}") from exc
     except StorageError as exc:
         # A missing bucket, refused or unreadable credentials: build_app lets an outage pass.
         raise AppImportError(f"gcs_sync cannot use the bucket: {exc}") from exc

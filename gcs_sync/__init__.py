@@ -10,6 +10,7 @@ Public names; the modules behind them:
     index     PackageIndex: each worker's in-memory view of the state
     backend   the pypiserver Backend over that index
     plugin    the Bottle plugin: pre-request sync, post-request push
+    passwords PASSWORD_FILE in the bucket: a local copy for pypiserver that follows the object
     app       build_app: pypiserver's app with all of the above
 """
 

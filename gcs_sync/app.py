@@ -17,6 +17,7 @@ from .drivers import FileStoreDriver, make_driver
 from .errors import StorageUnavailable
 from .folder import PackageFolder
 from .index import PackageIndex
+from .passwords import BucketPasswordFile
 from .plugin import BucketSyncPlugin, RequestBodyGuard, current_changes
 from .state import StateFile
 
@@ -29,10 +30,14 @@ READINESS_ENDPOINT = "/ready"
 
 def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> Bottle:
     """The app for ``settings``. Raises StorageError if the bucket cannot be used (see
-    ``check_bucket``): the caller stops the start."""
+    ``check_bucket``), ConfigError or StorageError if PASSWORD_FILE names a bucket object
+    that is missing, unusable or unreadable (see ``BucketPasswordFile.load``): the caller
+    stops the start."""
     driver = driver or make_driver(settings)
     check_bucket(driver)
     folder = PackageFolder(settings.local_package_directory)
+    # PASSWORD_FILE in the bucket: pypiserver reads a local copy that follows the object.
+    passwords = BucketPasswordFile.for_settings(settings, folder, driver.url)
     client = StorageClient(
         driver,
         folder,
@@ -43,9 +48,12 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         # gunicorn's 30 s worker timeout, after a bucket operation of its own.
         lock_timeout=settings.storage_timeout,
         push_local_changes=settings.push_local_changes,
+        after_check=None if passwords is None else passwords.after_check,
     )
     # pypiserver spells "no authentication at all" as both settings being ".".
     password_file = "." if not settings.authenticate else settings.password_file
+    if passwords is not None:
+        password_file = str(passwords.load())
     if password_file is None:
         log.warning("PASSWORD_FILE is not set: the index is read-only (uploads and removals get 401/403)")
     app = pypiserver.app(
@@ -68,6 +76,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
     app.config["gcs_sync.index"] = index
+    app.config["gcs_sync.passwords"] = passwords
     # Installed first, so it wraps the sync plugin: the body is checked before anything else.
     app.install(RequestBodyGuard(settings.max_upload_size))
     app.install(

@@ -67,6 +67,7 @@ class StorageClient:
         full_sync_interval: float = 60.0,
         push_local_changes: bool = False,
         concurrency: int = 8,
+        after_check: Optional[Callable[[bool], None]] = None,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -74,6 +75,10 @@ class StorageClient:
         self.full_sync_interval = full_sync_interval
         self.push_local_changes = push_local_changes
         self.concurrency = concurrency
+        # Run under the lock after every check of the bucket, told whether it listed the
+        # bucket: for what follows the bucket at the sync's pace (the htpasswd object),
+        # without a bucket call of its own per request.
+        self._after_check = after_check or (lambda listed: None)
         self.state = StateFile(folder.control, driver.url)
         self._lock = filelock.FileLock(str(folder.control / "lock"), timeout=lock_timeout)
         self._failed_at: Optional[float] = None
@@ -173,6 +178,7 @@ class StorageClient:
             and checked_at - last.listed_at < self.full_sync_interval
             and self._folder_matches_state()
         ):
+            self._after_check(False)
             self.state.mark_pulled(checked_at)
             return None
         return self._sync_locked(marker, checked_at)
@@ -230,6 +236,7 @@ class StorageClient:
             self.state.save(state)
         # An incomplete sync is not a baseline: the next check lists again to retry.
         self.state.record_listing(marker, checked_at, complete=not report.failed)
+        self._after_check(True)
         self.state.mark_pulled(checked_at)
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before

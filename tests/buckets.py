@@ -28,6 +28,17 @@ class BucketProbe:
     def get(self, name: str) -> Optional[bytes]:
         raise NotImplementedError
 
+    def put_key(self, key: str, data: bytes) -> None:
+        """Write an object anywhere in the bucket (a full key, not under the prefix)."""
+        raise NotImplementedError
+
+    def get_key(self, key: str) -> Optional[bytes]:
+        raise NotImplementedError
+
+    def url(self, key: str) -> str:
+        """How PASSWORD_FILE names the object ``key`` of this bucket."""
+        raise NotImplementedError
+
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
@@ -66,6 +77,18 @@ class LocalProbe(BucketProbe):
 
     def delete(self, name: str) -> None:
         (self.root / PREFIX / name).unlink()
+
+    def put_key(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def get_key(self, key: str) -> Optional[bytes]:
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
+
+    def url(self, key: str) -> str:
+        return str(self.root / key)  # the local backend takes a plain path
 
     def all_names(self) -> set[str]:
         folder = self.root / PREFIX
@@ -111,6 +134,16 @@ class GCSProbe(BucketProbe):
     def delete(self, name: str) -> None:
         self.bucket.blob(f"{PREFIX}/{name}").delete()
 
+    def put_key(self, key: str, data: bytes) -> None:
+        self.bucket.blob(key).upload_from_string(data)
+
+    def get_key(self, key: str) -> Optional[bytes]:
+        blob = self.bucket.get_blob(key)
+        return None if blob is None else self.bucket.blob(blob.name).download_as_bytes()
+
+    def url(self, key: str) -> str:
+        return f"gs://{self.name}/{key}"
+
     def all_names(self) -> set[str]:
         return {b.name[len(PREFIX) + 1:] for b in self.client.list_blobs(self.name, prefix=f"{PREFIX}/")}
 
@@ -147,6 +180,18 @@ class S3Probe(BucketProbe):
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.name, Key=f"{PREFIX}/{name}")
+
+    def put_key(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=data)
+
+    def get_key(self, key: str) -> Optional[bytes]:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
 
     def all_names(self) -> set[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=f"{PREFIX}/")

@@ -129,7 +129,8 @@ def uv_install(python: Path, index_url: str, requirement: str, cache: Path) -> s
                 "--index-url", index_url, "--cache-dir", str(cache), requirement])
 
 
-def upload_form(url: str, filename: str, data: bytes, user_agent: str = "gcs-sync-tests") -> tuple[int, str]:
+def upload_form(url: str, filename: str, data: bytes, user_agent: str = "gcs-sync-tests",
+                user: str = USER, password: str = PASSWORD) -> tuple[int, str]:
     """A raw ``file_upload`` POST, as a non-twine client would send it."""
     import base64
 
@@ -140,7 +141,7 @@ def upload_form(url: str, filename: str, data: bytes, user_agent: str = "gcs-syn
          "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n",
         f"--{boundary}--\r\n".encode(),
     ]
-    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request = urllib.request.Request(url + "/", data=b"".join(parts), method="POST", headers={
         "Content-Type": f"multipart/form-data; boundary={boundary}",
         "Authorization": f"Basic {token}", "User-Agent": user_agent,

@@ -1,0 +1,216 @@
+"""PASSWORD_FILE in the bucket: the htpasswd object, the local copy pypiserver reads, and
+how that copy follows the object.
+
+pypiserver checks credentials against a local htpasswd file, which it re-reads whenever
+the file's mtime changes (passlib's ``HtpasswdFile.load_if_changed``, at every check).
+So the object (``gs://BUCKET/config/htpasswd``, ``s3://BUCKET/config/htpasswd``) is copied
+to ``LOCAL_PACKAGE_DIRECTORY/.gcs_sync/htpasswd`` at start-up, and each new version of it
+replaces that copy atomically. The bucket stays the source of truth.
+
+When a new version is looked for, so that bucket calls stay O(changes), not O(requests):
+
+- after every listing of the bucket by the package sync (the change marker moved, which
+  ``users add|remove`` makes it do, or the periodic FULL_SYNC_INTERVAL listing, which
+  catches an object rewritten by another tool): one metadata read, and a download only
+  if the version is not the copy's;
+- at every check (SYNC_INTERVAL) while the copy is not current: the last look failed,
+  or the copy is gone.
+
+A version that is not a usable htpasswd file is never installed: the users of the last
+good copy stay, the error is logged and recorded for ``/ready``, and that version is not
+downloaded again. The copy's version is recorded next to it, so the workers of an
+instance (which share the folder) download each version once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+from .config import BucketObject, ConfigError, Settings, check_htpasswd
+from .drivers import FileStoreDriver, RemoteObject, make_driver
+from .errors import ObjectChanged, StorageError, StorageUnavailable
+from .folder import PackageFolder, temp_name
+from .state import StateFile, write_json_atomically
+
+log = logging.getLogger(__name__)
+
+COPY_NAME = "htpasswd"
+_RECORD_NAME = "htpasswd.json"
+FAILURE_KIND = "passwords"  # its entry in the state's failure records (state.FAILURE_KINDS)
+# A version replaced between its metadata read and its download: look again, this often.
+_ATTEMPTS = 3
+# passlib compares mtimes as float seconds: a replacement must differ by more than their
+# rounding (a fraction of a microsecond) to be re-read.
+_MIN_MTIME_STEP_NS = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class _CopyRecord:
+    """Which object and version the local copy holds, and the newest version refused."""
+
+    url: Optional[str] = None
+    version: Optional[str] = None
+    rejected: Optional[str] = None
+    problem: Optional[str] = None
+
+
+class BucketPasswordFile:
+    """The htpasswd object and its local copy, for one instance's package folder."""
+
+    def __init__(self, location: BucketObject, driver: FileStoreDriver, control: Path, state: StateFile) -> None:
+        self.location = location
+        self.url = str(location)
+        self.driver = driver  # for the object's own folder: its name is ``location.name``
+        self.path = control / COPY_NAME
+        self._record_path = control / _RECORD_NAME
+        self._state = state
+
+    @classmethod
+    def for_settings(cls, settings: Settings, folder: PackageFolder, store_url: str) -> Optional["BucketPasswordFile"]:
+        """The object PASSWORD_FILE names, or None if it names a local file (or nothing)."""
+        location = settings.password_object
+        if location is None:
+            return None
+        driver = make_driver(settings, bucket_name=location.bucket, prefix=location.folder)
+        return cls(location, driver, folder.control, StateFile(folder.control, store_url))
+
+    # -- at start-up -----------------------------------------------------------------
+
+    def load(self) -> Path:
+        """Bring the local copy to the object's current version; return its path.
+
+        A missing object or one that is not a usable htpasswd file stops the start
+        (ConfigError naming the object), and so does a refusal to read it
+        (StorageError) - unless this folder already holds a good copy of that object (a
+        worker restarted by gunicorn): it then serves those users, as its running
+        siblings do, and the problem shows in ``/ready``. A bucket that does not answer
+        stops nothing: the start goes on with the copy there is, or with no users
+        (nobody can log in yet), and every check retries."""
+        try:
+            self._update()
+        except StorageUnavailable as exc:
+            if not self.path.is_file():
+                self._install_bytes(b"")  # pypiserver needs a file; no user matches
+            self._report(exc)
+        except ConfigError as exc:
+            if not self._has_good_copy():
+                raise
+            self._report(exc)
+        except StorageError as exc:
+            if not self._has_good_copy():  # the same error, naming the whole URL (bucket included)
+                raise type(exc)(exc.operation, self.url, exc.cause) from exc
+            self._report(exc)
+        else:
+            self._state.clear_failure(FAILURE_KIND)
+        return self.path
+
+    # -- at every check of the bucket (StorageClient's ``after_check``) ----------------
+
+    def after_check(self, listed: bool) -> None:
+        """Called under the folder lock after each check: look for a new version if the
+        check listed the bucket, or if the copy is not current. Never raises for a bad
+        or unreachable object: the users of the last good copy stay."""
+        if not listed and self._state.failure(FAILURE_KIND) is None and self.path.is_file():
+            return  # the steady state: no bucket call
+        try:
+            self._update()
+        except (ConfigError, StorageError, OSError) as exc:
+            self._report(exc)
+        else:
+            self._state.clear_failure(FAILURE_KIND)
+
+    # -- the work --------------------------------------------------------------------
+
+    def _update(self) -> None:
+        """Make the copy the object's current version. Raises ConfigError if the object is
+        missing or unusable, StorageError if it cannot be read."""
+        for _ in range(_ATTEMPTS):
+            remote = self.driver.stat(self.location.name)
+            if remote is None:
+                raise ConfigError("PASSWORD_FILE", f"no such object: {self.url} (create it with "
+                                  "'python -m gcs_sync users add NAME')")
+            record = self._read_record()
+            if remote.version == record.version and self.path.is_file():
+                return
+            if remote.version == record.rejected and record.problem:
+                raise ConfigError("PASSWORD_FILE", record.problem)  # known bad: not downloaded again
+            try:
+                self._install(remote, record)
+                return
+            except ObjectChanged:
+                continue  # replaced since its metadata was read: read it again
+        raise ObjectChanged("download", self.url, f"replaced {_ATTEMPTS} times while it was being read")
+
+    def _install(self, remote: RemoteObject, record: _CopyRecord) -> None:
+        temp = self.path.with_name(temp_name(self.path.name))
+        try:
+            temp.touch(mode=0o600)  # hashes: readable by this user only (the download keeps the mode)
+            self.driver.download(remote.name, temp, remote.version)
+            try:
+                check_htpasswd(str(temp), shown_as=self.url)  # the same checks as a local file
+            except ConfigError as exc:
+                refused = dataclasses.replace(record, url=self.url, rejected=remote.version, problem=exc.problem)
+                self._write_record(refused)
+                raise
+            replace_file(temp, self.path)
+        finally:
+            temp.unlink(missing_ok=True)
+        self._write_record(_CopyRecord(self.url, remote.version))
+        log.info("users from %s (version %s) in %s", self.url, remote.version, self.path)
+
+    def _install_bytes(self, data: bytes) -> None:
+        temp = self.path.with_name(temp_name(self.path.name))
+        try:
+            temp.touch(mode=0o600)
+            temp.write_bytes(data)
+            replace_file(temp, self.path)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _has_good_copy(self) -> bool:
+        record = self._read_record()
+        return record.url == self.url and record.version is not None and self.path.is_file()
+
+    def _report(self, exc: Exception) -> None:
+        problem = exc.problem if isinstance(exc, ConfigError) else f"cannot read {self.url}: {exc}"
+        message = f"PASSWORD_FILE: {problem}"
+        known = self._state.failure(FAILURE_KIND)
+        if known is None or known.get("error") != message:  # once per problem, not per check
+            log.error("%s; %s", message, "keeping the users of the last good copy" if self._has_good_copy()
+                      else "nobody can log in until it is readable")
+            self._state.record_failure(message, kind=FAILURE_KIND)
+
+    def _read_record(self) -> _CopyRecord:
+        try:
+            raw = json.loads(self._record_path.read_text(encoding="utf-8"))
+            record = _CopyRecord(**raw)
+        except FileNotFoundError:
+            return _CopyRecord()
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring %s (%s): the htpasswd object is read again", self._record_path, exc)
+            return _CopyRecord()
+        return record if record.url == self.url else _CopyRecord()  # another PASSWORD_FILE's copy
+
+    def _write_record(self, record: _CopyRecord) -> None:
+        write_json_atomically(self._record_path, dataclasses.asdict(record))
+
+
+def replace_file(temp: Path, target: Path) -> None:
+    """Rename ``temp`` over ``target`` (a reader sees the old file or the new one, never a
+    part), with an mtime that differs from the old file's: pypiserver re-reads an htpasswd
+    file only when its mtime changes, and two versions written within the same instant
+    (or on a file system with coarse timestamps) could share one."""
+    try:
+        old = target.stat().st_mtime_ns
+    except FileNotFoundError:
+        old = None
+    new = temp.stat().st_mtime_ns
+    if old is not None and abs(new - old) < _MIN_MTIME_STEP_NS:
+        stamp = old + _MIN_MTIME_STEP_NS
+        os.utime(temp, ns=(stamp, stamp))
+    os.replace(temp, target)

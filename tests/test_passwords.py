@@ -1,0 +1,282 @@
+"""PASSWORD_FILE as an object in the bucket (gs://, s3://): the server reads its users from
+the object at start-up, follows its changes at the pace of the package sync (bucket calls
+per change, not per request), and never locks its users out over a bad version. First
+in-process through WSGI, then under real gunicorn with the CLI, on the GCS emulator and
+moto's S3 server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from passlib.apache import HtpasswdFile
+from werkzeug.test import Client
+
+from gcs_sync import ConfigError, build_app
+from gcs_sync.cli import main
+
+from .buckets import MARKER, BucketProbe
+from .conftest import settings_for
+from .fault_proxy import FaultProxy, Respond
+from .servers import Instance, start_instance, upload_form
+
+pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+
+KEY = "config/htpasswd"  # outside the package folder, as the README recommends
+DAMAGED = b"alice:$apr1$garbage\n"  # a hash cut short: every login of alice would be a 500
+_names = itertools.count()
+
+
+def htpasswd(**passwords: str) -> bytes:
+    # apr1 is quick to verify, which polling loops want; every scheme is tested in test_auth.
+    users = HtpasswdFile(default_scheme="apr_md5_crypt")
+    for user, password in passwords.items():
+        users.set_password(user, password)
+    return users.to_string()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def move_marker(bucket: BucketProbe) -> None:
+    """What ``users add|remove`` does after writing the object: rewrite the change marker."""
+    bucket.put(MARKER, f"{next(_names)}\n".encode())
+
+
+def cli(bucket: BucketProbe, folder: Path, monkeypatch: pytest.MonkeyPatch, *argv: str, stdin: str = "") -> int:
+    """``python -m gcs_sync users ...`` in this process, as the operator runs it."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    env = {**bucket.env(), "LOCAL_PACKAGE_DIRECTORY": str(folder), "PASSWORD_FILE": bucket.url(KEY)}
+    return main(["users", *argv], env)
+
+
+class Server:
+    """The app in-process, with PASSWORD_FILE naming the object."""
+
+    def __init__(self, bucket: BucketProbe, folder: Path, **overrides: object) -> None:
+        self.settings = settings_for(bucket, folder, PASSWORD_FILE=bucket.url(KEY), **overrides)
+        self.wsgi = build_app(self.settings)
+        self.http = Client(self.wsgi)
+        self.folder = folder
+        self.passwords = self.wsgi.config["gcs_sync.passwords"]
+
+    def upload(self, user: str, password: str) -> int:
+        data = {":action": "file_upload", "content": (io.BytesIO(b"x"), f"pkg-1.{next(_names)}.tar.gz")}
+        return self.http.post("/", data=data, headers=basic(user, password)).status_code
+
+    def ready(self) -> dict:
+        return json.loads(self.http.get("/ready").get_data())
+
+
+def test_the_users_come_from_the_object_through_a_private_local_copy(bucket: BucketProbe, tmp_path: Path) -> None:
+    bucket.put_key(KEY, htpasswd(alice="s3cret"))
+    server = Server(bucket, tmp_path / "packages")
+    assert server.upload("alice", "s3cret") == 200
+    assert server.upload("alice", "wrong") == 403 and server.upload("mallory", "s3cret") == 403
+    copy = tmp_path / "packages" / ".gcs_sync" / "htpasswd"
+    assert copy.read_bytes() == bucket.get_key(KEY) and copy.stat().st_mode & 0o777 == 0o600
+    assert server.ready()["last_error"] is None
+
+
+def test_a_user_change_costs_bucket_calls_per_change_not_per_request(
+    bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "alice", "--password-stdin", stdin="s3cret\n") == 0
+    server = Server(bucket, tmp_path / "packages", SYNC_INTERVAL=0)  # every request checks the marker
+    calls = server.passwords.driver.calls
+    assert dict(calls) == {"stat": 1, "download": 1}  # at start
+    server.http.get("/simple/")  # the first sync lists the bucket: one more stat, same version
+    assert dict(calls) == {"stat": 2, "download": 1}
+    calls.clear()
+    for _ in range(20):
+        assert server.http.get("/simple/").status_code == 200
+    assert dict(calls) == {}  # the marker did not move: nothing read for the users
+
+    assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "bob", "--password-stdin", stdin="bob's\n") == 0
+    assert server.http.get("/simple/").status_code == 200  # the marker moved: one listing
+    assert dict(calls) == {"stat": 1, "download": 1}
+    assert server.upload("bob", "bob's") == 200  # a change too: the next check lists, one stat
+    for _ in range(20):
+        server.http.get("/simple/")
+    assert dict(calls) == {"stat": 2, "download": 1}  # the same version: not downloaded again
+
+
+def test_a_missing_or_unusable_object_stops_the_start_naming_it(bucket: BucketProbe, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"PASSWORD_FILE: no such object: {bucket.url(KEY)}"):
+        Server(bucket, tmp_path / "packages")
+    bucket.put_key(KEY, DAMAGED)
+    with pytest.raises(ConfigError) as caught:
+        Server(bucket, tmp_path / "packages")
+    message = str(caught.value)
+    assert f"htpasswd file {bucket.url(KEY)}: the entry of user 'alice' is not a usable hash" in message
+    assert "garbage" not in message  # a hash is a secret, even a damaged one
+    bucket.put_key(KEY, b"")
+    with pytest.raises(ConfigError, match="has no users"):
+        Server(bucket, tmp_path / "packages")
+
+
+def test_a_bad_new_version_keeps_the_users_and_is_reported_until_fixed(
+    bucket: BucketProbe, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket.put_key(KEY, htpasswd(alice="s3cret"))
+    server = Server(bucket, tmp_path / "packages", SYNC_INTERVAL=0)
+    good_copy = (tmp_path / "packages" / ".gcs_sync" / "htpasswd").read_bytes()
+    bucket.put_key(KEY, DAMAGED)
+    move_marker(bucket)
+    with caplog.at_level(logging.INFO, logger="gcs_sync"):
+        report = server.ready()
+        assert report["status"] == "degraded" and bucket.url(KEY) in report["last_error"]["error"]
+        assert "not a usable hash" in report["last_error"]["error"]
+        assert server.upload("alice", "s3cret") == 200  # the last good users stay
+        downloads = server.passwords.driver.calls["download"]
+        for _ in range(3):
+            server.ready()
+        assert server.passwords.driver.calls["download"] == downloads  # a refused version is read once
+    assert (tmp_path / "packages" / ".gcs_sync" / "htpasswd").read_bytes() == good_copy
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and bucket.url(KEY) in errors[0]  # once per problem, not per check
+    assert "garbage" not in caplog.text
+
+    bucket.put_key(KEY, htpasswd(alice="s3cret", bob="bob's"))  # fixed, by another tool: no marker
+    report = server.ready()  # a refused version is looked for at every check until fixed
+    assert report["status"] == "ok" and report["last_error"] is None
+    assert server.upload("bob", "bob's") == 200
+
+
+def test_a_restarted_worker_keeps_the_last_good_users_while_the_object_is_bad(
+    bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """gunicorn halts the whole server when a worker fails to boot: a worker restarted
+    while the object is bad must start on the copy its siblings serve."""
+    bucket.put_key(KEY, htpasswd(alice="s3cret"))
+    Server(bucket, tmp_path / "packages")
+    bucket.put_key(KEY, DAMAGED)
+    restarted = Server(bucket, tmp_path / "packages")
+    assert restarted.upload("alice", "s3cret") == 200
+    assert bucket.url(KEY) in restarted.ready()["last_error"]["error"]
+    with pytest.raises(ConfigError, match="not a usable hash"):  # a new instance has no good copy
+        Server(bucket, tmp_path / "elsewhere")
+
+
+@pytest.fixture
+def proxy(bucket: BucketProbe, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A proxy in front of this bucket's server; apps made after this fixture go through it."""
+    server = request.getfixturevalue("gcs_emulator" if bucket.backend == "gcs" else "s3_server")
+    host, port = server.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as fault_proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST" if bucket.backend == "gcs" else "AWS_ENDPOINT_URL",
+                           fault_proxy.url)
+        yield fault_proxy
+
+
+def test_a_bucket_down_at_start_lets_it_start_and_the_users_arrive_when_it_answers(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket.put_key(KEY, htpasswd(alice="s3cret"))
+    proxy.add_rule(None, ".*", Respond(503, b"unavailable"))
+    with caplog.at_level(logging.ERROR, logger="gcs_sync"):  # an outage is no configuration error
+        server = Server(bucket, tmp_path / "packages", STORAGE_TIMEOUT=1, SYNC_INTERVAL=0.5)
+    assert f"cannot read {bucket.url(KEY)}" in caplog.text and "nobody can log in until" in caplog.text
+    assert server.upload("alice", "s3cret") == 403  # nobody can log in yet; no 500
+    assert server.ready()["status"] == "starting"
+    proxy.clear_rules()
+    time.sleep(1)  # past the back-off after the failed check
+    assert server.ready()["status"] == "ok"
+    assert server.upload("alice", "s3cret") == 200
+
+
+# -- under gunicorn ------------------------------------------------------------------
+
+POLLS, PAUSE = 80, 0.25  # at most 20 s of polling: several SYNC_INTERVALs
+
+
+def eventually(check: Callable[[], bool]) -> bool:
+    for _ in range(POLLS):
+        if check():
+            return True
+        time.sleep(PAUSE)
+    return False
+
+
+def upload_status(instance: Instance, user: str, password: str) -> int:
+    # Uploads skip the freshness check (see plugin.py): a read makes the instance look.
+    instance.get("/ready")
+    return upload_form(instance.url, f"pkg-1.{next(_names)}.tar.gz", b"x", user=user, password=password)[0]
+
+
+@pytest.fixture
+def started(bucket: BucketProbe, tmp_path: Path) -> Iterator[Callable[..., Instance]]:
+    instances: list[Instance] = []
+
+    def start(**overrides: str) -> Instance:
+        env = {**bucket.env(), "PASSWORD_FILE": bucket.url(KEY), "SYNC_INTERVAL": "1", **overrides}
+        instances.append(start_instance(env, tmp_path / f"served-{len(instances)}", tmp_path))
+        return instances[-1]
+
+    yield start
+    for instance in instances:
+        instance.stop()
+
+
+def test_users_added_and_removed_with_the_cli_reach_running_workers(
+    bucket: BucketProbe, started: Callable[..., Instance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "alice", "--password-stdin", stdin="s3cret\n") == 0
+    instance = started()
+    assert upload_status(instance, "bob", "bob's secret") == 403
+    assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "bob", "--password-stdin", stdin="bob's secret\n") == 0
+    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 200), instance.log()
+    assert cli(bucket, tmp_path / "cli", monkeypatch, "remove", "bob") == 0
+    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 403), instance.log()
+    assert upload_status(instance, "alice", "s3cret") == 200
+    assert instance.process.poll() is None  # no restart
+    log = instance.log()
+    assert "s3cret" not in log and "bob's secret" not in log
+    assert not any(line.split(b":", 1)[1].strip() in log.encode() for line in bucket.get_key(KEY).splitlines())
+
+
+def test_a_bad_object_stops_the_start_naming_it(bucket: BucketProbe, started: Callable[..., Instance]) -> None:
+    bucket.put_key(KEY, DAMAGED)
+    with pytest.raises(RuntimeError) as caught:
+        started()
+    assert f"gcs_sync configuration error: PASSWORD_FILE: htpasswd file {bucket.url(KEY)}" in str(caught.value)
+    assert "garbage" not in str(caught.value)
+
+
+def test_a_bad_new_version_keeps_the_users_and_shows_in_ready(
+    bucket: BucketProbe, started: Callable[..., Instance]
+) -> None:
+    bucket.put_key(KEY, htpasswd(alice="s3cret"))
+    instance = started()
+    assert upload_status(instance, "alice", "s3cret") == 200
+    bucket.put_key(KEY, DAMAGED)
+    move_marker(bucket)
+
+    def reported() -> bool:
+        status, body = instance.get("/ready")
+        error = json.loads(body)["last_error"]
+        return status == 200 and error is not None and bucket.url(KEY) in error["error"]
+
+    assert eventually(reported), instance.log()
+    assert upload_status(instance, "alice", "s3cret") == 200
+    assert f"PASSWORD_FILE: htpasswd file {bucket.url(KEY)}" in instance.log()
+    assert "garbage" not in instance.log()
+
+
+def test_a_user_written_by_another_tool_works_after_the_full_listing(
+    bucket: BucketProbe, started: Callable[..., Instance]
+) -> None:
+    bucket.put_key(KEY, htpasswd(alice="s3cret"))
+    instance = started(FULL_SYNC_INTERVAL="2")
+    assert upload_status(instance, "carol", "carol's") == 403
+    bucket.put_key(KEY, htpasswd(alice="s3cret", carol="carol's"))  # gsutil cp: the marker stays
+    assert eventually(lambda: upload_status(instance, "carol", "carol's") == 200), instance.log()
