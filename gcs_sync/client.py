@@ -15,6 +15,7 @@ in the bucket by other tools), is the bucket listed.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import threading
@@ -97,6 +98,8 @@ class StorageClient:
         self._created = time.monotonic()
         # Seconds from start to this process's first view known to be current.
         self.ready_after: Optional[float] = None
+        self._warm_up: Optional[threading.Thread] = None
+        self._warm_up_lock = threading.Lock()
 
     # -- pulling ---------------------------------------------------------------------
 
@@ -131,6 +134,8 @@ class StorageClient:
         attempt to reach the bucket failed (reads go on from the local copy), else "ok"."""
         last_listing = self.state.last_listing()
         failure = self.state.last_failure()
+        if failure is not None and isinstance(failure.get("at"), (int, float)):
+            failure = {**failure, "at": _rfc3339(failure["at"])}
         age = self.state.pulled_age()
         if last_listing is None:
             status = "starting"
@@ -141,7 +146,8 @@ class StorageClient:
         return {
             "status": status,
             "backend": self.driver.url,
-            "last_sync": None if age is None else round(time.time() - age, 3),
+            # When the folder was last known to match the bucket, and how long ago.
+            "last_sync": None if age is None else _rfc3339(time.time() - age),
             "lag_seconds": None if age is None else round(age, 3),
             "last_error": failure,
         }
@@ -149,15 +155,32 @@ class StorageClient:
     def start_warm_up(self, then: Callable[[], None] = lambda: None) -> threading.Thread:
         """Bring the folder up to date in the background, then call ``then`` (build the
         worker's index), so that a new instance is ready before (or soon after) its first
-        request; requests meanwhile serve what is there."""
+        request; requests meanwhile serve what is there. A call while one is under way
+        returns that one (a failed check is retried only after SYNC_INTERVAL anyway)."""
 
         def warm_up() -> None:
             self.ensure_fresh()
             then()
 
-        thread = threading.Thread(target=warm_up, name="gcs-sync-warm-up", daemon=True)
-        thread.start()
-        return thread
+        with self._warm_up_lock:
+            if self._warm_up is None or not self._warm_up.is_alive():
+                self._warm_up = threading.Thread(target=warm_up, name="gcs-sync-warm-up", daemon=True)
+                self._warm_up.start()
+            return self._warm_up
+
+    def wait_until_started(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for this instance's first sync (this worker's
+        warm-up, or a sibling's if that one holds the lock); True once it is done."""
+        deadline = time.monotonic() + timeout
+        warm_up = self._warm_up
+        if warm_up is not None:
+            warm_up.join(timeout)
+        while self.state.last_listing() is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.2, remaining))  # a sibling's cold start: its state file tells
+        return True
 
     def sync(self, progress: Optional[SyncProgress] = None) -> SyncReport:
         """List the bucket and sync now, whatever the interval; storage errors propagate."""
@@ -420,3 +443,7 @@ class StorageClient:
         except OSError as exc:
             log.error("%s gone from the bucket but could not be removed from %s (%s); the next sync retries",
                       names, self.folder.path, exc)
+
+
+def _rfc3339(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="milliseconds")
