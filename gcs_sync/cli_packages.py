@@ -137,10 +137,15 @@ def _bytes(size: float) -> str:
     return f"{size / 1024:.1f} GiB"
 
 
-def _when(epoch: object) -> str:
+def _when(epoch: object, timespec: str = "seconds") -> Optional[str]:
+    """An epoch time as RFC 3339 in UTC, as /ready reports times; None if there is none."""
     if not isinstance(epoch, (int, float)):
-        return "unknown"
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="seconds")
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec=timespec)
+
+
+def _with_time(record: Optional[dict[str, object]], key: str) -> Optional[dict[str, object]]:
+    return None if record is None else {**record, key: _when(record.get(key), "milliseconds")}
 
 
 def _section(title: str, lines: Sequence[str]) -> Iterator[str]:
@@ -175,10 +180,11 @@ def _status_json(c: bulk.Comparison) -> dict[str, object]:
         "only_here": c.only_here,
         "different": [{"name": d.name, "reason": d.reason} for d in c.different],
         "skipped_bucket_objects": c.bucket.skipped,
-        "last_sync": None if c.last_sync is None else round(c.last_sync, 3),
+        # The same fields, and time format, as the server's /ready.
+        "last_sync": _when(c.last_sync, "milliseconds"),
         "lag_seconds": None if c.lag_seconds is None else round(c.lag_seconds, 3),
-        "last_listing": c.last_listing,
-        "last_error": c.last_error,
+        "last_listing": _with_time(c.last_listing, "listed_at"),
+        "last_error": _with_time(c.last_error, "at"),
     }
 
 
@@ -191,7 +197,7 @@ def _status_text(c: bulk.Comparison) -> Iterator[str]:
     else:
         yield f"last sync: {_when(c.last_sync)} (current as of {c.lag_seconds:.1f} s ago)"
     if c.last_error is not None:
-        yield f"last error: {c.last_error.get('error')} (at {_when(c.last_error.get('at'))})"
+        yield f"last error: {c.last_error.get('error')} (at {_when(c.last_error.get('at')) or 'an unknown time'})"
     yield from _section("only in the bucket (a pull downloads them)",
                         [f"{o.name} ({_bytes(o.size)})" for o in c.only_in_bucket])
     yield from _section("removed from the bucket since the last sync (a pull removes them here)",

@@ -5,6 +5,7 @@ same code path, faster); each command also runs once as a real ``python -m gcs_s
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import signal
@@ -104,7 +105,8 @@ def test_status_reports_each_kind_of_difference_and_changes_nothing(
     assert agreed.code == 0, agreed.out + agreed.err
     report = agreed.json()
     assert report["in_sync"] is True and report["same"] == 3 and report["last_error"] is None
-    assert report["lag_seconds"] >= 0 and report["last_sync"] is not None
+    assert report["lag_seconds"] >= 0
+    assert datetime.datetime.fromisoformat(report["last_sync"]).tzinfo is not None  # as /ready reports it
 
     bucket.put("new-1.0.tar.gz", b"added in the bucket")
     bucket.put("change-1.0.tar.gz", b"after, and longer")
@@ -122,6 +124,7 @@ def test_status_reports_each_kind_of_difference_and_changes_nothing(
     assert report["only_here"] == ["mine-1.0.tar.gz"]
     assert [d["name"] for d in report["different"]] == ["change-1.0.tar.gz"]
     assert "boom" in report["last_error"]["error"]
+    assert datetime.datetime.fromisoformat(report["last_error"]["at"]).tzinfo is not None
 
     text = run_cli(env, "status")
     assert text.code == 1
