@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import filelock
 
@@ -30,7 +30,7 @@ from .errors import ObjectExists, StorageError, StoragePermissionDenied, Storage
 from .events import ContentChangeEvent, LocalAdded, LocalDeleted
 from .folder import PackageFolder, StagedFile
 from .names import is_package_filename
-from .plan import plan_sync
+from .plan import SyncPlan, plan_sync
 from .state import StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,15 @@ class SyncReport:
         return f"{changes}{failed} in {self.seconds:.3f}s, {self.bucket_calls} bucket calls"
 
 
+class SyncProgress(Protocol):
+    """Watches one sync from outside (the command line's progress bar): its plan, then
+    each event as it finishes, in the syncing thread."""
+
+    def planned(self, plan: SyncPlan) -> None: ...
+
+    def finished(self, event: ContentChangeEvent, error: Optional[StorageError]) -> None: ...
+
+
 class StorageClient:
     def __init__(
         self,
@@ -69,6 +78,7 @@ class StorageClient:
         push_local_changes: bool = False,
         concurrency: int = 8,
         after_check: Optional[Callable[[bool], None]] = None,
+        create_marker: bool = True,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -85,7 +95,8 @@ class StorageClient:
         self._failed_at: Optional[float] = None
         self._reported_odd_names: set[str] = set()
         self._reported_local_only: set[str] = set()
-        self._marker_write_refused = False
+        # False: a sync never writes to the bucket, not even a missing change marker.
+        self._marker_write_refused = not create_marker
         self._stopping = threading.Event()
         # The synced state as last read, kept current by reading only what changed.
         self._known_state = TrackedState(self.state)
@@ -176,11 +187,11 @@ class StorageClient:
             time.sleep(min(0.2, remaining))  # a sibling's cold start: its state file tells
         return True
 
-    def sync(self) -> SyncReport:
+    def sync(self, progress: Optional[SyncProgress] = None) -> SyncReport:
         """List the bucket and sync now, whatever the interval; storage errors propagate."""
         with self._lock:
             checked_at = time.time()
-            return self._sync_locked(self.driver.marker_version(), checked_at)
+            return self._sync_locked(self.driver.marker_version(), checked_at, progress)
 
     def _is_fresh(self) -> bool:
         age = self.state.pulled_age()
@@ -215,7 +226,9 @@ class StorageClient:
             return False
         return recorded.keys() <= set(os.listdir(self.folder.path))
 
-    def _sync_locked(self, marker: Optional[str], checked_at: float) -> SyncReport:
+    def _sync_locked(
+        self, marker: Optional[str], checked_at: float, progress: Optional[SyncProgress] = None
+    ) -> SyncReport:
         started = time.monotonic()
         calls_before = sum(self.driver.calls.values())
         report = SyncReport()
@@ -233,8 +246,12 @@ class StorageClient:
             for name in synced.keys() - plan.base_state.keys():  # gone from both sides
                 self.state.record(name, None)
         self._report_local_only(plan.local_only)
+        if progress is not None:
+            progress.planned(plan)
         state = dict(plan.base_state)
         for event, entry, error in self._apply(plan.events):
+            if progress is not None:
+                progress.finished(event, error)
             if error is not None:
                 report.failed.append((event, error))
                 if not self._stopping.is_set():

@@ -42,6 +42,10 @@ class BucketProbe:
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        """The object's ``sha256`` metadata (None if it has none; a folder keeps none)."""
+        raise NotImplementedError
+
     def names(self) -> set[str]:
         """Every object under the prefix except the change marker."""
         return self.all_names() - {MARKER}
@@ -89,6 +93,9 @@ class LocalProbe(BucketProbe):
 
     def url(self, key: str) -> str:
         return str(self.root / key)  # the local backend takes a plain path
+
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        return None
 
     def all_names(self) -> set[str]:
         folder = self.root / PREFIX
@@ -144,6 +151,10 @@ class GCSProbe(BucketProbe):
     def url(self, key: str) -> str:
         return f"gs://{self.name}/{key}"
 
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        blob = self.bucket.get_blob(f"{PREFIX}/{name}")
+        return None if blob is None else (blob.metadata or {}).get("sha256")
+
     def all_names(self) -> set[str]:
         return {b.name[len(PREFIX) + 1:] for b in self.client.list_blobs(self.name, prefix=f"{PREFIX}/")}
 
@@ -192,6 +203,9 @@ class S3Probe(BucketProbe):
 
     def url(self, key: str) -> str:
         return f"s3://{self.name}/{key}"
+
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        return self.client.head_object(Bucket=self.name, Key=f"{PREFIX}/{name}")["Metadata"].get("sha256")
 
     def all_names(self) -> set[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=f"{PREFIX}/")
