@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 # JSON: "starting" (503) until the first sync has listed the bucket; then "ok", or
 # "degraded" with the reason while the bucket cannot be reached (reads go on locally).
 READINESS_ENDPOINT = "/ready"
+# App Engine's warmup request (app.yaml: inbound_services: warmup) waits for the first
+# sync, so the instance gets traffic only once it serves the whole index. At most this
+# long: well inside gunicorn's 30 s worker timeout; a longer cold start answers 503 and
+# App Engine sends traffic anyway (requests then serve what is already in place).
+WARMUP_ENDPOINT = "/_ah/warmup"
+WARMUP_WAIT_SECONDS = 20.0
 
 
 def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> Bottle:
@@ -75,18 +81,35 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         BucketSyncPlugin(
             client,
             overwrite=settings.overwrite,
-            unsynced_routes=(settings.health_endpoint, "/favicon.ico"),
+            # Readiness and warmup run their own checks; health and the favicon none.
+            unsynced_routes=(settings.health_endpoint, "/favicon.ico", READINESS_ENDPOINT, WARMUP_ENDPOINT),
         )
     )
 
-    @app.route(READINESS_ENDPOINT)
-    def readiness() -> str:
-        # The plugin has just run this worker's freshness check, as for any route.
+    def readiness_report() -> str:
         index.refresh()
         report = {**client.status(), "files": len(index)}
         response.content_type = "application/json"
         response.status = 503 if report["status"] == "starting" else 200
         return json.dumps(report)
+
+    @app.route(READINESS_ENDPOINT)
+    def readiness() -> str:
+        # Never blocks on a cold start: until the first sync it starts one in the background
+        # (if the gunicorn hook has not) and answers 503 at once. After that it runs the
+        # usual freshness check, so a probe also keeps an idle instance current and notices
+        # an outage ("degraded").
+        if client.status()["status"] == "starting":
+            start_warm_up(app)
+        else:
+            client.ensure_fresh()
+        return readiness_report()
+
+    @app.route(WARMUP_ENDPOINT)
+    def warmup() -> str:
+        start_warm_up(app)
+        client.wait_until_started(WARMUP_WAIT_SECONDS)
+        return readiness_report()
 
     # Bottle's __call__ hands each request to app.wsgi: wrapped there, every request is
     # logged with its final answer, and the app stays the Bottle (its config, for hooks).

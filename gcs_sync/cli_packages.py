@@ -1,9 +1,400 @@
-"""Commands that move and compare packages: status, pull, push, verify."""
+"""Commands that move and compare packages: status, pull, push, verify.
+
+None of them deletes anything in the bucket. ``pull`` is the server's own sync
+(``StorageClient.sync``, under the folder's lock, so a server running on the same folder
+stays consistent) with pushing turned off; ``status``, ``push`` and ``verify`` are in
+``bulk.py``. Progress bars (tqdm) go to stderr, and only when stderr is a terminal,
+unless ``--progress`` or ``--no-progress`` says otherwise; results go to stdout.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator, Mapping, Optional, Sequence
+
+import filelock
+from tqdm import tqdm
+
+from . import bulk
+from .cli import EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_OK, store_settings
+from .client import StorageClient
+from .config import Settings
+from .drivers import FileStoreDriver, make_driver
+from .errors import StorageError
+from .events import ContentChangeEvent, RemoteDeleted
+from .folder import PackageFolder
+from .plan import SyncPlan
+
+# How long pull waits for the folder's lock, which a running server holds during its
+# syncs (a cold start of a large repository can take minutes).
+DEFAULT_LOCK_WAIT = 120.0
 
 
 def add_commands(commands: "argparse._SubParsersAction", parent: argparse.ArgumentParser) -> None:
-    """To be filled in: status, pull, push, verify."""
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="show a progress bar on stderr (default: only when stderr is a terminal)",
+    )
+
+    status = commands.add_parser(
+        "status", parents=[parent], help="what differs between the local folder and the bucket",
+        description="Compare the local package folder (LOCAL_PACKAGE_DIRECTORY) with the bucket: files "
+        "only in the bucket (a pull downloads them), only here (removed from the bucket, or never "
+        "in it: push uploads those), and in both with other content; plus when the folder was last "
+        "found current and the last error its server recorded. Files are compared by the versions "
+        "recorded at the last sync, else by sha256 or size (verify compares every byte). Changes "
+        "nothing. Exit 0 if they agree, 1 if something differs.",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    status.set_defaults(run=run_status)
+
+    pull = commands.add_parser(
+        "pull", parents=[parent, progress], help="bring the local folder to the bucket's content",
+        description="Download what the local package folder (LOCAL_PACKAGE_DIRECTORY) lacks or has in "
+        "another version, and remove the files the bucket no longer has, SYNC_CONCURRENCY at a time: "
+        "the server's own sync, under the folder's lock, so a server on the same folder stays "
+        "consistent. Files only here are left alone. Never writes to the bucket. Exit 0 if every "
+        "change was applied, 1 if some failed (named).",
+    )
+    pull.add_argument(
+        "--wait", type=float, default=DEFAULT_LOCK_WAIT, metavar="SECONDS",
+        help=f"how long to wait for the folder's lock while a running server syncs (default {DEFAULT_LOCK_WAIT:g})",
+    )
+    pull.set_defaults(run=run_pull)
+
+    push = commands.add_parser(
+        "push", parents=[parent, progress], help="upload a folder's packages the bucket lacks",
+        description="Upload every package file of FOLDER (any folder, for example a stock pypiserver "
+        "one; default LOCAL_PACKAGE_DIRECTORY) that the bucket lacks, create-only, with its sha256, "
+        "SYNC_CONCURRENCY at a time; then rewrite the change marker, so running instances list the "
+        "bucket at their next check. A name the bucket has with the same content counts as done; "
+        "with other content it is a conflict, reported and left alone unless --overwrite. Other "
+        "files and sub-folders are skipped and listed. Never deletes. Exit 0 if every package file "
+        "is in the bucket, 1 after a conflict or a failure.",
+    )
+    push.add_argument("folder", nargs="?", metavar="FOLDER", type=Path,
+                      help="the folder to upload (default: LOCAL_PACKAGE_DIRECTORY)")
+    push.add_argument("--overwrite", action="store_true",
+                      help="replace bucket objects whose content differs (the OVERWRITE variable does not apply)")
+    push.add_argument("--dry-run", action="store_true", help="only say what would be uploaded; write nothing")
+    push.set_defaults(run=run_push)
+
+    verify = commands.add_parser(
+        "verify", parents=[parent, progress], help="check every local file's sha256 against the bucket",
+        description="Hash every package file of FOLDER (default LOCAL_PACKAGE_DIRECTORY) and compare it "
+        "with the bucket object's sha256 metadata; where the bucket's listing has none (objects put "
+        "there by other tools; S3 and local listings carry no metadata) the object is downloaded "
+        "to a temporary folder and hashed. Reports mismatches, files missing from the bucket and "
+        "bucket objects missing here. Changes nothing. Exit 0 only if everything matches.",
+    )
+    verify.add_argument("folder", nargs="?", metavar="FOLDER", type=Path,
+                        help="the folder to check (default: LOCAL_PACKAGE_DIRECTORY)")
+    verify.set_defaults(run=run_verify)
+
+
+# -- shared helpers ---------------------------------------------------------------------
+
+
+def _bucket(settings: Settings, *, may_create: bool = False) -> FileStoreDriver:
+    """The settings' driver, after one cheap request that fails (exit 4) if the bucket is
+    missing or may not be listed. Only push may create the dev default bucket folder."""
+    if not may_create:
+        settings = dataclasses.replace(settings, create_bucket_folder=False)
+    driver = make_driver(settings)
+    driver.check_bucket()
+    return driver
+
+
+def _target(args: argparse.Namespace, settings: Settings) -> tuple[Path, str]:
+    """The folder a command works on and the name to blame if it does not exist."""
+    if getattr(args, "folder", None) is not None:
+        return args.folder, "FOLDER"
+    return settings.local_package_directory, "LOCAL_PACKAGE_DIRECTORY"
+
+
+def _progress_bar(args: argparse.Namespace, total: int, description: str) -> tqdm:
+    shown = args.progress if args.progress is not None else sys.stderr.isatty()
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, disable=not shown, leave=False)
+
+
+def _bytes(size: float) -> str:
+    if size < 1024:
+        return f"{int(size)} bytes"
+    for unit in ("KiB", "MiB"):
+        size /= 1024
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.1f} GiB"
+
+
+def _when(epoch: object, timespec: str = "seconds") -> Optional[str]:
+    """An epoch time as RFC 3339 in UTC, as /ready reports times; None if there is none."""
+    if not isinstance(epoch, (int, float)):
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec=timespec)
+
+
+def _with_time(record: Optional[dict[str, object]], key: str) -> Optional[dict[str, object]]:
+    return None if record is None else {**record, key: _when(record.get(key), "milliseconds")}
+
+
+def _section(title: str, lines: Sequence[str]) -> Iterator[str]:
+    if lines:
+        yield f"{title}: {len(lines)}"
+        yield from (f"  {line}" for line in lines)
+
+
+# -- status -----------------------------------------------------------------------------
+
+
+def run_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = store_settings(args, environ)
+    driver = _bucket(settings)
+    comparison = bulk.compare(driver, settings.local_package_directory, "LOCAL_PACKAGE_DIRECTORY")
+    if args.json:
+        print(json.dumps(_status_json(comparison), indent=2))
+    else:
+        print("\n".join(_status_text(comparison)))
+    return EXIT_OK if comparison.in_sync else EXIT_DIFFERENT
+
+
+def _status_json(c: bulk.Comparison) -> dict[str, object]:
+    return {
+        "in_sync": c.in_sync,
+        "folder": str(c.folder.folder),
+        "folder_exists": c.folder.exists,
+        "bucket": c.bucket_url,
+        "same": len(c.same),
+        "only_in_bucket": [{"name": o.name, "size": o.size} for o in c.only_in_bucket],
+        "removed_from_bucket": c.removed_from_bucket,
+        "only_here": c.only_here,
+        "different": [{"name": d.name, "reason": d.reason} for d in c.different],
+        "skipped_bucket_objects": c.bucket.skipped,
+        # The same fields, and time format, as the server's /ready.
+        "last_sync": _when(c.last_sync, "milliseconds"),
+        "lag_seconds": None if c.lag_seconds is None else round(c.lag_seconds, 3),
+        "last_listing": _with_time(c.last_listing, "listed_at"),
+        "last_error": _with_time(c.last_error, "at"),
+    }
+
+
+def _status_text(c: bulk.Comparison) -> Iterator[str]:
+    exists = "" if c.folder.exists else " (does not exist yet)"
+    yield f"folder: {c.folder.folder}{exists}, {len(c.folder.files)} package files"
+    yield f"bucket: {c.bucket_url}, {len(c.bucket.objects)} package files"
+    if c.last_sync is None:
+        yield "last sync: never (no sync has recorded this folder as current)"
+    else:
+        yield f"last sync: {_when(c.last_sync)} (current as of {c.lag_seconds:.1f} s ago)"
+    if c.last_error is not None:
+        yield f"last error: {c.last_error.get('error')} (at {_when(c.last_error.get('at')) or 'an unknown time'})"
+    yield from _section("only in the bucket (a pull downloads them)",
+                        [f"{o.name} ({_bytes(o.size)})" for o in c.only_in_bucket])
+    yield from _section("removed from the bucket since the last sync (a pull removes them here)",
+                        c.removed_from_bucket)
+    yield from _section("only here, never in the bucket (a pull leaves them; push uploads them)", c.only_here)
+    yield from _section("different (a pull replaces them with the bucket's)",
+                        [f"{d.name}: {d.reason}" for d in c.different])
+    yield from _section("bucket objects that are not package filenames (never synced)", c.bucket.skipped)
+    differing = len(c.only_in_bucket) + len(c.removed_from_bucket) + len(c.only_here) + len(c.different)
+    if differing:
+        yield f"differences: {differing} files; {len(c.same)} agree"
+    else:
+        yield f"in sync: all {len(c.same)} files agree"
+
+
+# -- pull -------------------------------------------------------------------------------
+
+
+class _PullProgress:
+    """The progress bar of one sync, in bytes downloaded."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+        self._bar: Optional[tqdm] = None
+        self.local_only: list[str] = []
+
+    def planned(self, plan: SyncPlan) -> None:
+        self.local_only = list(plan.local_only)
+        self._bar = _progress_bar(self._args, sum(_download_size(e) for e in plan.events), "pull")
+
+    def finished(self, event: ContentChangeEvent, error: Optional[StorageError]) -> None:
+        if self._bar is not None:
+            self._bar.update(_download_size(event))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _download_size(event: ContentChangeEvent) -> int:
+    remote = getattr(event, "remote", None)  # RemoteAdded and RemoteChanged download it
+    return 0 if remote is None else remote.size
+
+
+def run_pull(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = store_settings(args, environ)
+    driver = _bucket(settings)
+    client = StorageClient(
+        driver,
+        PackageFolder(settings.local_package_directory),
+        sync_interval=settings.sync_interval,
+        full_sync_interval=settings.full_sync_interval,
+        lock_timeout=args.wait,
+        concurrency=settings.sync_concurrency,
+        # A pull never writes to the bucket: no uploads or deletes, not even the marker.
+        push_local_changes=False,
+        create_marker=False,
+    )
+    progress = _PullProgress(args)
+    interrupted = threading.Event()
+    try:
+        with _stop_on_interrupt(client, interrupted):
+            report = client.sync(progress)
+    except filelock.Timeout:
+        print(f"error: the folder's lock {client.folder.control / 'lock'} was held by another process "
+              f"(a running server's sync?) for {args.wait:g} s; try again, or give more --wait",
+              file=sys.stderr)
+        return EXIT_DIFFERENT
+    finally:
+        progress.close()
+    client.state.clear_failure()  # as after a server's own successful check
+    pulled = [e for e in report.applied if not isinstance(e, RemoteDeleted)]
+    removed = [e for e in report.applied if isinstance(e, RemoteDeleted)]
+    print(f"pulled {len(pulled)} files ({_bytes(sum(map(_download_size, pulled)))}), removed {len(removed)}, "
+          f"{len(report.failed)} failed, in {report.seconds:.1f} s: {client.folder.path} from {driver.url}")
+    for event, error in sorted(report.failed, key=lambda f: f[0].name):
+        if not interrupted.is_set():
+            print(f"  failed: {event.name}: {error}")
+    if progress.local_only:
+        print(f"left alone: {len(progress.local_only)} files here are not in the bucket (push uploads them): "
+              + ", ".join(progress.local_only))
+    if report.skipped_names:
+        print(f"skipped {len(report.skipped_names)} bucket objects that are not package filenames: "
+              + ", ".join(sorted(report.skipped_names)))
+    if interrupted.is_set():
+        print(f"interrupted: {len(report.failed)} changes left for the next pull", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_DIFFERENT if report.failed else EXIT_OK
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(client: StorageClient, interrupted: threading.Event) -> Iterator[None]:
+    """During the sync, the first Ctrl-C lets the transfers in flight finish, skips the
+    rest and records what was done (as a stopping worker does); a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():  # only there can a handler be set
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def stop(signum: int, frame: object) -> None:
+        interrupted.set()
+        client.stop()
+        signal.signal(signal.SIGINT, previous)
+        print("\nstopping after the transfers in flight (Ctrl-C again to abort)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# -- push -------------------------------------------------------------------------------
+
+
+def run_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = store_settings(args, environ)
+    scan = bulk.scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
+    driver = _bucket(settings, may_create=not args.dry_run)
+    bar: Optional[tqdm] = None
+
+    def start(total: int) -> None:
+        nonlocal bar
+        bar = _progress_bar(args, total, "push (dry run)" if args.dry_run else "push")
+
+    try:
+        report = bulk.push(driver, scan, concurrency=settings.sync_concurrency,
+                           overwrite=args.overwrite, dry_run=args.dry_run,
+                           advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
+    finally:
+        if bar is not None:
+            bar.close()
+    print("\n".join(_push_text(report, driver.url)))
+    return EXIT_OK if report.complete else EXIT_DIFFERENT
+
+
+def _push_text(report: bulk.PushReport, url: str) -> Iterator[str]:
+    would = "would be " if report.dry_run else ""
+    uploaded, overwritten = report.named(bulk.UPLOADED), report.named(bulk.OVERWRITTEN)
+    conflicts, failed = report.named(bulk.CONFLICT), report.named(bulk.FAILED)
+    head = "dry run, nothing written: " if report.dry_run else ""
+    moved = sum(o.size for o in uploaded + overwritten)
+    yield (f"{head}{report.folder.folder} -> {url}: {len(uploaded)} {would}uploaded, {len(overwritten)} "
+           f"{would}overwritten ({_bytes(moved)}), {len(report.named(bulk.PRESENT))} already there, "
+           f"{len(conflicts)} conflicts, {len(failed)} failed, {len(report.folder.skipped)} skipped")
+    yield from _section(f"{would}uploaded", [o.name for o in uploaded])
+    yield from _section(f"{would}overwritten (--overwrite)", [o.name for o in overwritten])
+    yield from _section("conflicts, left alone (--overwrite replaces them)",
+                        [f"{o.name}: {o.detail}" for o in conflicts])
+    yield from _section("failed", [f"{o.name}: {o.detail}" for o in failed])
+    yield from _section("skipped, not package files", [f"{name}: {why}" for name, why in report.folder.skipped])
+    if report.hashed_by_download:
+        yield (f"compared by downloading: {len(report.hashed_by_download)} bucket objects had no sha256 in the "
+               "listing")
+    if report.marker_error is not None:
+        yield (f"warning: could not rewrite the change marker ({report.marker_error}); running instances "
+               "see the new files at their next full listing (FULL_SYNC_INTERVAL)")
+    elif (uploaded or overwritten) and not report.dry_run:
+        yield "change marker rewritten: running instances list the bucket at their next check"
+
+
+# -- verify -----------------------------------------------------------------------------
+
+
+def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = store_settings(args, environ)
+    scan = bulk.scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
+    driver = _bucket(settings)
+    bar: Optional[tqdm] = None
+
+    def start(total: int) -> None:
+        nonlocal bar
+        bar = _progress_bar(args, total, "verify")
+
+    try:
+        report = bulk.verify(driver, scan, concurrency=settings.sync_concurrency,
+                             advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
+    finally:
+        if bar is not None:
+            bar.close()
+    print("\n".join(_verify_text(report)))
+    return EXIT_OK if report.all_match else EXIT_DIFFERENT
+
+
+def _verify_text(report: bulk.VerifyReport) -> Iterator[str]:
+    matched = report.named(bulk.MATCH)
+    downloaded = [c for c in report.checks if c.by_download]
+    yield f"{report.folder.folder} against {report.bucket_url}: {len(matched)} of {len(report.checks)} match"
+    yield from _section("mismatch (sha256 here, in the bucket)",
+                        [f"{c.name}: {c.local_sha256} != {c.bucket_sha256}" for c in report.named(bulk.MISMATCH)])
+    yield from _section("missing from the bucket", [c.name for c in report.named(bulk.MISSING_IN_BUCKET)])
+    yield from _section("missing here (in the bucket only)", [c.name for c in report.named(bulk.MISSING_HERE)])
+    yield from _section("could not be checked", [f"{c.name}: {c.detail}" for c in report.named(bulk.UNCHECKED)])
+    if downloaded:
+        yield (f"downloaded and hashed: {len(downloaded)} bucket objects had no sha256 metadata in the listing "
+               "(put there by other tools, or the backend's listing carries none)")
+    if report.skipped_bucket_objects:
+        yield ("not checked: bucket objects that are not package filenames: "
+               + ", ".join(report.skipped_bucket_objects))
+    yield "ok: every file matches" if report.all_match else "differences found"

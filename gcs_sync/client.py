@@ -15,12 +15,13 @@ in the bucket by other tools), is the bucket listed.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import filelock
 
@@ -30,7 +31,7 @@ from .events import ContentChangeEvent, LocalAdded, LocalDeleted
 from .folder import PackageFolder, StagedFile
 from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
 from .names import is_package_filename
-from .plan import plan_sync
+from .plan import SyncPlan, plan_sync
 from .state import StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,15 @@ class SyncReport:
         return f"{changes}{failed} in {self.seconds:.3f}s, {self.bucket_calls} bucket calls"
 
 
+class SyncProgress(Protocol):
+    """Watches one sync from outside (the command line's progress bar): its plan, then
+    each event as it finishes, in the syncing thread."""
+
+    def planned(self, plan: SyncPlan) -> None: ...
+
+    def finished(self, event: ContentChangeEvent, error: Optional[StorageError]) -> None: ...
+
+
 class StorageClient:
     def __init__(
         self,
@@ -68,6 +78,7 @@ class StorageClient:
         full_sync_interval: float = 60.0,
         push_local_changes: bool = False,
         concurrency: int = 8,
+        create_marker: bool = True,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -80,13 +91,16 @@ class StorageClient:
         self._failed_at: Optional[float] = None
         self._reported_odd_names: set[str] = set()
         self._reported_local_only: set[str] = set()
-        self._marker_write_refused = False
+        # False: a sync never writes to the bucket, not even a missing change marker.
+        self._marker_write_refused = not create_marker
         self._stopping = threading.Event()
         # The synced state as last read, kept current by reading only what changed.
         self._known_state = TrackedState(self.state)
         self._created = time.monotonic()
         # Seconds from start to this process's first view known to be current.
         self.ready_after: Optional[float] = None
+        self._warm_up: Optional[threading.Thread] = None
+        self._warm_up_lock = threading.Lock()
 
     # -- pulling ---------------------------------------------------------------------
 
@@ -121,6 +135,8 @@ class StorageClient:
         attempt to reach the bucket failed (reads go on from the local copy), else "ok"."""
         last_listing = self.state.last_listing()
         failure = self.state.last_failure()
+        if failure is not None and isinstance(failure.get("at"), (int, float)):
+            failure = {**failure, "at": _rfc3339(failure["at"])}
         age = self.state.pulled_age()
         if last_listing is None:
             status = "starting"
@@ -131,7 +147,8 @@ class StorageClient:
         return {
             "status": status,
             "backend": self.driver.url,
-            "last_sync": None if age is None else round(time.time() - age, 3),
+            # When the folder was last known to match the bucket, and how long ago.
+            "last_sync": None if age is None else _rfc3339(time.time() - age),
             "lag_seconds": None if age is None else round(age, 3),
             "last_error": failure,
         }
@@ -139,21 +156,38 @@ class StorageClient:
     def start_warm_up(self, then: Callable[[], None] = lambda: None) -> threading.Thread:
         """Bring the folder up to date in the background, then call ``then`` (build the
         worker's index), so that a new instance is ready before (or soon after) its first
-        request; requests meanwhile serve what is there."""
+        request; requests meanwhile serve what is there. A call while one is under way
+        returns that one (a failed check is retried only after SYNC_INTERVAL anyway)."""
 
         def warm_up() -> None:
             self.ensure_fresh()
             then()
 
-        thread = threading.Thread(target=warm_up, name="gcs-sync-warm-up", daemon=True)
-        thread.start()
-        return thread
+        with self._warm_up_lock:
+            if self._warm_up is None or not self._warm_up.is_alive():
+                self._warm_up = threading.Thread(target=warm_up, name="gcs-sync-warm-up", daemon=True)
+                self._warm_up.start()
+            return self._warm_up
 
-    def sync(self) -> SyncReport:
+    def wait_until_started(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for this instance's first sync (this worker's
+        warm-up, or a sibling's if that one holds the lock); True once it is done."""
+        deadline = time.monotonic() + timeout
+        warm_up = self._warm_up
+        if warm_up is not None:
+            warm_up.join(timeout)
+        while self.state.last_listing() is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.2, remaining))  # a sibling's cold start: its state file tells
+        return True
+
+    def sync(self, progress: Optional[SyncProgress] = None) -> SyncReport:
         """List the bucket and sync now, whatever the interval; storage errors propagate."""
         with self._lock:
             checked_at = time.time()
-            return self._sync_locked(self.driver.marker_version(), checked_at)
+            return self._sync_locked(self.driver.marker_version(), checked_at, progress)
 
     def _is_fresh(self) -> bool:
         age = self.state.pulled_age()
@@ -189,7 +223,9 @@ class StorageClient:
             return False
         return recorded.keys() <= set(os.listdir(self.folder.path))
 
-    def _sync_locked(self, marker: Optional[str], checked_at: float) -> SyncReport:
+    def _sync_locked(
+        self, marker: Optional[str], checked_at: float, progress: Optional[SyncProgress] = None
+    ) -> SyncReport:
         started = time.monotonic()
         calls_before = sum(self.driver.calls.values())
         report = SyncReport()
@@ -207,8 +243,12 @@ class StorageClient:
             for name in synced.keys() - plan.base_state.keys():  # gone from both sides
                 self.state.record(name, None)
         self._report_local_only(plan.local_only)
+        if progress is not None:
+            progress.planned(plan)
         state = dict(plan.base_state)
         for event, entry, error in self._apply(plan.events):
+            if progress is not None:
+                progress.finished(event, error)
             if error is not None:
                 report.failed.append((event, error))
                 if not self._stopping.is_set():
@@ -407,3 +447,7 @@ class StorageClient:
         except OSError as exc:
             log.error("%s gone from the bucket but could not be removed from %s (%s); the next sync retries",
                       names, self.folder.path, exc)
+
+
+def _rfc3339(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(timespec="milliseconds")

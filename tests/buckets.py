@@ -31,6 +31,10 @@ class BucketProbe:
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        """The object's ``sha256`` metadata (None if it has none; a folder keeps none)."""
+        raise NotImplementedError
+
     def names(self) -> set[str]:
         """Every object under the prefix except the change marker."""
         return self.all_names() - {MARKER}
@@ -66,6 +70,9 @@ class LocalProbe(BucketProbe):
 
     def delete(self, name: str) -> None:
         (self.root / PREFIX / name).unlink()
+
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        return None
 
     def all_names(self) -> set[str]:
         folder = self.root / PREFIX
@@ -111,6 +118,10 @@ class GCSProbe(BucketProbe):
     def delete(self, name: str) -> None:
         self.bucket.blob(f"{PREFIX}/{name}").delete()
 
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        blob = self.bucket.get_blob(f"{PREFIX}/{name}")
+        return None if blob is None else (blob.metadata or {}).get("sha256")
+
     def all_names(self) -> set[str]:
         return {b.name[len(PREFIX) + 1:] for b in self.client.list_blobs(self.name, prefix=f"{PREFIX}/")}
 
@@ -147,6 +158,9 @@ class S3Probe(BucketProbe):
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.name, Key=f"{PREFIX}/{name}")
+
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        return self.client.head_object(Bucket=self.name, Key=f"{PREFIX}/{name}")["Metadata"].get("sha256")
 
     def all_names(self) -> set[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=f"{PREFIX}/")

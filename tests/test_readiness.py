@@ -1,0 +1,162 @@
+"""Health, readiness and App Engine's warmup request, in each of their states.
+
+    /health        liveness: "Ok" at once, whatever the bucket does
+    /ready         503 "starting" until the instance's first sync; then 200 "ok", or
+                   200 "degraded" with the reason while the bucket fails (reads go on)
+    /_ah/warmup    waits (bounded) for the first sync, then answers as /ready
+
+A held folder lock stands for a sibling worker's long cold start: no sync can finish
+while it is held, which makes "starting" observable without timing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import filelock
+import pytest
+
+from gcs_sync import app as app_module
+
+from .buckets import BucketProbe
+from .fault_proxy import FaultProxy, Respond
+from .servers import links, start_instance
+from .test_app import App
+
+FILES = {"ready-1.0.tar.gz": b"one", "ready-2.0.tar.gz": b"two"}
+REPORT_KEYS = {"status", "backend", "files", "last_sync", "lag_seconds", "last_error"}
+
+
+def report(app: App, path: str = "/ready") -> tuple[int, dict]:
+    reply = app.http.get(path)
+    assert reply.content_type == "application/json"
+    return reply.status_code, json.loads(reply.get_data())
+
+
+def wait_for_status(app: App, wanted: str, seconds: float = 15) -> tuple[int, dict]:
+    deadline = time.monotonic() + seconds
+    while True:
+        status, body = report(app)
+        if body["status"] == wanted or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def filled(bucket: BucketProbe) -> BucketProbe:
+    for name, data in FILES.items():
+        bucket.put(name, data)
+    return bucket
+
+
+@pytest.fixture
+def held_lock(tmp_path: Path) -> Iterator[filelock.FileLock]:
+    """The lock of the folder the ``App`` under test uses (tmp_path / "a")."""
+    control = tmp_path / "a" / ".gcs_sync"
+    control.mkdir(parents=True)
+    lock = filelock.FileLock(str(control / "lock"))
+    with lock:
+        yield lock
+
+
+def test_ready_is_starting_until_the_first_sync_then_ok_with_the_whole_report(
+    filled: BucketProbe, tmp_path: Path, htpasswd: Path, held_lock: filelock.FileLock
+) -> None:
+    a = App(filled, tmp_path / "a", htpasswd)
+    status, body = report(a)
+    assert status == 503 and body.keys() == REPORT_KEYS
+    assert body == {"status": "starting", "backend": a.driver.url, "files": 0,
+                    "last_sync": None, "lag_seconds": None, "last_error": None}
+    assert a.http.get("/health").status_code == 200  # liveness does not wait for the bucket
+
+    held_lock.release()  # the "sibling" is done: /ready's own background sync goes on
+    status, body = wait_for_status(a, "ok")
+    assert status == 200 and body["status"] == "ok" and body["files"] == len(FILES)
+    assert body["backend"] == a.driver.url and body["last_error"] is None
+    last_sync = datetime.datetime.fromisoformat(body["last_sync"])
+    assert last_sync.tzinfo is not None and body["lag_seconds"] >= 0
+
+
+def test_warmup_answers_only_once_the_first_sync_is_done(
+    filled: BucketProbe, tmp_path: Path, htpasswd: Path, held_lock: filelock.FileLock
+) -> None:
+    a = App(filled, tmp_path / "a", htpasswd)
+    answers: list[tuple[int, dict]] = []
+    warmup = threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup")))
+    warmup.start()
+    warmup.join(1.0)
+    assert warmup.is_alive() and answers == []  # still waiting: the first sync cannot run
+    held_lock.release()
+    warmup.join(app_module.WARMUP_WAIT_SECONDS)
+    [(status, body)] = answers
+    assert status == 200 and body["status"] == "ok" and body["files"] == len(FILES)
+    # Everything it counted is served.
+    assert a.http.get("/packages/ready-2.0.tar.gz").get_data() == b"two"
+
+
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)
+def test_warmup_gives_up_with_503_after_its_bound(
+    filled: BucketProbe, tmp_path: Path, htpasswd: Path, held_lock: filelock.FileLock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app_module, "WARMUP_WAIT_SECONDS", 0.5)
+    a = App(filled, tmp_path / "a", htpasswd)
+    status, body = report(a, "/_ah/warmup")
+    assert status == 503 and body["status"] == "starting" and body["files"] == 0
+
+
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+def test_ready_reports_degraded_with_the_reason_and_recovers_by_itself(
+    filled: BucketProbe, tmp_path: Path, htpasswd: Path, request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = request.getfixturevalue("gcs_emulator" if filled.backend == "gcs" else "s3_server")
+    host, port = server.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST" if filled.backend == "gcs" else "AWS_ENDPOINT_URL", proxy.url)
+        a = App(filled, tmp_path / "a", htpasswd, STORAGE_TIMEOUT="2", SYNC_INTERVAL="0.3")
+        assert wait_for_status(a, "ok")[1]["files"] == len(FILES)
+
+        proxy.add_rule(None, ".*", Respond(503, b"unavailable"))
+        a.age_view()
+        status, body = report(a)  # the probe itself runs the freshness check
+        assert status == 200 and body["status"] == "degraded" and body["files"] == len(FILES)
+        assert filled.name in body["last_error"]["error"]
+        datetime.datetime.fromisoformat(body["last_error"]["at"])
+        assert a.http.get("/packages/ready-1.0.tar.gz").get_data() == b"one"  # reads go on
+
+        proxy.clear_rules()
+        status, body = wait_for_status(a, "ok")  # past the back-off, with no restart
+        assert status == 200 and body["last_error"] is None
+
+
+@pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+def test_under_gunicorn_warmup_returns_once_every_file_is_served(
+    filled: BucketProbe, gcs_emulator: str, tmp_path: Path, htpasswd: Path
+) -> None:
+    """A cold start stretched by 50 ms a request (a distant bucket): App Engine's warmup
+    request returns only when the whole index is in place."""
+    for i in range(40):
+        filled.put(f"warm-1.{i}.tar.gz", f"warm {i}".encode())
+    host, port = gcs_emulator.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        proxy.latency = 0.05
+        instance = start_instance(
+            {**filled.env(), "STORAGE_EMULATOR_HOST": proxy.url, "SYNC_CONCURRENCY": "2",
+             "PASSWORD_FILE": str(htpasswd)},
+            tmp_path / "warm", tmp_path, workers=2,
+        )
+        try:
+            status, body = instance.get("/_ah/warmup")
+            warm = json.loads(body)
+            assert status == 200 and warm["status"] == "ok" and warm["files"] == 42
+            assert len(links(instance, "warm")) == 40
+            status, body = instance.get("/ready")
+            assert status == 200 and json.loads(body)["files"] == 42
+        finally:
+            instance.stop()
