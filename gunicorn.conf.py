@@ -5,6 +5,8 @@ Command-line flags override these (App Engine's entrypoint passes ``-b :$PORT``)
 
 import os
 
+from gunicorn.glogging import Logger
+
 # Local default matches the README: http://127.0.0.1:8080/. Cloud Run and App Engine set PORT.
 bind = f"0.0.0.0:{os.environ['PORT']}" if "PORT" in os.environ else "127.0.0.1:8080"
 # Sync workers share one package folder through a file lock; two keep one free while the
@@ -14,7 +16,27 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # this. A cold start of a very large bucket can take longer: the worker is then restarted
 # and the next request's sync goes on from where the last one stopped (its journal).
 timeout = 30
-accesslog = "-"
+# No access log: the app logs one line per request itself (gcs_sync.logs.RequestLog),
+# with the user's name and never the credentials (gunicorn's "%(r)s" is the raw request
+# line, which may hold a URL's user:password).
+accesslog = None
+
+
+class TierLogger(Logger):
+    """gunicorn's own lines (booting, worker exits, timeouts) in the format of the app's:
+    Cloud Logging JSON when TIER is prod. TIER is read leniently here, in the master,
+    before the app validates it: anything but prod keeps gunicorn's text."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        if os.environ.get("TIER", "").strip().lower() == "prod":
+            from gcs_sync.logs import CloudLoggingFormatter
+
+            for handler in self.error_log.handlers:
+                handler.setFormatter(CloudLoggingFormatter())
+
+
+logger_class = TierLogger
 
 
 def post_worker_init(worker):

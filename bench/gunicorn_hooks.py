@@ -1,7 +1,7 @@
 """gunicorn config for both benchmarked servers: ``gunicorn -c bench/gunicorn_hooks.py``.
 
 ``-c`` replaces the repo's ``gunicorn.conf.py``, so this file runs it first (same timeout,
-access log, ...) and then adds two hooks; ``-b`` and ``-w`` on the command line still win.
+logging, ...) and then adds two hooks; ``-b`` and ``-w`` on the command line still win.
 
 - ``post_worker_init`` logs ``bench: worker PID ready`` once a worker has loaded its app.
 - ``worker_exit`` (run in the worker as it exits) writes the wrapper's bucket API calls,

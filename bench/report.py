@@ -139,8 +139,9 @@ def markdown(results: Results) -> str:
         f"- Code: {m['code']}; {m['versions']}",
         f"- Run: {results.started_utc}, {minutes}m {seconds:02d}s in all",
         f"- Servers: gunicorn, {s['workers']} sync workers each, the same settings (the repo's gunicorn.conf.py "
-        "via bench/gunicorn_hooks.py: 30 s timeout, access log on), run one at a time on the same generated "
-        "files; stock is `pypiserver:app(roots=[DIR], backend_arg=\"simple-dir\", disable_fallback=True, "
+        "via bench/gunicorn_hooks.py: 30 s timeout, no gunicorn access log; the wrapper logs a line per "
+        "request itself), run one at a time on the same generated files; stock is "
+        "`pypiserver:app(roots=[DIR], backend_arg=\"simple-dir\", disable_fallback=True, "
         "password_file=\".\", authenticate=[])`, the wrapper is `main:get_app()` on STORAGE_BACKEND=local "
         "(the same folder as its bucket), its local folder pre-synced, read-only.",
         f"- Latency: one client, sequential, a new connection per request (as pip with sync workers), "

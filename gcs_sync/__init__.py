@@ -6,6 +6,7 @@ Public names; the modules behind them:
     plan      plan_sync: the pure three-way diff
     events    ContentChangeEvent kinds and their strategies
     client    StorageClient: gather, plan, apply, record; change-marker freshness
+    logs      log lines per request and per sync: text in dev, Cloud Logging JSON in prod
     state     StateFile: the last-synced state, a snapshot plus a journal
     index     PackageIndex: each worker's in-memory view of the state
     backend   the pypiserver Backend over that index
@@ -16,7 +17,7 @@ Public names; the modules behind them:
 
 from .app import build_app
 from .client import StorageClient, SyncReport
-from .config import Settings, configure_logging
+from .config import Settings
 from .errors import (
     BucketNotFound,
     ConfigError,
@@ -28,6 +29,7 @@ from .errors import (
     StoragePermissionDenied,
     StorageUnavailable,
 )
+from .logs import configure_logging
 
 __all__ = [
     "BucketNotFound",

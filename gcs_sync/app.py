@@ -17,6 +17,7 @@ from .drivers import FileStoreDriver, make_driver
 from .errors import StorageUnavailable
 from .folder import PackageFolder
 from .index import PackageIndex
+from .logs import RequestLog
 from .passwords import BucketPasswordFile
 from .plugin import BucketSyncPlugin, RequestBodyGuard, current_changes
 from .state import StateFile
@@ -119,6 +120,9 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         client.wait_until_started(WARMUP_WAIT_SECONDS)
         return readiness_report()
 
+    # Bottle's __call__ hands each request to app.wsgi: wrapped there, every request is
+    # logged with its final answer, and the app stays the Bottle (its config, for hooks).
+    app.wsgi = RequestLog(app.wsgi)
     log.info(
         "serving %s from %s (backend %s, sync every %gs)",
         settings.store_url, folder.path, settings.storage_backend, settings.sync_interval,

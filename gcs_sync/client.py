@@ -29,6 +29,7 @@ from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
 from .errors import ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable
 from .events import ContentChangeEvent, LocalAdded, LocalDeleted
 from .folder import PackageFolder, StagedFile
+from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
 from .names import is_package_filename
 from .plan import SyncPlan, plan_sync
 from .state import StateFile, SyncedFile, TrackedState
@@ -202,6 +203,7 @@ class StorageClient:
         last listing was incomplete, or the periodic full listing is due (that one catches
         changes made straight in the bucket by other tools)."""
         checked_at = time.time()
+        meter = BucketMeter(self.driver)
         marker = self.driver.marker_version()  # read before listing: a later change moves it again
         last = self.state.last_listing()
         if (
@@ -214,6 +216,7 @@ class StorageClient:
         ):
             self._after_check(False)
             self.state.mark_pulled(checked_at)
+            log_marker_check(log, self.driver.url, meter)
             return None
         return self._sync_locked(marker, checked_at)
 
@@ -280,8 +283,7 @@ class StorageClient:
         self.state.mark_pulled(checked_at)
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
-        level = logging.INFO if report.applied or report.failed else logging.DEBUG
-        log.log(level, "sync with %s: %s", self.driver.url, report.summary())
+        log_sync(log, self.driver.url, report)
         if not synced and len(report.applied) > 1:
             log.info("cold start: %d files from %s in %.2fs, %d transfers at a time",
                      len(report.applied), self.driver.url, report.seconds, self.concurrency)
@@ -382,12 +384,13 @@ class StorageClient:
                 here = known.get(upload.name)
                 if here is not None and here.sha256 != upload.sha256:
                     raise ObjectExists("upload", upload.name, "a file of this name, with other content, is here")
+                meter = BucketMeter(self.driver)
                 remote = self.driver.upload(
                     upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256}
                 )
                 stored.append(remote)
-                log.info("stored %r in %s (version %s, %d bytes)",
-                         upload.name, self.driver.url, remote.version, upload.size)
+                log_bucket_write(log, "store", upload.name, self.driver.url, meter,
+                                 version=remote.version, size=upload.size)
         except StorageError as exc:
             exc.changed_before_failure = [r.name for r in stored] if overwrite else self._undo(stored)
             # Even undone, the objects existed for a while (another instance may have
@@ -427,9 +430,10 @@ class StorageClient:
         removed: list[str] = []
         try:
             for name in names:
+                meter = BucketMeter(self.driver)
                 self.driver.delete(name)
                 removed.append(name)
-                log.info("deleted %r from %s", name, self.driver.url)
+                log_bucket_write(log, "delete", name, self.driver.url, meter)
         except StorageError as exc:
             exc.changed_before_failure = list(removed)
             raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import logging
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -21,6 +20,7 @@ from passlib.apache import HtpasswdFile
 from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, strtobool
 
 from .errors import ConfigError
+from .logs import configure_logging  # noqa: F401  (re-exported: it lived here)
 
 T = TypeVar("T")
 
@@ -381,13 +381,3 @@ def _check_htpasswd_entry(htpasswd: HtpasswdFile, path: str, user: str) -> None:
         raise ConfigError(
             "PASSWORD_FILE", f"htpasswd file {path}: the entry of user {user!r} is not a usable hash: {exc}"
         ) from exc
-
-
-def configure_logging(settings: Settings) -> None:
-    """Send this package's logs to stderr, unless the host (a test, say) already did."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
-    logging.getLogger("gcs_sync").setLevel(settings.log_level)
-    # pypiserver logs a dump of every request object at INFO; its warnings still show.
-    logging.getLogger("pypiserver").setLevel(logging.WARNING)

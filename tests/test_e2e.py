@@ -161,7 +161,13 @@ def test_a_new_instance_fills_its_folder_before_any_request(start: StartInstance
         bucket.put(name, name.encode())
     c = start("warm")  # only /health has been asked, and it never syncs
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and {p.name for p in c.folder.glob("*.tar.gz")} != names:
+
+    def filled_and_ready() -> bool:
+        # The files are in place before the sync ends (it still writes the change marker),
+        # and its lines are logged once it has.
+        return {p.name for p in c.folder.glob("*.tar.gz")} == names and "ready: " in c.log()
+
+    while time.monotonic() < deadline and not filled_and_ready():
         time.sleep(0.1)
     assert {p.name for p in c.folder.glob("*.tar.gz")} == names
     assert "ready: " in c.log() and "cold start: 5 files" in c.log()
