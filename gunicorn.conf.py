@@ -12,9 +12,14 @@ bind = f"0.0.0.0:{os.environ['PORT']}" if "PORT" in os.environ else "127.0.0.1:8
 # Sync workers share one package folder through a file lock; two keep one free while the
 # other waits on the bucket.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# One bucket operation gives up after about STORAGE_TIMEOUT (10 s by default), well inside
-# this. A cold start of a very large bucket can take longer: the worker is then restarted
-# and the next request's sync goes on from where the last one stopped (its journal).
+# One thread per worker (gunicorn's sync worker): a request takes milliseconds, and each
+# worker holds its own index in memory, so concurrency comes from workers (README:
+# "Deploying"). Slow clients are buffered by the platform's front end or by nginx.
+threads = 1
+# A request waits on the bucket at most about 2 x STORAGE_TIMEOUT (10 s by default): a
+# sibling's sync, then one bucket operation. The cold start runs in a background thread,
+# which this timeout does not cover; if the worker dies anyway, the next sync goes on from
+# where the last one stopped (its journal).
 timeout = 30
 # No access log: the app logs one line per request itself (gcs_sync.logs.RequestLog),
 # with the user's name and never the credentials (gunicorn's "%(r)s" is the raw request
