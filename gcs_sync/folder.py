@@ -64,8 +64,16 @@ class PackageFolder:
                     yield entry
 
     def scan(self) -> dict[str, str]:
-        """Package files by name, with their fingerprints."""
-        return {entry.name: fingerprint(entry.stat()) for entry in self.package_files()}
+        """Package files by name, with their fingerprints. A file removed while the folder
+        is read (the index reads it without the lock, while a sibling removes a file) is
+        simply not there."""
+        found = {}
+        for entry in self.package_files():
+            try:
+                found[entry.name] = fingerprint(entry.stat())
+            except FileNotFoundError:
+                continue
+        return found
 
     def temp_path(self, name: str) -> Path:
         return self.path / temp_name(name)
