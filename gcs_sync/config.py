@@ -20,7 +20,6 @@ from passlib.apache import HtpasswdFile
 from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, strtobool
 
 from .errors import ConfigError
-from .logs import configure_logging  # noqa: F401  (re-exported: it lived here)
 
 T = TypeVar("T")
 

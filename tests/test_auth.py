@@ -69,6 +69,18 @@ def test_each_protected_action_asks_for_and_checks_credentials(
     assert (bucket.get("demo-1.0.tar.gz") is not None) == (credentials == RIGHT)
 
 
+@pytest.mark.parametrize("user", ["al\nice", "al\tice", "nul\x00", "x" * 300], ids=["newline", "tab", "nul", "too long"])
+def test_a_user_name_no_htpasswd_can_hold_is_wrong_credentials_not_a_500(
+    user: str, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    """passlib raises ValueError on such names; stock pypiserver would answer 500."""
+    http = app_for(bucket, tmp_path, htpasswd, "update,download,list")
+    headers = basic(user, PASSWORD)
+    assert upload(http, headers).status_code == 403
+    assert http.get("/simple/", headers=headers).status_code == 403
+    assert bucket.names() == set()
+
+
 @pytest.mark.parametrize("scheme", [apr_md5_crypt, ldap_sha1, sha512_crypt, bcrypt], ids=lambda h: h.name)
 def test_every_common_htpasswd_scheme_works(scheme, bucket: BucketProbe, tmp_path: Path) -> None:
     path = tmp_path / "htpasswd"

@@ -17,6 +17,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
+from gcs_sync import Settings
+
 from .servers import REPO, clean_env, free_port
 
 HADOLINT = Path(sys.executable).with_name("hadolint")
@@ -88,3 +92,14 @@ def test_the_image_context_holds_exactly_what_the_dockerfile_copies() -> None:
               if instruction == "COPY" for source in argument.split()[:-1]}
     assert ignore[0] == "*" and copied == allowed
 
+
+def test_app_yaml_is_a_valid_production_configuration(tmp_path: Path) -> None:
+    app = yaml.safe_load((REPO / "app.yaml").read_text())
+    assert app["entrypoint"] == "gunicorn -b :$PORT 'main:get_app()'"
+    assert "warmup" in app["inbound_services"]  # /_ah/warmup waits for the first sync
+    variables = {k: str(v).replace("REPLACE-WITH-YOUR-BUCKET", "my-bucket") for k, v in app["env_variables"].items()}
+    variables["LOCAL_PACKAGE_DIRECTORY"] = str(tmp_path / "packages")  # /tmp/packages on App Engine
+    settings = Settings.from_env(variables)
+    assert (settings.tier, settings.storage_backend, settings.bucket_name) == ("prod", "gcs", "my-bucket")
+    assert settings.max_upload_size == 32 * 1024**2 and not settings.push_local_changes
+    assert settings.password_file == "gs://my-bucket/config/htpasswd"  # users kept in the bucket

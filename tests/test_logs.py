@@ -244,7 +244,7 @@ def test_dev_writes_readable_text_with_request_and_sync_lines(
     for line in output.splitlines():
         with pytest.raises(json.JSONDecodeError):
             json.loads(line)
-    assert f" gcs_sync.requests: POST / 200 0 B " in output and f"user={USER} twine/" in output
+    assert " gcs_sync.requests: POST / 200 0 B " in output and f"user={USER} twine/" in output
     assert " gcs_sync.requests: GET /simple/ 401 " in output
     assert " gcs_sync.requests: GET /simple/logged/ 403 " in output
     assert f" gcs_sync.requests: GET /packages/{wheel.name} 200 {wheel.stat().st_size} B " in output
