@@ -13,6 +13,7 @@ from gcs_sync.drivers import FileStoreDriver, make_driver
 
 from . import storage_servers
 from .buckets import PREFIX, BucketProbe, GCSProbe, LocalProbe, S3Probe
+from .fault_proxy import FaultProxy
 
 BACKENDS = ["local", "gcs", "s3"]
 
@@ -60,6 +61,17 @@ def settings_for(bucket: BucketProbe, folder: Path, **overrides: object) -> Sett
 def driver(bucket: BucketProbe, tmp_path: Path) -> FileStoreDriver:
     """Our driver for ``bucket``."""
     return make_driver(settings_for(bucket, tmp_path / "unused"))
+
+
+@pytest.fixture
+def proxy(bucket: BucketProbe, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault proxy (tests/fault_proxy.py) in front of this bucket's server; apps made after this fixture go through it."""
+    server = request.getfixturevalue("gcs_emulator" if bucket.backend == "gcs" else "s3_server")
+    host, port = server.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as fault_proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST" if bucket.backend == "gcs" else "AWS_ENDPOINT_URL",
+                           fault_proxy.url)
+        yield fault_proxy
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -43,17 +42,6 @@ OUTAGES = {
     "no answer": Delay(5),
     "connection reset": Reset(),
 }
-
-
-@pytest.fixture
-def proxy(bucket: BucketProbe, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    """A proxy in front of this bucket's server; apps made after this fixture go through it."""
-    server = request.getfixturevalue("gcs_emulator" if bucket.backend == "gcs" else "s3_server")
-    host, port = server.removeprefix("http://").split(":")
-    with FaultProxy(host, int(port)) as fault_proxy:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST" if bucket.backend == "gcs" else "AWS_ENDPOINT_URL",
-                           fault_proxy.url)
-        yield fault_proxy
 
 
 def readiness(app: App) -> tuple[int, dict]:

@@ -186,17 +186,6 @@ def test_a_restarted_worker_keeps_the_last_good_users_while_the_object_is_bad(
         Server(bucket, tmp_path / "elsewhere")
 
 
-@pytest.fixture
-def proxy(bucket: BucketProbe, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    """A proxy in front of this bucket's server; apps made after this fixture go through it."""
-    server = request.getfixturevalue("gcs_emulator" if bucket.backend == "gcs" else "s3_server")
-    host, port = server.removeprefix("http://").split(":")
-    with FaultProxy(host, int(port)) as fault_proxy:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST" if bucket.backend == "gcs" else "AWS_ENDPOINT_URL",
-                           fault_proxy.url)
-        yield fault_proxy
-
-
 def test_a_bucket_down_at_start_lets_it_start_and_the_users_arrive_when_it_answers(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -112,27 +112,22 @@ def test_warmup_gives_up_with_503_after_its_bound(
 
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_ready_reports_degraded_with_the_reason_and_recovers_by_itself(
-    filled: BucketProbe, tmp_path: Path, htpasswd: Path, request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
+    filled: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
 ) -> None:
-    server = request.getfixturevalue("gcs_emulator" if filled.backend == "gcs" else "s3_server")
-    host, port = server.removeprefix("http://").split(":")
-    with FaultProxy(host, int(port)) as proxy:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST" if filled.backend == "gcs" else "AWS_ENDPOINT_URL", proxy.url)
-        a = App(filled, tmp_path / "a", htpasswd, STORAGE_TIMEOUT="2", SYNC_INTERVAL="0.3")
-        assert wait_for_status(a, "ok")[1]["files"] == len(FILES)
+    a = App(filled, tmp_path / "a", htpasswd, STORAGE_TIMEOUT="2", SYNC_INTERVAL="0.3")
+    assert wait_for_status(a, "ok")[1]["files"] == len(FILES)
 
-        proxy.add_rule(None, ".*", Respond(503, b"unavailable"))
-        a.age_view()
-        status, body = report(a)  # the probe itself runs the freshness check
-        assert status == 200 and body["status"] == "degraded" and body["files"] == len(FILES)
-        assert filled.name in body["last_error"]["error"]
-        datetime.datetime.fromisoformat(body["last_error"]["at"])
-        assert a.http.get("/packages/ready-1.0.tar.gz").get_data() == b"one"  # reads go on
+    proxy.add_rule(None, ".*", Respond(503, b"unavailable"))
+    a.age_view()
+    status, body = report(a)  # the probe itself runs the freshness check
+    assert status == 200 and body["status"] == "degraded" and body["files"] == len(FILES)
+    assert filled.name in body["last_error"]["error"]
+    datetime.datetime.fromisoformat(body["last_error"]["at"])
+    assert a.http.get("/packages/ready-1.0.tar.gz").get_data() == b"one"  # reads go on
 
-        proxy.clear_rules()
-        status, body = wait_for_status(a, "ok")  # past the back-off, with no restart
-        assert status == 200 and body["last_error"] is None
+    proxy.clear_rules()
+    status, body = wait_for_status(a, "ok")  # past the back-off, with no restart
+    assert status == 200 and body["last_error"] is None
 
 
 @pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
