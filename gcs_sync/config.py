@@ -16,10 +16,10 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Optional, TypeVar
 
-from passlib.apache import HtpasswdFile
 from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, strtobool
 
 from .errors import ConfigError
+from .htpasswd_auth import HtpasswdProblem, read_htpasswd
 
 T = TypeVar("T")
 
@@ -349,34 +349,18 @@ def password_file_setting(environ: Mapping[str, str]) -> Optional[str]:
 
 
 def check_htpasswd(path: str, shown_as: Optional[str] = None) -> None:
-    """Raise ConfigError unless ``path`` is an htpasswd file with users whose every hash
-    parses; the message names ``shown_as`` (the bucket object a copy came from) or the path."""
+    """Raise ConfigError unless ``path`` is an htpasswd file with users whose every entry
+    is a well-formed hash of an accepted scheme (htpasswd_auth.ACCEPTED_SCHEMES); the
+    message names ``shown_as`` (the bucket object a copy came from) or the path, and the
+    line of a bad entry, never its hash."""
     shown = shown_as or path
     try:
-        htpasswd = HtpasswdFile(path)
-        users = htpasswd.users()  # decoded here, not when the file is read
+        htpasswd = read_htpasswd(path, shown)
     except FileNotFoundError as exc:
         raise ConfigError("PASSWORD_FILE", f"no such file: {shown}") from exc
+    except HtpasswdProblem as exc:
+        raise ConfigError("PASSWORD_FILE", str(exc)) from exc
     except (OSError, ValueError) as exc:  # ValueError: a malformed line, or not UTF-8
         raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {shown}: {exc}") from exc
-    if not users:
+    if not htpasswd.users():
         raise ConfigError("PASSWORD_FILE", f"htpasswd file {shown} has no users")
-    for user in users:
-        _check_htpasswd_entry(htpasswd, shown, user)
-
-
-def _check_htpasswd_entry(htpasswd: HtpasswdFile, path: str, user: str) -> None:
-    """A damaged hash (cut short, a salt without its checksum) would make every login of
-    that user a 500: passlib raises ValueError when it checks a password against it.
-    Parsed here, without hashing anything, so a damaged line stops the start instead."""
-    stored = htpasswd.get_hash(user)
-    try:
-        handler = htpasswd.context.identify(stored, resolve=True)
-        parse = getattr(handler, "from_string", None)  # schemes with a structure (not plaintext)
-        if parse is not None and parse(stored).checksum is None:
-            raise ValueError("it has a salt but no checksum")
-    except ValueError as exc:
-        # The hash itself is never shown: it is a secret.
-        raise ConfigError(
-            "PASSWORD_FILE", f"htpasswd file {path}: the entry of user {user!r} is not a usable hash: {exc}"
-        ) from exc

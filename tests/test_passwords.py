@@ -132,7 +132,7 @@ def test_a_missing_or_unusable_object_stops_the_start_naming_it(bucket: BucketPr
     with pytest.raises(ConfigError) as caught:
         Server(bucket, tmp_path / "packages")
     message = str(caught.value)
-    assert f"htpasswd file {bucket.url(KEY)}: the entry of user 'alice' is not a usable hash" in message
+    assert f"htpasswd file {bucket.url(KEY)}, line 1: the entry of user 'alice' is not a usable hash" in message
     assert "garbage" not in message  # a hash is a secret, even a damaged one
     bucket.put_key(KEY, b"")
     with pytest.raises(ConfigError, match="has no users"):
