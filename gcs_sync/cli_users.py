@@ -29,6 +29,7 @@ from .drivers import FileStoreDriver, make_driver
 from .drivers.base import SHA256_KEY
 from .errors import ConfigError, ObjectChanged, ObjectExists, StorageError
 from .folder import fingerprint, temp_name
+from .htpasswd_auth import AccountedHtpasswd, HtpasswdProblem, check_entries
 from .passwords import replace_file
 
 # Hash schemes pypiserver (through passlib) verifies; bcrypt needs the bcrypt 4.0.x that
@@ -209,8 +210,15 @@ def _new_password(args: argparse.Namespace) -> str:
 
 
 def _written(store: _HtpasswdStore, users: HtpasswdFile, version: Optional[str]) -> bool:
+    data = users.to_string()
     try:
-        store.write(users.to_string(), version)
+        # The server's own check: never write a file it would refuse (an entry of another
+        # scheme, a damaged hash). ``users add`` of that entry's user replaces it.
+        check_entries(AccountedHtpasswd.from_string(data), store.where)
+    except HtpasswdProblem as exc:
+        raise ConfigError("PASSWORD_FILE", f"{exc}; nothing was written") from exc
+    try:
+        store.write(data, version)
     except ObjectChanged as exc:
         print(f"error: {store.where} changed while this command ran ({exc.cause}); nothing was written: "
               "run it again", file=sys.stderr)

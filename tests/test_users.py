@@ -183,6 +183,25 @@ def test_a_malformed_file_is_reported_not_rewritten(
     assert bucket.get_key(KEY).endswith(b"just a line\n")
 
 
+@pytest.mark.parametrize("bucket", ["local", "s3"], indirect=True)
+def test_a_file_the_server_would_refuse_is_not_written_unless_the_change_mends_it(
+    bucket: BucketProbe, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry of a scheme the server does not accept (here yescrypt, from mkpasswd) stops
+    its start; the command names its line and writes nothing, except when the change
+    replaces that very entry."""
+    yescrypt = "$y$j9T$F5Jx5fExrKuJdvbQpK0Zo1$7iDHlOrYh0jqN8ylDPyq0Mhd/xZq5ePzXz5WCy.vyr5"
+    before = f"alice:$apr1$.5LAXVmv$pv6XjgAcJ.Anwacdpj8Kz0\nbob:{yescrypt}\n".encode()
+    bucket.put_key(KEY, before)
+    assert users(env, "add", "carol", "--password-stdin", stdin="s3cret\n", monkeypatch=monkeypatch) == 3
+    err = capsys.readouterr().err
+    assert f"htpasswd file {env['PASSWORD_FILE']}, line 2: the entry of user 'bob' is not a usable hash" in err
+    assert "nothing was written" in err and yescrypt not in err
+    assert bucket.get_key(KEY) == before
+    assert users(env, "add", "bob", "--password-stdin", stdin="bob's\n", monkeypatch=monkeypatch) == 0
+    assert stored(bucket).check_password("bob", "bob's") and stored(bucket).get_hash("bob").startswith(b"$2")
+
+
 def test_a_change_made_while_the_password_is_typed_is_not_lost(
     bucket: BucketProbe, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
