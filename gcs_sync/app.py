@@ -16,6 +16,7 @@ from .config import Settings
 from .drivers import FileStoreDriver, make_driver
 from .errors import StorageUnavailable
 from .folder import PackageFolder
+from .forwarded import TrustedForwardedHeaders
 from .htpasswd_auth import HtpasswdChecker
 from .index import PackageIndex
 from .logs import RequestLog
@@ -127,7 +128,9 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
 
     # Bottle's __call__ hands each request to app.wsgi: wrapped there, every request is
     # logged with its final answer, and the app stays the Bottle (its config, for hooks).
-    app.wsgi = RequestLog(app.wsgi)
+    # Inside the log, the app sees no forwarded header the peer may not set, so
+    # pypiserver's redirects stay on the index's own host (forwarded.py).
+    app.wsgi = RequestLog(TrustedForwardedHeaders(app.wsgi, settings.forwarded_allow_ips))
     log.info(
         "serving %s from %s (backend %s, sync every %gs)",
         settings.store_url, folder.path, settings.storage_backend, settings.sync_interval,

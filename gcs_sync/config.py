@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Optional, TypeVar
 from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, strtobool
 
 from .errors import ConfigError
+from .forwarded import parse_allow_ips
 from .htpasswd_auth import HtpasswdProblem, read_htpasswd
 
 T = TypeVar("T")
@@ -26,6 +27,7 @@ T = TypeVar("T")
 TIERS = ("dev", "prod")
 BACKENDS = ("gcs", "s3", "local")
 DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024**2  # PyPI's own default limit for one file
+DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")  # gunicorn's default: a proxy on the same host
 
 # Tier profiles: dev runs from a checkout with no cloud; prod is App Engine or Cloud Run,
 # where only /tmp is writable and the bucket must be named explicitly.
@@ -87,6 +89,9 @@ class Settings:
     log_level: str = "INFO"
     # Only the default dev folder is created on first use; a named one must exist, like a bucket.
     create_bucket_folder: bool = False
+    # Peers whose X-Forwarded-Proto/-For count (gunicorn's forwarded_allow_ips, which
+    # gunicorn reads from the same variable); "*" trusts every peer. forwarded.py.
+    forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -154,6 +159,7 @@ class Settings:
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             create_bucket_folder=create_bucket_folder,
+            forwarded_allow_ips=reader.parsed("FORWARDED_ALLOW_IPS", parse_allow_ips, DEFAULT_FORWARDED_ALLOW_IPS),
         )
 
     @property

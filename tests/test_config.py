@@ -250,3 +250,17 @@ def test_a_bad_password_object_url_names_password_file(backend: str, value: str,
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"STORAGE_BACKEND": backend, "BUCKET_NAME": bucket, "PASSWORD_FILE": value})
     assert caught.value.variable == "PASSWORD_FILE" and problem in str(caught.value)
+
+
+@pytest.mark.parametrize("value, allowed", [
+    ("10.0.0.1", ("10.0.0.1",)), (" 10.0.0.1 , ::1 ", ("10.0.0.1", "::1")), ("*", ("*",)),
+])
+def test_forwarded_allow_ips_is_read_as_gunicorn_reads_it(value: str, allowed: tuple[str, ...]) -> None:
+    assert Settings.from_env({"FORWARDED_ALLOW_IPS": value}).forwarded_allow_ips == allowed
+    assert Settings.from_env({}).forwarded_allow_ips == ("127.0.0.1", "::1")  # gunicorn's default
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/8", "proxy.internal", "10.0.0.1;10.0.0.2"])
+def test_a_bad_forwarded_allow_ips_stops_the_start(value: str) -> None:
+    with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS: .* is not an IP address"):
+        Settings.from_env({"FORWARDED_ALLOW_IPS": value})
