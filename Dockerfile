@@ -22,8 +22,12 @@ USER 10001
 
 # TIER=prod: JSON logs, packages under /tmp/packages, GCS unless STORAGE_BACKEND says
 # otherwise. BUCKET_NAME and PASSWORD_FILE come from the deployment.
+# FORWARDED_ALLOW_IPS=*: on Cloud Run only its front end reaches the container, and it
+# sets X-Forwarded-Proto itself (redirects stay https). Behind your own proxy, set its
+# address instead. X-Forwarded-Host counts from no one (gcs_sync/forwarded.py).
 ENV TIER=prod \
-    PORT=8080
+    PORT=8080 \
+    FORWARDED_ALLOW_IPS=*
 EXPOSE 8080
 # gunicorn.conf.py binds 0.0.0.0:$PORT and sets workers (WEB_CONCURRENCY) and timeouts.
 CMD ["gunicorn", "main:get_app()"]

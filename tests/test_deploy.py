@@ -59,6 +59,7 @@ def test_the_files_the_image_copies_start_the_server_with_the_image_command(tmp_
         elif instruction == "CMD":
             command = json.loads(argument)
     assert command[0] == "gunicorn" and env["TIER"] == "prod"
+    assert env["FORWARDED_ALLOW_IPS"] == "*"  # Cloud Run's front end sets X-Forwarded-Proto
     port = free_port()
     env.update(PORT=str(port), STORAGE_BACKEND="local", BUCKET_NAME=str(bucket),
                LOCAL_PACKAGE_DIRECTORY=str(packages))
@@ -103,3 +104,4 @@ def test_app_yaml_is_a_valid_production_configuration(tmp_path: Path) -> None:
     assert (settings.tier, settings.storage_backend, settings.bucket_name) == ("prod", "gcs", "my-bucket")
     assert settings.max_upload_size == 32 * 1024**2 and not settings.push_local_changes
     assert settings.password_file == "gs://my-bucket/config/htpasswd"  # users kept in the bucket
+    assert settings.forwarded_allow_ips == ("*",)  # only App Engine's front end reaches the instance
