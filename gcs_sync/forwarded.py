@@ -21,10 +21,7 @@ them. Here, before the app sees a request:
 from __future__ import annotations
 
 import ipaddress
-import logging
 from typing import Iterable, Union
-
-log = logging.getLogger(__name__)
 
 _Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _NEVER = ("HTTP_X_FORWARDED_HOST", "HTTP_FORWARDED")

@@ -169,7 +169,10 @@ class HtpasswdChecker:
             dummy = self._dummy
         try:
             if stored is None:  # the same work as a wrong password, so timing does not tell
-                ACCEPTED.verify(password, dummy or self._make_dummy())
+                if dummy is None:
+                    self._make_dummy()  # hashing costs what verifying does
+                else:
+                    ACCEPTED.verify(password, dummy)
                 valid = False
             else:
                 valid = ACCEPTED.verify(password, stored)
@@ -220,9 +223,9 @@ class HtpasswdChecker:
             log.warning("login refused: not a user name an htpasswd file can hold")
             return None
 
-    def _make_dummy(self) -> str:
+    def _make_dummy(self) -> None:
         """A hash of a random password with the scheme and cost most of the file's users
-        have (bcrypt at passlib's default if it has none)."""
+        have (bcrypt at passlib's default if it has none), made once per file version."""
         with self._lock:
             hashes = [self._file.get_hash(user) for user in self._file.users()]
             generation = self._generation
@@ -241,7 +244,6 @@ class HtpasswdChecker:
         with self._lock:
             if generation == self._generation:
                 self._dummy = dummy
-        return dummy
 
     # -- remembered logins -------------------------------------------------------------
 

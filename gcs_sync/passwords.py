@@ -1,8 +1,8 @@
 """PASSWORD_FILE in the bucket: the htpasswd object, the local copy pypiserver reads, and
 how that copy follows the object.
 
-pypiserver checks credentials against a local htpasswd file, which it re-reads whenever
-the file's mtime changes (passlib's ``HtpasswdFile.load_if_changed``, at every check).
+Logins are checked against a local htpasswd file, which the check re-reads whenever the
+file is replaced or its mtime changes (htpasswd_auth.HtpasswdChecker, at every login).
 So the object (``gs://BUCKET/config/htpasswd``, ``s3://BUCKET/config/htpasswd``) is copied
 to ``LOCAL_PACKAGE_DIRECTORY/.gcs_sync/htpasswd`` at start-up, and each new version of it
 replaces that copy atomically. The bucket stays the source of truth.
