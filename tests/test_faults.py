@@ -159,9 +159,18 @@ def test_a_download_cut_short_is_never_served_and_comes_whole_at_the_next_check(
     assert page.status_code == 404 and rule.hits >= 1  # not listed: it is not whole
     assert a.http.get("/packages/cut-1.0.tar.gz").status_code == 404
     assert a.leftovers() == []
+    # Readiness tells: a file of the bucket is not served here, how many and why, and
+    # the warmup does not call an instance ready without it.
+    status, report = readiness(a)
+    assert status == 200 and report["status"] == "degraded" and report["unservable_files"] == 1
+    assert report["reason"] == "bucket unavailable" and list(report["unservable"]) == ["cut-1.0.tar.gz"]
+    assert a.http.get("/_ah/warmup").status_code == 503
     proxy.clear_rules()
     next_check()
-    assert a.http.get("/packages/cut-1.0.tar.gz").get_data() == data
+    assert a.checked_get("/packages/cut-1.0.tar.gz").get_data() == data
+    status, report = readiness(a)
+    assert report["status"] == "ok" and report["unservable_files"] == 0
+    assert a.http.get("/_ah/warmup").status_code == 200
 
 
 def test_a_stopped_storage_server_is_an_outage_and_its_return_needs_no_restart(

@@ -11,6 +11,7 @@ while it is held, which makes "starting" observable without timing.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import threading
@@ -163,3 +164,27 @@ def test_under_gunicorn_warmup_returns_once_every_file_is_served(
             assert status == 200 and json.loads(body)["files"] == 42
         finally:
             instance.stop()
+
+
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)
+def test_anonymous_ready_names_no_bucket_user_or_file_unless_the_operator_opts_in(
+    filled: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    a = App(filled, tmp_path / "a", htpasswd)
+    assert wait_for_status(a, "ok")[0] == 200
+    # A failure whose message names the bucket and a file, as real ones do.
+    a.client.state.record_failure(f"sync from {a.driver.url} failed: ready-1.0.tar.gz", reason="bucket error")
+    for headers in ({}, {"Authorization": "Basic " + base64.b64encode(b"alice:wrong").decode()}):
+        reply = a.http.get("/ready", headers=headers)
+        body = json.loads(reply.get_data())
+        assert reply.status_code == 200 and body.keys() == REPORT_KEYS
+        assert body["status"] == "degraded" and body["reason"] == "bucket error"
+        text = reply.get_data(as_text=True)
+        assert filled.name not in text and "ready-1.0" not in text and "alice" not in text
+    status, body = report(a)  # the operator, with valid credentials
+    assert body["last_error"]["error"].endswith("ready-1.0.tar.gz") and body["backend"] == a.driver.url
+
+    public = App(filled, tmp_path / "b", htpasswd, READY_DETAILS="public")
+    assert wait_for_status(public, "ok")[0] == 200
+    status, body = report(public, auth=False)
+    assert body.keys() == REPORT_KEYS | DETAIL_KEYS and body["backend"] == public.driver.url
