@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 # Once the bucket has a request's change, placing it in the folder is only a convenience
 # (the next sync does it anyway), so the request does not wait long for the lock.
 _LOCK_WAIT_AFTER_WRITE = 2.0
+# A view this many SYNC_INTERVALs old (at least that many seconds) means the checker has
+# not run: the next read checks itself (see ``ensure_fresh``).
+_STALLED_INTERVALS = 3
+# The checker's shortest pause, so SYNC_INTERVAL=0 does not spin.
+_MIN_CHECKER_PAUSE = 0.1
 # Readiness names at most this many of the files it cannot serve (to the operator only).
 _UNSERVABLE_NAMES_SHOWN = 20
 
@@ -112,37 +117,57 @@ class StorageClient:
         # What this process could not record for its siblings (a full disk), for its own readiness.
         self._unrecorded_failure: Optional[dict[str, object]] = None
         self._unrecorded_unservable: dict[str, dict[str, str]] = {}
-        # The background check (warm-up, or a read that found the view old): one at a time.
-        self._background: Optional[threading.Thread] = None
-        self._background_lock = threading.Lock()
+        # The checker thread (``start_warm_up``), what wakes it, and a one-off check for
+        # an app run without it; checks finished so far, for those who wait for one.
+        self._checker: Optional[threading.Thread] = None
+        self._one_check: Optional[threading.Thread] = None
+        self._check_wanted = False
+        self._checker_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._checks_done = threading.Condition()
+        self._checks_completed = 0
 
     # -- pulling ---------------------------------------------------------------------
 
     def ensure_fresh(self) -> None:
-        """What every read asks: bring the folder up to date if no worker has checked the
-        bucket within SYNC_INTERVAL, without making the read wait for it. The check runs
-        in the background while reads serve the last complete view; only a cold start
-        (no listing of the bucket yet on this folder: nothing to serve) waits for it, at
-        most STORAGE_TIMEOUT. Never raises: failures are logged and recorded."""
+        """What every read asks. Reads never wait for a listing: the instance's checker
+        thread (``start_checking``) looks at the bucket every SYNC_INTERVAL, and a read
+        that finds the view older than that only wakes it and is served the last complete
+        view meanwhile. A read waits for a check in two cases only: a cold start (nothing
+        listed yet on this folder: nothing to serve), and a view so old that no check can
+        have run for a while (``_checks_stalled``: an instance whose CPU is throttled
+        between requests), and then only if no other check holds the folder. Never
+        raises: failures are logged and recorded."""
         if self._is_fresh():
             return
         if self.state.last_listing() is None:
             self.refresh_now()
-            return
-        self._start_background(lambda: None)
+        elif self._checks_stalled():
+            self.refresh_now(lock_wait=0)  # a check already under way elsewhere: don't wait
+        else:
+            self._wake_checker()
 
-    def refresh_now(self) -> None:
-        """The check itself, in the caller's thread: a marker read, and a listing only if
-        something changed (see ``_refresh_locked``). For the background thread, a cold
-        start, and a write that needs the current view (a removal of a file this worker
-        has not seen). Never raises for a storage or folder failure: reads go on from the
-        local copy, and it is logged."""
+    def refresh_now(self, lock_wait: Optional[float] = None) -> None:
+        """One check, in the caller's thread: a marker read, and a listing only if
+        something changed (see ``_refresh_locked``). For the checker thread, a cold start,
+        and a write that needs the current view (a removal of a file this worker has not
+        seen). ``lock_wait``: how long to wait for the folder lock (default
+        STORAGE_TIMEOUT). Never raises for a storage or folder failure: reads go on from
+        the local copy, and it is logged."""
+        try:
+            self._refresh_now(lock_wait)
+        finally:
+            with self._checks_done:
+                self._checks_completed += 1
+                self._checks_done.notify_all()
+
+    def _refresh_now(self, lock_wait: Optional[float]) -> None:
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.sync_interval:
             return  # the bucket just failed, or a long sync holds the lock: don't wait again
         if self._is_fresh():
             return
         try:
-            with self._lock:
+            with self._lock.acquire(timeout=lock_wait):
                 if not self._is_fresh():  # a sibling worker may have checked while we waited
                     self._refresh_locked()
             self._failed_at = None
@@ -150,6 +175,8 @@ class StorageClient:
             self.state.clear_failure()
             self._note_ready()
         except filelock.Timeout:
+            if lock_wait == 0:
+                return  # another worker is checking: its result comes to every reader
             # A long sync (a cold start) is under way: don't make every request wait for it.
             self._failed_at = time.monotonic()
             log.warning("sync skipped: another worker has held %s for %.0fs; serving the local copy",
@@ -161,6 +188,13 @@ class StorageClient:
             if not self.state.record_failure(message, reason=reason):
                 # A full disk: this worker's readiness still tells (its siblings can't know).
                 self._unrecorded_failure = {"error": message, "at": time.time(), "reason": reason}
+
+    def _checks_stalled(self) -> bool:
+        """Whether the view is far older than the checker would let it be: the process was
+        frozen between requests (Cloud Run and App Engine may throttle the CPU of an idle
+        instance), or the folder was just restored."""
+        age = self._view_age()
+        return age is None or age > _STALLED_INTERVALS * max(self.sync_interval, 1.0)
 
     def status(self) -> dict[str, object]:
         """What readiness reports, for this instance (its workers share the folder):
@@ -199,46 +233,80 @@ class StorageClient:
         }
 
     def start_warm_up(self, then: Callable[[], None] = lambda: None) -> threading.Thread:
-        """Bring the folder up to date in the background, then call ``then`` (build the
-        worker's index), so that a new instance is ready before (or soon after) its first
-        request; requests meanwhile serve what is there."""
-        return self._start_background(then)
+        """Start this worker's checker thread (once): a first check at once, then ``then``
+        (build the worker's index), so that a new instance is ready before (or soon after)
+        its first request; then a check whenever the view is SYNC_INTERVAL old or a read
+        wakes it. Requests meanwhile serve what is there."""
+        with self._checker_lock:
+            if self._checker is None or not self._checker.is_alive():
+                self._checker = threading.Thread(
+                    target=self._run_checker, args=(then,), name="gcs-sync-checker", daemon=True,
+                )
+                self._checker.start()
+            return self._checker
 
-    def _start_background(self, then: Callable[[], None]) -> threading.Thread:
-        """One check at a time per process, in a daemon thread: a call while one is under
-        way returns that one (a failed check is retried only after SYNC_INTERVAL anyway)."""
-
-        def check() -> None:
+    def _run_checker(self, then: Callable[[], None]) -> None:
+        first = True
+        while not self._stopping.is_set():
             try:
                 self.refresh_now()
-                then()
-            except Exception:  # a bug: logged here, since no request will see it
+                if first:
+                    then()
+                    first = False
+            except Exception:  # a bug: logged here, since no request would see it; go on
+                log.exception("background check of %s failed unexpectedly", self.driver.url)
+            # Until the view is SYNC_INTERVAL old (a sibling's check counts), or a read wakes us.
+            age = self._view_age()
+            due = self.sync_interval - age if age is not None else self.sync_interval
+            self._wake.wait(timeout=max(due, _MIN_CHECKER_PAUSE))
+            self._wake.clear()
+
+    def _wake_checker(self) -> None:
+        """A read found the view old: have a check run in the background. Without a
+        checker thread (the app used outside gunicorn's hooks), a thread of its own runs
+        checks while reads keep asking for them."""
+        checker = self._checker
+        if checker is not None and checker.is_alive():
+            self._wake.set()
+            return
+        with self._checker_lock:
+            self._check_wanted = True
+            if self._one_check is None:
+                self._one_check = threading.Thread(target=self._run_wanted_checks, name="gcs-sync-check", daemon=True)
+                self._one_check.start()
+
+    def _run_wanted_checks(self) -> None:
+        while True:
+            with self._checker_lock:  # decided under the lock that _wake_checker takes: no wish is lost
+                if not self._check_wanted or self._stopping.is_set():
+                    self._one_check = None
+                    return
+                self._check_wanted = False
+            try:
+                self.refresh_now()
+            except Exception:  # a bug: logged here, since no request would see it
                 log.exception("background check of %s failed unexpectedly", self.driver.url)
 
-        with self._background_lock:
-            if self._background is None or not self._background.is_alive():
-                self._background = threading.Thread(target=check, name="gcs-sync-check", daemon=True)
-                self._background.start()
-            return self._background
+    @property
+    def checks_completed(self) -> int:
+        """How many checks this process has finished (for tools and tests that wait)."""
+        return self._checks_completed
 
-    def wait_for_background(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a background check under way; True once none is."""
-        background = self._background
-        if background is not None:
-            background.join(timeout)
-            return not background.is_alive()
-        return True
+    def wait_for_checks(self, more_than: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until ``checks_completed`` exceeds ``more_than``."""
+        with self._checks_done:
+            return self._checks_done.wait_for(lambda: self._checks_completed > more_than, timeout)
 
     def wait_until_started(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for this instance's first sync (this worker's
-        warm-up, or a sibling's if that one holds the lock); True once it is done."""
+        checker, or a sibling's if that one holds the lock); True once it is done."""
         deadline = time.monotonic() + timeout
-        self.wait_for_background(timeout)
         while self.state.last_listing() is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            time.sleep(min(0.2, remaining))  # a sibling's cold start: its state file tells
+            with self._checks_done:  # woken by this worker's checks; a sibling's, by polling
+                self._checks_done.wait(min(0.2, remaining))
         return True
 
     def sync(self, progress: Optional[SyncProgress] = None) -> SyncReport:
@@ -398,8 +466,9 @@ class StorageClient:
 
     def stop(self) -> None:
         """Let a sync under way finish the transfers in flight and skip the rest, so a
-        worker asked to exit during a long cold start does so promptly."""
+        worker asked to exit during a long cold start does so promptly; end the checker."""
         self._stopping.set()
+        self._wake.set()
 
     def _note_ready(self) -> None:
         if self.ready_after is None:

@@ -32,12 +32,17 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode
 
 
 class App:
+    # Every App made by the running test: stopped after it (conftest), so that no checker
+    # thread (started by /ready or /_ah/warmup) outlives its test.
+    running: list["App"] = []
+
     def __init__(self, bucket: BucketProbe, folder: Path, htpasswd: Path, **overrides: object) -> None:
         self.settings = settings_for(bucket, folder, PASSWORD_FILE=htpasswd, **overrides)
         self.driver = make_driver(self.settings)
         self.wsgi = build_app(self.settings, self.driver)
         self.http = Client(self.wsgi)
         self.folder = folder
+        App.running.append(self)
 
     def upload(self, wheel: Path, user_agent: str = "gcs-sync-tests", data: bytes | None = None):
         content = io.BytesIO(wheel.read_bytes() if data is None else data)
@@ -55,8 +60,9 @@ class App:
     def checked_get(self, path: str, **kwargs: object):
         """A read once the check it starts is done: a read that finds the view old starts
         the check in the background and is served the last complete view meanwhile."""
+        done = self.client.checks_completed
         self.http.get(path, **kwargs)
-        assert self.client.wait_for_background(30), "the background check did not finish"
+        assert self.client.wait_for_checks(done, 30), "the check did not finish"
         return self.http.get(path, **kwargs)
 
     def leftovers(self) -> list[str]:
