@@ -258,6 +258,8 @@ class StorageClient:
             # Until the view is SYNC_INTERVAL old (a sibling's check counts), or a read wakes us.
             age = self._view_age()
             due = self.sync_interval - age if age is not None else self.sync_interval
+            if self._failed_at is not None:  # after a failure, not before the back-off ends
+                due = max(due, self._failed_at + self.sync_interval - time.monotonic())
             self._wake.wait(timeout=max(due, _MIN_CHECKER_PAUSE))
             self._wake.clear()
 
