@@ -8,7 +8,7 @@ from typing import Optional
 
 import pypiserver
 from pypiserver.backend import BackendProxy
-from pypiserver.bottle_wrapper import Bottle, response
+from pypiserver.bottle_wrapper import Bottle, request, response
 
 from .backend import SyncedFolderBackend
 from .client import StorageClient
@@ -85,7 +85,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
     index = PackageIndex(folder, StateFile(folder.control, driver.url), settings.hash_algo)
-    config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, current_changes, client.ensure_fresh))
+    config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, current_changes, client.refresh_now))
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
     app.config["gcs_sync.index"] = index
@@ -101,11 +101,31 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         )
     )
 
-    def readiness_report() -> str:
+    def may_see_details() -> bool:
+        if settings.ready_details == "public":
+            return True
+        credentials = request.auth  # (user, password) from a Basic header, else None
+        if credentials is None or password_file in (None, "."):
+            return False  # without a password file nobody is "authenticated"
+        return bool(config.auther(*credentials))
+
+    def readiness_report(warmup: bool = False) -> str:
         index.refresh()
-        report = {**client.status(), "files": len(index)}
+        status = client.status()
+        details = status.pop("details")
+        report = {"status": status.pop("status"), "files": len(index), **status}
+        # Anonymous callers learn the status, counts and a short reason; the bucket's URL,
+        # messages and file names only go to the log and to those allowed (READY_DETAILS).
+        if may_see_details():
+            report.update(details)
         response.content_type = "application/json"
-        response.status = 503 if report["status"] == "starting" else 200
+        if warmup:
+            # Ready only with the whole index: not while starting, nor with files of the
+            # bucket that could not be fetched (they would 404 here).
+            ready = report["status"] != "starting" and not report["unservable_files"]
+        else:
+            ready = report["status"] != "starting"
+        response.status = 200 if ready else 503
         return json.dumps(report)
 
     @app.route(READINESS_ENDPOINT)
@@ -124,7 +144,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     def warmup() -> str:
         start_warm_up(app)
         client.wait_until_started(WARMUP_WAIT_SECONDS)
-        return readiness_report()
+        return readiness_report(warmup=True)
 
     # Bottle's __call__ hands each request to app.wsgi: wrapped there, every request is
     # logged with its final answer, and the app stays the Bottle (its config, for hooks).

@@ -9,15 +9,19 @@ and the bucket has accepted them.
 
 from __future__ import annotations
 
+import logging
 import typing as t
 
 from pypiserver.backend import Backend, digest_file
 from pypiserver.bottle_wrapper import HTTPError, request
 from pypiserver.core import PkgFile
 
+from .errors import failure_reason
 from .folder import PackageFolder
 from .index import PackageIndex
 from .names import MAX_NAME_LENGTH, is_package_filename
+
+log = logging.getLogger(__name__)
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
@@ -32,13 +36,13 @@ class SyncedFolderBackend(Backend):
         folder: PackageFolder,
         index: PackageIndex,
         current_changes: t.Callable[[], "PendingChanges"],
-        ensure_fresh: t.Callable[[], None],
+        refresh_now: t.Callable[[], None],
     ) -> None:
         super().__init__(config)
         self.folder = folder
         self.index = index
         self._current_changes = current_changes
-        self._ensure_fresh = ensure_fresh
+        self._refresh_now = refresh_now
 
     def _current(self) -> PackageIndex:
         self.index.refresh()
@@ -52,10 +56,11 @@ class SyncedFolderBackend(Backend):
 
     def find_version(self, name: str, version: str) -> t.Iterable[PkgFile]:
         # Only removals ask this, and writes skip the pre-request check (see plugin): a
-        # file this worker has not seen yet (uploaded through another instance) gets one.
+        # file this worker has not seen yet (uploaded through another instance) gets one,
+        # waited for (reads don't wait for a check; this write needs its answer).
         found = self._find_version(name, version)
         if not found:
-            self._ensure_fresh()
+            self._refresh_now()
             found = self._find_version(name, version)
         return found
 
@@ -95,11 +100,27 @@ class SyncedFolderBackend(Backend):
                 400, f"Bad filename: {filename} (a package filename of at most {MAX_NAME_LENGTH} "
                 "characters, not starting with '.')",
             )
-        self._current_changes().uploads.append(self.folder.stage(filename, stream))
+        try:
+            staged = self.folder.stage(filename, stream)
+        except OSError as exc:
+            raise local_disk_error(filename, exc) from exc
+        self._current_changes().uploads.append(staged)
 
     def remove_package(self, pkg: PkgFile) -> None:
         # Only top-level files are indexed, so the relative name is the filename.
         self._current_changes().removals.append(pkg.relfn)
+
+
+def local_disk_error(filename: str, exc: OSError) -> HTTPError:
+    """The 503 for an upload this instance could not write to its own folder (a full disk
+    above all): nothing was stored, and the status line says why (twine prints it)."""
+    reason = failure_reason(exc)
+    log.error("upload of %r refused: could not write it to the local folder: %s", filename, exc)
+    return HTTPError(
+        f"503 Upload not stored, {reason}: {filename}",
+        f"Could not receive {filename!r}: {reason} on this server ({exc.strerror or exc}). "
+        "Nothing was stored. Try again later.\n",
+    )
 
 
 def _requested_download() -> t.Optional[str]:

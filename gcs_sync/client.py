@@ -26,8 +26,9 @@ from typing import Callable, Iterator, Optional, Protocol, Sequence
 import filelock
 
 from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
-from .errors import ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable
-from .events import ContentChangeEvent, LocalAdded, LocalDeleted
+from .errors import ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable, failure_reason
+from .clock import Moment
+from .events import ContentChangeEvent, LocalAdded, LocalDeleted, RemoteAdded, RemoteChanged
 from .folder import PackageFolder, StagedFile
 from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
 from .names import is_package_filename
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 # Once the bucket has a request's change, placing it in the folder is only a convenience
 # (the next sync does it anyway), so the request does not wait long for the lock.
 _LOCK_WAIT_AFTER_WRITE = 2.0
+# A view this many SYNC_INTERVALs old (at least that many seconds) means the checker has
+# not run: the next read checks itself (see ``ensure_fresh``).
+_STALLED_INTERVALS = 3
+# The checker's shortest pause, so SYNC_INTERVAL=0 does not spin.
+_MIN_CHECKER_PAUSE = 0.1
+# Readiness names at most this many of the files it cannot serve (to the operator only).
+_UNSERVABLE_NAMES_SHOWN = 20
 
 
 @dataclasses.dataclass
@@ -104,121 +112,251 @@ class StorageClient:
         self._created = time.monotonic()
         # Seconds from start to this process's first view known to be current.
         self.ready_after: Optional[float] = None
-        self._warm_up: Optional[threading.Thread] = None
-        self._warm_up_lock = threading.Lock()
+        # This process's last check that found the folder current (see ``_view_age``).
+        self._checked: Optional[Moment] = None
+        # What this process could not record for its siblings (a full disk), for its own readiness.
+        self._unrecorded_failure: Optional[dict[str, object]] = None
+        self._unrecorded_unservable: dict[str, dict[str, str]] = {}
+        # The checker thread (``start_warm_up``), what wakes it, and a one-off check for
+        # an app run without it; checks finished so far, for those who wait for one.
+        self._checker: Optional[threading.Thread] = None
+        self._one_check: Optional[threading.Thread] = None
+        self._check_wanted = False
+        self._checker_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._checks_done = threading.Condition()
+        self._checks_completed = 0
 
     # -- pulling ---------------------------------------------------------------------
 
     def ensure_fresh(self) -> None:
-        """Bring the folder up to date if no worker has checked it within the interval.
-        Never raises for a storage or folder failure: reads go on from the local copy,
-        and it is logged."""
+        """What every read asks. Reads never wait for a listing: the instance's checker
+        thread (``start_checking``) looks at the bucket every SYNC_INTERVAL, and a read
+        that finds the view older than that only wakes it and is served the last complete
+        view meanwhile. A read waits for a check in two cases only: a cold start (nothing
+        listed yet on this folder: nothing to serve), and a view so old that no check can
+        have run for a while (``_checks_stalled``: an instance whose CPU is throttled
+        between requests), and then only if no other check holds the folder. Never
+        raises: failures are logged and recorded."""
+        if self._is_fresh():
+            return
+        if self.state.last_listing() is None:
+            self.refresh_now()
+        elif self._checks_stalled():
+            self.refresh_now(lock_wait=0)  # a check already under way elsewhere: don't wait
+        else:
+            self._wake_checker()
+
+    def refresh_now(self, lock_wait: Optional[float] = None) -> None:
+        """One check, in the caller's thread: a marker read, and a listing only if
+        something changed (see ``_refresh_locked``). For the checker thread, a cold start,
+        and a write that needs the current view (a removal of a file this worker has not
+        seen). ``lock_wait``: how long to wait for the folder lock (default
+        STORAGE_TIMEOUT). Never raises for a storage or folder failure: reads go on from
+        the local copy, and it is logged."""
+        try:
+            self._refresh_now(lock_wait)
+        finally:
+            with self._checks_done:
+                self._checks_completed += 1
+                self._checks_done.notify_all()
+
+    def _refresh_now(self, lock_wait: Optional[float]) -> None:
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.sync_interval:
             return  # the bucket just failed, or a long sync holds the lock: don't wait again
         if self._is_fresh():
             return
         try:
-            with self._lock:
+            with self._lock.acquire(timeout=lock_wait):
                 if not self._is_fresh():  # a sibling worker may have checked while we waited
                     self._refresh_locked()
             self._failed_at = None
+            self._unrecorded_failure = None
             self.state.clear_failure()
             self._note_ready()
         except filelock.Timeout:
+            if lock_wait == 0:
+                return  # another worker is checking: its result comes to every reader
             # A long sync (a cold start) is under way: don't make every request wait for it.
             self._failed_at = time.monotonic()
             log.warning("sync skipped: another worker has held %s for %.0fs; serving the local copy",
                         self._lock.lock_file, self._lock.timeout)
         except (StorageError, OSError) as exc:
             self._failed_at = time.monotonic()
-            self.state.record_failure(f"sync from {self.driver.url} failed: {exc}")
+            message, reason = f"sync from {self.driver.url} failed: {exc}", failure_reason(exc)
             log.error("sync from %s failed, serving the local copy: %s", self.driver.url, exc)
+            if not self.state.record_failure(message, reason=reason):
+                # A full disk: this worker's readiness still tells (its siblings can't know).
+                self._unrecorded_failure = {"error": message, "at": time.time(), "reason": reason}
+
+    def _checks_stalled(self) -> bool:
+        """Whether the view is far older than the checker would let it be: the process was
+        frozen between requests (Cloud Run and App Engine may throttle the CPU of an idle
+        instance), or the folder was just restored."""
+        age = self._view_age()
+        return age is None or age > _STALLED_INTERVALS * max(self.sync_interval, 1.0)
 
     def status(self) -> dict[str, object]:
         """What readiness reports, for this instance (its workers share the folder):
-        "starting" until a first sync has listed the bucket, "degraded" while the last
-        attempt to reach the bucket failed (reads go on from the local copy), else "ok"."""
+        "starting" until a first sync has listed the bucket; "degraded" while the last
+        attempt to reach the bucket failed (reads go on from the local copy) or files of
+        the bucket could not be fetched (they answer 404 here), with how many and why;
+        else "ok". Names, paths and messages are in ``details``, for the operator only."""
         last_listing = self.state.last_listing()
-        failure = self.state.last_failure()
-        if failure is not None and isinstance(failure.get("at"), (int, float)):
-            failure = {**failure, "at": _rfc3339(failure["at"])}
-        age = self.state.pulled_age()
+        failure = self.state.last_failure() or self._unrecorded_failure
+        unservable = self.state.unservable() or self._unrecorded_unservable
+        age = self._view_age()
         if last_listing is None:
             status = "starting"
-        elif failure is not None:
+        elif failure is not None or unservable:
             status = "degraded"
         else:
             status = "ok"
+        reasons = sorted({str(entry.get("reason", "error")) for entry in unservable.values()})
+        if failure is not None:
+            reasons.insert(0, str(failure.get("reason") or "error"))
+        if failure is not None and isinstance(failure.get("at"), (int, float)):
+            failure = {**failure, "at": _rfc3339(failure["at"])}
         return {
             "status": status,
-            "backend": self.driver.url,
             # When the folder was last known to match the bucket, and how long ago.
             "last_sync": None if age is None else _rfc3339(time.time() - age),
             "lag_seconds": None if age is None else round(age, 3),
-            "last_error": failure,
+            "unservable_files": len(unservable),
+            "reason": "; ".join(dict.fromkeys(reasons)) or None,
+            "details": {
+                "backend": self.driver.url,
+                "last_error": None if failure is None else {k: v for k, v in failure.items() if k != "reason"},
+                # A few names are enough to act on; the log has every one.
+                "unservable": dict(sorted(unservable.items())[:_UNSERVABLE_NAMES_SHOWN]),
+            },
         }
 
     def start_warm_up(self, then: Callable[[], None] = lambda: None) -> threading.Thread:
-        """Bring the folder up to date in the background, then call ``then`` (build the
-        worker's index), so that a new instance is ready before (or soon after) its first
-        request; requests meanwhile serve what is there. A call while one is under way
-        returns that one (a failed check is retried only after SYNC_INTERVAL anyway)."""
+        """Start this worker's checker thread (once): a first check at once, then ``then``
+        (build the worker's index), so that a new instance is ready before (or soon after)
+        its first request; then a check whenever the view is SYNC_INTERVAL old or a read
+        wakes it. Requests meanwhile serve what is there."""
+        with self._checker_lock:
+            if self._checker is None or not self._checker.is_alive():
+                self._checker = threading.Thread(
+                    target=self._run_checker, args=(then,), name="gcs-sync-checker", daemon=True,
+                )
+                self._checker.start()
+            return self._checker
 
-        def warm_up() -> None:
-            self.ensure_fresh()
-            then()
+    def _run_checker(self, then: Callable[[], None]) -> None:
+        first = True
+        while not self._stopping.is_set():
+            try:
+                self.refresh_now()
+                if first:
+                    then()
+                    first = False
+            except Exception:  # a bug: logged here, since no request would see it; go on
+                log.exception("background check of %s failed unexpectedly", self.driver.url)
+            # Until the view is SYNC_INTERVAL old (a sibling's check counts), or a read wakes us.
+            age = self._view_age()
+            due = self.sync_interval - age if age is not None else self.sync_interval
+            if self._failed_at is not None:  # after a failure, not before the back-off ends
+                due = max(due, self._failed_at + self.sync_interval - time.monotonic())
+            self._wake.wait(timeout=max(due, _MIN_CHECKER_PAUSE))
+            self._wake.clear()
 
-        with self._warm_up_lock:
-            if self._warm_up is None or not self._warm_up.is_alive():
-                self._warm_up = threading.Thread(target=warm_up, name="gcs-sync-warm-up", daemon=True)
-                self._warm_up.start()
-            return self._warm_up
+    def _wake_checker(self) -> None:
+        """A read found the view old: have a check run in the background. Without a
+        checker thread (the app used outside gunicorn's hooks), a thread of its own runs
+        checks while reads keep asking for them."""
+        checker = self._checker
+        if checker is not None and checker.is_alive():
+            self._wake.set()
+            return
+        with self._checker_lock:
+            self._check_wanted = True
+            if self._one_check is None:
+                self._one_check = threading.Thread(target=self._run_wanted_checks, name="gcs-sync-check", daemon=True)
+                self._one_check.start()
+
+    def _run_wanted_checks(self) -> None:
+        while True:
+            with self._checker_lock:  # decided under the lock that _wake_checker takes: no wish is lost
+                if not self._check_wanted or self._stopping.is_set():
+                    self._one_check = None
+                    return
+                self._check_wanted = False
+            try:
+                self.refresh_now()
+            except Exception:  # a bug: logged here, since no request would see it
+                log.exception("background check of %s failed unexpectedly", self.driver.url)
+
+    @property
+    def checks_completed(self) -> int:
+        """How many checks this process has finished (for tools and tests that wait)."""
+        return self._checks_completed
+
+    def wait_for_checks(self, more_than: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until ``checks_completed`` exceeds ``more_than``."""
+        with self._checks_done:
+            return self._checks_done.wait_for(lambda: self._checks_completed > more_than, timeout)
 
     def wait_until_started(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for this instance's first sync (this worker's
-        warm-up, or a sibling's if that one holds the lock); True once it is done."""
+        checker, or a sibling's if that one holds the lock); True once it is done."""
         deadline = time.monotonic() + timeout
-        warm_up = self._warm_up
-        if warm_up is not None:
-            warm_up.join(timeout)
         while self.state.last_listing() is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            time.sleep(min(0.2, remaining))  # a sibling's cold start: its state file tells
+            with self._checks_done:  # woken by this worker's checks; a sibling's, by polling
+                self._checks_done.wait(min(0.2, remaining))
         return True
 
     def sync(self, progress: Optional[SyncProgress] = None) -> SyncReport:
         """List the bucket and sync now, whatever the interval; storage errors propagate."""
         with self._lock:
-            checked_at = time.time()
-            return self._sync_locked(self.driver.marker_version(), checked_at, progress)
+            began = Moment.now()
+            return self._sync_locked(self.driver.marker_version(), began, progress)
 
     def _is_fresh(self) -> bool:
-        age = self.state.pulled_age()
+        age = self._view_age()
         return age is not None and age < self.sync_interval
+
+    def _view_age(self) -> Optional[float]:
+        """Seconds since a worker of this instance last found the folder current: the
+        shared record, or this process's own moment if that is newer (or the record could
+        not be written: a full disk)."""
+        shared = self.state.pulled_age()
+        own = None if self._checked is None else self._checked.age()
+        known = [age for age in (shared, own) if age is not None]
+        return min(known) if known else None
+
+    def _mark_checked(self, began: Moment) -> None:
+        self._checked = began
+        self.state.mark_pulled(began)
 
     def _refresh_locked(self) -> Optional[SyncReport]:
         """One metadata read of the change marker; a full listing only if it moved, the
         last listing was incomplete, or the periodic full listing is due (that one catches
         changes made straight in the bucket by other tools)."""
-        checked_at = time.time()
+        began = Moment.now()
         meter = BucketMeter(self.driver)
         marker = self.driver.marker_version()  # read before listing: a later change moves it again
         last = self.state.last_listing()
+        listing_age = None if last is None else last.age()
         if (
             marker is not None  # no marker (yet), or no bucket: only a listing can tell
             and last is not None
             and last.complete
             and last.marker == marker
-            and checked_at - last.listed_at < self.full_sync_interval
+            and listing_age is not None  # unknown (another boot, an older record): list
+            and listing_age < self.full_sync_interval
             and self._folder_matches_state()
         ):
             self._after_check(False)
-            self.state.mark_pulled(checked_at)
+            self._mark_checked(began)
             log_marker_check(log, self.driver.url, meter)
             return None
-        return self._sync_locked(marker, checked_at)
+        return self._sync_locked(marker, began)
 
     def _folder_matches_state(self) -> bool:
         """Whether every recorded file is still in the folder and the state is usable: a
@@ -230,7 +368,7 @@ class StorageClient:
         return recorded.keys() <= set(os.listdir(self.folder.path))
 
     def _sync_locked(
-        self, marker: Optional[str], checked_at: float, progress: Optional[SyncProgress] = None
+        self, marker: Optional[str], began: Moment, progress: Optional[SyncProgress] = None
     ) -> SyncReport:
         started = time.monotonic()
         calls_before = sum(self.driver.calls.values())
@@ -277,10 +415,11 @@ class StorageClient:
             self._create_marker()
         if self.state.should_compact():
             self.state.save(state)
+        self._record_unservable(report)
         # An incomplete sync is not a baseline: the next check lists again to retry.
-        self.state.record_listing(marker, checked_at, complete=not report.failed)
+        self.state.record_listing(marker, began, complete=not report.failed)
         self._after_check(True)
-        self.state.mark_pulled(checked_at)
+        self._mark_checked(began)
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
         log_sync(log, self.driver.url, report)
@@ -288,6 +427,17 @@ class StorageClient:
             log.info("cold start: %d files from %s in %.2fs, %d transfers at a time",
                      len(report.applied), self.driver.url, report.seconds, self.concurrency)
         return report
+
+    def _record_unservable(self, report: SyncReport) -> None:
+        """The bucket's files that this sync could not bring here: readiness reports them
+        (``status``) until a later listing fetches them."""
+        unservable = {
+            event.name: {"error": str(error), "reason": failure_reason(error)}
+            for event, error in report.failed
+            if isinstance(event, (RemoteAdded, RemoteChanged))
+        }
+        recorded = self.state.record_unservable(unservable)
+        self._unrecorded_unservable = {} if recorded else unservable
 
     def _apply(
         self, events: Sequence[ContentChangeEvent]
@@ -318,8 +468,9 @@ class StorageClient:
 
     def stop(self) -> None:
         """Let a sync under way finish the transfers in flight and skip the rest, so a
-        worker asked to exit during a long cold start does so promptly."""
+        worker asked to exit during a long cold start does so promptly; end the checker."""
         self._stopping.set()
+        self._wake.set()
 
     def _note_ready(self) -> None:
         if self.ready_after is None:

@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 TIERS = ("dev", "prod")
 BACKENDS = ("gcs", "s3", "local")
+READY_DETAILS = ("authenticated", "public")
 DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024**2  # PyPI's own default limit for one file
 DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")  # gunicorn's default: a proxy on the same host
 
@@ -87,6 +88,10 @@ class Settings:
     # Largest request body accepted, in bytes: an upload's files plus the form around them.
     max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
     log_level: str = "INFO"
+    # Who sees /ready's details (the bucket's URL, error messages, file names):
+    # "authenticated" callers (valid credentials from PASSWORD_FILE) or everyone ("public").
+    # Anonymous callers otherwise get the status, counts and a short reason only.
+    ready_details: str = "authenticated"
     # Only the default dev folder is created on first use; a named one must exist, like a bucket.
     create_bucket_folder: bool = False
     # Peers whose X-Forwarded-Proto/-For count (gunicorn's forwarded_allow_ips, which
@@ -158,6 +163,7 @@ class Settings:
             log_level=reader.choice(
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
+            ready_details=reader.choice("READY_DETAILS", READY_DETAILS, "authenticated"),
             create_bucket_folder=create_bucket_folder,
             forwarded_allow_ips=reader.parsed("FORWARDED_ALLOW_IPS", parse_allow_ips, DEFAULT_FORWARDED_ALLOW_IPS),
         )

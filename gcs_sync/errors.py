@@ -16,6 +16,8 @@ original, so the cause stays in the traceback and the log.
 
 from __future__ import annotations
 
+import errno
+
 
 class GcsSyncError(Exception):
     """Base of every error raised on purpose by gcs_sync."""
@@ -67,3 +69,27 @@ class StoragePermissionDenied(StorageError, PermissionError):
 
 class StorageUnavailable(StorageError, ConnectionError):
     """The store could not be reached or kept failing within the retry budget."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short category for ``exc`` that names no object, path or user: what anonymous
+    readiness may say about a failure (the details go to the log)."""
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return "local disk full"
+    cause = getattr(exc, "cause", "")
+    if isinstance(exc, StorageError) and ("No space left" in cause or "Disk quota exceeded" in cause):
+        return "local disk full"
+    if isinstance(exc, StorageError) and cause.startswith("local folder:"):
+        return "local folder error"
+    for kind, reason in (
+        (StorageUnavailable, "bucket unavailable"),
+        (StoragePermissionDenied, "bucket permission denied"),
+        (BucketNotFound, "bucket not found"),
+        (ObjectChanged, "object changed during the sync"),
+        (ObjectNotFound, "object gone during the sync"),
+        (StorageError, "bucket error"),
+        (OSError, "local folder error"),
+    ):
+        if isinstance(exc, kind):
+            return reason
+    return "error"

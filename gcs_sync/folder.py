@@ -25,7 +25,7 @@ TEMP_SUFFIX = ".part"
 # Of the target's name, only this much goes into a temp name: with the dot, a random
 # part and the suffix it stays within one path component (255) for any package name.
 _TEMP_NAME_KEEP = 200
-# A temp file older than this belongs to a process that died mid-write.
+# A temp file unchanged for this long belongs to a process that died mid-write.
 STALE_TEMP_SECONDS = 3600
 
 
@@ -55,6 +55,8 @@ class PackageFolder:
         self.path = Path(path).absolute()
         self.control = self.path / ".gcs_sync"
         self.control.mkdir(parents=True, exist_ok=True)
+        # Temp files by name: their fingerprint, and when this process first saw it.
+        self._temps_seen: dict[str, tuple[str, float]] = {}
 
     def package_files(self) -> Iterator[os.DirEntry]:
         """The package files directly in the folder: what is synced and served."""
@@ -102,20 +104,29 @@ class PackageFolder:
         return self.path / name
 
     def sweep_stale_temps(self) -> None:
-        """Remove temp files left by a process that died mid-write."""
-        now = time.time()
-        removed = []
+        """Remove temp files left by a process that died mid-write: those this process
+        has seen unchanged (same size, mtime and inode) for STALE_TEMP_SECONDS on its
+        monotonic clock. Not by their age on the wall clock: a clock stepped forward would
+        make a temp being written right now look old."""
+        now = time.monotonic()
+        seen, removed = {}, []
         with os.scandir(self.path) as entries:
             for entry in entries:
                 if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
                     continue
                 try:
                     # Other workers create and remove temps outside the folder lock.
-                    if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
-                        Path(entry.path).unlink(missing_ok=True)
-                        removed.append(entry.name)
+                    current = fingerprint(entry.stat())
                 except FileNotFoundError:
                     continue
+                before = self._temps_seen.get(entry.name)
+                first_seen = before[1] if before is not None and before[0] == current else now
+                if now - first_seen > STALE_TEMP_SECONDS:
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed.append(entry.name)
+                else:
+                    seen[entry.name] = (current, first_seen)
+        self._temps_seen = seen
         if removed:
             log.warning("removed %d stale temp files left by a crashed worker: %s", len(removed), removed)
 

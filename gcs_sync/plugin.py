@@ -17,6 +17,7 @@ and that bottle could parse it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import typing as t
 
@@ -172,6 +173,15 @@ class RequestBodyGuard:
             self._guard(environ)
             try:
                 return callback(*args, **kwargs)
+            except OSError as exc:
+                # Bottle spools a large body to a temporary file (TMPDIR): on a full disk
+                # that fails before any route code runs. A 503 naming the cause, not a 500.
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                log.error("request to %s refused: the local disk is full: %s", request.path, exc)
+                raise HTTPError(
+                    "503 Local disk full", "This server's local disk is full; nothing was stored. Try again later.\n"
+                ) from exc
             except ValueError as exc:
                 # The body was read but bottle has no form: the ValueError is its parser's.
                 # (The form is parsed lazily, by the route, after pypiserver's auth check.)

@@ -29,6 +29,8 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+from .clock import Moment
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
@@ -75,11 +77,17 @@ FAILURE_KINDS = ("sync", "passwords")
 @dataclasses.dataclass(frozen=True)
 class Listing:
     """The last full listing of the bucket: the change marker's version read just before
-    it, when it began, and whether every change it found was applied."""
+    it, when it began (``began``; ``listed_at`` is the wall-clock time, for people to read),
+    and whether every change it found was applied."""
 
     marker: Optional[str]
     listed_at: float
     complete: bool
+    began: Optional[Moment] = None
+
+    def age(self) -> Optional[float]:
+        """Seconds since it began; None if that cannot be told (another boot, an older record)."""
+        return None if self.began is None else self.began.age()
 
 
 class StateFile:
@@ -88,11 +96,14 @@ class StateFile:
         self.path = control_folder / "state.json"
         # Touched after every check that found the folder current with the bucket: its age
         # is how stale this instance's view may be.
-        self._checked_stamp = control_folder / "pulled"
+        # (A moment of the monotonic clock: ``clock.Moment``.)
+        self._checked_stamp = control_folder / "checked.json"
         # The change marker's version and the time of the last full listing.
         self._listing_record = control_folder / "listing.json"
         # The last failure to reach the bucket, until a check succeeds: what readiness reports.
         self._failure_record = control_folder / "failure.json"
+        # Files of the bucket that the last listing could not fetch into the folder.
+        self._unservable_record = control_folder / "unservable.json"
         self._store_url = store_url
         # Set when the snapshot on disk can't be used: the next sync writes a new one.
         self.needs_snapshot = False
@@ -231,35 +242,83 @@ class StateFile:
 
     # -- freshness -------------------------------------------------------------------
 
-    def mark_pulled(self, as_of: float) -> None:
-        """Record that the folder was found current with the bucket, dated when the check
-        began: a change made after that moment must not look older than it is."""
-        self._checked_stamp.touch()
-        os.utime(self._checked_stamp, (as_of, as_of))
+    def mark_pulled(self, as_of: Moment) -> None:
+        """Record that the folder was found current with the bucket, as of the moment the
+        check began: a change made after that moment must not look older than it is. A
+        moment of the monotonic clock, not a file time, so a clock step changes nothing.
+        Best effort: a full disk must not turn reads into errors (each worker then keeps
+        its own moment, ``StorageClient``)."""
+        try:
+            write_json_atomically(self._checked_stamp, as_of.to_json())
+        except OSError as exc:
+            log.warning("could not record the freshness check in %s: %s", self._checked_stamp, exc)
 
     def pulled_age(self) -> Optional[float]:
-        """Seconds since any worker on this folder last found it current."""
+        """Seconds since any worker on this folder last found it current; None if no
+        worker of this boot has (or the record is unreadable)."""
         try:
-            return time.time() - self._checked_stamp.stat().st_mtime
+            raw = json.loads(self._checked_stamp.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:  # torn by a crash: the next check rewrites it
+            log.debug("ignoring %s (%s): the next read checks the bucket", self._checked_stamp, exc)
+            return None
+        moment = Moment.from_json(raw)
+        return None if moment is None else moment.age()
 
     def last_listing(self) -> Optional[Listing]:
         try:
             raw = json.loads(self._listing_record.read_text(encoding="utf-8"))
-            return Listing(raw["marker"], float(raw["listed_at"]), bool(raw["complete"]))
+            return Listing(
+                raw["marker"], float(raw["listed_at"]), bool(raw["complete"]), Moment.from_json(raw.get("began")),
+            )
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring %s (%s): the next check lists the bucket", self._listing_record, exc)
             return None
 
-    def record_failure(self, message: str, kind: str = "sync") -> None:
-        """Record the last failure of one kind (``FAILURE_KINDS``) until ``clear_failure(kind)``."""
-        write_json_atomically(self._failure_path(kind), {"error": message, "at": time.time()})
+    def record_failure(self, message: str, kind: str = "sync", reason: Optional[str] = None) -> bool:
+        """Record the last failure of one kind (``FAILURE_KINDS``) until ``clear_failure(kind)``:
+        ``message`` with the details (names, paths), ``reason`` a short category that says
+        none of them (what anonymous readiness shows). Best effort: recording a failure must
+        not fail in turn (a full disk), so that reads go on: False if it could not be written."""
+        payload: dict[str, object] = {"error": message, "at": time.time(), "reason": reason or "error"}
+        try:
+            write_json_atomically(self._failure_path(kind), payload)
+            return True
+        except OSError as exc:
+            log.warning("could not record the %s failure in %s: %s", kind, self.control, exc)
+            return False
 
     def clear_failure(self, kind: str = "sync") -> None:
-        self._failure_path(kind).unlink(missing_ok=True)
+        try:
+            self._failure_path(kind).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not clear the %s failure record in %s: %s", kind, self.control, exc)
+
+    def record_unservable(self, files: dict[str, dict[str, str]]) -> bool:
+        """The bucket's files this folder could not fetch at the last listing (name ->
+        ``{"error", "reason"}``): readiness reports them until a listing fetches them."""
+        try:
+            if files:
+                write_json_atomically(self._unservable_record, {"files": files, "at": time.time()})
+            else:
+                self._unservable_record.unlink(missing_ok=True)
+            return True
+        except OSError as exc:
+            log.warning("could not record the files that failed to download in %s: %s", self.control, exc)
+            return False
+
+    def unservable(self) -> dict[str, dict[str, str]]:
+        try:
+            raw = json.loads(self._unservable_record.read_text(encoding="utf-8"))
+            files = raw["files"]
+            return files if isinstance(files, dict) else {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return {"?": {"error": f"unreadable {self._unservable_record.name}: {exc}", "reason": "unreadable state"}}
 
     def failure(self, kind: str) -> Optional[dict[str, object]]:
         path = self._failure_path(kind)
@@ -277,8 +336,11 @@ class StateFile:
     def _failure_path(self, kind: str) -> Path:
         return self._failure_record if kind == "sync" else self.control / f"failure-{kind}.json"
 
-    def record_listing(self, marker: Optional[str], listed_at: float, *, complete: bool) -> None:
-        write_json_atomically(self._listing_record, {"marker": marker, "listed_at": listed_at, "complete": complete})
+    def record_listing(self, marker: Optional[str], began: Moment, *, complete: bool) -> None:
+        write_json_atomically(self._listing_record, {
+            "marker": marker, "listed_at": time.time() - (began.age() or 0.0), "complete": complete,
+            "began": began.to_json(),
+        })
 
 
 def write_json_atomically(path: Path, payload: dict[str, object]) -> None:

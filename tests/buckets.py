@@ -129,8 +129,10 @@ class GCSProbe(BucketProbe):
     def env(self) -> dict[str, str]:
         return {**super().env(), "STORAGE_EMULATOR_HOST": self.emulator_host}
 
-    def put(self, name: str, data: bytes) -> None:
-        self.bucket.blob(f"{PREFIX}/{name}").upload_from_string(data)
+    def put(self, name: str, data: bytes, metadata: Optional[dict[str, str]] = None) -> None:
+        blob = self.bucket.blob(f"{PREFIX}/{name}")
+        blob.metadata = metadata
+        blob.upload_from_string(data)
 
     def get(self, name: str) -> Optional[bytes]:
         blob = self.bucket.get_blob(f"{PREFIX}/{name}")
@@ -180,8 +182,8 @@ class S3Probe(BucketProbe):
     def env(self) -> dict[str, str]:
         return {**super().env(), "AWS_ENDPOINT_URL": self.endpoint}
 
-    def put(self, name: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.name, Key=f"{PREFIX}/{name}", Body=data)
+    def put(self, name: str, data: bytes, metadata: Optional[dict[str, str]] = None) -> None:
+        self.client.put_object(Bucket=self.name, Key=f"{PREFIX}/{name}", Body=data, Metadata=metadata or {})
 
     def get(self, name: str) -> Optional[bytes]:
         try:

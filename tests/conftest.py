@@ -74,6 +74,17 @@ def proxy(bucket: BucketProbe, request: pytest.FixtureRequest, monkeypatch: pyte
         yield fault_proxy
 
 
+@pytest.fixture(autouse=True)
+def stop_in_process_apps() -> Iterator[None]:
+    """After each test, stop the checker threads of the apps it made in this process."""
+    yield
+    from .test_app import App
+
+    for app in App.running:
+        app.client.stop()
+    App.running.clear()
+
+
 @pytest.fixture
 def htpasswd(tmp_path: Path) -> Path:
     return storage_servers.write_htpasswd(tmp_path / "htpasswd")

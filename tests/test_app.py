@@ -19,7 +19,10 @@ from werkzeug.test import Client
 from gcs_sync import build_app
 from gcs_sync.drivers import make_driver
 
+from gcs_sync.client import StorageClient
+
 from .buckets import BucketProbe
+from .views import age_listing, age_view
 from .conftest import settings_for
 from .fault_proxy import FaultProxy, Respond
 from .packages import make_wheel
@@ -29,23 +32,38 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode
 
 
 class App:
+    # Every App made by the running test: stopped after it (conftest), so that no checker
+    # thread (started by /ready or /_ah/warmup) outlives its test.
+    running: list["App"] = []
+
     def __init__(self, bucket: BucketProbe, folder: Path, htpasswd: Path, **overrides: object) -> None:
         self.settings = settings_for(bucket, folder, PASSWORD_FILE=htpasswd, **overrides)
         self.driver = make_driver(self.settings)
         self.wsgi = build_app(self.settings, self.driver)
         self.http = Client(self.wsgi)
         self.folder = folder
+        App.running.append(self)
 
     def upload(self, wheel: Path, user_agent: str = "gcs-sync-tests", data: bytes | None = None):
         content = io.BytesIO(wheel.read_bytes() if data is None else data)
         return self.http.post("/", data={":action": "file_upload", "content": (content, wheel.name)},
                               headers={**AUTH, "User-Agent": user_agent})
 
+    @property
+    def client(self) -> StorageClient:
+        return self.wsgi.config["gcs_sync.client"]
+
     def age_view(self) -> None:
-        past = time.time() - 2 * max(self.settings.sync_interval, 1)
-        stamp = self.folder / ".gcs_sync" / "pulled"
-        if stamp.exists():  # absent: never checked, so not fresh anyway
-            os.utime(stamp, (past, past))
+        """Pretend the last check of the bucket was longer ago than SYNC_INTERVAL."""
+        age_view(self.client, 2 * max(self.settings.sync_interval, 1))
+
+    def checked_get(self, path: str, **kwargs: object):
+        """A read once the check it starts is done: a read that finds the view old starts
+        the check in the background and is served the last complete view meanwhile."""
+        done = self.client.checks_completed
+        self.http.get(path, **kwargs)
+        assert self.client.wait_for_checks(done, 30), "the check did not finish"
+        return self.http.get(path, **kwargs)
 
     def leftovers(self) -> list[str]:
         return [p.name for p in self.folder.iterdir() if p.name.startswith(".") and p.name != ".gcs_sync"]
@@ -133,7 +151,7 @@ def test_steady_state_costs_one_marker_read_per_interval_and_no_listing(app: App
     # is the start-up check that the bucket exists.)
     assert dict(app.driver.calls) == {"check": 1, "stat": 1, "list": 1, "download": 1, "upload": 1}
     app.age_view()
-    app.http.get("/simple/")
+    app.checked_get("/simple/")
     first = dict(app.driver.calls)
     assert first == {"check": 1, "stat": 2, "list": 2, "download": 1, "upload": 1}
     for path in ["/simple/", "/simple/demo/", "/packages/", "/packages/demo-1.0.tar.gz", "/"] * 10:
@@ -141,7 +159,7 @@ def test_steady_state_costs_one_marker_read_per_interval_and_no_listing(app: App
     assert dict(app.driver.calls) == first
     for check in range(1, 4):
         app.age_view()
-        app.http.get("/simple/")
+        app.checked_get("/simple/")
         assert dict(app.driver.calls) == {**first, "stat": first["stat"] + check}  # no listing
 
 
@@ -155,7 +173,7 @@ def test_a_change_through_another_instance_moves_the_marker_and_is_listed(
     assert app.http.get("/simple/demo/").status_code == 404  # within the interval: not checked yet
     calls = dict(app.driver.calls)
     app.age_view()
-    page = app.http.get("/simple/demo/")
+    page = app.checked_get("/simple/demo/")
     assert page.status_code == 200 and wheel.name in page.get_data(as_text=True)
     assert app.driver.calls["list"] == calls["list"] + 1 and app.driver.calls["download"] == 1
 
@@ -166,16 +184,14 @@ def test_a_change_made_straight_in_the_bucket_appears_with_the_full_listing(
     app = App(bucket, tmp_path / "packages", htpasswd, FULL_SYNC_INTERVAL=3)
     assert app.http.get("/simple/").status_code == 200  # this sync creates the marker
     app.age_view()
-    assert app.http.get("/simple/").status_code == 200  # this one takes its version
+    assert app.checked_get("/simple/").status_code == 200  # this one takes its version
     bucket.put("demo-1.0.tar.gz", b"demo")  # another tool: the marker does not move
     app.age_view()
-    assert app.http.get("/simple/demo/").status_code == 404
+    assert app.checked_get("/simple/demo/").status_code == 404
     assert app.driver.calls["list"] == 2  # the marker check said nothing changed
-    listing = app.folder / ".gcs_sync" / "listing.json"
-    record = json.loads(listing.read_text())
-    listing.write_text(json.dumps({**record, "listed_at": record["listed_at"] - 3}))
+    age_listing(app.folder, 3)
     app.age_view()
-    assert app.http.get("/simple/demo/").status_code == 200
+    assert app.checked_get("/simple/demo/").status_code == 200
     assert app.driver.calls["list"] == 3
 
 
@@ -277,10 +293,10 @@ def test_a_file_deleted_by_hand_is_not_listed_after_the_next_check(
     app = App(bucket, tmp_path / "packages", htpasswd, TIER="prod", FULL_SYNC_INTERVAL=3600)
     bucket.put("demo-1.0.tar.gz", b"demo")
     for _ in range(2):  # the second check takes the new marker's version: steady state
-        app.http.get("/simple/")
+        app.checked_get("/simple/")
         app.age_view()
     (app.folder / "demo-1.0.tar.gz").unlink()  # a /tmp cleaner
-    assert app.http.get("/packages/demo-1.0.tar.gz").status_code == 200  # downloaded again
+    assert app.checked_get("/packages/demo-1.0.tar.gz").status_code == 200  # downloaded again
     assert app.http.get("/packages/demo-1.0.tar.gz").get_data() == b"demo"
 
 
@@ -288,10 +304,10 @@ def test_a_damaged_state_is_rebuilt_at_the_next_check(bucket: BucketProbe, tmp_p
     app = App(bucket, tmp_path / "packages", htpasswd, FULL_SYNC_INTERVAL=3600)
     bucket.put("demo-1.0.tar.gz", b"demo")
     for _ in range(2):
-        app.http.get("/simple/")
+        app.checked_get("/simple/")
         app.age_view()
     (app.folder / ".gcs_sync" / "state.json").write_text('{"format": 1}')  # damaged, or from an old release
-    assert app.http.get("/simple/demo/").status_code == 200
+    assert app.checked_get("/simple/demo/").status_code == 200
     assert app.http.get("/packages/demo-1.0.tar.gz").get_data() == b"demo"
 
 

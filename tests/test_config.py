@@ -81,6 +81,7 @@ BAD = [
     ({"MAX_UPLOAD_SIZE": "lots"}, "MAX_UPLOAD_SIZE"),
     ({"MAX_UPLOAD_SIZE": "1.5MB"}, "MAX_UPLOAD_SIZE"),
     ({"MAX_UPLOAD_SIZE": "10TB"}, "MAX_UPLOAD_SIZE"),
+    ({"READY_DETAILS": "everyone"}, "READY_DETAILS"),
 ]
 
 

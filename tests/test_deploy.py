@@ -62,7 +62,7 @@ def test_the_files_the_image_copies_start_the_server_with_the_image_command(tmp_
     assert env["FORWARDED_ALLOW_IPS"] == "*"  # Cloud Run's front end sets X-Forwarded-Proto
     port = free_port()
     env.update(PORT=str(port), STORAGE_BACKEND="local", BUCKET_NAME=str(bucket),
-               LOCAL_PACKAGE_DIRECTORY=str(packages))
+               LOCAL_PACKAGE_DIRECTORY=str(packages), READY_DETAILS="public")  # to read "backend" back
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         # The image's command, run by this Python (the image's PATH has gunicorn on it).

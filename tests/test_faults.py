@@ -45,7 +45,8 @@ OUTAGES = {
 
 
 def readiness(app: App) -> tuple[int, dict]:
-    reply = app.http.get("/ready")
+    """/ready (with the details) once the check it starts, if one is due, is done."""
+    reply = app.checked_get("/ready", headers=AUTH)
     return reply.status_code, json.loads(reply.get_data())
 
 
@@ -109,7 +110,7 @@ def test_an_outage_keeps_reads_local_refuses_writes_cleanly_and_heals_by_itself(
     assert bucket.names() == {"have-1.0.tar.gz", new.name}
     for app in (a, c):
         app.age_view()
-        assert app.http.get("/simple/have/").status_code == 200
+        assert app.checked_get("/simple/have/").status_code == 200
         status, report = readiness(app)
         assert status == 200 and report["status"] == "ok" and report["last_error"] is None
     assert c.http.get(f"/packages/{new.name}").get_data() == new.read_bytes()
@@ -143,7 +144,7 @@ def test_a_single_failed_request_is_retried_and_never_seen_by_the_client(
             bucket.put("later-1.0.tar.gz", b"later")
             bucket.put(".gcs_sync/changed", b"moved by another tool")
             a.age_view()
-            assert a.http.get("/simple/later/").status_code == 200
+            assert a.checked_get("/simple/later/").status_code == 200
         assert rule.hits == 1, operation
 
 
@@ -158,9 +159,18 @@ def test_a_download_cut_short_is_never_served_and_comes_whole_at_the_next_check(
     assert page.status_code == 404 and rule.hits >= 1  # not listed: it is not whole
     assert a.http.get("/packages/cut-1.0.tar.gz").status_code == 404
     assert a.leftovers() == []
+    # Readiness tells: a file of the bucket is not served here, how many and why, and
+    # the warmup does not call an instance ready without it.
+    status, report = readiness(a)
+    assert status == 200 and report["status"] == "degraded" and report["unservable_files"] == 1
+    assert report["reason"] == "bucket unavailable" and list(report["unservable"]) == ["cut-1.0.tar.gz"]
+    assert a.http.get("/_ah/warmup").status_code == 503
     proxy.clear_rules()
     next_check()
-    assert a.http.get("/packages/cut-1.0.tar.gz").get_data() == data
+    assert a.checked_get("/packages/cut-1.0.tar.gz").get_data() == data
+    status, report = readiness(a)
+    assert report["status"] == "ok" and report["unservable_files"] == 0
+    assert a.http.get("/_ah/warmup").status_code == 200
 
 
 def test_a_stopped_storage_server_is_an_outage_and_its_return_needs_no_restart(

@@ -24,6 +24,7 @@ from gcs_sync import ConfigError, build_app
 from gcs_sync.cli import main
 
 from .buckets import MARKER, BucketProbe
+from .test_app import App
 from .conftest import settings_for
 from .fault_proxy import FaultProxy, Respond
 from .servers import Instance, start_instance, upload_form
@@ -79,17 +80,22 @@ class Server:
         self.http = Client(self.wsgi)
         self.folder = folder
         self.passwords = self.wsgi.config["gcs_sync.passwords"]
+        self.client = self.wsgi.config["gcs_sync.client"]
+        App.running.append(self)  # its checker thread is stopped after the test (conftest)
 
     def upload(self, user: str, password: str) -> int:
         data = {":action": "file_upload", "content": (io.BytesIO(b"x"), f"pkg-1.{next(_names)}.tar.gz")}
         return self.http.post("/", data=data, headers=basic(user, password)).status_code
 
     def check(self) -> None:
-        """A read: it runs the freshness check, as every read does."""
+        """A read, once the freshness check it starts (as every read may) is done."""
+        done = self.client.checks_completed
         assert self.http.get("/simple/").status_code == 200
+        self.client.wait_for_checks(done, 30)
 
     def ready(self) -> dict:
-        return json.loads(self.http.get("/ready").get_data())
+        # With the details (the last error's message): the operator's view.
+        return json.loads(self.http.get("/ready", headers=basic("alice", "s3cret")).get_data())
 
 
 def test_the_users_come_from_the_object_through_a_private_local_copy(bucket: BucketProbe, tmp_path: Path) -> None:
@@ -109,19 +115,19 @@ def test_a_user_change_costs_bucket_calls_per_change_not_per_request(
     server = Server(bucket, tmp_path / "packages", SYNC_INTERVAL=0)  # every request checks the marker
     calls = server.passwords.driver.calls
     assert dict(calls) == {"stat": 1, "download": 1}  # at start
-    server.http.get("/simple/")  # the first sync lists the bucket: one more stat, same version
+    server.check()  # the first sync lists the bucket: one more stat, same version
     assert dict(calls) == {"stat": 2, "download": 1}
     calls.clear()
     for _ in range(20):
-        assert server.http.get("/simple/").status_code == 200
+        server.check()
     assert dict(calls) == {}  # the marker did not move: nothing read for the users
 
     assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "bob", "--password-stdin", stdin="bob's\n") == 0
-    assert server.http.get("/simple/").status_code == 200  # the marker moved: one listing
+    server.check()  # the marker moved: one listing
     assert dict(calls) == {"stat": 1, "download": 1}
     assert server.upload("bob", "bob's") == 200  # a change too: the next check lists, one stat
     for _ in range(20):
-        server.http.get("/simple/")
+        server.check()
     assert dict(calls) == {"stat": 2, "download": 1}  # the same version: not downloaded again
 
 
@@ -263,7 +269,7 @@ def test_a_bad_new_version_keeps_the_users_and_shows_in_ready(
     move_marker(bucket)
 
     def reported() -> bool:
-        status, body = instance.get("/ready")
+        status, body = instance.get("/ready", auth=True)  # the details need credentials
         error = json.loads(body)["last_error"]
         return status == 200 and error is not None and bucket.url(KEY) in error["error"]
 

@@ -11,6 +11,7 @@ while it is held, which makes "starting" observable without timing.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import threading
@@ -26,14 +27,16 @@ from gcs_sync import app as app_module
 from .buckets import BucketProbe
 from .fault_proxy import FaultProxy, Respond
 from .servers import links, start_instance
-from .test_app import App
+from .test_app import AUTH, App
 
 FILES = {"ready-1.0.tar.gz": b"one", "ready-2.0.tar.gz": b"two"}
-REPORT_KEYS = {"status", "backend", "files", "last_sync", "lag_seconds", "last_error"}
+# What anyone may read; the details (the bucket, messages, file names) need credentials.
+REPORT_KEYS = {"status", "files", "last_sync", "lag_seconds", "unservable_files", "reason"}
+DETAIL_KEYS = {"backend", "last_error", "unservable"}
 
 
-def report(app: App, path: str = "/ready") -> tuple[int, dict]:
-    reply = app.http.get(path)
+def report(app: App, path: str = "/ready", auth: bool = True) -> tuple[int, dict]:
+    reply = app.http.get(path, headers=AUTH if auth else {})
     assert reply.content_type == "application/json"
     return reply.status_code, json.loads(reply.get_data())
 
@@ -68,10 +71,12 @@ def test_ready_is_starting_until_the_first_sync_then_ok_with_the_whole_report(
     filled: BucketProbe, tmp_path: Path, htpasswd: Path, held_lock: filelock.FileLock
 ) -> None:
     a = App(filled, tmp_path / "a", htpasswd)
+    status, body = report(a, auth=False)
+    assert status == 503 and body == {"status": "starting", "files": 0, "last_sync": None, "lag_seconds": None,
+                                      "unservable_files": 0, "reason": None}
     status, body = report(a)
-    assert status == 503 and body.keys() == REPORT_KEYS
-    assert body == {"status": "starting", "backend": a.driver.url, "files": 0,
-                    "last_sync": None, "lag_seconds": None, "last_error": None}
+    assert status == 503 and body.keys() == REPORT_KEYS | DETAIL_KEYS
+    assert body["backend"] == a.driver.url and body["last_error"] is None and body["unservable"] == {}
     assert a.http.get("/health").status_code == 200  # liveness does not wait for the bucket
 
     held_lock.release()  # the "sibling" is done: /ready's own background sync goes on
@@ -119,10 +124,14 @@ def test_ready_reports_degraded_with_the_reason_and_recovers_by_itself(
 
     proxy.add_rule(None, ".*", Respond(503, b"unavailable"))
     a.age_view()
-    status, body = report(a)  # the probe itself runs the freshness check
+    status, body = wait_for_status(a, "degraded")  # the probe itself starts the freshness check
     assert status == 200 and body["status"] == "degraded" and body["files"] == len(FILES)
     assert filled.name in body["last_error"]["error"]
     datetime.datetime.fromisoformat(body["last_error"]["at"])
+    # Anyone may learn that, and why in a word; not the bucket's name nor the message.
+    status, anonymous = report(a, auth=False)
+    assert anonymous.keys() == REPORT_KEYS and anonymous["reason"] == "bucket unavailable"
+    assert filled.name not in json.dumps(anonymous) and "ready-" not in json.dumps(anonymous)
     assert a.http.get("/packages/ready-1.0.tar.gz").get_data() == b"one"  # reads go on
 
     proxy.clear_rules()
@@ -155,3 +164,27 @@ def test_under_gunicorn_warmup_returns_once_every_file_is_served(
             assert status == 200 and json.loads(body)["files"] == 42
         finally:
             instance.stop()
+
+
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)
+def test_anonymous_ready_names_no_bucket_user_or_file_unless_the_operator_opts_in(
+    filled: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    a = App(filled, tmp_path / "a", htpasswd)
+    assert wait_for_status(a, "ok")[0] == 200
+    # A failure whose message names the bucket and a file, as real ones do.
+    a.client.state.record_failure(f"sync from {a.driver.url} failed: ready-1.0.tar.gz", reason="bucket error")
+    for headers in ({}, {"Authorization": "Basic " + base64.b64encode(b"alice:wrong").decode()}):
+        reply = a.http.get("/ready", headers=headers)
+        body = json.loads(reply.get_data())
+        assert reply.status_code == 200 and body.keys() == REPORT_KEYS
+        assert body["status"] == "degraded" and body["reason"] == "bucket error"
+        text = reply.get_data(as_text=True)
+        assert filled.name not in text and "ready-1.0" not in text and "alice" not in text
+    status, body = report(a)  # the operator, with valid credentials
+    assert body["last_error"]["error"].endswith("ready-1.0.tar.gz") and body["backend"] == a.driver.url
+
+    public = App(filled, tmp_path / "b", htpasswd, READY_DETAILS="public")
+    assert wait_for_status(public, "ok")[0] == 200
+    status, body = report(public, auth=False)
+    assert body.keys() == REPORT_KEYS | DETAIL_KEYS and body["backend"] == public.driver.url

@@ -19,6 +19,7 @@ from gcs_sync.events import LocalDeleted, RemoteAdded
 from gcs_sync.folder import PackageFolder
 
 from .buckets import BucketProbe
+from .views import age_view
 
 A, B = "alpha-1.0.tar.gz", "beta-2.0-py3-none-any.whl"
 
@@ -195,9 +196,8 @@ def test_a_download_that_fails_leaves_no_file_behind(client, bucket, folder) -> 
 
 
 def _age_view(client: StorageClient, seconds: float = 2) -> None:
-    """Pretend the last pull was ``seconds`` ago, i.e. the interval has passed."""
-    past = time.time() - seconds
-    os.utime(client.folder.control / "pulled", (past, past))
+    """Pretend the last check was ``seconds`` ago, i.e. the interval has passed."""
+    age_view(client, seconds)
 
 
 def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket, folder, caplog) -> None:
@@ -206,20 +206,20 @@ def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket
     bucket.remove_bucket()
     _age_view(client)
     with caplog.at_level(logging.ERROR, logger="gcs_sync"):
-        client.ensure_fresh()  # must not raise: reads go on from the local copy
+        client.refresh_now()  # must not raise: reads go on from the local copy
     assert f"sync from {client.driver.url} failed" in caplog.text
     assert visible_files(folder) == {A: b"alpha"}
 
 
 def test_steady_state_costs_one_listing_per_interval(client, bucket, driver) -> None:
     bucket.put(A, b"alpha")
-    client.ensure_fresh()
+    client.refresh_now()
     calls = dict(driver.calls)
     for _ in range(50):
-        client.ensure_fresh()
+        client.refresh_now()
     assert dict(driver.calls) == calls  # fresh: no bucket call at all
     _age_view(client)
-    client.ensure_fresh()
+    client.refresh_now()
     assert driver.calls["list"] == calls["list"] + 1
     assert driver.calls["download"] == calls.get("download", 0)  # nothing changed: nothing moved
 
@@ -304,12 +304,12 @@ def test_a_sync_with_a_failed_transfer_lists_again_at_the_next_check(driver, buc
         bucket.put(name, data)
     # SYNC_INTERVAL=0: every call checks, with no back-off after a failure.
     client = StorageClient(FailsOnce(driver, B), folder, sync_interval=0, lock_timeout=5, concurrency=4)
-    client.ensure_fresh()
+    client.refresh_now()
     assert visible_files(folder) == {A: b"alpha"}
-    client.ensure_fresh()  # the marker did not move, but the last listing was incomplete
+    client.refresh_now()  # the marker did not move, but the last listing was incomplete
     assert visible_files(folder) == {A: b"alpha", B: b"beta"}
     lists = driver.calls["list"]
-    client.ensure_fresh()  # complete now: the marker check is enough
+    client.refresh_now()  # complete now: the marker check is enough
     assert driver.calls["list"] == lists
 
 
@@ -329,7 +329,7 @@ def test_an_unexpected_error_in_one_transfer_keeps_the_others(driver, bucket, fo
         bucket.put(name, name.encode())
     client = StorageClient(BreaksOn(driver, names[5]), folder, sync_interval=1, lock_timeout=5, concurrency=4)
     with caplog.at_level(logging.ERROR, logger="gcs_sync"):
-        client.ensure_fresh()  # never raises
+        client.refresh_now()  # never raises
     assert set(visible_files(folder)) == set(names) - {names[5]}
     assert set(client.state.load()) == set(names) - {names[5]}
     assert "KeyError" in caplog.text and names[5] in caplog.text

@@ -7,10 +7,9 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
 - ``RemoteObject.version`` changes whenever the object's content may have changed (GCS
   generation, S3 ETag, local inode+size+mtime) and is stable otherwise.
 - ``download`` writes the object to ``destination`` (a temporary path chosen by the
-  caller), checks the bytes against the store's checksum, returns their sha256 (the
-  ``listed_sha256`` the caller got from the listing of that version, or the object's
-  ``sha256`` metadata, or else computed from the bytes: a file is hashed at most once),
-  and raises
+  caller), checks the bytes against the store's own checksum, and returns the sha256 of
+  the bytes written, computed while or right after writing them (never taken from the
+  ``sha256`` metadata, which another tool may have left stale: a mismatch is logged), and raises
   ``ObjectNotFound`` if the object is gone or ``ObjectChanged`` if it is no longer at
   ``version``.
 - ``stat`` reads one object's metadata with one request (object-level permission only)
@@ -43,10 +42,13 @@ from __future__ import annotations
 import abc
 import collections
 import dataclasses
+import logging
 import threading
 import uuid
 from pathlib import Path
 from typing import Mapping, Optional
+
+log = logging.getLogger(__name__)
 
 # Metadata written with every upload. The token lets a retried create-only write that
 # meets "412 already exists" recognise its own earlier attempt.
@@ -62,6 +64,16 @@ class RemoteObject:
     version: str
     size: int
     sha256: Optional[str] = None
+
+
+def served_sha256(key: str, computed: str, claimed: Optional[str]) -> str:
+    """The digest of the bytes downloaded: ``computed``. A different ``sha256`` metadata
+    (``claimed``) means another tool replaced the object and left ours behind: said once
+    per download, since pip checks the digest we serve against the bytes."""
+    if claimed is not None and claimed != computed:
+        log.warning("%s: its sha256 metadata (%s) is not the digest of its bytes (%s); serving the "
+                    "digest of the bytes", key, claimed, computed)
+    return computed
 
 
 class FileStoreDriver(abc.ABC):

@@ -27,7 +27,7 @@ from ..errors import (
     StorageUnavailable,
 )
 from ..folder import sha256_of
-from .base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
+from .base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject, served_sha256
 
 _UNAVAILABLE = (
     DataCorruption,  # checksum mismatch on download: a transfer fault, try again later
@@ -144,10 +144,10 @@ class GCSDriver(FileStoreDriver):
             raise ObjectChanged("download", key, f"changed since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("download", key, exc, ObjectNotFound) from exc
-        # The listing carried the sha256 written with our upload, for this very generation
-        # (the download is pinned to it): no need to hash again. An object stored by
-        # another tool has none and is hashed once, here.
-        return listed_sha256 or sha256_of(destination)
+        # The SDK checked the bytes against the object's crc32c (or md5), so they are the
+        # object's. Its sha256 metadata is only a claim (another tool may have rewritten
+        # the object and kept it): the digest served is that of the bytes on disk.
+        return served_sha256(key, sha256_of(destination), listed_sha256)
 
     def upload(
         self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],

@@ -23,7 +23,7 @@ from ..errors import (
     StoragePermissionDenied,
     StorageUnavailable,
 )
-from .base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject
+from .base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject, served_sha256
 
 _CHUNK = 1 << 20
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
@@ -158,13 +158,13 @@ class S3Driver(FileStoreDriver):
         # A cut connection can end the body early without an error (boto3 does not retry it).
         if written != reply["ContentLength"]:
             raise StorageUnavailable("download", key, f"body truncated at {written} of {reply['ContentLength']} bytes")
-        expected_sha256 = reply.get("Metadata", {}).get(SHA256_KEY)
-        if expected_sha256 is not None:
-            if sha256.hexdigest() != expected_sha256:
-                raise StorageUnavailable("download", key, "content does not match its sha256 metadata")
-        elif _etag_is_md5(reply) and md5.hexdigest() != version.strip('"'):
+        # The bytes are checked against what S3 itself vouches for: the length, the MD5
+        # ETag where it is one, and botocore's own CRC check where the object has one.
+        # The sha256 metadata is only a claim (another tool may have rewritten the object
+        # and kept it): the digest served is that of the bytes.
+        if _etag_is_md5(reply) and md5.hexdigest() != reply["ETag"].strip('"'):
             raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
-        return sha256.hexdigest()
+        return served_sha256(key, sha256.hexdigest(), reply.get("Metadata", {}).get(SHA256_KEY))
 
     def upload(
         self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],

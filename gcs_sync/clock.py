@@ -1,0 +1,66 @@
+"""Elapsed time that no step of the wall clock can change.
+
+Freshness, back-offs and "is this old enough" questions compare moments, never wall-clock
+times: a clock stepped back (an NTP correction, a VM migration) would otherwise stop the
+checks for the length of the step, and one stepped forward would make everything look old.
+
+``time.monotonic`` (CLOCK_MONOTONIC on Linux) is one clock for every process of a machine
+since it booted, so the workers of an instance can share a moment through a file in their
+folder. The boot id tells a moment recorded before a reboot (a folder on a persistent disk)
+from one of this boot: such a moment has no age, and whatever depends on it is redone.
+Wall-clock times are still written next to moments, for people to read, never to decide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.lru_cache(maxsize=None)
+def boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text(encoding="ascii").strip()
+    except OSError:
+        # Not Linux: moments are then only comparable within this process, which makes
+        # every process do its own checks (correct, just less shared).
+        return f"process-{uuid.uuid4().hex}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Moment:
+    """A point on this machine's monotonic clock, in this boot."""
+
+    monotonic: float
+    boot: str
+
+    @classmethod
+    def now(cls) -> "Moment":
+        return cls(time.monotonic(), boot_id())
+
+    def age(self) -> Optional[float]:
+        """Seconds since this moment; None if it belongs to another boot (or process, off
+        Linux) or lies ahead, which no moment of this boot can."""
+        if self.boot != boot_id():
+            return None
+        elapsed = time.monotonic() - self.monotonic
+        return elapsed if elapsed >= 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"monotonic": self.monotonic, "boot": self.boot}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Optional["Moment"]:
+        """The moment in ``raw``; None if it is not one (an older format, a damaged file)."""
+        if not isinstance(raw, dict):
+            return None
+        monotonic, boot = raw.get("monotonic"), raw.get("boot")
+        if not isinstance(monotonic, (int, float)) or isinstance(monotonic, bool) or not isinstance(boot, str):
+            return None
+        return cls(float(monotonic), boot)
