@@ -6,11 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import logging
-import os
 import re
-import time
 from pathlib import Path
 
 import pytest

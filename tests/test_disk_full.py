@@ -22,6 +22,7 @@ import pytest
 from .buckets import MARKER, BucketProbe
 from .packages import make_wheel
 from .servers import start_instance, upload_form
+from .views import eventually
 
 
 @pytest.fixture
@@ -54,15 +55,6 @@ def ready(instance) -> dict:
     return json.loads(instance.get("/ready", auth=True)[1])
 
 
-def eventually(condition, seconds: float = 20) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
-
-
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_a_full_disk_keeps_reads_served_and_says_so(
     bucket: BucketProbe, small_disk: Path, tmp_path: Path, htpasswd: Path
@@ -74,12 +66,12 @@ def test_a_full_disk_keeps_reads_served_and_says_so(
         small_disk / "packages", tmp_path, workers=2,
     )
     try:
-        assert eventually(lambda: instance.get("/simple/have/")[0] == 200)
+        assert eventually(lambda: instance.get("/simple/have/")[0] == 200, 20)
         filler = fill(small_disk)
         bucket.put("later-1.0.tar.gz", b"x" * 200_000)
         bucket.put(MARKER, b"moved")
 
-        assert eventually(lambda: ready(instance)["unservable_files"] == 1)
+        assert eventually(lambda: ready(instance)["unservable_files"] == 1, 20)
         report = ready(instance)
         assert report["status"] == "degraded" and report["reason"] == "local disk full"
         assert list(report["unservable"]) == ["later-1.0.tar.gz"]
@@ -98,8 +90,8 @@ def test_a_full_disk_keeps_reads_served_and_says_so(
         assert "Traceback" not in instance.log()
 
         filler.unlink()
-        assert eventually(lambda: instance.get("/packages/later-1.0.tar.gz")[1] == b"x" * 200_000)
-        assert eventually(lambda: ready(instance)["status"] == "ok")
+        assert eventually(lambda: instance.get("/packages/later-1.0.tar.gz")[1] == b"x" * 200_000, 20)
+        assert eventually(lambda: ready(instance)["status"] == "ok", 20)
         assert upload_form(instance.url, wheel.name, wheel.read_bytes())[0] == 200
     finally:
         instance.stop()

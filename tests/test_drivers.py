@@ -16,10 +16,9 @@ from gcs_sync.errors import (
     ObjectExists,
     ObjectNotFound,
     StorageError,
-    StorageUnavailable,
 )
 
-from .buckets import MARKER, PREFIX, BucketProbe
+from .buckets import MARKER, BucketProbe
 
 
 def _file(tmp_path: Path, data: bytes, name: str = "src") -> Path:

@@ -27,6 +27,7 @@ from .fault_proxy import Delay, FaultProxy
 from .packages import make_wheel
 from .servers import links, start_instance, twine_upload
 from .test_app import App
+from .views import eventually
 
 
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
@@ -78,24 +79,15 @@ def test_a_clock_step_changes_nothing_a_client_sees(
         first, second = make_wheel(tmp_path / "one", "stepped", "1.0"), make_wheel(tmp_path / "two", "stepped", "2.0")
         assert twine_upload(b.url, first).returncode == 0
         # Through B, A sees it within SYNC_INTERVAL plus one check, as without the step.
-        assert _eventually(lambda: first.name in links(a, "stepped"), seconds=15)
+        assert eventually(lambda: first.name in links(a, "stepped"), seconds=15)
         # And A's own uploads and their digests are right, with the clock where it is.
         assert twine_upload(a.url, second).returncode == 0
         digest = hashlib.sha256(second.read_bytes()).hexdigest()
-        assert _eventually(lambda: links(b, "stepped").get(second.name) == digest, seconds=15)
+        assert eventually(lambda: links(b, "stepped").get(second.name) == digest, seconds=15)
         assert links(a, "stepped").get(second.name) == digest
     finally:
         a.stop()
         b.stop()
-
-
-def _eventually(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def test_a_temp_file_still_being_written_is_never_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ import pytest
 from .buckets import BucketProbe
 from .fault_proxy import FaultProxy
 from .servers import Instance, links, remove_form, start_instance, upload_form
+from .views import eventually
 
 SYNC_INTERVAL = 1.0
 FULL_SYNC_INTERVAL = 2.0
@@ -26,16 +27,6 @@ FULL_SYNC_INTERVAL = 2.0
 # the last complete view while it runs); on loopback a check takes milliseconds, and this
 # margin also covers a loaded test machine.
 CHECK_MARGIN = 2.0
-
-
-def within(seconds: float, condition: Callable[[], bool]) -> bool:
-    """Whether ``condition`` holds at some point within ``seconds`` (polled)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 @dataclasses.dataclass
@@ -85,13 +76,13 @@ def test_an_upload_and_a_removal_reach_sibling_workers_at_once_and_other_instanc
     for worker in (cluster.worker_1, cluster.worker_2):
         assert links(worker, "seen") == {"seen-1.0.tar.gz": digest}
         assert served(worker, "seen-1.0.tar.gz") == data
-    assert within(SYNC_INTERVAL + CHECK_MARGIN, lambda: links(cluster.other, "seen") == {"seen-1.0.tar.gz": digest})
+    assert eventually(lambda: links(cluster.other, "seen") == {"seen-1.0.tar.gz": digest}, SYNC_INTERVAL + CHECK_MARGIN)
     assert served(cluster.other, "seen-1.0.tar.gz") == data
 
     assert remove_form(cluster.worker_2.url, "seen", "1.0")[0] == 200
     for worker in (cluster.worker_1, cluster.worker_2):
         assert links(worker, "seen") == {} and served(worker, "seen-1.0.tar.gz") is None
-    assert within(SYNC_INTERVAL + CHECK_MARGIN, lambda: links(cluster.other, "seen") == {})
+    assert eventually(lambda: links(cluster.other, "seen") == {}, SYNC_INTERVAL + CHECK_MARGIN)
     assert served(cluster.other, "seen-1.0.tar.gz") is None
 
 
@@ -106,12 +97,12 @@ def test_changes_made_straight_in_the_bucket_reach_everyone_within_the_full_list
     both = {"direct-1.0.tar.gz": hashlib.sha256(b"one").hexdigest(),
             "direct-2.0.tar.gz": hashlib.sha256(b"two").hexdigest()}
     for instance in cluster.everyone:
-        assert within(FULL_SYNC_INTERVAL + CHECK_MARGIN, lambda: links(instance, "direct") == both)
+        assert eventually(lambda: links(instance, "direct") == both, FULL_SYNC_INTERVAL + CHECK_MARGIN)
     bucket.put("direct-1.0.tar.gz", b"one, replaced")
     bucket.delete("direct-2.0.tar.gz")
     replaced = {"direct-1.0.tar.gz": hashlib.sha256(b"one, replaced").hexdigest()}
     for instance in cluster.everyone:
-        assert within(FULL_SYNC_INTERVAL + CHECK_MARGIN, lambda: links(instance, "direct") == replaced)
+        assert eventually(lambda: links(instance, "direct") == replaced, FULL_SYNC_INTERVAL + CHECK_MARGIN)
         assert served(instance, "direct-1.0.tar.gz") == b"one, replaced"
         assert served(instance, "direct-2.0.tar.gz") is None
 
@@ -124,7 +115,7 @@ def test_a_same_name_replacement_changes_the_digest_everywhere(start_cluster: Ca
         assert upload_form(through.url, "again-1.0.tar.gz", content)[0] == 200
         expected = {"again-1.0.tar.gz": hashlib.sha256(content).hexdigest()}
         for instance in cluster.everyone:
-            assert within(SYNC_INTERVAL + CHECK_MARGIN, lambda: links(instance, "again") == expected)
+            assert eventually(lambda: links(instance, "again") == expected, SYNC_INTERVAL + CHECK_MARGIN)
             assert served(instance, "again-1.0.tar.gz") == content
 
 
