@@ -8,20 +8,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from passlib.apache import HtpasswdFile
 from passlib.hash import apr_md5_crypt, bcrypt, sha512_crypt
 
 from gcs_sync.htpasswd_auth import ACCEPTED, FailureBudget, HtpasswdChecker
-from gcs_sync.passwords import replace_file
 
-
-def write_users(path: Path, **hashes: str) -> None:
-    users = HtpasswdFile(new=True)
-    for user, stored in hashes.items():
-        users.set_hash(user, stored)
-    temp = path.with_name(path.name + ".new")
-    temp.write_bytes(users.to_string())
-    replace_file(temp, path)
+from .test_auth import write_users
 
 
 def unbounded() -> FailureBudget:
