@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Callable, Optional
 
 import pypiserver
@@ -16,6 +17,7 @@ from .config import Settings
 from .drivers import FileStoreDriver, make_driver
 from .errors import StorageUnavailable
 from .folder import PackageFolder
+from .guards import XMLRPC_ENDPOINT, XMLRPC_MAX_BODY, XmlRpcGuard, refuse_control_characters
 from .index import PackageIndex
 from .logs import RequestLog
 from .passwords import BucketPasswordFile
@@ -85,14 +87,19 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     app.config["gcs_sync.client"] = client
     app.config["gcs_sync.index"] = index
     app.config["gcs_sync.passwords"] = passwords
-    # Installed first, so it wraps the sync plugin: the body is checked before anything else.
-    app.install(RequestBodyGuard(settings.max_upload_size))
+    app.add_hook("before_request", refuse_control_characters)
+    # Installed first, so it wraps the others: the body is checked before anything else.
+    app.install(RequestBodyGuard(
+        settings.max_upload_size, {XMLRPC_ENDPOINT: (XMLRPC_MAX_BODY, "the XML-RPC limit")},
+    ))
+    app.install(XmlRpcGuard())
     app.install(
         BucketSyncPlugin(
             client,
             overwrite=settings.overwrite,
             # Readiness and warmup run their own checks; health and the favicon none.
             unsynced_routes=(settings.health_endpoint, "/favicon.ico", READINESS_ENDPOINT, WARMUP_ENDPOINT),
+            read_only_posts=(XMLRPC_ENDPOINT,),
         )
     )
 
@@ -115,10 +122,18 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
             client.ensure_fresh()
         return readiness_report()
 
+    # Anyone may call the warmup route: one caller per worker waits, the others get the
+    # current state at once (503 while starting), so callers cannot hold every thread.
+    warmup_waiter = threading.Lock()
+
     @app.route(WARMUP_ENDPOINT)
     def warmup() -> str:
         start_warm_up(app)
-        client.wait_until_started(WARMUP_WAIT_SECONDS)
+        if warmup_waiter.acquire(blocking=False):
+            try:
+                client.wait_until_started(WARMUP_WAIT_SECONDS)
+            finally:
+                warmup_waiter.release()
         return readiness_report()
 
     # Bottle's __call__ hands each request to app.wsgi: wrapped there, every request is
