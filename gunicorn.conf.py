@@ -24,7 +24,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # headers or a TLS handshake sent to this plain-HTTP port (uv probes https) made every
 # other request wait 30 s. Eight threads: a request takes milliseconds of CPU, and up to
 # about 20 s of waiting on the bucket for an upload; 2 x 8 = 16 requests at a time per
-# instance (app.yaml's max_concurrent_requests, Cloud Run's --concurrency).
+# instance (app.yaml's max_concurrent_requests, Cloud Run's --concurrency). Threads rather
+# than gevent: gevent would need the storage SDKs and the folder lock monkey-patched.
 threads = 8
 # Seconds a connection may stay idle, before its first request or between requests, before
 # it is closed; it holds no thread meanwhile. Also how long a request's head (the request
