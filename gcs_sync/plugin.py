@@ -16,6 +16,7 @@ and that bottle could parse it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import typing as t
@@ -159,6 +160,7 @@ class RequestBodyGuard:
     - Content-Length over the limit (MAX_UPLOAD_SIZE, or a route's own lower one: the
       XML-RPC search's): 413 at once, without reading a byte.
     - No Content-Length (a chunked body): counted as it is read; 413 once over the limit.
+    - A body that pauses longer than gunicorn's timeout between two reads: 408.
     - A body that ends before its Content-Length (a client that gave up, a cut
       connection): 400. Bottle would hand the parser what came, and pypiserver would
       store a truncated file.
@@ -234,12 +236,26 @@ class _GuardedBody:
         self._seen = 0
 
     def read(self, size: t.Optional[int] = -1) -> bytes:
-        data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
+        with self._paused():
+            data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
         return self._count(data, to_end=size is None or size < 0 or (size > 0 and not data))
 
     def readline(self, size: t.Optional[int] = -1) -> bytes:
-        data = self._stream.readline() if size is None or size < 0 else self._stream.readline(size)
+        with self._paused():
+            data = self._stream.readline() if size is None or size < 0 else self._stream.readline(size)
         return self._count(data, to_end=not data and size != 0)
+
+    @contextlib.contextmanager
+    def _paused(self) -> t.Iterator[None]:
+        # gunicorn.conf.py's worker bounds each pause of a body (its timeout): the read
+        # times out, which bottle would make a 500 with a traceback.
+        try:
+            yield
+        except TimeoutError as exc:
+            log.warning("refused a request body that paused too long after %d bytes", self._seen)
+            raise HTTPError(
+                408, f"Request body paused too long after {self._seen} bytes; nothing was stored.\n",
+            ) from exc
 
     def _count(self, data: bytes, *, to_end: bool) -> bytes:
         self._seen += len(data)

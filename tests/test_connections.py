@@ -9,6 +9,7 @@ on the local folder only.
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 import sys
@@ -22,7 +23,7 @@ import pytest
 
 from .buckets import BucketProbe
 from .packages import make_wheel
-from .servers import Instance, run, start_instance
+from .servers import PASSWORD, USER, Instance, run, start_instance
 
 # The issue's bound: a normal request is delayed by at most about a second. Generous
 # here (a busy 2-core machine); before, it was 30 s.
@@ -129,3 +130,30 @@ def test_uv_publish_without_credentials_fails_fast(instance: Instance, tmp_path:
     assert result.returncode != 0 and "Missing credentials" in result.stderr, result.stderr
     # uv's own retries with back-off take about 7 s; with sync workers it was 50 s.
     assert seconds < 25, seconds
+
+
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)
+def test_an_upload_whose_body_stalls_gets_a_408_and_stores_nothing(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    """A request thread reading a body waits at most gunicorn's timeout (3 s here) for
+    each part of it; the client is told, with no traceback and nothing stored."""
+    server = start_instance({**bucket.env(), "PASSWORD_FILE": str(htpasswd)}, tmp_path / "packages", tmp_path,
+                            timeout=3)
+    host, port = server.url.removeprefix("http://").split(":")
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    head = (f"POST / HTTP/1.1\r\nHost: index\r\nAuthorization: Basic {token}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000\r\n\r\n").encode()
+    part = b'--b\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n'
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(head + part)  # then nothing: the client keeps the connection open
+            reply = b""
+            while b"</html>" not in reply and (chunk := sock.recv(1 << 16)):  # bottle's error page, whole
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+        assert b"Request body paused too long" in reply
+        assert not bucket.names() and [p.name for p in (tmp_path / "packages").iterdir()] == [".gcs_sync"]
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
