@@ -17,7 +17,13 @@ from .config import Settings
 from .drivers import FileStoreDriver, make_driver
 from .errors import StorageUnavailable
 from .folder import PackageFolder
-from .guards import XMLRPC_ENDPOINT, XMLRPC_MAX_BODY, XmlRpcGuard, refuse_control_characters
+from .guards import (
+    XMLRPC_ENDPOINT,
+    XMLRPC_MAX_BODY,
+    XmlRpcGuard,
+    refuse_control_characters,
+    refuse_unusable_host,
+)
 from .index import PackageIndex
 from .logs import RequestLog
 from .passwords import BucketPasswordFile
@@ -88,6 +94,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     app.config["gcs_sync.index"] = index
     app.config["gcs_sync.passwords"] = passwords
     app.add_hook("before_request", refuse_control_characters)
+    app.add_hook("before_request", refuse_unusable_host)
     # Installed first, so it wraps the others: the body is checked before anything else.
     app.install(RequestBodyGuard(
         settings.max_upload_size, {XMLRPC_ENDPOINT: (XMLRPC_MAX_BODY, "the XML-RPC limit")},

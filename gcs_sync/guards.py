@@ -2,6 +2,8 @@
 
     refuse_control_characters   a ``before_request`` hook: a path with a control character
                                 is a 404 (pypiserver would put it in a redirect's Location)
+    refuse_unusable_host        a ``before_request`` hook: a Host that is no host name is a
+                                400 (pypiserver builds redirects and links from it)
     XmlRpcGuard                 a plugin on ``POST /RPC2``: a call pypiserver's handler
                                 cannot read is a 400 naming what is wrong
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import typing as t
 import unicodedata
+import urllib.parse
 from xml.dom import Node
 from xml.dom.minidom import Document
 from xml.parsers.expat import ExpatError
@@ -35,9 +38,27 @@ def refuse_control_characters() -> None:
     No project or file name holds one, so nothing is lost; stock pypiserver redirects
     ``/simple/NAME`` to ``/simple/NAME/`` with the character raw in the Location header,
     which gunicorn refuses (a 500), or bottle itself for a NUL (a 500 with a traceback)."""
-    path = request.environ.get("PATH_INFO", "")
-    if any(unicodedata.category(char) == "Cc" for char in path):
+    if _has_control_character(request.environ.get("PATH_INFO", "")):
         raise HTTPError(404, "Not Found (no project or file name has a control character)\n")
+
+
+def refuse_unusable_host() -> None:
+    """400 for a Host (or X-Forwarded-Host, which bottle prefers) with a control character
+    or that no URL can hold (``[::1``): stock pypiserver answers 500 on every route that
+    redirects, as for a path with a control character, or from urlparse's ValueError."""
+    environ = request.environ
+    header = "X-Forwarded-Host" if environ.get("HTTP_X_FORWARDED_HOST") else "Host"
+    host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST") or ""
+    try:
+        usable = not _has_control_character(host) and urllib.parse.urlsplit(f"http://{host}").netloc == host
+    except ValueError:
+        usable = False
+    if not usable:
+        raise HTTPError(400, f"Bad Request: the {header} header is not a host name.\n")
+
+
+def _has_control_character(text: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in text)
 
 
 class XmlRpcGuard:

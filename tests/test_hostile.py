@@ -226,6 +226,11 @@ CASES = [
         "/simple/a%00b/", "/packages/%01", "/packages%01", "/%01", "/%01/json", "/%0d%0aSet-Cookie:x=y",
         "/simple/" + "a" * 3000 + "%01",
     ]],
+    # The host pypiserver builds redirects from: the same 500s, or urlparse's ValueError.
+    *[Case(f"anonymous GET {path} with {header!r}", f"GET {path} HTTP/1.1\r\n{header}\r\n\r\n".encode(), 400,
+           "header is not a host name")
+      for path in ["/simple", "/demo", "/simple/Demo/"]
+      for header in ["Host: in\x01dex", "Host: [::1", "Host: index\r\nX-Forwarded-Host: in\x7fdex"]],
     Case("anonymous GET of a 3,000-character name", get("/simple/" + "a" * 3000 + "/", anonymous=True), 404,
          "does not exist"),
     # XML-RPC (pip search), without credentials. Stock pypiserver answers these with a
