@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import Optional
 
 import pypiserver
@@ -17,6 +18,13 @@ from .drivers import FileStoreDriver, make_driver
 from .errors import StorageUnavailable
 from .folder import PackageFolder
 from .forwarded import TrustedForwardedHeaders
+from .guards import (
+    XMLRPC_ENDPOINT,
+    XMLRPC_MAX_BODY,
+    XmlRpcGuard,
+    refuse_control_characters,
+    refuse_unusable_host,
+)
 from .htpasswd_auth import HtpasswdChecker
 from .index import PackageIndex
 from .logs import RequestLog
@@ -90,14 +98,20 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     app.config["gcs_sync.client"] = client
     app.config["gcs_sync.index"] = index
     app.config["gcs_sync.passwords"] = passwords
-    # Installed first, so it wraps the sync plugin: the body is checked before anything else.
-    app.install(RequestBodyGuard(settings.max_upload_size))
+    app.add_hook("before_request", refuse_control_characters)
+    app.add_hook("before_request", refuse_unusable_host)
+    # Installed first, so it wraps the others: the body is checked before anything else.
+    app.install(RequestBodyGuard(
+        settings.max_upload_size, {XMLRPC_ENDPOINT: (XMLRPC_MAX_BODY, "the XML-RPC limit")},
+    ))
+    app.install(XmlRpcGuard())
     app.install(
         BucketSyncPlugin(
             client,
             overwrite=settings.overwrite,
             # Readiness and warmup run their own checks; health and the favicon none.
             unsynced_routes=(settings.health_endpoint, "/favicon.ico", READINESS_ENDPOINT, WARMUP_ENDPOINT),
+            read_only_posts=(XMLRPC_ENDPOINT,),
         )
     )
 
@@ -140,10 +154,18 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
             client.ensure_fresh()
         return readiness_report()
 
+    # Anyone may call the warmup route: one caller per worker waits, the others get the
+    # current state at once (503 while starting), so callers cannot hold every thread.
+    warmup_waiter = threading.Lock()
+
     @app.route(WARMUP_ENDPOINT)
     def warmup() -> str:
         start_warm_up(app)
-        client.wait_until_started(WARMUP_WAIT_SECONDS)
+        if warmup_waiter.acquire(blocking=False):
+            try:
+                client.wait_until_started(WARMUP_WAIT_SECONDS)
+            finally:
+                warmup_waiter.release()
         return readiness_report(warmup=True)
 
     # Bottle's __call__ hands each request to app.wsgi: wrapped there, every request is

@@ -16,6 +16,7 @@ and that bottle could parse it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -70,17 +71,22 @@ class BucketSyncPlugin:
     name = "gcs_sync"
     api = 2
 
-    def __init__(self, client: StorageClient, *, overwrite: bool, unsynced_routes: t.Iterable[str]) -> None:
+    def __init__(self, client: StorageClient, *, overwrite: bool, unsynced_routes: t.Iterable[str],
+                 read_only_posts: t.Iterable[str] = ()) -> None:
         self.client = client
         self.overwrite = overwrite
         self.unsynced_routes = frozenset(unsynced_routes)
+        # POST routes that only read (XML-RPC search): checked like any GET.
+        self.read_only_posts = frozenset(read_only_posts)
 
     def apply(self, callback: t.Callable[..., t.Any], route: t.Any) -> t.Callable[..., t.Any]:
         if route.rule in self.unsynced_routes:
             return callback  # health checks and the favicon never touch the bucket
 
+        reads_only = route.rule in self.read_only_posts
+
         def synced_route(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            if request.method != "POST":
+            if request.method != "POST" or reads_only:
                 # Writes skip it: the bucket's create-only write decides an upload, a
                 # removal checks only if it does not know the file (backend.find_version),
                 # and a bucket that is down must cost a write one timeout, not two.
@@ -152,8 +158,10 @@ class RequestBodyGuard:
     pypiserver's own; a route fails while bottle reads the form, before pypiserver
     stages any file, so nothing is written.
 
-    - Content-Length over the limit: 413 at once, without reading a byte.
+    - Content-Length over the limit (MAX_UPLOAD_SIZE, or a route's own lower one: the
+      XML-RPC search's): 413 at once, without reading a byte.
     - No Content-Length (a chunked body): counted as it is read; 413 once over the limit.
+    - A body that pauses longer than gunicorn's timeout between two reads: 408.
     - A body that ends before its Content-Length (a client that gave up, a cut
       connection): 400. Bottle would hand the parser what came, and pypiserver would
       store a truncated file.
@@ -164,13 +172,18 @@ class RequestBodyGuard:
     name = "gcs_sync_body_guard"
     api = 2
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, route_limits: t.Optional[dict[str, tuple[int, str]]] = None) -> None:
+        """``route_limits``: a lower limit for some routes, as (bytes, its name in the 413)."""
         self.max_size = max_size
+        self.route_limits = route_limits or {}
 
     def apply(self, callback: t.Callable[..., t.Any], route: t.Any) -> t.Callable[..., t.Any]:
+        limit, limit_name = self.route_limits.get(route.rule, (self.max_size, "MAX_UPLOAD_SIZE"))
+        limit = min(limit, self.max_size)
+
         def guarded_route(*args: t.Any, **kwargs: t.Any) -> t.Any:
             environ = request.environ
-            self._guard(environ)
+            self._guard(environ, limit, limit_name)
             try:
                 return callback(*args, **kwargs)
             except OSError as exc:
@@ -191,12 +204,12 @@ class RequestBodyGuard:
 
         return guarded_route
 
-    def _guard(self, environ: dict) -> None:
+    def _guard(self, environ: dict, limit: int, limit_name: str) -> None:
         declared = _content_length(environ.get("CONTENT_LENGTH"))
-        if declared is not None and declared > self.max_size:
-            raise _too_large(self.max_size, f"{declared} bytes")
+        if declared is not None and declared > limit:
+            raise _too_large(limit, limit_name, f"{declared} bytes")
         if "wsgi.input" in environ:
-            environ["wsgi.input"] = _GuardedBody(environ["wsgi.input"], self.max_size, declared)
+            environ["wsgi.input"] = _GuardedBody(environ["wsgi.input"], limit, limit_name, declared)
 
 
 # Where bottle 0.12 keeps the body it has read and the form it has parsed from it.
@@ -212,12 +225,12 @@ def _content_length(value: t.Optional[str]) -> t.Optional[int]:
     return int(value)
 
 
-def _too_large(limit: int, size: str) -> HTTPError:
-    log.warning("refused a request body of %s: over MAX_UPLOAD_SIZE (%d bytes)", size, limit)
+def _too_large(limit: int, limit_name: str, size: str) -> HTTPError:
+    log.warning("refused a request body of %s: over %s (%d bytes)", size, limit_name, limit)
     # The limit goes in the status line too: that is what twine prints.
     return HTTPError(
-        f"413 Request body over MAX_UPLOAD_SIZE ({limit} bytes)",
-        f"Request body too large: {size}, over this index's limit of {limit} bytes (MAX_UPLOAD_SIZE).\n",
+        f"413 Request body over {limit_name} ({limit} bytes)",
+        f"Request body too large: {size}, over this index's limit of {limit} bytes ({limit_name}).\n",
     )
 
 
@@ -225,24 +238,39 @@ class _GuardedBody:
     """The WSGI input stream, counted: over the limit, or ended before its declared
     length, a read raises the HTTPError the client gets."""
 
-    def __init__(self, stream: t.BinaryIO, limit: int, declared: t.Optional[int]) -> None:
+    def __init__(self, stream: t.BinaryIO, limit: int, limit_name: str, declared: t.Optional[int]) -> None:
         self._stream = stream
         self._limit = limit
+        self._limit_name = limit_name
         self._declared = declared
         self._seen = 0
 
     def read(self, size: t.Optional[int] = -1) -> bytes:
-        data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
+        with self._paused():
+            data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
         return self._count(data, to_end=size is None or size < 0 or (size > 0 and not data))
 
     def readline(self, size: t.Optional[int] = -1) -> bytes:
-        data = self._stream.readline() if size is None or size < 0 else self._stream.readline(size)
+        with self._paused():
+            data = self._stream.readline() if size is None or size < 0 else self._stream.readline(size)
         return self._count(data, to_end=not data and size != 0)
+
+    @contextlib.contextmanager
+    def _paused(self) -> t.Iterator[None]:
+        # gunicorn.conf.py's worker bounds each pause of a body (its timeout): the read
+        # times out, which bottle would make a 500 with a traceback.
+        try:
+            yield
+        except TimeoutError as exc:
+            log.warning("refused a request body that paused too long after %d bytes", self._seen)
+            raise HTTPError(
+                408, f"Request body paused too long after {self._seen} bytes; nothing was stored.\n",
+            ) from exc
 
     def _count(self, data: bytes, *, to_end: bool) -> bytes:
         self._seen += len(data)
         if self._seen > self._limit:
-            raise _too_large(self._limit, f"more than {self._limit} bytes")
+            raise _too_large(self._limit, self._limit_name, f"more than {self._limit} bytes")
         if to_end and self._declared is not None and self._seen < self._declared:
             log.warning("refused an incomplete request body: %d of %d bytes", self._seen, self._declared)
             raise HTTPError(

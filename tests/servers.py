@@ -77,14 +77,14 @@ def parse_links(page: bytes) -> dict[str, str]:
     return dict(re.findall(r'href="[^"#]*/packages/([^"#]+)#sha256=([0-9a-f]+)"', page.decode()))
 
 
-def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: int = 2) -> Instance:
+def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: int = 2, timeout: int = 30) -> Instance:
     port = free_port()
     log_path = log_dir / f"gunicorn-{port}.log"
     full_env = clean_env({**env, "LOCAL_PACKAGE_DIRECTORY": str(folder)})
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "main:get_app()", "--chdir", str(REPO),
-             "-b", f"127.0.0.1:{port}", "-w", str(workers), "--timeout", "30"],
+             "-b", f"127.0.0.1:{port}", "-w", str(workers), "--timeout", str(timeout)],
             env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
         )
     instance = Instance(f"http://127.0.0.1:{port}", folder, process, log_path)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import logging
 import re
+import xmlrpc.client
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,26 @@ def test_a_change_through_another_instance_moves_the_marker_and_is_listed(
     page = app.checked_get("/simple/demo/")
     assert page.status_code == 200 and wheel.name in page.get_data(as_text=True)
     assert app.driver.calls["list"] == calls["list"] + 1 and app.driver.calls["download"] == 1
+
+
+def search(app: App, text: str) -> list[str]:
+    """pip search's XML-RPC call, as pip sends it: the names found."""
+    call = xmlrpc.client.dumps(({"name": [text], "summary": [text]}, "or"), "search")
+    reply = app.http.post("/RPC2", data=call, headers={"Content-Type": "text/xml"})
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    (found,), _ = xmlrpc.client.loads(reply.get_data())
+    return [hit["name"] for hit in found]
+
+
+def test_search_sees_an_upload_through_another_instance_after_the_interval(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    # XML-RPC search is a POST that only reads: it gets the freshness check of any read.
+    assert search(app, "demo") == []
+    other = App(bucket, tmp_path / "other-instance", htpasswd)
+    assert other.upload(make_wheel(tmp_path / "dist", "demo", "1.0")).status_code == 200
+    app.age_view()
+    assert search(app, "demo") == ["demo"]
 
 
 def test_a_change_made_straight_in_the_bucket_appears_with_the_full_listing(

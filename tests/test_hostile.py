@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+import xmlrpc.client
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -29,6 +30,7 @@ from passlib.apache import HtpasswdFile
 from werkzeug.test import Client
 
 from gcs_sync import BucketNotFound, StoragePermissionDenied, build_app
+from gcs_sync.guards import XMLRPC_MAX_BODY
 
 from .buckets import BucketProbe
 from .conftest import BACKENDS, new_probe, settings_for
@@ -104,8 +106,20 @@ def post(body: bytes, *, content_type: str = f"multipart/form-data; boundary={BO
     return (head + "\r\n").encode() + (body if send is None else send)
 
 
-def get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: index\r\nAuthorization: {AUTH}\r\n\r\n".encode()
+def get(path: str, *, anonymous: bool = False) -> bytes:
+    auth = "" if anonymous else f"Authorization: {AUTH}\r\n"
+    return f"GET {path} HTTP/1.1\r\nHost: index\r\n{auth}\r\n".encode()
+
+
+def rpc(body: bytes, content_length: Optional[int] = None) -> bytes:
+    """An anonymous XML-RPC call (pip search), as anyone may send it under AUTHENTICATE=update."""
+    length = len(body) if content_length is None else content_length
+    head = f"POST /RPC2 HTTP/1.1\r\nHost: index\r\nContent-Type: text/xml\r\nContent-Length: {length}\r\n\r\n"
+    return head.encode() + body
+
+
+def search_call(*params: object) -> bytes:
+    return xmlrpc.client.dumps(params, "search").encode()
 
 
 def chunked(data: bytes) -> bytes:
@@ -203,6 +217,41 @@ CASES = [
     ]],
     Case("GET /../../etc/passwd", get("/../../etc/passwd"), 404, "Not Found"),
     Case("GET /simple/../../etc/passwd", get("/simple/../../etc/passwd"), 404, "Not Found"),
+    # Control characters in a path, without credentials. Stock pypiserver redirects
+    # /simple/NAME with the raw character in the Location header: a 500 (a NUL: with a
+    # traceback); the others got odd redirects.
+    *[Case(f"anonymous GET {path}", get(path, anonymous=True), 404, "no project or file name has a control character")
+      for path in [
+        "/simple/%01", "/simple/%00", "/simple/a%1fb", "/simple/%7f", "/simple/%c2%85", "/simple/%0a/",
+        "/simple/a%00b/", "/packages/%01", "/packages%01", "/%01", "/%01/json", "/%0d%0aSet-Cookie:x=y",
+        "/simple/" + "a" * 3000 + "%01",
+    ]],
+    # The host pypiserver builds redirects from: the same 500s, or urlparse's ValueError.
+    *[Case(f"anonymous GET {path} with {header!r}", f"GET {path} HTTP/1.1\r\n{header}\r\n\r\n".encode(), 400,
+           "header is not a host name")
+      for path in ["/simple", "/demo", "/simple/Demo/"]
+      for header in ["Host: in\x01dex", "Host: [::1", "Host: index\r\nX-Forwarded-Host: in\x7fdex"]],
+    Case("anonymous GET of a 3,000-character name", get("/simple/" + "a" * 3000 + "/", anonymous=True), 404,
+         "does not exist"),
+    # XML-RPC (pip search), without credentials. Stock pypiserver answers these with a
+    # 500 (IndexError, AttributeError), or 200 and no body for another method.
+    Case("XML-RPC <methodCall/>", rpc(b"<methodCall/>"), 400, "Malformed XML-RPC call: no <methodName>"),
+    Case("XML-RPC search without a string", rpc(search_call()), 400, "a search needs a <string>"),
+    Case("XML-RPC search with an empty string", rpc(search_call("")), 400, "a search needs a <string>"),
+    Case("XML-RPC search of a number", rpc(search_call(42)), 400, "a search needs a <string>"),
+    Case("XML-RPC unknown method", rpc(xmlrpc.client.dumps((), "list_packages").encode()), 400,
+         "unsupported method 'list_packages'"),
+    Case("XML-RPC method name not text", rpc(b"<methodCall><methodName><b/></methodName></methodCall>"), 400,
+         "no <methodName>"),
+    Case("XML-RPC not XML-RPC", rpc(b"<search><string>x</string></search>"), 400, "the root element is <search>"),
+    Case("XML-RPC not XML", rpc(b"search demo"), 400, "not well-formed, safe XML"),
+    Case("XML-RPC entity", rpc(b'<!DOCTYPE m [<!ENTITY e "search">]><methodCall><methodName>&e;</methodName>'
+                               b"</methodCall>"), 400, "not well-formed, safe XML"),
+    Case("XML-RPC empty body", rpc(b""), 400, "not well-formed, safe XML"),
+    # Refused on the Content-Length alone (no body is sent): a DOM of many small elements
+    # costs the worker about 60 times the body's size.
+    Case("XML-RPC body over its limit", rpc(b"", content_length=XMLRPC_MAX_BODY + 1), 413,
+         f"over this index's limit of {XMLRPC_MAX_BODY} bytes (the XML-RPC limit)", half_close=False),
 ]
 
 
@@ -260,6 +309,12 @@ def test_uploads_within_the_limit_still_work(server: Server) -> None:
     assert status == 200
     assert server.bucket.get("fits-1.0.tar.gz") == data
     assert server.instance.get("/packages/fits-1.0.tar.gz") == (200, data)
+
+
+def test_pip_search_still_works(server: Server) -> None:
+    index = xmlrpc.client.ServerProxy(server.instance.url + "/RPC2")
+    found = index.search({"name": ["dem"], "summary": ["dem"]}, "or")  # what pip search sends
+    assert [(hit["name"], hit["version"]) for hit in found] == [("demo", "1.0")]
 
 
 def test_twine_is_told_the_limit(server: Server, tmp_path: Path) -> None:

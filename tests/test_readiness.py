@@ -104,6 +104,29 @@ def test_warmup_answers_only_once_the_first_sync_is_done(
     assert a.http.get("/packages/ready-2.0.tar.gz").get_data() == b"two"
 
 
+def test_warmup_holds_one_waiter_and_answers_the_others_at_once(
+    filled: BucketProbe, tmp_path: Path, htpasswd: Path, held_lock: filelock.FileLock
+) -> None:
+    """Anyone may call /_ah/warmup: a second caller while one waits must not hold a thread too."""
+    a = App(filled, tmp_path / "a", htpasswd)
+    answers: list[tuple[int, dict]] = []
+    first = threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup")))
+    first.start()
+    first.join(1.0)
+    assert first.is_alive() and answers == []  # the one waiter
+    others = [threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup"))) for _ in range(3)]
+    for other in others:
+        other.start()
+    for other in others:
+        other.join(5.0)  # generous: they do not wait for the sync
+    assert not any(other.is_alive() for other in others)
+    assert answers == [(503, {**answers[0][1], "status": "starting", "files": 0})] * 3
+    held_lock.release()
+    first.join(app_module.WARMUP_WAIT_SECONDS)
+    status, body = answers[-1]
+    assert status == 200 and body["status"] == "ok" and body["files"] == len(FILES)  # as before
+
+
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_warmup_gives_up_with_503_after_its_bound(
     filled: BucketProbe, tmp_path: Path, htpasswd: Path, held_lock: filelock.FileLock,
