@@ -193,7 +193,10 @@ def test_search_sees_an_upload_through_another_instance_after_the_interval(
     other = App(bucket, tmp_path / "other-instance", htpasswd)
     assert other.upload(make_wheel(tmp_path / "dist", "demo", "1.0")).status_code == 200
     app.age_view()
-    assert search(app, "demo") == ["demo"]
+    checks = app.client.checks_completed
+    search(app, "demo")  # starts the check (reads never wait for it)...
+    assert app.client.wait_for_checks(checks, 30)
+    assert search(app, "demo") == ["demo"]  # ...and the next search has its result
 
 
 def test_a_change_made_straight_in_the_bucket_appears_with_the_full_listing(

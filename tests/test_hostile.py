@@ -230,7 +230,11 @@ CASES = [
     *[Case(f"anonymous GET {path} with {header!r}", f"GET {path} HTTP/1.1\r\n{header}\r\n\r\n".encode(), 400,
            "header is not a host name")
       for path in ["/simple", "/demo", "/simple/Demo/"]
-      for header in ["Host: in\x01dex", "Host: [::1", "Host: index\r\nX-Forwarded-Host: in\x7fdex"]],
+      for header in ["Host: in\x01dex", "Host: [::1"]],
+    # X-Forwarded-Host is dropped before the app sees it (forwarded.py), whatever it holds.
+    *[Case(f"anonymous GET {path} with a bad X-Forwarded-Host",
+           f"GET {path} HTTP/1.1\r\nHost: index\r\nX-Forwarded-Host: in\x7fdex\r\n\r\n".encode(), 301, "")
+      for path in ["/simple", "/simple/Demo/"]],
     Case("anonymous GET of a 3,000-character name", get("/simple/" + "a" * 3000 + "/", anonymous=True), 404,
          "does not exist"),
     # XML-RPC (pip search), without credentials. Stock pypiserver answers these with a
