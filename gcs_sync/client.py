@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterator, Optional, Protocol, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence, TypeVar
 
 import filelock
 
@@ -33,9 +33,11 @@ from .folder import PackageFolder, StagedFile
 from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
 from .names import is_package_filename
 from .plan import SyncPlan, plan_sync
-from .state import StateFile, SyncedFile, TrackedState
+from .state import Listing, StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # Once the bucket has a request's change, placing it in the folder is only a convenience
 # (the next sync does it anyway), so the request does not wait long for the lock.
@@ -44,7 +46,7 @@ _LOCK_WAIT_AFTER_WRITE = 2.0
 # not run: the next read checks itself (see ``ensure_fresh``).
 _STALLED_INTERVALS = 3
 # The checker's shortest pause, so SYNC_INTERVAL=0 does not spin.
-_MIN_CHECKER_PAUSE = 0.1
+_MIN_CHECKER_PAUSE = 1.0
 # Readiness names at most this many of the files it cannot serve (to the operator only).
 _UNSERVABLE_NAMES_SHOWN = 20
 
@@ -115,8 +117,10 @@ class StorageClient:
         # This process's last check that found the folder current (see ``_view_age``).
         self._checked: Optional[Moment] = None
         # What this process could not record for its siblings (a full disk), for its own readiness.
-        self._unrecorded_failure: Optional[dict[str, object]] = None
-        self._unrecorded_unservable: dict[str, dict[str, str]] = {}
+        self._unrecorded_failure: Optional[tuple[Moment, dict[str, object]]] = None
+        self._unrecorded_unservable: Optional[tuple[Moment, dict[str, dict[str, str]]]] = None
+        # The last listing as this process made it (see ``_last_listing``).
+        self._own_listing: Optional[Listing] = None
         # The checker thread (``start_warm_up``), what wakes it, and a one-off check for
         # an app run without it; checks finished so far, for those who wait for one.
         self._checker: Optional[threading.Thread] = None
@@ -140,7 +144,7 @@ class StorageClient:
         raises: failures are logged and recorded."""
         if self._is_fresh():
             return
-        if self.state.last_listing() is None:
+        if self._last_listing() is None:
             self.refresh_now()
         elif self._checks_stalled():
             self.refresh_now(lock_wait=0)  # a check already under way elsewhere: don't wait
@@ -154,29 +158,34 @@ class StorageClient:
         seen). ``lock_wait``: how long to wait for the folder lock (default
         STORAGE_TIMEOUT). Never raises for a storage or folder failure: reads go on from
         the local copy, and it is logged."""
+        attempted = False
         try:
-            self._refresh_now(lock_wait)
+            attempted = self._refresh_now(lock_wait)
         finally:
-            with self._checks_done:
-                self._checks_completed += 1
-                self._checks_done.notify_all()
+            if attempted:
+                with self._checks_done:
+                    self._checks_completed += 1
+                    self._checks_done.notify_all()
 
-    def _refresh_now(self, lock_wait: Optional[float]) -> None:
+    def _refresh_now(self, lock_wait: Optional[float]) -> bool:
+        """The check; False if none was made (a back-off, a view made fresh meanwhile, or
+        the lock held elsewhere with ``lock_wait`` 0)."""
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.sync_interval:
-            return  # the bucket just failed, or a long sync holds the lock: don't wait again
+            return False  # the bucket just failed, or a long sync holds the lock: don't wait again
         if self._is_fresh():
-            return
+            return False
         try:
             with self._lock.acquire(timeout=lock_wait):
-                if not self._is_fresh():  # a sibling worker may have checked while we waited
-                    self._refresh_locked()
+                if self._is_fresh():  # a sibling worker checked while we waited
+                    return False
+                self._refresh_locked()
             self._failed_at = None
             self._unrecorded_failure = None
             self.state.clear_failure()
             self._note_ready()
         except filelock.Timeout:
             if lock_wait == 0:
-                return  # another worker is checking: its result comes to every reader
+                return False  # another worker is checking: its result comes to every reader
             # A long sync (a cold start) is under way: don't make every request wait for it.
             self._failed_at = time.monotonic()
             log.warning("sync skipped: another worker has held %s for %.0fs; serving the local copy",
@@ -187,14 +196,32 @@ class StorageClient:
             log.error("sync from %s failed, serving the local copy: %s", self.driver.url, exc)
             if not self.state.record_failure(message, reason=reason):
                 # A full disk: this worker's readiness still tells (its siblings can't know).
-                self._unrecorded_failure = {"error": message, "at": time.time(), "reason": reason}
+                self._unrecorded_failure = (Moment.now(), {"error": message, "at": time.time(), "reason": reason})
+        return True
 
     def _checks_stalled(self) -> bool:
-        """Whether the view is far older than the checker would let it be: the process was
-        frozen between requests (Cloud Run and App Engine may throttle the CPU of an idle
-        instance), or the folder was just restored."""
-        age = self._view_age()
-        return age is None or age > _STALLED_INTERVALS * max(self.sync_interval, 1.0)
+        """Whether no worker of this instance has even tried a check for far longer than
+        the checker would wait: the process was frozen between requests (Cloud Run and App
+        Engine may throttle the CPU of an idle instance), or the folder was just restored.
+        A failed attempt counts as one (a bucket outage is not a stall: reads must not
+        take turns waiting on a bucket that does not answer)."""
+        own_failure = None if self._failed_at is None else time.monotonic() - self._failed_at
+        ages = [age for age in (self._view_age(), self.state.failure_age(), own_failure) if age is not None]
+        return not ages or min(ages) > self._stall_seconds()
+
+    def _stall_seconds(self) -> float:
+        return _STALLED_INTERVALS * max(self.sync_interval, 1.0)
+
+    def _last_listing(self) -> Optional[Listing]:
+        """The last full listing: the shared record, or this process's own if that could
+        not be written (a full disk) and is newer."""
+        shared, own = self.state.last_listing(), self._own_listing
+        if own is None:
+            return shared
+        if shared is None:
+            return own
+        shared_age, own_age = shared.age(), own.age()
+        return own if shared_age is None or (own_age is not None and own_age < shared_age) else shared
 
     def status(self) -> dict[str, object]:
         """What readiness reports, for this instance (its workers share the folder):
@@ -202,19 +229,24 @@ class StorageClient:
         attempt to reach the bucket failed (reads go on from the local copy) or files of
         the bucket could not be fetched (they answer 404 here), with how many and why;
         else "ok". Names, paths and messages are in ``details``, for the operator only."""
-        last_listing = self.state.last_listing()
-        failure = self.state.last_failure() or self._unrecorded_failure
-        unservable = self.state.unservable() or self._unrecorded_unservable
+        last_listing = self._last_listing()
         age = self._view_age()
-        if last_listing is None:
-            status = "starting"
-        elif failure is not None or unservable:
+        failure = self.state.last_failure() or self._not_superseded(self._unrecorded_failure)
+        unservable = self.state.unservable() or self._not_superseded(self._unrecorded_unservable) or {}
+        # How old the view may be while the checks go well: the checker's interval, one
+        # check that takes its whole budget, and the margin of a stalled one.
+        stale = age is not None and age > self._stall_seconds() + self._lock.timeout
+        if last_listing is None or age is None:
+            status = "starting"  # nothing listed, or no check yet since this machine booted
+        elif failure is not None or unservable or stale:
             status = "degraded"
         else:
             status = "ok"
         reasons = sorted({str(entry.get("reason", "error")) for entry in unservable.values()})
         if failure is not None:
             reasons.insert(0, str(failure.get("reason") or "error"))
+        elif stale and last_listing is not None:
+            reasons.insert(0, "stale view")  # the checks stopped: a hung one, a stuck sibling
         if failure is not None and isinstance(failure.get("at"), (int, float)):
             failure = {**failure, "at": _rfc3339(failure["at"])}
         return {
@@ -226,11 +258,24 @@ class StorageClient:
             "reason": "; ".join(dict.fromkeys(reasons)) or None,
             "details": {
                 "backend": self.driver.url,
-                "last_error": None if failure is None else {k: v for k, v in failure.items() if k != "reason"},
+                "last_error": None if failure is None else {
+                    k: v for k, v in failure.items() if k in ("error", "at")
+                },
                 # A few names are enough to act on; the log has every one.
                 "unservable": dict(sorted(unservable.items())[:_UNSERVABLE_NAMES_SHOWN]),
             },
         }
+
+    def _not_superseded(self, unrecorded: Optional[tuple[Moment, _T]]) -> Optional[_T]:
+        """What this process could not record for its siblings (``_unrecorded_*``, with
+        when), unless a sibling has found the folder current since: then it no longer holds."""
+        if unrecorded is None:
+            return None
+        moment, payload = unrecorded
+        since, checked = moment.age(), self.state.pulled_age()
+        if since is not None and checked is not None and checked < since:
+            return None
+        return payload
 
     def start_warm_up(self, then: Callable[[], None] = lambda: None) -> threading.Thread:
         """Start this worker's checker thread (once): a first check at once, then ``then``
@@ -253,13 +298,17 @@ class StorageClient:
                 if first:
                     then()
                     first = False
-            except Exception:  # a bug: logged here, since no request would see it; go on
+            except Exception:  # a bug: logged here, since no request would see it; back off
+                self._failed_at = time.monotonic()
                 log.exception("background check of %s failed unexpectedly", self.driver.url)
-            # Until the view is SYNC_INTERVAL old (a sibling's check counts), or a read wakes us.
+            if self._failed_at is not None:
+                # After a failure, nothing before the back-off ends: not even a read's wake.
+                self._stopping.wait(max(self._failed_at + self.sync_interval - time.monotonic(), 0))
+            # Until the view is SYNC_INTERVAL old (a sibling's check counts), or a read
+            # finds it old and wakes us; at most once a second by itself (SYNC_INTERVAL=0
+            # means "check at every read", not "spin").
             age = self._view_age()
             due = self.sync_interval - age if age is not None else self.sync_interval
-            if self._failed_at is not None:  # after a failure, not before the back-off ends
-                due = max(due, self._failed_at + self.sync_interval - time.monotonic())
             self._wake.wait(timeout=max(due, _MIN_CHECKER_PAUSE))
             self._wake.clear()
 
@@ -303,7 +352,7 @@ class StorageClient:
         """Wait up to ``timeout`` seconds for this instance's first sync (this worker's
         checker, or a sibling's if that one holds the lock); True once it is done."""
         deadline = time.monotonic() + timeout
-        while self.state.last_listing() is None:
+        while self._last_listing() is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -341,7 +390,7 @@ class StorageClient:
         began = Moment.now()
         meter = BucketMeter(self.driver)
         marker = self.driver.marker_version()  # read before listing: a later change moves it again
-        last = self.state.last_listing()
+        last = self._last_listing()
         listing_age = None if last is None else last.age()
         if (
             marker is not None  # no marker (yet), or no bucket: only a listing can tell
@@ -415,9 +464,11 @@ class StorageClient:
             self._create_marker()
         if self.state.should_compact():
             self.state.save(state)
-        self._record_unservable(report)
-        # An incomplete sync is not a baseline: the next check lists again to retry.
-        self.state.record_listing(marker, began, complete=not report.failed)
+        self._record_unservable(report, began)
+        # An incomplete sync is not a baseline: the next check lists again to retry. Kept
+        # here if the record can't be written (a full disk), or every check would list.
+        recorded = self.state.record_listing(marker, began, complete=not report.failed)
+        self._own_listing = None if recorded else Listing(marker, time.time(), not report.failed, began)
         self._after_check(True)
         self._mark_checked(began)
         report.seconds = time.monotonic() - started
@@ -428,16 +479,18 @@ class StorageClient:
                      len(report.applied), self.driver.url, report.seconds, self.concurrency)
         return report
 
-    def _record_unservable(self, report: SyncReport) -> None:
+    def _record_unservable(self, report: SyncReport, began: Moment) -> None:
         """The bucket's files that this sync could not bring here: readiness reports them
         (``status``) until a later listing fetches them."""
+        if self._stopping.is_set():
+            return  # skipped, not failed: the next worker's sync fetches them
         unservable = {
             event.name: {"error": str(error), "reason": failure_reason(error)}
             for event, error in report.failed
             if isinstance(event, (RemoteAdded, RemoteChanged))
         }
         recorded = self.state.record_unservable(unservable)
-        self._unrecorded_unservable = {} if recorded else unservable
+        self._unrecorded_unservable = None if recorded else (began, unservable)
 
     def _apply(
         self, events: Sequence[ContentChangeEvent]

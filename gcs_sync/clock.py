@@ -4,9 +4,10 @@ Freshness, back-offs and "is this old enough" questions compare moments, never w
 times: a clock stepped back (an NTP correction, a VM migration) would otherwise stop the
 checks for the length of the step, and one stepped forward would make everything look old.
 
-``time.monotonic`` (CLOCK_MONOTONIC on Linux) is one clock for every process of a machine
-since it booted, so the workers of an instance can share a moment through a file in their
-folder. The boot id tells a moment recorded before a reboot (a folder on a persistent disk)
+CLOCK_BOOTTIME (Linux; elsewhere ``time.monotonic``) is one clock for every process of a
+machine since it booted, counting time suspended too (a paused VM must not make a view look
+younger than it is), so the workers of an instance can share a moment through a file in
+their folder. The boot id tells a moment recorded before a reboot (a folder on a persistent disk)
 from one of this boot: such a moment has no age, and whatever depends on it is redone.
 Wall-clock times are still written next to moments, for people to read, never to decide.
 """
@@ -21,6 +22,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+_CLOCK = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def now() -> float:
+    """Seconds on this machine's boot clock: never stepped, suspend included."""
+    return time.clock_gettime(_CLOCK) if _CLOCK is not None else time.monotonic()
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,14 +49,14 @@ class Moment:
 
     @classmethod
     def now(cls) -> "Moment":
-        return cls(time.monotonic(), boot_id())
+        return cls(now(), boot_id())
 
     def age(self) -> Optional[float]:
         """Seconds since this moment; None if it belongs to another boot (or process, off
         Linux) or lies ahead, which no moment of this boot can."""
         if self.boot != boot_id():
             return None
-        elapsed = time.monotonic() - self.monotonic
+        elapsed = now() - self.monotonic
         return elapsed if elapsed >= 0 else None
 
     def to_json(self) -> dict[str, Any]:

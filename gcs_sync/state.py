@@ -283,13 +283,21 @@ class StateFile:
         ``message`` with the details (names, paths), ``reason`` a short category that says
         none of them (what anonymous readiness shows). Best effort: recording a failure must
         not fail in turn (a full disk), so that reads go on: False if it could not be written."""
-        payload: dict[str, object] = {"error": message, "at": time.time(), "reason": reason or "error"}
+        payload: dict[str, object] = {
+            "error": message, "at": time.time(), "reason": reason or "error", "moment": Moment.now().to_json(),
+        }
         try:
             write_json_atomically(self._failure_path(kind), payload)
             return True
         except OSError as exc:
             log.warning("could not record the %s failure in %s: %s", kind, self.control, exc)
             return False
+
+    def failure_age(self, kind: str = "sync") -> Optional[float]:
+        """Seconds since the recorded failure of ``kind`` (None if none, or not of this boot)."""
+        failure = self.failure(kind)
+        moment = None if failure is None else Moment.from_json(failure.get("moment"))
+        return None if moment is None else moment.age()
 
     def clear_failure(self, kind: str = "sync") -> None:
         try:
@@ -336,11 +344,18 @@ class StateFile:
     def _failure_path(self, kind: str) -> Path:
         return self._failure_record if kind == "sync" else self.control / f"failure-{kind}.json"
 
-    def record_listing(self, marker: Optional[str], began: Moment, *, complete: bool) -> None:
-        write_json_atomically(self._listing_record, {
-            "marker": marker, "listed_at": time.time() - (began.age() or 0.0), "complete": complete,
-            "began": began.to_json(),
-        })
+    def record_listing(self, marker: Optional[str], began: Moment, *, complete: bool) -> bool:
+        """Best effort, like every record read only to decide when to look again: False on
+        a full disk, where the caller keeps its own copy (``StorageClient._last_listing``)."""
+        try:
+            write_json_atomically(self._listing_record, {
+                "marker": marker, "listed_at": time.time() - (began.age() or 0.0), "complete": complete,
+                "began": began.to_json(),
+            })
+            return True
+        except OSError as exc:
+            log.warning("could not record the listing in %s: %s", self._listing_record, exc)
+            return False
 
 
 def write_json_atomically(path: Path, payload: dict[str, object]) -> None:

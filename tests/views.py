@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 from gcs_sync.client import StorageClient
-from gcs_sync.clock import Moment, boot_id
+from gcs_sync.clock import Moment, boot_id, now
 
 
 def age_view(client: StorageClient, seconds: float) -> None:
     """Pretend the instance's last check of the bucket was ``seconds`` ago."""
-    past = Moment(time.monotonic() - seconds, boot_id())
+    past = Moment(now() - seconds, boot_id())
     client.state.mark_pulled(past)
     client._checked = past  # this process's own memory of it, too
 
