@@ -25,8 +25,8 @@ from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import filelock
 
-from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
-from .errors import ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable
+from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, StoredObject
+from .errors import ObjectChanged, ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable
 from .events import ContentChangeEvent, LocalAdded, LocalDeleted
 from .folder import PackageFolder, StagedFile
 from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
@@ -369,7 +369,7 @@ class StorageClient:
 
     # -- a request's own changes -----------------------------------------------------
 
-    def publish(self, staged: Sequence[StagedFile], *, overwrite: bool) -> list[RemoteObject]:
+    def publish(self, staged: Sequence[StagedFile], *, overwrite: bool) -> list[StoredObject]:
         """Store a request's uploads in the bucket (create-only unless ``overwrite``), then
         make them all visible locally at once. All or none, as far as the bucket allows:
         if one fails, the create-only uploads already made are deleted again; what could
@@ -377,13 +377,15 @@ class StorageClient:
         another StorageError; the caller removes the staged files in every case. Once the
         bucket has the files the upload counts as done: a local problem after that only
         delays this folder until its next sync."""
-        stored: list[RemoteObject] = []
+        stored: list[StoredObject] = []
         known = {} if overwrite else self._known_state.refresh()
         try:
             for upload in staged:
                 here = known.get(upload.name)
                 if here is not None and here.sha256 != upload.sha256:
-                    raise ObjectExists("upload", upload.name, "a file of this name, with other content, is here")
+                    # This folder's view may be stale (removed through another instance):
+                    # only the bucket may say "exists", so ask it (one metadata read).
+                    self._refuse_if_stored_otherwise(upload)
                 meter = BucketMeter(self.driver)
                 remote = self.driver.upload(
                     upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256}
@@ -392,7 +394,7 @@ class StorageClient:
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
         except StorageError as exc:
-            exc.changed_before_failure = [r.name for r in stored] if overwrite else self._undo(stored)
+            exc.changed_before_failure = [r.name for r in stored if r.created] if overwrite else self._undo(stored)
             # Even undone, the objects existed for a while (another instance may have
             # listed them), and an unanswered write may have landed: let everyone look.
             if stored or isinstance(exc, StorageUnavailable):
@@ -412,13 +414,28 @@ class StorageClient:
                       [u.name for u in staged], self.folder.path, exc)
         return stored
 
-    def _undo(self, stored: list[RemoteObject]) -> list[str]:
-        """Delete this request's own create-only uploads; return those that stayed."""
+    def _refuse_if_stored_otherwise(self, upload: StagedFile) -> None:
+        """Raise ObjectExists if the bucket holds ``upload``'s name with other content.
+        Asked before the first write, so a request of several files that would meet a
+        conflict writes nothing; the create-only write still decides every race."""
+        there = self.driver.stat(upload.name)
+        if there is not None and there.sha256 != upload.sha256:
+            raise ObjectExists("upload", upload.name, "an object of this name, with other content, is in the bucket")
+
+    def _undo(self, stored: list[StoredObject]) -> list[str]:
+        """Delete the objects this request created, each only at the version it created
+        (a conditional delete: whatever replaced it since is kept); never an object it
+        found already there (``created=False``: the same bytes, another request's).
+        Return the names of those that stayed."""
         stayed = []
         for remote in stored:
+            if not remote.created:
+                continue
             try:
                 self.driver.delete(remote.name, if_version=remote.version)
                 log.info("undid the upload of %r: its request failed", remote.name)
+            except ObjectChanged:
+                log.info("not undoing the upload of %r: replaced since, by another writer", remote.name)
             except StorageError as exc:
                 stayed.append(remote.name)
                 log.error("could not undo the upload of %r after its request failed: %s", remote.name, exc)

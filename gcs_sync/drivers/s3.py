@@ -133,7 +133,9 @@ class S3Driver(FileStoreDriver):
             raise _translate("stat", key, exc, ObjectNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("stat", key, exc, ObjectNotFound) from exc
-        return RemoteObject(name, head["ETag"], head["ContentLength"], head.get("Metadata", {}).get(SHA256_KEY))
+        metadata = head.get("Metadata", {})
+        return RemoteObject(name, head["ETag"], head["ContentLength"], metadata.get(SHA256_KEY),
+                            metadata.get(UPLOAD_TOKEN_KEY))
 
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
@@ -166,53 +168,34 @@ class S3Driver(FileStoreDriver):
             raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
         return sha256.hexdigest()
 
-    def upload(
-        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
-        if_version: Optional[str] = None,
+    def _write(
+        self, name: str, source: Path, *, create_only: bool, if_version: Optional[str], metadata: Mapping[str, str],
     ) -> RemoteObject:
         key = self._key(name)
-        token = self.new_upload_token()
         extra = {"IfNoneMatch": "*"} if create_only else {} if if_version is None else {"IfMatch": if_version}
         self._count("upload")
         try:
             with open(source, "rb") as body:
-                reply = self._client.put_object(
-                    Bucket=self._bucket, Key=key, Body=body,
-                    Metadata={**metadata, UPLOAD_TOKEN_KEY: token}, **extra,
-                )
-            etag = reply["ETag"]
+                reply = self._client.put_object(Bucket=self._bucket, Key=key, Body=body, Metadata=dict(metadata),
+                                                **extra)
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
-            if if_version is not None and code in _MISSING_CODES:  # If-Match on a deleted object
-                raise ObjectChanged("upload", key, "deleted since it was read") from exc
-            if code not in _PRECONDITION_CODES:
-                raise _translate("upload", key, exc, BucketNotFound) from exc
-            etag = self._same_upload_stored(key, token, metadata.get(SHA256_KEY))
-            if etag is None and if_version is not None:
-                raise ObjectChanged("upload", key, "replaced since it was read") from exc
-            if etag is None:
+            if if_version is not None and code in _MISSING_CODES | _PRECONDITION_CODES:  # 404: If-Match on a deleted object
+                raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
+            if code in _PRECONDITION_CODES:
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
+            raise _translate("upload", key, exc, BucketNotFound) from exc
         except _SDK_ERRORS as exc:
-            error = _translate("upload", key, exc, BucketNotFound)
-            # The reply may be what was lost: if our write is there, the upload succeeded.
-            unsure = isinstance(error, StorageUnavailable)
-            etag = self._same_upload_stored(key, token, metadata.get(SHA256_KEY)) if unsure else None
-            if etag is None:
-                raise error from exc
-        return RemoteObject(name, etag, source.stat().st_size, metadata.get(SHA256_KEY))
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+        return RemoteObject(name, reply["ETag"], source.stat().st_size)
 
-    def _same_upload_stored(self, key: str, token: str, sha256: Optional[str]) -> Optional[str]:
-        self._count("stat")
+    def _stat_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
+        # boto3's own retries are the client's (2 attempts of half the budget): as for
+        # any head, they stay within STORAGE_TIMEOUT.
         try:
-            head = self._client.head_object(Bucket=self._bucket, Key=key)
-        except _SDK_ERRORS:
+            return self.stat(name)
+        except StorageError:
             return None  # can't tell: the caller reports the original failure
-        found = head.get("Metadata", {})
-        # Our own earlier attempt (its reply was lost), or the very same bytes uploaded
-        # before (a retry after a timeout whose write landed late): either way, stored.
-        if found.get(UPLOAD_TOKEN_KEY) == token or (sha256 is not None and found.get(SHA256_KEY) == sha256):
-            return head["ETag"]
-        return None
 
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
         key = self._key(name)
