@@ -180,7 +180,8 @@ class S3Driver(FileStoreDriver):
                                                 **extra)
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
-            if if_version is not None and code in _MISSING_CODES | _PRECONDITION_CODES:  # 404: If-Match on a deleted object
+            # If-Match on a replaced object is a 412; on a deleted one, a 404.
+            if if_version is not None and code in _MISSING_CODES | _PRECONDITION_CODES:
                 raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
             if code in _PRECONDITION_CODES:
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
