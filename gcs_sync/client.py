@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import filelock
 
+from .breaker import WriteBreaker
 from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, StoredObject
 from .errors import ObjectChanged, ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable
 from .events import ContentChangeEvent, LocalAdded, LocalDeleted
@@ -80,6 +81,7 @@ class StorageClient:
         concurrency: int = 8,
         after_check: Optional[Callable[[bool], None]] = None,
         create_marker: bool = True,
+        storage_timeout: float = 10.0,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -101,6 +103,7 @@ class StorageClient:
         self._stopping = threading.Event()
         # The synced state as last read, kept current by reading only what changed.
         self._known_state = TrackedState(self.state)
+        self._breaker = WriteBreaker(folder.control, storage_timeout)
         self._created = time.monotonic()
         # Seconds from start to this process's first view known to be current.
         self.ready_after: Optional[float] = None
@@ -379,6 +382,7 @@ class StorageClient:
         delays this folder until its next sync."""
         stored: list[StoredObject] = []
         known = {} if overwrite else self._known_state.refresh()
+        self._breaker.check(staged[0].name)
         try:
             for upload in staged:
                 here = known.get(upload.name)
@@ -394,12 +398,17 @@ class StorageClient:
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
         except StorageError as exc:
+            self._note_write_outcome(exc)
             exc.changed_before_failure = [r.name for r in stored if r.created] if overwrite else self._undo(stored)
             # Even undone, the objects existed for a while (another instance may have
-            # listed them), and an unanswered write may have landed: let everyone look.
-            if stored or isinstance(exc, StorageUnavailable):
+            # listed them): let everyone look. Not after a write the bucket did not
+            # answer and nothing stored: the marker write would wait a whole budget
+            # again on a bucket that just failed; if that write landed late, other
+            # instances see it at their next full listing.
+            if any(r.created for r in stored):
                 self._announce_change()
             raise
+        self._breaker.answered()
         self._announce_change()
         try:
             with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
@@ -413,6 +422,13 @@ class StorageClient:
             log.error("%s in the bucket but could not be placed in %s (%s); the next sync retries",
                       [u.name for u in staged], self.folder.path, exc)
         return stored
+
+    def _note_write_outcome(self, exc: StorageError) -> None:
+        """Open the write breaker if the bucket did not answer; close it if it did."""
+        if isinstance(exc, StorageUnavailable):
+            self._breaker.failed(exc)
+        else:
+            self._breaker.answered()
 
     def _refuse_if_stored_otherwise(self, upload: StagedFile) -> None:
         """Raise ObjectExists if the bucket holds ``upload``'s name with other content.
@@ -445,17 +461,24 @@ class StorageClient:
         """Delete files from the bucket, then from the folder. Raises StorageError, whose
         ``changed_before_failure`` lists the files already deleted (deletes can't be undone)."""
         removed: list[str] = []
+        self._breaker.check(names[0])
         try:
             for name in names:
                 meter = BucketMeter(self.driver)
                 self.driver.delete(name)
                 removed.append(name)
                 log_bucket_write(log, "delete", name, self.driver.url, meter)
+            self._breaker.answered()
         except StorageError as exc:
+            self._note_write_outcome(exc)
             exc.changed_before_failure = list(removed)
             raise
         finally:
-            self._announce_change()  # also after a failure: an unanswered delete may have landed
+            # Only if something was deleted: after a delete the bucket did not answer,
+            # the marker write would wait a whole budget again (a late delete is seen at
+            # the next full listing).
+            if removed:
+                self._announce_change()
             self._remove_locally(removed)
 
     def _remove_locally(self, names: list[str]) -> None:

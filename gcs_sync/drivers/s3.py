@@ -77,6 +77,16 @@ def _etag_is_md5(reply: Mapping[str, Any]) -> bool:
     )
 
 
+def _client(timeout: float, attempts: int) -> Any:
+    return boto3.client("s3", config=Config(
+        connect_timeout=timeout / 2,
+        read_timeout=timeout / 2,
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        # Presigned URLs and most S3-compatible stores want SigV4.
+        signature_version="s3v4",
+    ))
+
+
 class S3Driver(FileStoreDriver):
     def __init__(self, bucket_name: str, prefix: str, timeout: float, client: Optional[Any] = None) -> None:
         super().__init__(prefix)
@@ -84,18 +94,12 @@ class S3Driver(FileStoreDriver):
         self.url = f"s3://{bucket_name}/{self._prefix}"
         try:
             # boto3 reads the credentials and config files here.
-            self._client = client or boto3.client(
-                "s3",
-                # Two attempts of half the budget each: a failing call gives up after about
-                # STORAGE_TIMEOUT, not boto3's default of 3 x 60 s.
-                config=Config(
-                    connect_timeout=timeout / 2,
-                    read_timeout=timeout / 2,
-                    retries={"mode": "standard", "max_attempts": 2},
-                    # Presigned URLs and most S3-compatible stores want SigV4.
-                    signature_version="s3v4",
-                ),
-            )
+            # Two attempts of half the budget each: a failing call gives up after about
+            # STORAGE_TIMEOUT, not boto3's default of 3 x 60 s. (botocore's "max_attempts"
+            # counts retries, not attempts: 2 of them made 3 attempts, 1.5 budgets.)
+            self._client = client or _client(timeout, attempts=2)
+            # For the one look after a failed write, which has used the budget already.
+            self._client_once = client or _client(timeout, attempts=1)
         except botocore.exceptions.BotoCoreError as exc:
             raise _translate("connect", self.url, exc, BucketNotFound) from exc
 
@@ -123,10 +127,13 @@ class S3Driver(FileStoreDriver):
             raise _translate("list", self.url, exc, BucketNotFound) from exc
 
     def stat(self, name: str) -> Optional[RemoteObject]:
+        return self._stat(name, self._client)
+
+    def _stat(self, name: str, client: Any) -> Optional[RemoteObject]:
         key = self._key(name)
         self._count("stat")
         try:
-            head = self._client.head_object(Bucket=self._bucket, Key=key)
+            head = client.head_object(Bucket=self._bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
                 return None
@@ -191,10 +198,8 @@ class S3Driver(FileStoreDriver):
         return RemoteObject(name, reply["ETag"], source.stat().st_size)
 
     def _stat_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
-        # boto3's own retries are the client's (2 attempts of half the budget): as for
-        # any head, they stay within STORAGE_TIMEOUT.
         try:
-            return self.stat(name)
+            return self._stat(name, self._client_once)
         except StorageError:
             return None  # can't tell: the caller reports the original failure
 
