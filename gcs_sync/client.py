@@ -28,11 +28,12 @@ import filelock
 from .breaker import WriteBreaker
 from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, StoredObject
 from .errors import ObjectChanged, ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable
-from .events import ContentChangeEvent, LocalAdded, LocalDeleted
+from .events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted
 from .folder import PackageFolder, StagedFile
 from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
 from .names import is_package_filename
 from .plan import SyncPlan, plan_sync
+from .settle import SETTLE_SECONDS, SettleWatch
 from .state import StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class StorageClient:
         after_check: Optional[Callable[[bool], None]] = None,
         create_marker: bool = True,
         storage_timeout: float = 10.0,
+        settle_seconds: float = SETTLE_SECONDS,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -104,6 +106,7 @@ class StorageClient:
         # The synced state as last read, kept current by reading only what changed.
         self._known_state = TrackedState(self.state)
         self._breaker = WriteBreaker(folder.control, storage_timeout)
+        self._settle = SettleWatch(settle_seconds)
         self._created = time.monotonic()
         # Seconds from start to this process's first view known to be current.
         self.ready_after: Optional[float] = None
@@ -242,7 +245,8 @@ class StorageClient:
         remote = self._servable(self.driver.list_objects(), report)
         local = self.folder.scan()
         synced = self.state.load()
-        plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes)
+        plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes,
+                         unsettled=self._unsettled(local, synced))
         if plan.state_reset:
             log.warning("%s is empty but its state lists %d files: starting from an empty state",
                         self.folder.path, len(synced))
@@ -274,7 +278,7 @@ class StorageClient:
         if self._stopping.is_set() and report.failed:
             log.warning("sync stopped early, the worker is exiting: %d of %d changes left for the next sync",
                         len(report.failed), len(plan.events))
-        if any(isinstance(event, (LocalAdded, LocalDeleted)) for event in report.applied):
+        if any(isinstance(event, (LocalAdded, LocalChanged, LocalDeleted)) for event in report.applied):
             self._announce_change()
         elif marker is None:
             self._create_marker()
@@ -350,6 +354,16 @@ class StorageClient:
         except StorageError as exc:
             log.error("could not rewrite the change marker after a change to the bucket (%s): other instances "
                       "see that change at their next full listing (FULL_SYNC_INTERVAL)", exc)
+
+    def _unsettled(self, local: dict[str, str], synced: dict[str, SyncedFile]) -> set[str]:
+        """The local files a push would take that are still being written (settle.py)."""
+        if not self.push_local_changes:
+            return set()
+        candidates = {
+            name: here for name, here in local.items()
+            if name not in synced or synced[name].local_fingerprint != here
+        }
+        return self._settle.unsettled(candidates)
 
     def _report_local_only(self, names: list[str]) -> None:
         for name in names:
