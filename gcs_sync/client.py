@@ -32,6 +32,7 @@ from .events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted
 from .folder import PackageFolder, StagedFile
 from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
 from .names import is_package_filename
+from .pending import DEFAULT_EXPIRY, Intent, PendingUploads
 from .plan import SyncPlan, plan_sync
 from .settle import SETTLE_SECONDS, SettleWatch
 from .state import StateFile, SyncedFile, TrackedState
@@ -48,6 +49,8 @@ class SyncReport:
     applied: list[ContentChangeEvent] = dataclasses.field(default_factory=list)
     failed: list[tuple[ContentChangeEvent, StorageError]] = dataclasses.field(default_factory=list)
     skipped_names: list[str] = dataclasses.field(default_factory=list)
+    # Left for a later sync: files still being written here, or uploads under way.
+    deferred: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     bucket_calls: int = 0
 
@@ -84,6 +87,7 @@ class StorageClient:
         create_marker: bool = True,
         storage_timeout: float = 10.0,
         settle_seconds: float = SETTLE_SECONDS,
+        pending_expiry: float = DEFAULT_EXPIRY,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -107,6 +111,7 @@ class StorageClient:
         self._known_state = TrackedState(self.state)
         self._breaker = WriteBreaker(folder.control, storage_timeout)
         self._settle = SettleWatch(settle_seconds)
+        self._pending = PendingUploads(driver, pending_expiry)
         self._created = time.monotonic()
         # Seconds from start to this process's first view known to be current.
         self.ready_after: Optional[float] = None
@@ -245,8 +250,9 @@ class StorageClient:
         remote = self._servable(self.driver.list_objects(), report)
         local = self.folder.scan()
         synced = self.state.load()
+        remote = self._without_pending(remote, synced, report)
         plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes,
-                         unsettled=self._unsettled(local, synced))
+                         unsettled=self._unsettled(local, synced, report))
         if plan.state_reset:
             log.warning("%s is empty but its state lists %d files: starting from an empty state",
                         self.folder.path, len(synced))
@@ -285,7 +291,7 @@ class StorageClient:
         if self.state.should_compact():
             self.state.save(state)
         # An incomplete sync is not a baseline: the next check lists again to retry.
-        self.state.record_listing(marker, checked_at, complete=not report.failed)
+        self.state.record_listing(marker, checked_at, complete=not report.failed and not report.deferred)
         self._after_check(True)
         self.state.mark_pulled(checked_at)
         report.seconds = time.monotonic() - started
@@ -355,7 +361,7 @@ class StorageClient:
             log.error("could not rewrite the change marker after a change to the bucket (%s): other instances "
                       "see that change at their next full listing (FULL_SYNC_INTERVAL)", exc)
 
-    def _unsettled(self, local: dict[str, str], synced: dict[str, SyncedFile]) -> set[str]:
+    def _unsettled(self, local: dict[str, str], synced: dict[str, SyncedFile], report: SyncReport) -> set[str]:
         """The local files a push would take that are still being written (settle.py)."""
         if not self.push_local_changes:
             return set()
@@ -363,7 +369,20 @@ class StorageClient:
             name: here for name, here in local.items()
             if name not in synced or synced[name].local_fingerprint != here
         }
-        return self._settle.unsettled(candidates)
+        unsettled = self._settle.unsettled(candidates)
+        report.deferred.extend(sorted(unsettled))
+        return unsettled
+
+    def _without_pending(
+        self, remote: dict[str, RemoteObject], synced: dict[str, SyncedFile], report: SyncReport
+    ) -> dict[str, RemoteObject]:
+        """The listing without the files of multi-file uploads still under way (or dead and
+        not yet expired), which are left for a later sync (pending.py)."""
+        hidden = self._pending.hide(remote, synced)
+        if hidden:
+            log.info("not syncing %s yet: their upload has not finished", sorted(hidden))
+            report.deferred.extend(sorted(hidden))
+        return {name: obj for name, obj in remote.items() if name not in hidden}
 
     def _report_local_only(self, names: list[str]) -> None:
         for name in names:
@@ -397,7 +416,12 @@ class StorageClient:
         stored: list[StoredObject] = []
         known = {} if overwrite else self._known_state.refresh()
         self._breaker.check(staged[0].name)
+        # Several files: an intent names them first, so a request killed between its
+        # writes leaves nothing that a sync serves as a release (pending.py).
+        intent: Optional[Intent] = None
         try:
+            if len(staged) > 1 and not overwrite:
+                intent = self._pending.begin(staged)
             for upload in staged:
                 here = known.get(upload.name)
                 if here is not None and here.sha256 != upload.sha256:
@@ -406,14 +430,22 @@ class StorageClient:
                     self._refuse_if_stored_otherwise(upload)
                 meter = BucketMeter(self.driver)
                 remote = self.driver.upload(
-                    upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256}
+                    upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256},
+                    token=None if intent is None else intent.token(upload.name),
                 )
                 stored.append(remote)
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
+            for remote in stored:
+                if not remote.created:  # about to be covered by our 200: no clean-up may take it
+                    self._pending.adopt(remote.upload_token, intent)
+            if intent is not None:
+                self._pending.end(intent)  # before the 200; if it fails, the files are undone
         except StorageError as exc:
             self._note_write_outcome(exc)
             exc.changed_before_failure = [r.name for r in stored if r.created] if overwrite else self._undo(stored)
+            if intent is not None and not exc.changed_before_failure:
+                self._end_quietly(intent)  # else it stays: once expired, a sync removes what stayed
             # Even undone, the objects existed for a while (another instance may have
             # listed them): let everyone look. Not after a write the bucket did not
             # answer and nothing stored: the marker write would wait a whole budget
@@ -436,6 +468,12 @@ class StorageClient:
             log.error("%s in the bucket but could not be placed in %s (%s); the next sync retries",
                       [u.name for u in staged], self.folder.path, exc)
         return stored
+
+    def _end_quietly(self, intent: Intent) -> None:
+        try:
+            self._pending.end(intent)
+        except StorageError as exc:
+            log.warning("could not delete the intent of a failed upload (%s); a sync removes it once it expires", exc)
 
     def _note_write_outcome(self, exc: StorageError) -> None:
         """Open the write breaker if the bucket did not answer; close it if it did."""

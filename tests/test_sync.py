@@ -253,14 +253,23 @@ class FailsOnce(FileStoreDriver):
     def _write(self, name, source, *, create_only, if_version, metadata):
         return self.real._write(name, source, create_only=create_only, if_version=if_version, metadata=metadata)
 
-    def _stat_once(self, name, sha256):
-        return self.real._stat_once(name, sha256)
+    def look_once(self, name, sha256):
+        return self.real.look_once(name, sha256)
 
     def delete(self, name, if_version=None):
         return self.real.delete(name, if_version=if_version)
 
     def marker_version(self):
         return self.real.marker_version()
+
+    def put_note(self, name, data):
+        return self.real.put_note(name, data)
+
+    def read_note(self, name):
+        return self.real.read_note(name)
+
+    def list_notes(self, folder):
+        return self.real.list_notes(folder)
 
     def touch_marker(self):
         return self.real.touch_marker()

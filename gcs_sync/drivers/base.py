@@ -85,6 +85,8 @@ class FileStoreDriver(abc.ABC):
     """One bucket (or folder) and a prefix inside it."""
 
     url: str
+    # Whether objects carry their sha256 and upload token (False: a plain folder).
+    keeps_metadata = True
 
     def __init__(self, prefix: str = "") -> None:
         self.calls: collections.Counter[str] = collections.Counter()
@@ -135,7 +137,7 @@ class FileStoreDriver(abc.ABC):
             return StoredObject(name, written.version, written.size, sha256, token, created=True)
         except (ObjectExists, ObjectChanged, StorageUnavailable) as exc:
             # Met an object (412), or got no answer: look once at what is there.
-            found = self._stat_once(name, sha256)
+            found = self.look_once(name, sha256)
             if found is not None and found.upload_token == token:
                 # Our own write: it landed although its reply was lost.
                 return StoredObject(name, found.version, found.size, sha256, token, created=True)
@@ -153,14 +155,30 @@ class FileStoreDriver(abc.ABC):
         version written."""
 
     @abc.abstractmethod
-    def _stat_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
-        """After a failed write: the object as ``stat`` gives it, in one attempt (the
-        write used the retry budget); None if it is missing or cannot be read now. A
-        store without metadata computes the sha256 if it might equal ``sha256``."""
+    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
+        """The object as ``stat`` gives it, in one attempt (after a failed write, which
+        used the retry budget); None if it is missing or cannot be read now. A store
+        without metadata computes the sha256 from the bytes if ``sha256`` is given."""
 
     @abc.abstractmethod
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
         """Remove object ``name``; succeed if it is already gone."""
+
+    # Small bookkeeping objects under the prefix's ".gcs_sync/" folder (never listed with
+    # the packages): a multi-file upload's intent (see ``pending.py``). ``name`` is
+    # relative to the prefix, e.g. ".gcs_sync/pending/ID.json"; ``delete`` removes them.
+
+    @abc.abstractmethod
+    def put_note(self, name: str, data: bytes) -> None:
+        """Write the small object ``name`` (unconditionally: a retry rewrites the same)."""
+
+    @abc.abstractmethod
+    def read_note(self, name: str) -> Optional[bytes]:
+        """The bytes of the small object ``name``; None if there is none."""
+
+    @abc.abstractmethod
+    def list_notes(self, folder: str) -> list[str]:
+        """The names of the objects directly in ``folder`` (ending in "/"), as ``name``s."""
 
     def marker_version(self) -> Optional[str]:
         """The change marker's current version; None if there is no marker yet."""

@@ -174,7 +174,7 @@ class GCSDriver(FileStoreDriver):
             raise _translate("upload", key, exc, BucketNotFound) from exc
         return RemoteObject(name, str(blob.generation), blob.size or 0)
 
-    def _stat_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
+    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
         self._count("stat")
         try:
             # One attempt: the upload has already used its retry budget.
@@ -197,6 +197,39 @@ class GCSDriver(FileStoreDriver):
             raise ObjectChanged("delete", key, f"replaced since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
+
+    def put_note(self, name: str, data: bytes) -> None:
+        key = self._key(name)
+        self._count("upload")
+        try:
+            self._bucket.blob(key).upload_from_string(
+                data, content_type="application/json", retry=self._retry, timeout=self._timeout,
+            )
+        except _SDK_ERRORS as exc:
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+
+    def read_note(self, name: str) -> Optional[bytes]:
+        key = self._key(name)
+        self._count("download")
+        try:
+            return self._bucket.blob(key).download_as_bytes(retry=self._retry, timeout=self._timeout)
+        except gexc.NotFound:
+            return None
+        except _SDK_ERRORS as exc:
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+
+    def list_notes(self, folder: str) -> list[str]:
+        found = []
+        try:
+            blobs = self._client.list_blobs(
+                self._bucket, prefix=self._key(folder), delimiter="/", retry=self._retry, timeout=self._timeout,
+            )
+            for page in blobs.pages:
+                self._count("list")
+                found.extend(blob.name[len(self._prefix):] for blob in page)
+        except _SDK_ERRORS as exc:
+            raise _translate("list", self._key(folder), exc, BucketNotFound) from exc
+        return found
 
     def touch_marker(self) -> None:
         key = self._key(MARKER_NAME)

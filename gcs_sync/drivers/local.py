@@ -39,6 +39,8 @@ def _is_own_temp(name: str) -> bool:
 
 
 class LocalFolderDriver(FileStoreDriver):
+    keeps_metadata = False
+
     def __init__(self, bucket_folder: Path, prefix: str, create: bool = False) -> None:
         super().__init__()
         self._root = Path(bucket_folder).absolute()
@@ -146,7 +148,7 @@ class LocalFolderDriver(FileStoreDriver):
         finally:
             temp.unlink(missing_ok=True)
 
-    def _stat_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
+    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
         found = self.stat(name)
         if found is None or sha256 is None:
             return found
@@ -176,6 +178,38 @@ class LocalFolderDriver(FileStoreDriver):
             (folder / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError("delete", name, f"{type(exc).__name__}: {exc}") from exc
+
+    def put_note(self, name: str, data: bytes) -> None:
+        self._count("upload")
+        note = self._existing_folder("upload", name) / name
+        temp = note.with_name(temp_name(note.name))
+        try:
+            note.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+            os.replace(temp, note)
+        except OSError as exc:
+            raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def read_note(self, name: str) -> Optional[bytes]:
+        self._count("download")
+        try:
+            return (self._existing_folder("download", name) / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError("download", name, f"{type(exc).__name__}: {exc}") from exc
+
+    def list_notes(self, folder: str) -> list[str]:
+        self._count("list")
+        try:
+            entries = os.listdir(self._existing_folder("list", folder) / folder)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError("list", folder, f"{type(exc).__name__}: {exc}") from exc
+        return [folder + entry for entry in entries if not _is_own_temp(entry)]
 
     def touch_marker(self) -> None:
         self._count("upload")

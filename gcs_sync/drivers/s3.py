@@ -197,7 +197,7 @@ class S3Driver(FileStoreDriver):
             raise _translate("upload", key, exc, BucketNotFound) from exc
         return RemoteObject(name, reply["ETag"], source.stat().st_size)
 
-    def _stat_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
+    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
         try:
             return self._stat(name, self._client_once)
         except StorageError:
@@ -218,6 +218,39 @@ class S3Driver(FileStoreDriver):
             raise _translate("delete", key, exc, ObjectNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
+
+    def put_note(self, name: str, data: bytes) -> None:
+        key = self._key(name)
+        self._count("upload")
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType="application/json")
+        except _SDK_ERRORS as exc:
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+
+    def read_note(self, name: str) -> Optional[bytes]:
+        key = self._key(name)
+        self._count("download")
+        try:
+            return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
+                return None
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+        except _SDK_ERRORS as exc:
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+
+    def list_notes(self, folder: str) -> list[str]:
+        found = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._key(folder), Delimiter="/"
+            )
+            for page in pages:
+                self._count("list")
+                found.extend(entry["Key"][len(self._prefix):] for entry in page.get("Contents", []))
+        except _SDK_ERRORS as exc:
+            raise _translate("list", self._key(folder), exc, BucketNotFound) from exc
+        return found
 
     def touch_marker(self) -> None:
         key = self._key(MARKER_NAME)
