@@ -487,7 +487,9 @@ class StorageClient:
         Asked before the first write, so a request of several files that would meet a
         conflict writes nothing; the create-only write still decides every race."""
         there = self.driver.stat(upload.name)
-        if there is not None and there.sha256 != upload.sha256:
+        # No sha256 there (a folder keeps no metadata; another tool wrote it): the
+        # create-only write decides, comparing the bytes if it meets the object.
+        if there is not None and there.sha256 is not None and there.sha256 != upload.sha256:
             raise ObjectExists("upload", upload.name, "an object of this name, with other content, is in the bucket")
 
     def _undo(self, stored: list[StoredObject]) -> list[str]:

@@ -12,7 +12,12 @@ import pytest
 from .buckets import BucketProbe
 from .fault_proxy import FaultProxy, Respond
 from .packages import make_wheel
-from .test_app import AUTH, App, app  # noqa: F401 (a fixture)
+from .test_app import AUTH, App
+
+
+@pytest.fixture
+def app(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> App:
+    return App(bucket, tmp_path / "packages", htpasswd)
 
 
 def upload_signed(app: App, wheel: Path, signature: bytes, user_agent: str = "gcs-sync-tests"):
