@@ -1,11 +1,12 @@
 """A request of several files (a wheel and its .asc) killed between its bucket writes
 never leaves half of it visible as a release (issue 9, item 4): its intent object hides
 the files from every sync until the intent expires, then a sync removes what that
-request stored. Real gunicorn, a real SIGKILL, a fault proxy in front of the GCS
-emulator or moto that holds the signature's write until the worker is dead."""
+request stored. The first test: real gunicorn, a real SIGKILL, a fault proxy in front of
+the GCS emulator or moto that holds the signature's write until the worker is dead."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import threading
@@ -15,6 +16,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from gcs_sync.client import StorageClient
+from gcs_sync.drivers import FileStoreDriver
+from gcs_sync.drivers.base import SHA256_KEY
+from gcs_sync.folder import PackageFolder
+from gcs_sync.pending import PendingUploads
+
 from .buckets import BucketProbe
 from .fault_proxy import Delay, FaultProxy, Respond
 from .packages import make_wheel
@@ -22,8 +29,6 @@ from .servers import PASSWORD, USER, links, start_instance
 from .test_app import App
 from .test_crash import visible, wait_for, worker_pids
 from .test_writes import upload_signed
-
-pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 
 EXPIRY = 4  # PENDING_UPLOAD_EXPIRY for these tests (the default is 120 s)
 PENDING = ".gcs_sync/pending/"
@@ -44,6 +49,7 @@ def hold_the_signature(bucket: BucketProbe, proxy: FaultProxy) -> None:
         proxy.add_rule("POST", r"/upload/", Delay(600))
 
 
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_a_worker_killed_between_the_wheel_and_its_signature_leaves_no_release(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -105,6 +111,7 @@ def intents(bucket: BucketProbe) -> set[str]:
     return {name for name in bucket.all_names() if name.startswith(PENDING)}
 
 
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_when_the_intent_cannot_be_removed_the_upload_is_refused_and_undone(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
 ) -> None:
@@ -128,3 +135,39 @@ def test_when_the_intent_cannot_be_removed_the_upload_is_refused_and_undone(
         other.age_view()
     assert other.http.get(f"/packages/{wheel.name}").get_data() == wheel.read_bytes()
     assert packages(bucket) == {wheel.name, wheel.name + ".asc"} and intents(bucket) == set()
+
+
+def test_intents_are_small_objects_outside_the_package_listing(driver: FileStoreDriver, bucket: BucketProbe) -> None:
+    driver.put_note(PENDING + "one.json", b'{"files": {}}')
+    assert driver.read_note(PENDING + "one.json") == b'{"files": {}}'
+    assert driver.read_note(PENDING + "two.json") is None
+    assert driver.list_notes(PENDING) == [PENDING + "one.json"]
+    assert driver.list_objects() == {}
+    driver.delete(PENDING + "one.json")
+    assert driver.list_notes(PENDING) == [] and intents(bucket) == set()
+
+
+def test_a_dead_uploads_files_are_hidden_then_removed_and_only_they(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """The request's side played by hand up to its death (the SIGKILL test above does it
+    for real on GCS and S3); here on every driver, the local folder's too, whose objects
+    carry no token (the intent's sha256 identifies them there)."""
+    folder = PackageFolder(tmp_path / "dead")
+    wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
+    staged = [folder.stage(wheel.name, io.BytesIO(wheel.read_bytes())),
+              folder.stage(wheel.name + ".asc", io.BytesIO(b"signature"))]
+    dead = PendingUploads(driver)
+    intent = dead.begin(staged)
+    driver.upload(wheel.name, staged[0].path, create_only=True, metadata={SHA256_KEY: staged[0].sha256},
+                  token=intent.token(wheel.name))  # ...and the worker dies here
+    bucket.put("unrelated-1.0.tar.gz", b"not the intent's")
+    observer = StorageClient(driver, PackageFolder(tmp_path / "observer"), sync_interval=1, lock_timeout=5,
+                             pending_expiry=1)
+    observer.sync()
+    assert visible(observer.folder.path) == {"unrelated-1.0.tar.gz": b"not the intent's"}
+    assert packages(bucket) == {wheel.name, "unrelated-1.0.tar.gz"}
+    time.sleep(1.2)
+    observer.sync()
+    assert packages(bucket) == {"unrelated-1.0.tar.gz"} and intents(bucket) == set()
+    assert visible(observer.folder.path) == {"unrelated-1.0.tar.gz": b"not the intent's"}
