@@ -27,6 +27,9 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   identical re-upload) is a success with ``created=False``: another request made it,
   so this one must never delete it.
 - ``stat`` also returns the object's upload token, where the store keeps metadata.
+- ``put_note``, ``read_note`` and ``list_notes`` write, read and list small bookkeeping
+  objects under the prefix's ``.gcs_sync/`` folder (the intents of multi-file uploads),
+  which ``list_objects`` never shows; ``delete`` removes them.
 - ``delete`` is idempotent: deleting a missing object succeeds. With ``if_version`` it
   deletes only that version and raises ``ObjectChanged`` if the object was replaced.
 - The change marker (``MARKER_NAME`` under the prefix, never listed) is rewritten by
