@@ -32,7 +32,7 @@ import uuid
 from typing import Mapping, Optional, Sequence
 
 from .drivers.base import FileStoreDriver, RemoteObject
-from .errors import ObjectChanged
+from .errors import ObjectChanged, StorageError
 from .folder import StagedFile
 from .state import SyncedFile
 
@@ -117,8 +117,11 @@ class PendingUploads:
             if intent is None:
                 continue
             if now - self._first_seen[name] >= self.expiry:
-                self._expire(intent)
-                continue
+                try:
+                    self._expire(intent)
+                    continue
+                except StorageError as exc:  # its files stay hidden; the next sync tries again
+                    log.error("could not clean up the unfinished upload %s in %s: %s", intent.id, self.driver.url, exc)
             hidden |= {file for file in intent.files if file in new}
         return hidden
 
