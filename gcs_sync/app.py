@@ -64,6 +64,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         # A request waiting for a sibling's sync must still finish well within
         # gunicorn's 30 s worker timeout, after a bucket operation of its own.
         lock_timeout=settings.storage_timeout,
+        storage_timeout=settings.storage_timeout,
+        pending_expiry=settings.pending_upload_expiry,
         push_local_changes=settings.push_local_changes,
         after_check=None if passwords is None else passwords.after_check,
     )

@@ -306,7 +306,9 @@ def _push_one(
     replace = there is not None
     if not dry_run:
         try:
-            driver.upload(local.name, local.path, create_only=not replace, metadata={SHA256_KEY: sha256})
+            stored = driver.upload(local.name, local.path, create_only=not replace, metadata={SHA256_KEY: sha256})
+            if not stored.created:  # the same bytes were put there meanwhile
+                return PushOutcome(local.name, PRESENT, local.size)
         except ObjectExists:
             # Stored by someone else since the listing (the driver accepts the same sha256).
             return PushOutcome(local.name, CONFLICT, local.size, "put into the bucket by someone else meanwhile")

@@ -25,14 +25,24 @@ from typing import Callable, Iterator, Optional, Protocol, Sequence, TypeVar
 
 import filelock
 
-from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
-from .errors import ObjectExists, StorageError, StoragePermissionDenied, StorageUnavailable, failure_reason
+from .breaker import WriteBreaker
 from .clock import Moment
-from .events import ContentChangeEvent, LocalAdded, LocalDeleted, RemoteAdded, RemoteChanged
+from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, StoredObject
+from .errors import (
+    ObjectChanged,
+    ObjectExists,
+    StorageError,
+    StoragePermissionDenied,
+    StorageUnavailable,
+    failure_reason,
+)
+from .events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged
 from .folder import PackageFolder, StagedFile
 from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
 from .names import is_package_filename
+from .pending import DEFAULT_EXPIRY, Intent, PendingUploads
 from .plan import SyncPlan, plan_sync
+from .settle import SETTLE_SECONDS, SettleWatch
 from .state import Listing, StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,8 @@ class SyncReport:
     applied: list[ContentChangeEvent] = dataclasses.field(default_factory=list)
     failed: list[tuple[ContentChangeEvent, StorageError]] = dataclasses.field(default_factory=list)
     skipped_names: list[str] = dataclasses.field(default_factory=list)
+    # Left for a later sync: files still being written here, or uploads under way.
+    deferred: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     bucket_calls: int = 0
 
@@ -90,6 +102,9 @@ class StorageClient:
         concurrency: int = 8,
         after_check: Optional[Callable[[bool], None]] = None,
         create_marker: bool = True,
+        storage_timeout: float = 10.0,
+        settle_seconds: float = SETTLE_SECONDS,
+        pending_expiry: float = DEFAULT_EXPIRY,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -111,6 +126,9 @@ class StorageClient:
         self._stopping = threading.Event()
         # The synced state as last read, kept current by reading only what changed.
         self._known_state = TrackedState(self.state)
+        self._breaker = WriteBreaker(folder.control, storage_timeout)
+        self._settle = SettleWatch(settle_seconds)
+        self._pending = PendingUploads(driver, pending_expiry)
         self._created = time.monotonic()
         # Seconds from start to this process's first view known to be current.
         self.ready_after: Optional[float] = None
@@ -426,7 +444,9 @@ class StorageClient:
         remote = self._servable(self.driver.list_objects(), report)
         local = self.folder.scan()
         synced = self.state.load()
-        plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes)
+        remote = self._without_pending(remote, synced, report)
+        plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes,
+                         unsettled=self._unsettled(local, synced, report))
         if plan.state_reset:
             log.warning("%s is empty but its state lists %d files: starting from an empty state",
                         self.folder.path, len(synced))
@@ -458,17 +478,19 @@ class StorageClient:
         if self._stopping.is_set() and report.failed:
             log.warning("sync stopped early, the worker is exiting: %d of %d changes left for the next sync",
                         len(report.failed), len(plan.events))
-        if any(isinstance(event, (LocalAdded, LocalDeleted)) for event in report.applied):
+        if any(isinstance(event, (LocalAdded, LocalChanged, LocalDeleted)) for event in report.applied):
             self._announce_change()
         elif marker is None:
             self._create_marker()
         if self.state.should_compact():
             self.state.save(state)
         self._record_unservable(report, began)
-        # An incomplete sync is not a baseline: the next check lists again to retry. Kept
-        # here if the record can't be written (a full disk), or every check would list.
-        recorded = self.state.record_listing(marker, began, complete=not report.failed)
-        self._own_listing = None if recorded else Listing(marker, time.time(), not report.failed, began)
+        # An incomplete sync (a failure, files of a live upload deferred) is not a
+        # baseline: the next check lists again. Kept here if the record can't be written
+        # (a full disk), or every check would list.
+        complete = not report.failed and not report.deferred
+        recorded = self.state.record_listing(marker, began, complete=complete)
+        self._own_listing = None if recorded else Listing(marker, time.time(), complete, began)
         self._after_check(True)
         self._mark_checked(began)
         report.seconds = time.monotonic() - started
@@ -552,6 +574,29 @@ class StorageClient:
             log.error("could not rewrite the change marker after a change to the bucket (%s): other instances "
                       "see that change at their next full listing (FULL_SYNC_INTERVAL)", exc)
 
+    def _unsettled(self, local: dict[str, str], synced: dict[str, SyncedFile], report: SyncReport) -> set[str]:
+        """The local files a push would take that are still being written (settle.py)."""
+        if not self.push_local_changes:
+            return set()
+        candidates = {
+            name: here for name, here in local.items()
+            if name not in synced or synced[name].local_fingerprint != here
+        }
+        unsettled = self._settle.unsettled(candidates)
+        report.deferred.extend(sorted(unsettled))
+        return unsettled
+
+    def _without_pending(
+        self, remote: dict[str, RemoteObject], synced: dict[str, SyncedFile], report: SyncReport
+    ) -> dict[str, RemoteObject]:
+        """The listing without the files of multi-file uploads still under way (or dead and
+        not yet expired), which are left for a later sync (pending.py)."""
+        hidden = self._pending.hide(remote, synced)
+        if hidden:
+            log.info("not syncing %s yet: their upload has not finished", sorted(hidden))
+            report.deferred.extend(sorted(hidden))
+        return {name: obj for name, obj in remote.items() if name not in hidden}
+
     def _report_local_only(self, names: list[str]) -> None:
         for name in names:
             if name not in self._reported_local_only:
@@ -573,7 +618,7 @@ class StorageClient:
 
     # -- a request's own changes -----------------------------------------------------
 
-    def publish(self, staged: Sequence[StagedFile], *, overwrite: bool) -> list[RemoteObject]:
+    def publish(self, staged: Sequence[StagedFile], *, overwrite: bool) -> list[StoredObject]:
         """Store a request's uploads in the bucket (create-only unless ``overwrite``), then
         make them all visible locally at once. All or none, as far as the bucket allows:
         if one fails, the create-only uploads already made are deleted again; what could
@@ -581,27 +626,48 @@ class StorageClient:
         another StorageError; the caller removes the staged files in every case. Once the
         bucket has the files the upload counts as done: a local problem after that only
         delays this folder until its next sync."""
-        stored: list[RemoteObject] = []
+        stored: list[StoredObject] = []
         known = {} if overwrite else self._known_state.refresh()
+        self._breaker.check(staged[0].name)
+        # Several files: an intent names them first, so a request killed between its
+        # writes leaves nothing that a sync serves as a release (pending.py).
+        intent: Optional[Intent] = None
         try:
+            if len(staged) > 1 and not overwrite:
+                intent = self._pending.begin(staged)
             for upload in staged:
                 here = known.get(upload.name)
                 if here is not None and here.sha256 != upload.sha256:
-                    raise ObjectExists("upload", upload.name, "a file of this name, with other content, is here")
+                    # This folder's view may be stale (removed through another instance):
+                    # only the bucket may say "exists", so ask it (one metadata read).
+                    self._refuse_if_stored_otherwise(upload)
                 meter = BucketMeter(self.driver)
                 remote = self.driver.upload(
-                    upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256}
+                    upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256},
+                    token=None if intent is None else intent.token(upload.name),
                 )
                 stored.append(remote)
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
+            for remote in stored:
+                if not remote.created:  # about to be covered by our 200: no clean-up may take it
+                    self._pending.adopt(remote.upload_token, intent)
+            if intent is not None:
+                self._pending.end(intent)  # before the 200; if it fails, the files are undone
         except StorageError as exc:
-            exc.changed_before_failure = [r.name for r in stored] if overwrite else self._undo(stored)
+            self._note_write_outcome(exc)
+            exc.changed_before_failure = [r.name for r in stored if r.created] if overwrite else self._undo(stored)
+            if intent is not None and not exc.changed_before_failure:
+                self._end_quietly(intent)  # else it stays: once expired, a sync removes what stayed
             # Even undone, the objects existed for a while (another instance may have
-            # listed them), and an unanswered write may have landed: let everyone look.
-            if stored or isinstance(exc, StorageUnavailable):
+            # listed them): let everyone look. Not after a write the bucket did not
+            # answer and nothing stored: the marker write would wait a whole budget
+            # again on a bucket that just failed; if that write landed late, other
+            # instances see it at their next full listing.
+            if any(r.created for r in stored):
                 self._announce_change()
             raise
+        self._breaker.answered()
         self._announce_change()
         try:
             with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
@@ -616,13 +682,43 @@ class StorageClient:
                       [u.name for u in staged], self.folder.path, exc)
         return stored
 
-    def _undo(self, stored: list[RemoteObject]) -> list[str]:
-        """Delete this request's own create-only uploads; return those that stayed."""
+    def _end_quietly(self, intent: Intent) -> None:
+        try:
+            self._pending.end(intent)
+        except StorageError as exc:
+            log.warning("could not delete the intent of a failed upload (%s); a sync removes it once it expires", exc)
+
+    def _note_write_outcome(self, exc: StorageError) -> None:
+        """Open the write breaker if the bucket did not answer; close it if it did."""
+        if isinstance(exc, StorageUnavailable):
+            self._breaker.failed(exc)
+        else:
+            self._breaker.answered()
+
+    def _refuse_if_stored_otherwise(self, upload: StagedFile) -> None:
+        """Raise ObjectExists if the bucket holds ``upload``'s name with other content.
+        Asked before the first write, so a request of several files that would meet a
+        conflict writes nothing; the create-only write still decides every race."""
+        there = self.driver.stat(upload.name)
+        # No sha256 there (a folder keeps no metadata; another tool wrote it): the
+        # create-only write decides, comparing the bytes if it meets the object.
+        if there is not None and there.sha256 is not None and there.sha256 != upload.sha256:
+            raise ObjectExists("upload", upload.name, "an object of this name, with other content, is in the bucket")
+
+    def _undo(self, stored: list[StoredObject]) -> list[str]:
+        """Delete the objects this request created, each only at the version it created
+        (a conditional delete: whatever replaced it since is kept); never an object it
+        found already there (``created=False``: the same bytes, another request's).
+        Return the names of those that stayed."""
         stayed = []
         for remote in stored:
+            if not remote.created:
+                continue
             try:
                 self.driver.delete(remote.name, if_version=remote.version)
                 log.info("undid the upload of %r: its request failed", remote.name)
+            except ObjectChanged:
+                log.info("not undoing the upload of %r: replaced since, by another writer", remote.name)
             except StorageError as exc:
                 stayed.append(remote.name)
                 log.error("could not undo the upload of %r after its request failed: %s", remote.name, exc)
@@ -632,17 +728,24 @@ class StorageClient:
         """Delete files from the bucket, then from the folder. Raises StorageError, whose
         ``changed_before_failure`` lists the files already deleted (deletes can't be undone)."""
         removed: list[str] = []
+        self._breaker.check(names[0])
         try:
             for name in names:
                 meter = BucketMeter(self.driver)
                 self.driver.delete(name)
                 removed.append(name)
                 log_bucket_write(log, "delete", name, self.driver.url, meter)
+            self._breaker.answered()
         except StorageError as exc:
+            self._note_write_outcome(exc)
             exc.changed_before_failure = list(removed)
             raise
         finally:
-            self._announce_change()  # also after a failure: an unanswered delete may have landed
+            # Only if something was deleted: after a delete the bucket did not answer,
+            # the marker write would wait a whole budget again (a late delete is seen at
+            # the next full listing).
+            if removed:
+                self._announce_change()
             self._remove_locally(removed)
 
     def _remove_locally(self, names: list[str]) -> None:

@@ -85,6 +85,10 @@ class Settings:
     # already under way may add up to half again). With the folder-lock wait, also this
     # long, a request stays inside gunicorn's 30 s worker timeout.
     storage_timeout: float = 10.0
+    # Seconds an instance sees the intent of an unfinished multi-file upload before it
+    # takes the request for dead and removes what it stored (pending.py): well beyond
+    # gunicorn's 30 s, which bounds a request.
+    pending_upload_expiry: float = 120.0
     # Largest request body accepted, in bytes: an upload's files plus the form around them.
     max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE
     log_level: str = "INFO"
@@ -159,6 +163,7 @@ class Settings:
             ),
             cache_control=reader.parsed("CACHE_CONTROL", _non_negative_int, None),
             storage_timeout=reader.parsed("STORAGE_TIMEOUT", _positive_float, 10.0),
+            pending_upload_expiry=reader.parsed("PENDING_UPLOAD_EXPIRY", _positive_float, 120.0),
             max_upload_size=reader.parsed("MAX_UPLOAD_SIZE", _byte_size, DEFAULT_MAX_UPLOAD_SIZE),
             log_level=reader.choice(
                 "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True

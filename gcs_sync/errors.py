@@ -9,6 +9,7 @@
         ├── BucketNotFound                     the bucket (or local bucket folder) is missing
         ├── StoragePermissionDenied (PermissionError)
         └── StorageUnavailable (ConnectionError)   network error, timeout, 5xx after retries
+            └── WritesSuspended                    not tried: a write failed as unavailable just before
 
 Drivers translate their SDK's errors into these at the boundary, always ``from`` the
 original, so the cause stays in the traceback and the log.
@@ -69,6 +70,11 @@ class StoragePermissionDenied(StorageError, PermissionError):
 
 class StorageUnavailable(StorageError, ConnectionError):
     """The store could not be reached or kept failing within the retry budget."""
+
+
+class WritesSuspended(StorageUnavailable):
+    """A write refused without a try: one failed as unavailable moments ago (the write
+    breaker, ``breaker.py``). Nothing was sent, so nothing changed."""
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -8,6 +8,8 @@ state, or None when the file is gone from both sides.
                     version (or ours was edited)
     RemoteDeleted   gone from the bucket, was synced        remove locally
     LocalAdded      here, never in the bucket               upload (create-only)
+    LocalChanged    edited here, the bucket's copy is       upload over that version only
+                    still the one last synced
     LocalDeleted    gone from here, was synced              delete from the bucket, only
                                                             the version last synced
 """
@@ -79,6 +81,25 @@ class LocalAdded:
 
 
 @dataclasses.dataclass(frozen=True)
+class LocalChanged:
+    name: str
+    local_fingerprint: str
+    remote_version: str
+    synced_sha256: Optional[str]
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        path = io.folder.file_path(self.name)
+        sha256 = sha256_of(path)
+        if sha256 == self.synced_sha256:  # touched, not edited: nothing to push
+            return SyncedFile(self.remote_version, self.local_fingerprint, sha256)
+        # Conditional: a file pushed half-written and completed since replaces its own
+        # earlier push, never an upload made meanwhile (then the bucket's copy wins).
+        remote = io.driver.upload(self.name, path, create_only=False, if_version=self.remote_version,
+                                  metadata={SHA256_KEY: sha256})
+        return SyncedFile(remote.version, self.local_fingerprint, sha256)
+
+
+@dataclasses.dataclass(frozen=True)
 class LocalDeleted:
     name: str
     remote_version: str
@@ -89,4 +110,4 @@ class LocalDeleted:
         return None
 
 
-ContentChangeEvent = Union[RemoteAdded, RemoteChanged, RemoteDeleted, LocalAdded, LocalDeleted]
+ContentChangeEvent = Union[RemoteAdded, RemoteChanged, RemoteDeleted, LocalAdded, LocalChanged, LocalDeleted]

@@ -39,6 +39,11 @@ def fingerprint(stat: os.stat_result) -> str:
     return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def fingerprint_mtime(value: str) -> float:
+    """The modification time (seconds since the epoch) a ``fingerprint`` was taken at."""
+    return int(value.rsplit(":", 1)[1]) / 1e9
+
+
 @dataclasses.dataclass(frozen=True)
 class StagedFile:
     """An upload written to a temp file, not yet visible: it becomes visible only once the

@@ -298,6 +298,7 @@ _KINDS = {
     "RemoteChanged": ("changed", "replaced"),
     "RemoteDeleted": ("removed", "removed"),
     "LocalAdded": ("pushed", "pushed"),
+    "LocalChanged": ("pushed_over", "pushed over the bucket copy"),
     "LocalDeleted": ("deleted", "deleted from the bucket"),
 }
 _NAMES_IN_MESSAGE = 3

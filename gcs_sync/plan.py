@@ -9,21 +9,26 @@ A file missing on one side is deleted on the other only if ``synced`` says both 
 
 Changes made straight in the local folder, by something other than this index (a person,
 a /tmp cleaner), reach the bucket only with ``push_local_changes``: a file added there is
-uploaded, a file deleted there is deleted from the bucket (that version only). Without
-it, a deleted file is downloaded again and an added one is left alone (listed in
-``SyncPlan.local_only`` for the log, never uploaded or deleted). The index's own uploads and removals never reach
-this point: they go to the bucket first and update the state themselves.
+uploaded, a file edited there replaces the bucket's copy if that is still the version
+last synced (else the bucket's wins), a file deleted there is deleted from the bucket
+(that version only). A file named in ``unsettled`` (still being written, see
+``settle.py``) is neither uploaded nor replaced: it waits for a later sync. Without
+``push_local_changes``, a deleted or edited file is downloaded again and an added one
+is left alone (listed in ``SyncPlan.local_only`` for the log, never uploaded or
+deleted). The index's own uploads and removals never reach this point: they go to the
+bucket first and update the state themselves.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Collection, Mapping
 
 from .drivers.base import RemoteObject
 from .events import (
     ContentChangeEvent,
     LocalAdded,
+    LocalChanged,
     LocalDeleted,
     RemoteAdded,
     RemoteChanged,
@@ -48,6 +53,7 @@ def plan_sync(
     synced: Mapping[str, SyncedFile],
     *,
     push_local_changes: bool,
+    unsettled: Collection[str] = frozenset(),
 ) -> SyncPlan:
     state_reset = not local and bool(synced)
     if state_reset:
@@ -64,17 +70,20 @@ def plan_sync(
             else:
                 events.append(RemoteAdded(name, there))
         elif there is not None and here is not None:
-            if (
-                before is None
-                or before.remote_version != there.version
-                or before.local_fingerprint != here
-            ):
+            edited_here_only = (
+                before is not None and before.remote_version == there.version and before.local_fingerprint != here
+            )
+            if edited_here_only and push_local_changes:
+                if name not in unsettled:  # else: still being written, the next sync looks again
+                    events.append(LocalChanged(name, here, there.version, before.sha256))
+            elif before is None or before.remote_version != there.version or before.local_fingerprint != here:
                 events.append(RemoteChanged(name, there))
         elif here is not None:
             if before is not None:
                 events.append(RemoteDeleted(name))
             elif push_local_changes:
-                events.append(LocalAdded(name, here))
+                if name not in unsettled:
+                    events.append(LocalAdded(name, here))
             else:
                 local_only.append(name)
     # Entries of files gone from both sides are dropped; every other entry stays until

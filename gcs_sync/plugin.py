@@ -25,7 +25,7 @@ import typing as t
 from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
 
 from .client import StorageClient
-from .errors import ObjectExists, StorageError, StorageUnavailable
+from .errors import ObjectExists, StorageError, StorageUnavailable, WritesSuspended
 from .folder import StagedFile
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ class BucketSyncPlugin:
             kept = exc.changed_before_failure
             if kept:
                 outcome = f"Already changed before the failure: {', '.join(kept)}."
+            elif isinstance(exc, WritesSuspended):
+                outcome = "Nothing was sent to the bucket, so nothing was changed."
             elif isinstance(exc, StorageUnavailable):
                 # A write the bucket did not answer may still land: say so. A retry is safe
                 # (the same bytes again are accepted; a delete of a missing file is a success).

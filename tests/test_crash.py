@@ -131,8 +131,10 @@ def test_a_worker_killed_mid_push_leaves_the_bucket_whole_and_the_next_sync_fini
     folder = tmp_path / "served"
     folder.mkdir()
     contents = {f"pushed{i}-1.0.tar.gz": os.urandom(20_000 + i) for i in range(30)}
+    an_hour_ago = time.time() - 3600
     for name, data in contents.items():  # an existing pypiserver folder, pushed by the dev tier
         (folder / name).write_bytes(data)
+        os.utime(folder / name, (an_hour_ago, an_hour_ago))  # complete long ago: pushed at once
     proxy.latency = 0.1
     instance = start_instance({**bucket.env(), "STORAGE_EMULATOR_HOST": proxy.url, "TIER": "dev",
                                "PUSH_LOCAL_CHANGES": "true", "SYNC_CONCURRENCY": "2"}, folder, tmp_path, workers=1)

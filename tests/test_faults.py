@@ -59,6 +59,12 @@ def next_check() -> None:
     time.sleep(SYNC_INTERVAL * 1.5)
 
 
+def past_the_write_breaker() -> None:
+    """After a write failed as unavailable, writes are refused without a try for
+    STORAGE_TIMEOUT / 2 (gcs_sync/breaker.py); the first one after that probes."""
+    time.sleep(float(BUDGET["STORAGE_TIMEOUT"]) / 2)
+
+
 @pytest.mark.parametrize("fault", list(OUTAGES))
 def test_an_outage_keeps_reads_local_refuses_writes_cleanly_and_heals_by_itself(
     fault: str, bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
@@ -105,6 +111,7 @@ def test_an_outage_keeps_reads_local_refuses_writes_cleanly_and_heals_by_itself(
 
     # Recovery: no restart, no manual step.
     next_check()
+    past_the_write_breaker()
     assert a.upload(new).status_code == 200
     assert remove(a, "mine", "1.0").status_code == 200
     assert bucket.names() == {"have-1.0.tar.gz", new.name}
@@ -190,6 +197,7 @@ def test_a_stopped_storage_server_is_an_outage_and_its_return_needs_no_restart(
     host, port = proxy.upstream
     with FaultProxy(host, port, port=proxy.port):  # back, same address
         next_check()
+        past_the_write_breaker()
         assert a.upload(wheel).status_code == 200
         a.age_view()
         assert readiness(a)[1]["status"] == "ok"

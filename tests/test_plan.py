@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gcs_sync.drivers.base import RemoteObject
-from gcs_sync.events import LocalAdded, LocalDeleted, RemoteAdded, RemoteChanged, RemoteDeleted
+from gcs_sync.events import LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged, RemoteDeleted
 from gcs_sync.plan import plan_sync
 from gcs_sync.state import SyncedFile
 
@@ -19,7 +19,9 @@ TABLE = [
     ("new in the bucket", None, R1, None, [RemoteAdded(N, R1)]),
     ("changed in the bucket", "f1", R2, SYNCED, [RemoteChanged(N, R2)]),
     ("in step", "f1", R1, SYNCED, []),
-    ("edited locally: the bucket's copy wins", "f9", R1, SYNCED, [RemoteChanged(N, R1)]),
+    ("edited locally, the bucket's copy unchanged: pushed over that version", "f9", R1, SYNCED,
+     [LocalChanged(N, "f9", "v1", None)]),
+    ("edited locally and changed in the bucket: the bucket's copy wins", "f9", R2, SYNCED, [RemoteChanged(N, R2)]),
     ("on both sides, never synced: the bucket's copy wins", "f1", R1, None, [RemoteChanged(N, R1)]),
     ("deleted from the bucket", "f1", None, SYNCED, [RemoteDeleted(N)]),
     ("deleted from the bucket, edited locally: still deleted", "f9", None, SYNCED, [RemoteDeleted(N)]),
@@ -70,3 +72,17 @@ def test_state_drops_only_files_gone_from_both_sides() -> None:
     synced = {N: SYNCED, "gone-1.0.tar.gz": SyncedFile("g", "g"), "here-1.0.tar.gz": SyncedFile("h", "h")}
     plan = plan_sync({"here-1.0.tar.gz": "h"}, {N: R1}, synced, push_local_changes=True)
     assert set(plan.base_state) == {N, "here-1.0.tar.gz"}
+
+
+def test_without_pushing_a_file_edited_locally_is_downloaded_again() -> None:
+    local, remote, synced = WITH_OTHER
+    plan = plan_sync(local | {N: "f9"}, remote | {N: R1}, synced | {N: SYNCED}, push_local_changes=False)
+    assert plan.events == [RemoteChanged(N, R1)]
+
+
+def test_a_file_still_being_written_is_neither_pushed_nor_replaced_until_it_settles() -> None:
+    local, remote, synced = WITH_OTHER
+    new, grown = "new-1.0.tar.gz", N
+    plan = plan_sync(local | {new: "n1", grown: "f9"}, remote | {grown: R1}, synced | {grown: SYNCED},
+                     push_local_changes=True, unsettled={new, grown})
+    assert plan.events == [] and plan.local_only == []

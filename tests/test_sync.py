@@ -30,7 +30,9 @@ def folder(tmp_path: Path) -> PackageFolder:
 
 @pytest.fixture
 def client(driver: FileStoreDriver, folder: PackageFolder) -> StorageClient:
-    return StorageClient(driver, folder, sync_interval=1, lock_timeout=5, push_local_changes=True)
+    # settle_seconds=0: the files these tests write count as complete at once
+    # (tests/test_settle.py covers files still being written).
+    return StorageClient(driver, folder, sync_interval=1, lock_timeout=5, push_local_changes=True, settle_seconds=0)
 
 
 def visible_files(folder: PackageFolder) -> dict[str, bytes]:
@@ -105,13 +107,14 @@ def test_a_new_empty_folder_pulls_everything_and_deletes_nothing(driver, bucket,
     bucket.put(A, b"alpha")
     bucket.put(B, b"beta")
     first = StorageClient(driver, PackageFolder(tmp_path / "one"), sync_interval=1, lock_timeout=5,
-                          push_local_changes=True)
+                          push_local_changes=True, settle_seconds=0)
     first.sync()
     first.state.save(first.state.load())  # compacted: the whole state in state.json
     # A second folder whose state survived but whose files did not (a wiped /tmp, say).
     wiped = PackageFolder(tmp_path / "two")
     (wiped.control / "state.json").write_bytes((first.folder.control / "state.json").read_bytes())
-    report = StorageClient(driver, wiped, sync_interval=1, lock_timeout=5, push_local_changes=True).sync()
+    report = StorageClient(driver, wiped, sync_interval=1, lock_timeout=5, push_local_changes=True,
+                           settle_seconds=0).sync()
     assert kinds(report) == ["RemoteAdded", "RemoteAdded"]
     assert bucket.names() == {A, B}
 
@@ -169,7 +172,7 @@ def test_odd_object_names_are_skipped_and_logged(driver, bucket, tmp_path, caplo
         (bucket.root / "packages" / "link-1.0.tar.gz").symlink_to(tmp_path / "secret")
     # Three levels down, so that a name that climbed out of the folder would land in tmp_path.
     folder = PackageFolder(tmp_path / "deep" / "er" / "packages")
-    client = StorageClient(driver, folder, sync_interval=1, lock_timeout=5, push_local_changes=True)
+    client = StorageClient(driver, folder, sync_interval=1, lock_timeout=5, push_local_changes=True, settle_seconds=0)
     before = _tree(tmp_path)
     with caplog.at_level(logging.WARNING, logger="gcs_sync"):
         report = client.sync()
@@ -246,14 +249,26 @@ class FailsOnce(FileStoreDriver):
             raise StorageUnavailable("download", name, "injected: connection reset")
         return self.real.download(name, destination, version, listed_sha256)
 
-    def upload(self, name, source, *, create_only, metadata):
-        return self.real.upload(name, source, create_only=create_only, metadata=metadata)
+    def _write(self, name, source, *, create_only, if_version, metadata):
+        return self.real._write(name, source, create_only=create_only, if_version=if_version, metadata=metadata)
+
+    def look_once(self, name, sha256):
+        return self.real.look_once(name, sha256)
 
     def delete(self, name, if_version=None):
         return self.real.delete(name, if_version=if_version)
 
     def marker_version(self):
         return self.real.marker_version()
+
+    def put_note(self, name, data):
+        return self.real.put_note(name, data)
+
+    def read_note(self, name):
+        return self.real.read_note(name)
+
+    def list_notes(self, folder):
+        return self.real.list_notes(folder)
 
     def touch_marker(self):
         return self.real.touch_marker()
@@ -262,10 +277,11 @@ class FailsOnce(FileStoreDriver):
 def test_refilling_a_wiped_folder_never_deletes_from_the_bucket(driver, bucket, folder) -> None:
     bucket.put(A, b"alpha")
     bucket.put(B, b"beta")
-    StorageClient(driver, folder, sync_interval=1, lock_timeout=5, push_local_changes=True).sync()
+    StorageClient(driver, folder, sync_interval=1, lock_timeout=5, push_local_changes=True, settle_seconds=0).sync()
     for name in (A, B):
         (folder.path / name).unlink()  # rm data/packages/*: the state survives
-    flaky = StorageClient(FailsOnce(driver, B), folder, sync_interval=1, lock_timeout=5, push_local_changes=True)
+    flaky = StorageClient(FailsOnce(driver, B), folder, sync_interval=1, lock_timeout=5, push_local_changes=True,
+                          settle_seconds=0)
     assert kinds(flaky.sync()) == ["RemoteAdded"]  # A back; B failed this time
     assert kinds(flaky.sync()) == ["RemoteAdded"]  # B back: not taken as deleted locally
     assert bucket.names() == {A, B} and visible_files(folder) == {A: b"alpha", B: b"beta"}

@@ -17,11 +17,18 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
 - ``upload(create_only=True)`` succeeds only if no object of that name exists, else
   raises ``ObjectExists``. ``upload(if_version=V)`` replaces the object only if it is
   still at version ``V``, else raises ``ObjectChanged`` (also if it is gone); the local
-  driver checks, then replaces (not atomic, as its conditional delete). A write of ours that landed although its reply was lost (a
-  retry met 412, or the last attempt timed out) is recognised by its upload token and
-  is a success; so is an object with the very same ``sha256`` metadata (the client's
-  retry of an upload whose first write landed late; PyPI also accepts an identical
-  re-upload).
+  driver checks, then replaces (not atomic, as its conditional delete). The policy
+  for a write that met an object, or got no answer, is ``upload``'s here, once for
+  every driver: a write of ours that landed although its reply was lost (a retry met
+  412, or the last attempt timed out) is recognised by its upload token and is a
+  success with ``created=True``; an object with the very same ``sha256`` metadata (the
+  client's retry of an upload whose first write landed late; PyPI also accepts an
+  identical re-upload) is a success with ``created=False``: another request made it,
+  so this one must never delete it.
+- ``stat`` also returns the object's upload token, where the store keeps metadata.
+- ``put_note``, ``read_note`` and ``list_notes`` write, read and list small bookkeeping
+  objects under the prefix's ``.gcs_sync/`` folder (the intents of multi-file uploads),
+  which ``list_objects`` never shows; ``delete`` removes them.
 - ``delete`` is idempotent: deleting a missing object succeeds. With ``if_version`` it
   deletes only that version and raises ``ObjectChanged`` if the object was replaced.
 - The change marker (``MARKER_NAME`` under the prefix, never listed) is rewritten by
@@ -48,6 +55,8 @@ import uuid
 from pathlib import Path
 from typing import Mapping, Optional
 
+from ..errors import ObjectChanged, ObjectExists, StorageUnavailable
+
 log = logging.getLogger(__name__)
 
 # Metadata written with every upload. The token lets a retried create-only write that
@@ -64,6 +73,17 @@ class RemoteObject:
     version: str
     size: int
     sha256: Optional[str] = None
+    # Only from ``stat`` (listings carry no metadata on S3): the token of the write that
+    # made this version, None if another tool wrote it or the store keeps no metadata.
+    upload_token: Optional[str] = dataclasses.field(default=None, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredObject(RemoteObject):
+    """What ``upload`` returns: the object now in the store, and whether this very call
+    created that version (False: the same bytes were already there, someone else's)."""
+
+    created: bool = True
 
 
 def served_sha256(key: str, computed: str, claimed: Optional[str]) -> str:
@@ -80,6 +100,8 @@ class FileStoreDriver(abc.ABC):
     """One bucket (or folder) and a prefix inside it."""
 
     url: str
+    # Whether objects carry their sha256 and upload token (False: a plain folder).
+    keeps_metadata = True
 
     def __init__(self, prefix: str = "") -> None:
         self.calls: collections.Counter[str] = collections.Counter()
@@ -114,17 +136,64 @@ class FileStoreDriver(abc.ABC):
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         """Write object ``name`` at ``version`` to ``destination``; return its sha256."""
 
-    @abc.abstractmethod
     def upload(
         self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
-        if_version: Optional[str] = None,
-    ) -> RemoteObject:
+        if_version: Optional[str] = None, token: Optional[str] = None,
+    ) -> StoredObject:
         """Store ``source`` as object ``name``; return what is now in the store. With
-        ``if_version`` (and not ``create_only``), only over that version of the object."""
+        ``if_version`` (and not ``create_only``), only over that version of the object.
+        ``token`` (a new one by default) is written with it, so a later look can tell
+        this write's object from any other."""
+        token = token or self.new_upload_token()
+        sha256 = metadata.get(SHA256_KEY)
+        try:
+            written = self._write(name, source, create_only=create_only, if_version=if_version,
+                                  metadata={**metadata, UPLOAD_TOKEN_KEY: token})
+            return StoredObject(name, written.version, written.size, sha256, token, created=True)
+        except (ObjectExists, ObjectChanged, StorageUnavailable) as exc:
+            # Met an object (412), or got no answer: look once at what is there.
+            found = self.look_once(name, sha256)
+            if found is not None and found.upload_token == token:
+                # Our own write: it landed although its reply was lost.
+                return StoredObject(name, found.version, found.size, sha256, token, created=True)
+            if found is not None and sha256 is not None and found.sha256 == sha256:
+                # The very same bytes, stored by another request: a success, not ours.
+                return StoredObject(name, found.version, found.size, sha256, found.upload_token, created=False)
+            raise exc
+
+    @abc.abstractmethod
+    def _write(
+        self, name: str, source: Path, *, create_only: bool, if_version: Optional[str], metadata: Mapping[str, str],
+    ) -> RemoteObject:
+        """One store write, with its precondition: ``ObjectExists`` if ``create_only``
+        met an object, ``ObjectChanged`` if ``if_version`` did not match; returns the
+        version written."""
+
+    @abc.abstractmethod
+    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
+        """The object as ``stat`` gives it, in one attempt (after a failed write, which
+        used the retry budget); None if it is missing or cannot be read now. A store
+        without metadata computes the sha256 from the bytes if ``sha256`` is given."""
 
     @abc.abstractmethod
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
         """Remove object ``name``; succeed if it is already gone."""
+
+    # Small bookkeeping objects under the prefix's ".gcs_sync/" folder (never listed with
+    # the packages): a multi-file upload's intent (see ``pending.py``). ``name`` is
+    # relative to the prefix, e.g. ".gcs_sync/pending/ID.json"; ``delete`` removes them.
+
+    @abc.abstractmethod
+    def put_note(self, name: str, data: bytes) -> None:
+        """Write the small object ``name`` (unconditionally: a retry rewrites the same)."""
+
+    @abc.abstractmethod
+    def read_note(self, name: str) -> Optional[bytes]:
+        """The bytes of the small object ``name``; None if there is none."""
+
+    @abc.abstractmethod
+    def list_notes(self, folder: str) -> list[str]:
+        """The names of the objects directly in ``folder`` (ending in "/"), as ``name``s."""
 
     def marker_version(self) -> Optional[str]:
         """The change marker's current version; None if there is no marker yet."""

@@ -55,6 +55,12 @@ def _translate(operation: str, key: str, exc: Exception, missing: type[StorageEr
     return StorageError(operation, key, cause)
 
 
+def _remote(name: str, blob: storage.Blob) -> RemoteObject:
+    metadata = blob.metadata or {}
+    return RemoteObject(name, str(blob.generation), blob.size or 0, metadata.get(SHA256_KEY),
+                        metadata.get(UPLOAD_TOKEN_KEY))
+
+
 # What _translate understands; anything else is a bug and should surface as one.
 _SDK_ERRORS = (gexc.GoogleAPICallError, google.auth.exceptions.GoogleAuthError) + _UNAVAILABLE
 
@@ -125,9 +131,7 @@ class GCSDriver(FileStoreDriver):
             blob = self._bucket.get_blob(key, retry=self._retry, timeout=self._timeout)
         except _SDK_ERRORS as exc:
             raise _translate("stat", key, exc, ObjectNotFound) from exc
-        if blob is None:
-            return None
-        return RemoteObject(name, str(blob.generation), blob.size or 0, (blob.metadata or {}).get(SHA256_KEY))
+        return None if blob is None else _remote(name, blob)
 
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
@@ -149,14 +153,12 @@ class GCSDriver(FileStoreDriver):
         # the object and kept it): the digest served is that of the bytes on disk.
         return served_sha256(key, sha256_of(destination), listed_sha256)
 
-    def upload(
-        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
-        if_version: Optional[str] = None,
+    def _write(
+        self, name: str, source: Path, *, create_only: bool, if_version: Optional[str], metadata: Mapping[str, str],
     ) -> RemoteObject:
         key = self._key(name)
-        token = self.new_upload_token()
         blob = self._bucket.blob(key)
-        blob.metadata = {**metadata, UPLOAD_TOKEN_KEY: token}
+        blob.metadata = dict(metadata)
         # Generation 0: only if there is no object; a generation: only over that one.
         generation = 0 if create_only else None if if_version is None else int(if_version)
         self._count("upload")
@@ -165,35 +167,21 @@ class GCSDriver(FileStoreDriver):
                 str(source), if_generation_match=generation, retry=self._retry, timeout=self._timeout,
             )
         except gexc.PreconditionFailed as exc:
-            landed = self._same_upload_stored(key, token, metadata.get(SHA256_KEY))
-            if landed is None and if_version is not None:
+            if if_version is not None:
                 raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
-            if landed is None:
-                raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
-            blob = landed
+            raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
         except _SDK_ERRORS as exc:
-            error = _translate("upload", key, exc, BucketNotFound)
-            # The reply may be what was lost: if our write is there, the upload succeeded.
-            unsure = isinstance(error, StorageUnavailable)
-            landed = self._same_upload_stored(key, token, metadata.get(SHA256_KEY)) if unsure else None
-            if landed is None:
-                raise error from exc
-            blob = landed
-        return RemoteObject(name, str(blob.generation), blob.size or 0, metadata.get(SHA256_KEY))
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+        return RemoteObject(name, str(blob.generation), blob.size or 0)
 
-    def _same_upload_stored(self, key: str, token: str, sha256: Optional[str]) -> Optional[storage.Blob]:
+    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
         self._count("stat")
         try:
             # One attempt: the upload has already used its retry budget.
-            existing = self._bucket.get_blob(key, retry=None, timeout=self._timeout)
+            blob = self._bucket.get_blob(self._key(name), retry=None, timeout=self._timeout)
         except _SDK_ERRORS:
             return None  # can't tell: the caller reports the original failure
-        found = existing.metadata or {} if existing is not None else {}
-        # Our own earlier attempt (its reply was lost), or the very same bytes uploaded
-        # before (a retry after a timeout whose write landed late): either way, stored.
-        if found.get(UPLOAD_TOKEN_KEY) == token or (sha256 is not None and found.get(SHA256_KEY) == sha256):
-            return existing
-        return None
+        return None if blob is None else _remote(name, blob)
 
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
         key = self._key(name)
@@ -209,6 +197,39 @@ class GCSDriver(FileStoreDriver):
             raise ObjectChanged("delete", key, f"replaced since it was listed: {exc}") from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
+
+    def put_note(self, name: str, data: bytes) -> None:
+        key = self._key(name)
+        self._count("upload")
+        try:
+            self._bucket.blob(key).upload_from_string(
+                data, content_type="application/json", retry=self._retry, timeout=self._timeout,
+            )
+        except _SDK_ERRORS as exc:
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+
+    def read_note(self, name: str) -> Optional[bytes]:
+        key = self._key(name)
+        self._count("download")
+        try:
+            return self._bucket.blob(key).download_as_bytes(retry=self._retry, timeout=self._timeout)
+        except gexc.NotFound:
+            return None
+        except _SDK_ERRORS as exc:
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+
+    def list_notes(self, folder: str) -> list[str]:
+        found = []
+        try:
+            blobs = self._client.list_blobs(
+                self._bucket, prefix=self._key(folder), delimiter="/", retry=self._retry, timeout=self._timeout,
+            )
+            for page in blobs.pages:
+                self._count("list")
+                found.extend(blob.name[len(self._prefix):] for blob in page)
+        except _SDK_ERRORS as exc:
+            raise _translate("list", self._key(folder), exc, BucketNotFound) from exc
+        return found
 
     def touch_marker(self) -> None:
         key = self._key(MARKER_NAME)

@@ -6,6 +6,7 @@ the name exists) or a rename (overwrite). Its own temporary files are never list
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -24,9 +25,11 @@ from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint, sha256_of, temp_nam
 from .base import MARKER_NAME, FileStoreDriver, RemoteObject
 
 
-def _same_bytes(path: Path, sha256: str) -> bool:
+def _sha256_or_none(path: Path) -> Optional[str]:
     try:
-        return sha256_of(path) == sha256
+        return sha256_of(path)
+    except FileNotFoundError:
+        return None  # removed meanwhile: not the same upload
     except OSError as exc:
         raise StorageError("upload", path.name, f"{type(exc).__name__}: {exc}") from exc
 
@@ -36,6 +39,8 @@ def _is_own_temp(name: str) -> bool:
 
 
 class LocalFolderDriver(FileStoreDriver):
+    keeps_metadata = False
+
     def __init__(self, bucket_folder: Path, prefix: str, create: bool = False) -> None:
         super().__init__()
         self._root = Path(bucket_folder).absolute()
@@ -113,10 +118,11 @@ class LocalFolderDriver(FileStoreDriver):
         except OSError as exc:
             raise StorageError("download", name, f"{type(exc).__name__}: {exc}") from exc
 
-    def upload(
-        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
-        if_version: Optional[str] = None,
+    def _write(
+        self, name: str, source: Path, *, create_only: bool, if_version: Optional[str], metadata: Mapping[str, str],
     ) -> RemoteObject:
+        # A folder keeps no metadata: no sha256, no upload token (a write here cannot
+        # lose its reply, so the token is never needed).
         self._count("upload")
         folder = self._existing_folder("upload", name)
         target = folder / name
@@ -133,15 +139,21 @@ class LocalFolderDriver(FileStoreDriver):
                 os.replace(temp, target)
             else:
                 os.replace(temp, target)
-            return RemoteObject(name, fingerprint(target.stat()), target.stat().st_size, metadata.get("sha256"))
+            stat = target.stat()
+            return RemoteObject(name, fingerprint(stat), stat.st_size)
         except FileExistsError as exc:
-            if metadata.get("sha256") is not None and _same_bytes(target, metadata["sha256"]):
-                return RemoteObject(name, fingerprint(target.stat()), target.stat().st_size, metadata["sha256"])
             raise ObjectExists("upload", name, "an object of this name is already in the bucket") from exc
         except OSError as exc:
             raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc
         finally:
             temp.unlink(missing_ok=True)
+
+    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
+        found = self.stat(name)
+        if found is None or sha256 is None:
+            return found
+        # No metadata here: the bytes say whether it is the same upload.
+        return dataclasses.replace(found, sha256=_sha256_or_none(self._folder / name))
 
     @staticmethod
     def _version_of(path: Path) -> Optional[str]:
@@ -166,6 +178,38 @@ class LocalFolderDriver(FileStoreDriver):
             (folder / name).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError("delete", name, f"{type(exc).__name__}: {exc}") from exc
+
+    def put_note(self, name: str, data: bytes) -> None:
+        self._count("upload")
+        note = self._existing_folder("upload", name) / name
+        temp = note.with_name(temp_name(note.name))
+        try:
+            note.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+            os.replace(temp, note)
+        except OSError as exc:
+            raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def read_note(self, name: str) -> Optional[bytes]:
+        self._count("download")
+        try:
+            return (self._existing_folder("download", name) / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError("download", name, f"{type(exc).__name__}: {exc}") from exc
+
+    def list_notes(self, folder: str) -> list[str]:
+        self._count("list")
+        try:
+            entries = os.listdir(self._existing_folder("list", folder) / folder)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError("list", folder, f"{type(exc).__name__}: {exc}") from exc
+        return [folder + entry for entry in entries if not _is_own_temp(entry)]
 
     def touch_marker(self) -> None:
         self._count("upload")

@@ -77,6 +77,16 @@ def _etag_is_md5(reply: Mapping[str, Any]) -> bool:
     )
 
 
+def _client(timeout: float, attempts: int) -> Any:
+    return boto3.client("s3", config=Config(
+        connect_timeout=timeout / 2,
+        read_timeout=timeout / 2,
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        # Presigned URLs and most S3-compatible stores want SigV4.
+        signature_version="s3v4",
+    ))
+
+
 class S3Driver(FileStoreDriver):
     def __init__(self, bucket_name: str, prefix: str, timeout: float, client: Optional[Any] = None) -> None:
         super().__init__(prefix)
@@ -84,18 +94,12 @@ class S3Driver(FileStoreDriver):
         self.url = f"s3://{bucket_name}/{self._prefix}"
         try:
             # boto3 reads the credentials and config files here.
-            self._client = client or boto3.client(
-                "s3",
-                # Two attempts of half the budget each: a failing call gives up after about
-                # STORAGE_TIMEOUT, not boto3's default of 3 x 60 s.
-                config=Config(
-                    connect_timeout=timeout / 2,
-                    read_timeout=timeout / 2,
-                    retries={"mode": "standard", "max_attempts": 2},
-                    # Presigned URLs and most S3-compatible stores want SigV4.
-                    signature_version="s3v4",
-                ),
-            )
+            # Two attempts of half the budget each: a failing call gives up after about
+            # STORAGE_TIMEOUT, not boto3's default of 3 x 60 s. (botocore's "max_attempts"
+            # counts retries, not attempts: 2 of them made 3 attempts, 1.5 budgets.)
+            self._client = client or _client(timeout, attempts=2)
+            # For the one look after a failed write, which has used the budget already.
+            self._client_once = client or _client(timeout, attempts=1)
         except botocore.exceptions.BotoCoreError as exc:
             raise _translate("connect", self.url, exc, BucketNotFound) from exc
 
@@ -123,17 +127,22 @@ class S3Driver(FileStoreDriver):
             raise _translate("list", self.url, exc, BucketNotFound) from exc
 
     def stat(self, name: str) -> Optional[RemoteObject]:
+        return self._stat(name, self._client)
+
+    def _stat(self, name: str, client: Any) -> Optional[RemoteObject]:
         key = self._key(name)
         self._count("stat")
         try:
-            head = self._client.head_object(Bucket=self._bucket, Key=key)
+            head = client.head_object(Bucket=self._bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
                 return None
             raise _translate("stat", key, exc, ObjectNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("stat", key, exc, ObjectNotFound) from exc
-        return RemoteObject(name, head["ETag"], head["ContentLength"], head.get("Metadata", {}).get(SHA256_KEY))
+        metadata = head.get("Metadata", {})
+        return RemoteObject(name, head["ETag"], head["ContentLength"], metadata.get(SHA256_KEY),
+                            metadata.get(UPLOAD_TOKEN_KEY))
 
     def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
@@ -166,53 +175,33 @@ class S3Driver(FileStoreDriver):
             raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
         return served_sha256(key, sha256.hexdigest(), reply.get("Metadata", {}).get(SHA256_KEY))
 
-    def upload(
-        self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
-        if_version: Optional[str] = None,
+    def _write(
+        self, name: str, source: Path, *, create_only: bool, if_version: Optional[str], metadata: Mapping[str, str],
     ) -> RemoteObject:
         key = self._key(name)
-        token = self.new_upload_token()
         extra = {"IfNoneMatch": "*"} if create_only else {} if if_version is None else {"IfMatch": if_version}
         self._count("upload")
         try:
             with open(source, "rb") as body:
-                reply = self._client.put_object(
-                    Bucket=self._bucket, Key=key, Body=body,
-                    Metadata={**metadata, UPLOAD_TOKEN_KEY: token}, **extra,
-                )
-            etag = reply["ETag"]
+                reply = self._client.put_object(Bucket=self._bucket, Key=key, Body=body, Metadata=dict(metadata),
+                                                **extra)
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
-            if if_version is not None and code in _MISSING_CODES:  # If-Match on a deleted object
-                raise ObjectChanged("upload", key, "deleted since it was read") from exc
-            if code not in _PRECONDITION_CODES:
-                raise _translate("upload", key, exc, BucketNotFound) from exc
-            etag = self._same_upload_stored(key, token, metadata.get(SHA256_KEY))
-            if etag is None and if_version is not None:
-                raise ObjectChanged("upload", key, "replaced since it was read") from exc
-            if etag is None:
+            # If-Match on a replaced object is a 412; on a deleted one, a 404.
+            if if_version is not None and code in _MISSING_CODES | _PRECONDITION_CODES:
+                raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
+            if code in _PRECONDITION_CODES:
                 raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
+            raise _translate("upload", key, exc, BucketNotFound) from exc
         except _SDK_ERRORS as exc:
-            error = _translate("upload", key, exc, BucketNotFound)
-            # The reply may be what was lost: if our write is there, the upload succeeded.
-            unsure = isinstance(error, StorageUnavailable)
-            etag = self._same_upload_stored(key, token, metadata.get(SHA256_KEY)) if unsure else None
-            if etag is None:
-                raise error from exc
-        return RemoteObject(name, etag, source.stat().st_size, metadata.get(SHA256_KEY))
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+        return RemoteObject(name, reply["ETag"], source.stat().st_size)
 
-    def _same_upload_stored(self, key: str, token: str, sha256: Optional[str]) -> Optional[str]:
-        self._count("stat")
+    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
         try:
-            head = self._client.head_object(Bucket=self._bucket, Key=key)
-        except _SDK_ERRORS:
+            return self._stat(name, self._client_once)
+        except StorageError:
             return None  # can't tell: the caller reports the original failure
-        found = head.get("Metadata", {})
-        # Our own earlier attempt (its reply was lost), or the very same bytes uploaded
-        # before (a retry after a timeout whose write landed late): either way, stored.
-        if found.get(UPLOAD_TOKEN_KEY) == token or (sha256 is not None and found.get(SHA256_KEY) == sha256):
-            return head["ETag"]
-        return None
 
     def delete(self, name: str, if_version: Optional[str] = None) -> None:
         key = self._key(name)
@@ -229,6 +218,39 @@ class S3Driver(FileStoreDriver):
             raise _translate("delete", key, exc, ObjectNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
+
+    def put_note(self, name: str, data: bytes) -> None:
+        key = self._key(name)
+        self._count("upload")
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType="application/json")
+        except _SDK_ERRORS as exc:
+            raise _translate("upload", key, exc, BucketNotFound) from exc
+
+    def read_note(self, name: str) -> Optional[bytes]:
+        key = self._key(name)
+        self._count("download")
+        try:
+            return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
+                return None
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+        except _SDK_ERRORS as exc:
+            raise _translate("download", key, exc, ObjectNotFound) from exc
+
+    def list_notes(self, folder: str) -> list[str]:
+        found = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._key(folder), Delimiter="/"
+            )
+            for page in pages:
+                self._count("list")
+                found.extend(entry["Key"][len(self._prefix):] for entry in page.get("Contents", []))
+        except _SDK_ERRORS as exc:
+            raise _translate("list", self._key(folder), exc, BucketNotFound) from exc
+        return found
 
     def touch_marker(self) -> None:
         key = self._key(MARKER_NAME)

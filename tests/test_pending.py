@@ -1,0 +1,173 @@
+"""A request of several files (a wheel and its .asc) killed between its bucket writes
+never leaves half of it visible as a release (issue 9, item 4): its intent object hides
+the files from every sync until the intent expires, then a sync removes what that
+request stored. The first test: real gunicorn, a real SIGKILL, a fault proxy in front of
+the GCS emulator or moto that holds the signature's write until the worker is dead."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from gcs_sync.client import StorageClient
+from gcs_sync.drivers import FileStoreDriver
+from gcs_sync.drivers.base import SHA256_KEY
+from gcs_sync.folder import PackageFolder
+from gcs_sync.pending import PendingUploads
+
+from .buckets import BucketProbe
+from .fault_proxy import Delay, FaultProxy, Respond
+from .packages import make_wheel
+from .servers import PASSWORD, USER, links, start_instance
+from .test_app import App
+from .test_crash import visible, wait_for, worker_pids
+from .test_writes import upload_signed
+
+EXPIRY = 4  # PENDING_UPLOAD_EXPIRY for these tests (the default is 120 s)
+PENDING = ".gcs_sync/pending/"
+
+
+def post_signed(url: str, wheel: Path, signature: bytes) -> int:
+    reply = requests.post(url + "/", auth=(USER, PASSWORD), timeout=60, data={":action": "file_upload"}, files={
+        "content": (wheel.name, wheel.read_bytes()), "gpg_signature": (wheel.name + ".asc", signature)})
+    return reply.status_code
+
+
+def hold_the_signature(bucket: BucketProbe, proxy: FaultProxy) -> None:
+    """Hold the .asc write for longer than the test (the proxy drops it when it stops)."""
+    if bucket.backend == "s3":
+        proxy.add_rule("PUT", r"\.asc$", Delay(600))
+    else:  # GCS names the object in the body: the intent and the wheel pass, the third upload waits
+        proxy.add_rule("POST", r"/upload/", Delay(0), times=2)
+        proxy.add_rule("POST", r"/upload/", Delay(600))
+
+
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+def test_a_worker_killed_between_the_wheel_and_its_signature_leaves_no_release(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue("gcs_emulator" if bucket.backend == "gcs" else "s3_server")
+    variable = "STORAGE_EMULATOR_HOST" if bucket.backend == "gcs" else "AWS_ENDPOINT_URL"
+    direct, proxied = {variable: server}, {variable: proxy.url}
+    common = {**bucket.env(), "PASSWORD_FILE": str(htpasswd), "SYNC_INTERVAL": "1", "FULL_SYNC_INTERVAL": "2",
+              "PENDING_UPLOAD_EXPIRY": str(EXPIRY)}
+    a = start_instance({**common, **proxied}, tmp_path / "a", tmp_path, workers=1)
+    b = start_instance({**common, **direct}, tmp_path / "b", tmp_path, workers=1)  # another instance
+    try:
+        assert a.get("/simple/")[0] == 200 and b.get("/simple/")[0] == 200  # the marker exists
+        wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
+        hold_the_signature(bucket, proxy)
+        outcome: dict[str, object] = {}
+
+        def upload() -> None:
+            try:
+                outcome["status"] = post_signed(a.url, wheel, b"signature")
+            except requests.RequestException as exc:  # the connection dies with the worker
+                outcome["error"] = exc
+
+        client = threading.Thread(target=upload)
+        client.start()
+        wait_for(lambda: bucket.get(wheel.name) is not None, "the wheel is stored")
+        (victim,) = worker_pids(a)
+        os.kill(victim, signal.SIGKILL)
+        client.join(timeout=60)
+        assert outcome.get("status") != 200, proxy.requests
+        assert bucket.get(wheel.name + ".asc") is None  # half of the request is in the bucket...
+
+        # ...but no instance serves it: both list the bucket and hide the wheel.
+        time.sleep(2.5)
+        for instance in (a, b):
+            assert instance.get("/simple/signed/")[0] == 404
+            assert instance.get(f"/packages/{wheel.name}")[0] == 404
+            assert wheel.name not in visible(instance.folder)
+        # Once the intent has expired, a sync removes the wheel that request stored, then the intent.
+        wait_for(lambda: b.get("/simple/") and not bucket.names(), "the dead upload is cleaned up")
+        assert not {name for name in bucket.all_names() if name.startswith(PENDING)}
+        for instance in (a, b):
+            assert links(instance, "signed") == {}
+        # The same upload again is whole.
+        proxy.clear_rules()
+        assert post_signed(a.url, wheel, b"signature") == 200
+        assert bucket.names() == {wheel.name, wheel.name + ".asc"}
+        wait_for(lambda: wheel.name in links(b, "signed"), "the other instance serves it")
+        assert not {name for name in bucket.all_names() if name.startswith(PENDING)}
+    finally:
+        a.stop()
+        b.stop()
+
+
+def packages(bucket: BucketProbe) -> set[str]:
+    return {name for name in bucket.names() if not name.startswith(PENDING)}
+
+
+def intents(bucket: BucketProbe) -> set[str]:
+    return {name for name in bucket.all_names() if name.startswith(PENDING)}
+
+
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+def test_when_the_intent_cannot_be_removed_the_upload_is_refused_and_undone(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
+) -> None:
+    """No 200 whose files a later clean-up would delete: the request fails and undoes."""
+    settings = {"STORAGE_TIMEOUT": 2, "PENDING_UPLOAD_EXPIRY": 1}
+    app = App(bucket, tmp_path / "packages", htpasswd, **settings)
+    wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
+    proxy.add_rule("DELETE", "pending", Respond(503))
+    assert upload_signed(app, wheel, b"signature").status_code == 503
+    assert packages(bucket) == set() and len(intents(bucket)) == 1
+    proxy.clear_rules()
+    time.sleep(2)  # past the write breaker's window (STORAGE_TIMEOUT / 2)
+    assert upload_signed(app, wheel, b"signature").status_code == 200
+    assert packages(bucket) == {wheel.name, wheel.name + ".asc"}
+    # The failed request's intent names the same files: a new instance hides them until
+    # it has seen that intent for PENDING_UPLOAD_EXPIRY, then finds them whole and keeps them.
+    other = App(bucket, tmp_path / "other", htpasswd, **settings)
+    deadline = time.monotonic() + 10
+    while other.http.get("/simple/signed/").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        other.age_view()
+    assert other.http.get(f"/packages/{wheel.name}").get_data() == wheel.read_bytes()
+    assert packages(bucket) == {wheel.name, wheel.name + ".asc"} and intents(bucket) == set()
+
+
+def test_intents_are_small_objects_outside_the_package_listing(driver: FileStoreDriver, bucket: BucketProbe) -> None:
+    driver.put_note(PENDING + "one.json", b'{"files": {}}')
+    assert driver.read_note(PENDING + "one.json") == b'{"files": {}}'
+    assert driver.read_note(PENDING + "two.json") is None
+    assert driver.list_notes(PENDING) == [PENDING + "one.json"]
+    assert driver.list_objects() == {}
+    driver.delete(PENDING + "one.json")
+    assert driver.list_notes(PENDING) == [] and intents(bucket) == set()
+
+
+def test_a_dead_uploads_files_are_hidden_then_removed_and_only_they(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """The request's side played by hand up to its death (the SIGKILL test above does it
+    for real on GCS and S3); here on every driver, the local folder's too, whose objects
+    carry no token (the intent's sha256 identifies them there)."""
+    folder = PackageFolder(tmp_path / "dead")
+    wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
+    staged = [folder.stage(wheel.name, io.BytesIO(wheel.read_bytes())),
+              folder.stage(wheel.name + ".asc", io.BytesIO(b"signature"))]
+    dead = PendingUploads(driver)
+    intent = dead.begin(staged)
+    driver.upload(wheel.name, staged[0].path, create_only=True, metadata={SHA256_KEY: staged[0].sha256},
+                  token=intent.token(wheel.name))  # ...and the worker dies here
+    bucket.put("unrelated-1.0.tar.gz", b"not the intent's")
+    observer = StorageClient(driver, PackageFolder(tmp_path / "observer"), sync_interval=1, lock_timeout=5,
+                             pending_expiry=1)
+    observer.sync()
+    assert visible(observer.folder.path) == {"unrelated-1.0.tar.gz": b"not the intent's"}
+    assert packages(bucket) == {wheel.name, "unrelated-1.0.tar.gz"}
+    time.sleep(1.2)
+    observer.sync()
+    assert packages(bucket) == {"unrelated-1.0.tar.gz"} and intents(bucket) == set()
+    assert visible(observer.folder.path) == {"unrelated-1.0.tar.gz": b"not the intent's"}
