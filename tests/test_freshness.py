@@ -48,7 +48,7 @@ def test_reads_never_wait_for_a_listing(bucket: BucketProbe, proxy: FaultProxy, 
     assert page.status_code == 200 and "old" in page.get_data(as_text=True)
     assert "new" not in page.get_data(as_text=True)  # ...with the last complete view
     assert a.http.get("/packages/old-1.0.tar.gz").get_data() == b"old"  # so is every other read
-    assert a.client.wait_for_checks(checks, 30) and listing.hits == 1
+    assert a.client.wait_for_checks(checks, 30) and listing.hits >= 1  # (and the intents' listing)
     assert a.http.get("/packages/new-1.0.tar.gz").get_data() == b"new"
 
 
