@@ -71,7 +71,9 @@ def test_a_full_disk_keeps_reads_served_and_says_so(
         bucket.put("later-1.0.tar.gz", b"x" * 200_000)
         bucket.put(MARKER, b"moved")
 
-        assert eventually(lambda: ready(instance)["unservable_files"] == 1, 20)
+        # Nothing can be written to share it, so each worker learns it at its own next
+        # check: wait until every answer (either worker's) says so.
+        assert eventually(lambda: all(ready(instance)["unservable_files"] == 1 for _ in range(6)), 20)
         report = ready(instance)
         assert report["status"] == "degraded" and report["reason"] == "local disk full"
         assert list(report["unservable"]) == ["later-1.0.tar.gz"]
