@@ -429,10 +429,8 @@ class StorageClient:
         """Whether every recorded file is still in the folder and the state is usable: a
         file deleted by hand or by a /tmp cleaner must not stay listed until the next
         full listing. Names only (no stat per file): O(files) in memory per interval."""
-        recorded = self._known_state.refresh()
-        if self.state.needs_snapshot:
-            return False
-        return recorded.keys() <= set(os.listdir(self.folder.path))
+        present = set(os.listdir(self.folder.path))
+        return self._known_state.all_in(present) and not self.state.needs_snapshot
 
     def _sync_locked(
         self, marker: Optional[str], began: Moment, progress: Optional[SyncProgress] = None
@@ -627,7 +625,7 @@ class StorageClient:
         bucket has the files the upload counts as done: a local problem after that only
         delays this folder until its next sync."""
         stored: list[StoredObject] = []
-        known = {} if overwrite else self._known_state.refresh()
+        known = {} if overwrite else self._known_state.lookup(upload.name for upload in staged)
         self._breaker.check(staged[0].name)
         # Several files: an intent names them first, so a request killed between its
         # writes leaves nothing that a sync serves as a release (pending.py).

@@ -24,10 +24,11 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 from .clock import Moment
 
@@ -368,21 +369,34 @@ def write_json_atomically(path: Path, payload: dict[str, object]) -> None:
 
 
 class TrackedState:
-    """A reader's copy of the state, kept current by reading only what changed."""
+    """A reader's copy of the state, kept current by reading only what changed. Safe for
+    the threads of one worker: each question refreshes and answers under one lock."""
 
     def __init__(self, state: StateFile) -> None:
         self._state = state
         self._cursor: Optional[StateCursor] = None
-        self.files: dict[str, SyncedFile] = {}
+        self._files: dict[str, SyncedFile] = {}
+        self._lock = threading.Lock()
 
-    def refresh(self) -> dict[str, SyncedFile]:
+    def _refresh(self) -> dict[str, SyncedFile]:
         read = self._state.read(self._cursor)
         if read.files is not None:
-            self.files = read.files
+            self._files = read.files
         for name, entry in read.entries:
             if entry is None:
-                self.files.pop(name, None)
+                self._files.pop(name, None)
             else:
-                self.files[name] = entry
+                self._files[name] = entry
         self._cursor = read.cursor
-        return self.files
+        return self._files
+
+    def lookup(self, names: Iterable[str]) -> dict[str, SyncedFile]:
+        """The current entries of ``names`` that the state has."""
+        with self._lock:
+            files = self._refresh()
+            return {name: files[name] for name in names if name in files}
+
+    def all_in(self, present: set[str]) -> bool:
+        """Whether every file the state records is among ``present``."""
+        with self._lock:
+            return self._refresh().keys() <= present
