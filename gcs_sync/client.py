@@ -134,6 +134,7 @@ class StorageClient:
         self.ready_after: Optional[float] = None
         # This process's last check that found the folder current (see ``_view_age``).
         self._checked: Optional[Moment] = None
+        self._check_ended: Optional[float] = None  # time.monotonic() when it ended
         # What this process could not record for its siblings (a full disk), for its own readiness.
         self._unrecorded_failure: Optional[tuple[Moment, dict[str, object]]] = None
         self._unrecorded_unservable: Optional[tuple[Moment, dict[str, dict[str, str]]]] = None
@@ -224,7 +225,10 @@ class StorageClient:
         A failed attempt counts as one (a bucket outage is not a stall: reads must not
         take turns waiting on a bucket that does not answer)."""
         own_failure = None if self._failed_at is None else time.monotonic() - self._failed_at
-        ages = [age for age in (self._view_age(), self.state.failure_age(), own_failure) if age is not None]
+        own_end = None if self._check_ended is None else time.monotonic() - self._check_ended
+        # Since a check ended, not since it began: a slow listing is not a stall.
+        ages = [age for age in (self.state.check_idle_age(), own_end, self.state.failure_age(), own_failure)
+                if age is not None]
         return not ages or min(ages) > self._stall_seconds()
 
     def _stall_seconds(self) -> float:
@@ -399,6 +403,7 @@ class StorageClient:
 
     def _mark_checked(self, began: Moment) -> None:
         self._checked = began
+        self._check_ended = time.monotonic()
         self.state.mark_pulled(began)
 
     def _refresh_locked(self) -> Optional[SyncReport]:

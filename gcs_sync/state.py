@@ -250,9 +250,20 @@ class StateFile:
         Best effort: a full disk must not turn reads into errors (each worker then keeps
         its own moment, ``StorageClient``)."""
         try:
-            write_json_atomically(self._checked_stamp, as_of.to_json())
+            # And when it ended: how long no check has run (``check_idle_age``).
+            write_json_atomically(self._checked_stamp, {**as_of.to_json(), "ended": Moment.now().monotonic})
         except OSError as exc:
             log.warning("could not record the freshness check in %s: %s", self._checked_stamp, exc)
+
+    def check_idle_age(self) -> Optional[float]:
+        """Seconds since the last check that found the folder current ended; None if no
+        check of this boot did (or the record is unreadable)."""
+        try:
+            raw = json.loads(self._checked_stamp.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing, or torn by a crash: the next check rewrites it
+            return None
+        ended = Moment.from_json({**raw, "monotonic": raw.get("ended")}) if isinstance(raw, dict) else None
+        return None if ended is None else ended.age()
 
     def pulled_age(self) -> Optional[float]:
         """Seconds since any worker on this folder last found it current; None if no
