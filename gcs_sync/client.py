@@ -635,33 +635,40 @@ class StorageClient:
         # Several files: an intent names them first, so a request killed between its
         # writes leaves nothing that a sync serves as a release (pending.py).
         intent: Optional[Intent] = None
+        writing: Optional[str] = None  # the file whose write is under way
         try:
             if len(staged) > 1 and not overwrite:
                 intent = self._pending.begin(staged)
             for upload in staged:
+                if intent is not None:
+                    self._pending.check_time(intent, upload.name)
                 here = known.get(upload.name)
                 if here is not None and here.sha256 != upload.sha256:
                     # This folder's view may be stale (removed through another instance):
                     # only the bucket may say "exists", so ask it (one metadata read).
                     self._refuse_if_stored_otherwise(upload)
                 meter = BucketMeter(self.driver)
+                writing = upload.name
                 remote = self.driver.upload(
                     upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256},
                     token=None if intent is None else intent.token(upload.name),
                 )
+                writing = None
                 stored.append(remote)
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
             for remote in stored:
                 if not remote.created:  # about to be covered by our 200: no clean-up may take it
-                    self._pending.adopt(remote.upload_token, intent)
-            if intent is not None:
-                self._pending.end(intent)  # before the 200; if it fails, the files are undone
+                    self._pending.adopt(remote, intent)
+            if intent is not None and not self._pending.finish(intent):
+                # Not ours any more: adopted by a retry (fine), or a clean-up took this
+                # slow request for a dead one. A 200 only if every file is still ours.
+                self._check_still_stored(stored)
         except StorageError as exc:
             self._note_write_outcome(exc)
-            exc.changed_before_failure = [r.name for r in stored if r.created] if overwrite else self._undo(stored)
-            if intent is not None and not exc.changed_before_failure:
-                self._end_quietly(intent)  # else it stays: once expired, a sync removes what stayed
+            # A write the bucket did not answer may still land: that file's outcome is unknown.
+            unknown = [writing] if writing is not None and isinstance(exc, StorageUnavailable) else []
+            exc.changed_before_failure = self._undo_failed_publish(stored, intent, overwrite, unknown)
             # Even undone, the objects existed for a while (another instance may have
             # listed them): let everyone look. Not after a write the bucket did not
             # answer and nothing stored: the marker write would wait a whole budget
@@ -685,11 +692,53 @@ class StorageClient:
                       [u.name for u in staged], self.folder.path, exc)
         return stored
 
-    def _end_quietly(self, intent: Intent) -> None:
+    def _undo_failed_publish(
+        self, stored: list[StoredObject], intent: Optional[Intent], overwrite: bool, unknown: list[str]
+    ) -> list[str]:
+        """Undo what a failed publish created; return the names that stayed changed.
+        Under an intent, only once this request has claimed it back: else a retry has
+        adopted the files (they must stay) or a clean-up has them (it deletes them)."""
+        if overwrite:
+            return [r.name for r in stored if r.created]  # a replaced file can't be put back
+        if intent is None:
+            return self._undo(stored)
         try:
-            self._pending.end(intent)
-        except StorageError as exc:
-            log.warning("could not delete the intent of a failed upload (%s); a sync removes it once it expires", exc)
+            claimed = self._pending.claim(intent, "undone", keep=[r.name for r in stored if r.created] + unknown)
+        except StorageError as claim_failure:
+            log.error("could not claim the intent of a failed upload (%s): its files %s stay until it expires",
+                      claim_failure, [r.name for r in stored if r.created])
+            return [r.name for r in stored if r.created]
+        if claimed is None:
+            if self.driver.stat(intent.name) is None and any(self.driver.stat(r.name) is None for r in stored):
+                # Gone, with a file of ours gone too: a clean-up took this slow request for
+                # a dead one (a retry adopts only whole sets, and before any clean-up can
+                # claim). What we wrote after it looked would stay alone: undo it.
+                return self._undo(stored)
+            log.warning("not undoing %s: the upload was taken over (a retry, or a clean-up)",
+                        [r.name for r in stored])
+            return [r.name for r in stored if r.created]
+        stayed = self._undo(stored)
+        if unknown or stayed:
+            # The claimed intent stays, naming that file: once it expires, a sync removes
+            # it if it landed (it carries the intent's token), so no half release stays.
+            return stayed
+        try:
+            self._pending.drop(intent, claimed)
+        except StorageError as drop_failure:
+            log.warning("could not delete the intent of a failed upload (%s); a sync removes it once it expires",
+                        drop_failure)
+        return stayed
+
+    def _check_still_stored(self, stored: list[StoredObject]) -> None:
+        """Raise StorageError unless every file is still in the bucket at the version
+        this request stored or found (its intent was taken over while it ran)."""
+        for remote in stored:
+            there = self.driver.stat(remote.name)
+            if there is None or there.version != remote.version:
+                raise StorageError(
+                    "upload", remote.name, "this upload took so long that it was taken for an abandoned one and "
+                    "removed. Try again",
+                )
 
     def _note_write_outcome(self, exc: StorageError) -> None:
         """Open the write breaker if the bucket did not answer; close it if it did."""

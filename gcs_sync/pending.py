@@ -10,13 +10,17 @@ stored, before the 200. So a live intent means "these files may be half there":
   intent names that this folder has not synced yet (they are not downloaded or served);
   the listing counts as incomplete, so the next check looks again.
 - An intent seen for longer than ``expiry`` seconds, on this process's own monotonic
-  clock (so neither the writer's clock nor a clock step matters), belongs to a request
-  that died: gunicorn kills a request after 30 s. If every file it names is there, the
-  upload is complete and only the intent is deleted; else each file still carrying the
-  intent's upload token is deleted (at that version only), then the intent.
-- An upload that finds one of these files already there, byte for byte (a retry after
-  the crash), adopts it: it deletes the dead request's intent before its own 200, so no
-  later clean-up deletes a file a 200 covered.
+  clock (so neither the writer's clock nor a clock step matters), is taken for a dead
+  request's. Its clean-up first *claims* it (rewrites it as claimed, only over the
+  version it read), then deletes each file still carrying the intent's upload token (at
+  that version only), then the intent.
+- One rule makes the hand-offs safe, between the writer, a retry and a clean-up, even
+  when the writer is only slow (gunicorn's threaded workers do not kill a slow request):
+  whoever deletes files an intent names must first claim the intent; whoever keeps them
+  (the writer before its 200, a retry that found them byte for byte and "adopts" them)
+  deletes the intent only at its unclaimed version. So a 200 is given only if no
+  clean-up has claimed the files, and a clean-up deletes nothing a 200 covers. A writer
+  that finds its intent claimed or gone answers 503 unless every file is still there.
 
 The local-folder driver keeps no metadata: there a file counts as the intent's if its
 sha256 is the one the intent names (dev only).
@@ -39,8 +43,8 @@ from .state import SyncedFile
 log = logging.getLogger(__name__)
 
 PENDING_FOLDER = ".gcs_sync/pending/"
-# Well beyond gunicorn's 30 s worker timeout (which bounds a request) and a late write's
-# STORAGE_TIMEOUT after it: an intent this old, as one observer saw it, is a dead request's.
+# A request writes for at most half of this (``check_time``), and a write lasts about
+# STORAGE_TIMEOUT: an intent this old, as one observer saw it, is a dead request's.
 DEFAULT_EXPIRY = 120.0
 _TOKEN_SEPARATOR = "."
 
@@ -49,6 +53,7 @@ _TOKEN_SEPARATOR = "."
 class Intent:
     id: str
     files: dict[str, dict[str, Optional[str]]]  # name -> {"token": ..., "sha256": ...}
+    version: Optional[str] = None  # as its writer wrote it (unclaimed)
 
     @property
     def name(self) -> str:
@@ -71,31 +76,101 @@ class PendingUploads:
         self.expiry = expiry
         self._first_seen: dict[str, float] = {}  # intent name -> monotonic time first seen
         self._contents: dict[str, Optional[Intent]] = {}  # intents never change: read once
+        # This process's own intents: when each began (``check_time``). Removed as they end.
+        self._begun: dict[str, float] = {}
 
     # -- a request's side --------------------------------------------------------------
 
     def begin(self, staged: Sequence[StagedFile]) -> Intent:
         """Write the intent for ``staged``; raises StorageError (nothing written yet)."""
         intent_id = uuid.uuid4().hex
-        intent = Intent(intent_id, {
+        files = {
             upload.name: {"token": f"{intent_id}{_TOKEN_SEPARATOR}{i}", "sha256": upload.sha256}
             for i, upload in enumerate(staged)
-        })
-        self.driver.put_note(intent.name, json.dumps({"files": intent.files}).encode())
-        return intent
+        }
+        name = Intent(intent_id, files).name
+        version = self.driver.put_note(name, json.dumps({"files": files}).encode())
+        self._begun[intent_id] = time.monotonic()
+        return Intent(intent_id, files, version)
 
-    def end(self, intent: Intent) -> None:
-        """Delete the intent: its files are all stored, or all undone. Raises StorageError."""
-        self.driver.delete(intent.name)
+    def check_time(self, intent: Intent, name: str) -> None:
+        """Before each write under ``intent``: raise StorageError once the request has
+        used half the expiry, so that its writes are over long before any clean-up may
+        take it for a dead one (threaded workers do not kill a slow request)."""
+        if time.monotonic() - self._begun.get(intent.id, time.monotonic()) > self.expiry / 2:
+            raise StorageError("upload", name, f"the upload took over {self.expiry / 2:.0f}s "
+                               "(half of PENDING_UPLOAD_EXPIRY); nothing more is written. Try again")
 
-    def adopt(self, found_token: Optional[str], own: Optional[Intent]) -> None:
-        """This request is about to answer 200 for a file another request stored under an
-        intent: delete that intent, so its clean-up never deletes the file."""
-        intent_id = _intent_id_of(found_token)
-        if intent_id is None or (own is not None and intent_id == own.id):
-            return
-        self.driver.delete(f"{PENDING_FOLDER}{intent_id}.json")
-        log.info("an upload took over the files of the unfinished upload %s", intent_id)
+    def finish(self, intent: Intent) -> bool:
+        """The writer's hand-off before its 200: delete its intent at the version it wrote.
+        True if done: the files are the writer's to keep. False if the intent is not
+        unclaimed any more: claimed by a clean-up (its files may be going) or gone
+        (adopted by a retry, or cleaned up): the caller checks its files before any 200.
+        Raises StorageError."""
+        self._begun.pop(intent.id, None)
+        found = self.driver.stat(intent.name)
+        if found is None or found.version != intent.version:
+            return False
+        try:
+            # Gone in between can only mean adopted (a clean-up claims before it deletes).
+            self.driver.delete(intent.name, if_version=intent.version)
+        except ObjectChanged:
+            return False
+        return True
+
+    def claim(self, intent: Intent, why: str, keep: Sequence[str] = ()) -> Optional[str]:
+        """Claim the writer's own intent before it undoes its files: then no retry can
+        adopt them meanwhile. It names only ``keep`` from then on (files whose write may
+        still land: what a clean-up removes once it expires, and all it hides meanwhile).
+        The claimed version, or None if the intent is not the writer's any more (adopted
+        or claimed: its files are not the writer's to delete)."""
+        self._begun.pop(intent.id, None)
+        files = {name: intent.files[name] for name in keep}
+        try:
+            return self.driver.put_note(intent.name, _claimed(files, why), if_version=intent.version)
+        except ObjectChanged:
+            return None
+
+    def drop(self, intent: Intent, claimed_version: str) -> None:
+        """Delete an intent its writer claimed and cleaned up after. Raises StorageError."""
+        self.driver.delete(intent.name, if_version=claimed_version)
+
+    def adopt(self, found: RemoteObject, own: Optional[Intent]) -> None:
+        """This request is about to answer 200 for ``found``, a file another request
+        stored (the very same bytes): take it over from that request's intent, if any,
+        so that no clean-up deletes a file a 200 covers. Raises StorageError if a clean-up
+        has claimed it (the file may be going: the client should try again)."""
+        for name in self._intents_naming(found, own):
+            there = self.driver.stat(name)
+            if there is None:
+                continue  # ended, or cleaned up and the file kept: nothing holds it
+            data = self.driver.read_note(name)
+            claimed = data is not None and _parse(data)[1] is not None
+            try:
+                if claimed:
+                    raise ObjectChanged("adopt", name, "claimed by a clean-up")
+                self.driver.delete(name, if_version=there.version)
+            except ObjectChanged as exc:
+                raise StorageError(
+                    "upload", found.name, "an unfinished earlier upload of this file is being removed; "
+                    "try again in a minute",
+                ) from exc
+            log.info("an upload took over %r from the unfinished upload %s", found.name, name)
+
+    def _intents_naming(self, found: RemoteObject, own: Optional[Intent]) -> list[str]:
+        intent_id = _intent_id_of(found.upload_token)
+        if intent_id is not None:
+            return [] if own is not None and intent_id == own.id else [f"{PENDING_FOLDER}{intent_id}.json"]
+        if self.driver.keeps_metadata:
+            return []  # written without an intent (a single-file upload, another tool)
+        # A folder keeps no tokens: any intent naming this file with these bytes (dev only).
+        names = []
+        for name in self.driver.list_notes(PENDING_FOLDER):
+            intent = self._read(name)
+            if (intent is not None and (own is None or intent.id != own.id)
+                    and intent.files.get(found.name, {}).get("sha256") == found.sha256):
+                names.append(name)
+        return names
 
     # -- a sync's side -----------------------------------------------------------------
 
@@ -126,19 +201,28 @@ class PendingUploads:
         return hidden
 
     def _read(self, name: str) -> Optional[Intent]:
+        """The files an intent names (they never change: read once)."""
         if name not in self._contents:
             data = self.driver.read_note(name)
             intent = None
             if data is not None:
                 try:
-                    files = json.loads(data)["files"]
-                    intent = Intent(name[len(PENDING_FOLDER):].removesuffix(".json"), dict(files))
-                except (ValueError, KeyError, TypeError) as exc:
+                    intent = Intent(name[len(PENDING_FOLDER):].removesuffix(".json"), _parse(data)[0])
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     log.warning("ignoring the unreadable upload intent %r in %s: %s", name, self.driver.url, exc)
             self._contents[name] = intent
         return self._contents[name]
 
     def _expire(self, intent: Intent) -> None:
+        there = self.driver.stat(intent.name)
+        if there is None:
+            return  # ended meanwhile
+        try:
+            # Claimed first: from here on no writer gives a 200 and no retry adopts them.
+            claimed_version = self.driver.put_note(intent.name, _claimed(intent.files, "expired"),
+                                                   if_version=there.version)
+        except ObjectChanged:
+            return  # its writer ended it, a retry adopted it, or another clean-up has it
         found = {name: self.driver.stat(name) for name in intent.files}
         if all(obj is not None for obj in found.values()):
             log.warning("upload %s did not finish but stored all its files %s: kept", intent.id, sorted(found))
@@ -151,7 +235,7 @@ class PendingUploads:
                         continue  # replaced since by another writer: not the intent's any more
                     log.warning("removed %r from %s: its upload %s died before storing %s", name,
                                 self.driver.url, intent.id, sorted(n for n, o in found.items() if o is None))
-        self.driver.delete(intent.name)
+        self.driver.delete(intent.name, if_version=claimed_version)
         self._contents.pop(intent.name, None)
         self._first_seen.pop(intent.name, None)
 
@@ -165,3 +249,13 @@ class PendingUploads:
         looked = self.driver.look_once(name, expected)
         return looked is not None and looked.version == obj.version and looked.sha256 == expected
 
+
+def _claimed(files: Mapping[str, Mapping[str, Optional[str]]], why: str) -> bytes:
+    return json.dumps({"files": dict(files), "claimed": why}).encode()
+
+
+def _parse(data: bytes) -> tuple[dict[str, dict[str, Optional[str]]], Optional[str]]:
+    """An intent's files, and why it was claimed (None: not claimed). Raises ValueError,
+    KeyError or TypeError if it is not an intent."""
+    raw = json.loads(data)
+    return dict(raw["files"]), raw.get("claimed")

@@ -251,3 +251,16 @@ def test_a_conditional_upload_replaces_only_the_version_it_names(
         driver.upload("htpasswd", _file(tmp_path, b"lost"), create_only=False, metadata={},
                       if_version=second.version)
     assert bucket.get("htpasswd") is None
+
+
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+def test_stale_sha256_metadata_never_makes_other_bytes_an_identical_upload(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """Another tool replaced the object and kept our sha256 metadata: an upload of the
+    bytes that metadata names must not be answered "already there, the same"."""
+    ours = b"the bytes of the upload"
+    bucket.put("demo-1.0.tar.gz", b"other bytes, another tool's", metadata={"sha256": hashlib.sha256(ours).hexdigest()})
+    with pytest.raises(ObjectExists):
+        driver.upload("demo-1.0.tar.gz", _file(tmp_path, ours), create_only=True,
+                      metadata={"sha256": hashlib.sha256(ours).hexdigest()})

@@ -20,6 +20,7 @@ from gcs_sync.client import StorageClient
 from gcs_sync.drivers import FileStoreDriver
 from gcs_sync.drivers.base import SHA256_KEY
 from gcs_sync.folder import PackageFolder
+from gcs_sync.errors import StorageError, StorageUnavailable
 from gcs_sync.pending import PendingUploads
 
 from .buckets import BucketProbe
@@ -171,3 +172,79 @@ def test_a_dead_uploads_files_are_hidden_then_removed_and_only_they(
     observer.sync()
     assert packages(bucket) == {"unrelated-1.0.tar.gz"} and intents(bucket) == set()
     assert visible(observer.folder.path) == {"unrelated-1.0.tar.gz": b"not the intent's"}
+
+
+class Interleaved(FileStoreDriver):
+    """The real driver, but just before the write of ``name`` another instance's action
+    runs: the only way to place it between two bucket calls of one request, which no
+    server can do on demand. Every bucket call still goes to the real store."""
+
+    def __init__(self, real: FileStoreDriver, name: str, action) -> None:
+        super().__init__()
+        self.real, self.name, self.action, self.url = real, name, action, real.url
+        self.keeps_metadata = real.keeps_metadata
+
+    def __getattr__(self, attribute):  # list_objects, stat, delete, notes...: the real ones
+        return getattr(self.real, attribute)
+
+    def upload(self, name, *args, **kwargs):
+        if name == self.name and self.action is not None:
+            action, self.action = self.action, None
+            action()
+        return self.real.upload(name, *args, **kwargs)
+
+    # The abstract methods, all the real driver's.
+    def list_objects(self): return self.real.list_objects()
+    def check_bucket(self): return self.real.check_bucket()
+    def stat(self, name): return self.real.stat(name)
+    def download(self, *args, **kwargs): return self.real.download(*args, **kwargs)
+    def _write(self, *args, **kwargs): return self.real._write(*args, **kwargs)
+    def look_once(self, *args, **kwargs): return self.real.look_once(*args, **kwargs)
+    def delete(self, *args, **kwargs): return self.real.delete(*args, **kwargs)
+    def put_note(self, *args, **kwargs): return self.real.put_note(*args, **kwargs)
+    def read_note(self, *args, **kwargs): return self.real.read_note(*args, **kwargs)
+    def list_notes(self, *args, **kwargs): return self.real.list_notes(*args, **kwargs)
+    def touch_marker(self): return self.real.touch_marker()
+
+
+def stage_signed(folder: PackageFolder, wheel: Path, signature: bytes):
+    return [folder.stage(wheel.name, io.BytesIO(wheel.read_bytes())),
+            folder.stage(wheel.name + ".asc", io.BytesIO(signature))]
+
+
+def test_a_slow_upload_taken_for_dead_gets_no_200_and_leaves_no_half_release(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """Threaded workers never kill a slow request: another instance may take it for a dead
+    one (here its expiry is tiny) and clean up between its wheel and its signature. The
+    request must then fail, not answer 200 for a wheel that is gone."""
+    wheel = make_wheel(tmp_path / "dist", "slow", "1.0")
+    observer = StorageClient(driver, PackageFolder(tmp_path / "observer"), sync_interval=1, lock_timeout=5,
+                             pending_expiry=0.001)
+    slow = StorageClient(Interleaved(driver, wheel.name + ".asc", lambda: (observer.sync(), observer.sync())),
+                         PackageFolder(tmp_path / "slow"), sync_interval=1, lock_timeout=5)
+    with pytest.raises(StorageError, match="taken for an abandoned one"):
+        slow.publish(stage_signed(slow.folder, wheel, b"signature"), overwrite=False)
+    assert packages(bucket) == set() and intents(bucket) == set()
+
+
+def test_a_retry_that_took_over_keeps_its_files_when_the_first_request_fails(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """Request A stored the wheel; B, the same upload again on another instance, finds it
+    byte for byte, takes it over and answers 200; then A fails on its signature. A's undo
+    must not delete the wheel that B's 200 covers."""
+    wheel = make_wheel(tmp_path / "dist", "twice", "1.0")
+    b = StorageClient(driver, PackageFolder(tmp_path / "b"), sync_interval=1, lock_timeout=5)
+    retry = lambda: b.publish(stage_signed(b.folder, wheel, b"signature"), overwrite=False)  # noqa: E731
+
+    def retry_then_fail() -> None:
+        retry()  # B's 200
+        raise StorageUnavailable("upload", wheel.name + ".asc", "no answer (a test stand-in for a timeout)")
+
+    a = StorageClient(Interleaved(driver, wheel.name + ".asc", retry_then_fail), PackageFolder(tmp_path / "a"),
+                      sync_interval=1, lock_timeout=5)
+    with pytest.raises(StorageUnavailable):
+        a.publish(stage_signed(a.folder, wheel, b"signature"), overwrite=False)
+    assert packages(bucket) == {wheel.name, wheel.name + ".asc"}
+    assert bucket.get(wheel.name) == wheel.read_bytes() and bucket.get(wheel.name + ".asc") == b"signature"

@@ -156,8 +156,9 @@ class FileStoreDriver(abc.ABC):
             if found is not None and found.upload_token == token:
                 # Our own write: it landed although its reply was lost.
                 return StoredObject(name, found.version, found.size, sha256, token, created=True)
-            if found is not None and sha256 is not None and found.sha256 == sha256:
+            if found is not None and sha256 is not None and found.sha256 == sha256 and found.size == source.stat().st_size:
                 # The very same bytes, stored by another request: a success, not ours.
+                # (The size too: metadata alone could be another tool's stale claim.)
                 return StoredObject(name, found.version, found.size, sha256, found.upload_token, created=False)
             raise exc
 
@@ -184,8 +185,9 @@ class FileStoreDriver(abc.ABC):
     # relative to the prefix, e.g. ".gcs_sync/pending/ID.json"; ``delete`` removes them.
 
     @abc.abstractmethod
-    def put_note(self, name: str, data: bytes) -> None:
-        """Write the small object ``name`` (unconditionally: a retry rewrites the same)."""
+    def put_note(self, name: str, data: bytes, if_version: Optional[str] = None) -> str:
+        """Write the small object ``name``; return its new version. With ``if_version``,
+        only over that version: else ``ObjectChanged`` (also if it is gone)."""
 
     @abc.abstractmethod
     def read_note(self, name: str) -> Optional[bytes]:

@@ -198,15 +198,20 @@ class GCSDriver(FileStoreDriver):
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
 
-    def put_note(self, name: str, data: bytes) -> None:
+    def put_note(self, name: str, data: bytes, if_version: Optional[str] = None) -> str:
         key = self._key(name)
         self._count("upload")
+        blob = self._bucket.blob(key)
         try:
-            self._bucket.blob(key).upload_from_string(
+            blob.upload_from_string(
                 data, content_type="application/json", retry=self._retry, timeout=self._timeout,
+                if_generation_match=None if if_version is None else int(if_version),
             )
+        except gexc.PreconditionFailed as exc:
+            raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
         except _SDK_ERRORS as exc:
             raise _translate("upload", key, exc, BucketNotFound) from exc
+        return str(blob.generation)
 
     def read_note(self, name: str) -> Optional[bytes]:
         key = self._key(name)

@@ -179,14 +179,18 @@ class LocalFolderDriver(FileStoreDriver):
         except OSError as exc:
             raise StorageError("delete", name, f"{type(exc).__name__}: {exc}") from exc
 
-    def put_note(self, name: str, data: bytes) -> None:
+    def put_note(self, name: str, data: bytes, if_version: Optional[str] = None) -> str:
         self._count("upload")
         note = self._existing_folder("upload", name) / name
         temp = note.with_name(temp_name(note.name))
         try:
             note.parent.mkdir(parents=True, exist_ok=True)
             temp.write_bytes(data)
+            # Check, then replace: not atomic, as the conditional delete (dev only).
+            if if_version is not None and self._version_of(note) != if_version:
+                raise ObjectChanged("upload", name, "replaced or deleted since it was read")
             os.replace(temp, note)
+            return fingerprint(note.stat())
         except OSError as exc:
             raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc
         finally:

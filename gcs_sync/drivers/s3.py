@@ -219,13 +219,21 @@ class S3Driver(FileStoreDriver):
         except _SDK_ERRORS as exc:
             raise _translate("delete", key, exc, ObjectNotFound) from exc
 
-    def put_note(self, name: str, data: bytes) -> None:
+    def put_note(self, name: str, data: bytes, if_version: Optional[str] = None) -> str:
         key = self._key(name)
+        extra = {} if if_version is None else {"IfMatch": if_version}
         self._count("upload")
         try:
-            self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType="application/json")
+            reply = self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType="application/json",
+                                            **extra)
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if if_version is not None and (code in _PRECONDITION_CODES or code in _MISSING_CODES):
+                raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
+            raise _translate("upload", key, exc, BucketNotFound) from exc
         except _SDK_ERRORS as exc:
             raise _translate("upload", key, exc, BucketNotFound) from exc
+        return str(reply["ETag"])
 
     def read_note(self, name: str) -> Optional[bytes]:
         key = self._key(name)
