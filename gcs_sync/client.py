@@ -161,7 +161,7 @@ class StorageClient:
         have run for a while (``_checks_stalled``: an instance whose CPU is throttled
         between requests), and then only if no other check holds the folder. Never
         raises: failures are logged and recorded."""
-        if self._is_fresh():
+        if self.is_fresh():
             return
         if self._last_listing() is None:
             self.refresh_now()
@@ -177,25 +177,25 @@ class StorageClient:
         seen). ``lock_wait``: how long to wait for the folder lock (default
         STORAGE_TIMEOUT). Never raises for a storage or folder failure: reads go on from
         the local copy, and it is logged."""
-        attempted = False
         try:
-            attempted = self._refresh_now(lock_wait)
+            self._refresh_now(lock_wait)
         finally:
-            if attempted:
-                with self._checks_done:
-                    self._checks_completed += 1
-                    self._checks_done.notify_all()
+            # Counted whether it looked at the bucket or found it need not (fresh, or
+            # backing off after a failure): either way the view is as current as it gets.
+            with self._checks_done:
+                self._checks_completed += 1
+                self._checks_done.notify_all()
 
     def _refresh_now(self, lock_wait: Optional[float]) -> bool:
         """The check; False if none was made (a back-off, a view made fresh meanwhile, or
         the lock held elsewhere with ``lock_wait`` 0)."""
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.sync_interval:
             return False  # the bucket just failed, or a long sync holds the lock: don't wait again
-        if self._is_fresh():
+        if self.is_fresh():
             return False
         try:
             with self._lock.acquire(timeout=lock_wait):
-                if self._is_fresh():  # a sibling worker checked while we waited
+                if self.is_fresh():  # a sibling worker checked while we waited
                     return False
                 self._refresh_locked()
             self._failed_at = None
@@ -362,7 +362,8 @@ class StorageClient:
 
     @property
     def checks_completed(self) -> int:
-        """How many checks this process has finished (for tools and tests that wait)."""
+        """How many checks this process has finished, including those that found no
+        need to look (for tools and tests that wait for one)."""
         return self._checks_completed
 
     def wait_for_checks(self, more_than: int, timeout: float) -> bool:
@@ -388,7 +389,8 @@ class StorageClient:
             began = Moment.now()
             return self._sync_locked(self.driver.marker_version(), began, progress)
 
-    def _is_fresh(self) -> bool:
+    def is_fresh(self) -> bool:
+        """Whether a worker of this instance found the folder current within SYNC_INTERVAL."""
         age = self._view_age()
         return age is not None and age < self.sync_interval
 
