@@ -216,12 +216,14 @@ def test_a_slow_upload_taken_for_dead_gets_no_200_and_leaves_no_half_release(
     driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
 ) -> None:
     """Threaded workers never kill a slow request: another instance may take it for a dead
-    one (here its expiry is tiny) and clean up between its wheel and its signature. The
+    one (here its expiry is short) and clean up between its wheel and its signature. The
     request must then fail, not answer 200 for a wheel that is gone."""
     wheel = make_wheel(tmp_path / "dist", "slow", "1.0")
     observer = StorageClient(driver, PackageFolder(tmp_path / "observer"), sync_interval=1, lock_timeout=5,
-                             pending_expiry=0.001)
-    slow = StorageClient(Interleaved(driver, wheel.name + ".asc", lambda: (observer.sync(), observer.sync())),
+                             pending_expiry=0.05)
+    # The observer sees the intent, and once it is older than its expiry, cleans up.
+    take_for_dead = lambda: (observer.sync(), time.sleep(0.1), observer.sync())  # noqa: E731
+    slow = StorageClient(Interleaved(driver, wheel.name + ".asc", take_for_dead),
                          PackageFolder(tmp_path / "slow"), sync_interval=1, lock_timeout=5)
     with pytest.raises(StorageError, match="taken for an abandoned one"):
         slow.publish(stage_signed(slow.folder, wheel, b"signature"), overwrite=False)
