@@ -122,6 +122,19 @@ def test_removal_deletes_from_the_bucket_then_locally(app: App, bucket: BucketPr
     assert app.http.get("/simple/demo/").status_code == 404
 
 
+@pytest.mark.parametrize("spelling", ["my-pkg", "My.Pkg", "my_pkg"])
+def test_removal_accepts_any_spelling_of_the_project(app: App, bucket: BucketProbe, tmp_path: Path,
+                                                     spelling: str) -> None:
+    # Modern build tools name files my_pkg-…; users type the project's name, my-pkg (PEP 503).
+    wheel = make_wheel(tmp_path / "dist", "my-pkg", "1.0")
+    assert wheel.name.startswith("my_pkg-") and app.upload(wheel).status_code == 200
+    assert app.http.get(f"/simple/{spelling}/", follow_redirects=True).status_code == 200
+    reply = app.http.post("/", data={":action": "remove_pkg", "name": spelling, "version": "1.0"}, headers=AUTH)
+    assert reply.status_code == 200
+    assert bucket.names() == set()
+    assert app.http.get("/simple/my-pkg/").status_code == 404
+
+
 def test_refused_requests_change_nothing(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
     with open(wheel, "rb") as fh:
