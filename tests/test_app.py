@@ -157,6 +157,17 @@ def test_the_welcome_page_is_pypiservers_or_the_one_welcome_names(bucket: Bucket
     assert page.strip() == f"http://index.example/|{__version__}|1|/packages/|/simple/"
 
 
+def test_an_unknown_project_is_a_404_unless_the_fallback_is_turned_on(bucket: BucketProbe, tmp_path: Path,
+                                                                     htpasswd: Path) -> None:
+    # README, "Answers that differ from stock pypiserver": DISABLE_FALLBACK=true by default.
+    default = App(bucket, tmp_path / "default", htpasswd)
+    assert default.checked_get("/simple/not-here/").status_code == 404
+    fallback = App(bucket, tmp_path / "fallback", htpasswd, DISABLE_FALLBACK="false",
+                   FALLBACK_URL="https://mirror.example/simple/")
+    reply = fallback.checked_get("/simple/not-here/")
+    assert reply.status_code in (302, 303) and reply.headers["Location"] == "https://mirror.example/simple/not-here/"
+
+
 def test_refused_requests_change_nothing(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
     with open(wheel, "rb") as fh:
