@@ -85,6 +85,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         hash_algo=settings.hash_algo,
         health_endpoint=settings.health_endpoint,
         cache_control=settings.cache_control,
+        welcome_msg=settings.welcome_msg,
         backend_arg="simple-dir",
     )
     config = app._pypiserver_config

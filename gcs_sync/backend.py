@@ -65,11 +65,10 @@ class SyncedFolderBackend(Backend):
         return found
 
     def _find_version(self, name: str, version: str) -> list[PkgFile]:
-        # pypiserver matches the name exactly (not normalized) for removals; so do we.
-        return [
-            pkg for pkg in self._current().project_packages(name)
-            if pkg.pkgname == name and pkg.version == version
-        ]
+        # Any spelling of the project counts (PEP 503: "my-pkg" removes my_pkg-1.0.whl, as
+        # /simple/my-pkg/ lists it); stock pypiserver matched the file name's spelling only.
+        # project_packages already looks the name up normalised.
+        return [pkg for pkg in self._current().project_packages(name) if pkg.version == version]
 
     def get_projects(self) -> t.Iterable[str]:
         return self._current().projects()

@@ -16,7 +16,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Optional, TypeVar
 
-from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, strtobool
+from pypiserver.bottle_wrapper import template
+from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, html_file_arg, strtobool
 
 from .errors import ConfigError
 from .forwarded import parse_allow_ips
@@ -80,6 +81,8 @@ class Settings:
     hash_algo: Optional[str] = "sha256"
     health_endpoint: str = DEFAULTS.HEALTH_ENDPOINT
     cache_control: Optional[int] = None
+    # The page at "/": pypiserver's --welcome, a bottle template file read once at start-up.
+    welcome_msg: str = dataclasses.field(default_factory=lambda: html_file_arg(None))
     # Budget for one bucket operation: each attempt's network timeouts are half of it and
     # retries stop at it, so a failing call gives up after about this long (an attempt
     # already under way may add up to half again). With the folder-lock wait, also this
@@ -162,6 +165,7 @@ class Settings:
                 "HEALTH_ENDPOINT", health_endpoint_arg, DEFAULTS.HEALTH_ENDPOINT
             ),
             cache_control=reader.parsed("CACHE_CONTROL", _non_negative_int, None),
+            welcome_msg=reader.parsed("WELCOME", _welcome_page, html_file_arg(None)),
             storage_timeout=reader.parsed("STORAGE_TIMEOUT", _positive_float, 10.0),
             pending_upload_expiry=reader.parsed("PENDING_UPLOAD_EXPIRY", _positive_float, 120.0),
             max_upload_size=reader.parsed("MAX_UPLOAD_SIZE", _byte_size, DEFAULT_MAX_UPLOAD_SIZE),
@@ -256,6 +260,24 @@ def _parse_hash_algo(value: str) -> Optional[str]:
     if value.lower() in ("off", "false", "no", "0", "n", "f"):
         return None
     raise ValueError("must be a hashlib algorithm such as sha256, or off")
+
+
+def _welcome_page(value: str) -> str:
+    """pypiserver's --welcome: the file's text, rendered once here with the variables
+    pypiserver gives it, so that a template that cannot render stops the start instead
+    of making every request for "/" a 500."""
+    path = Path(value).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the welcome page {path}: {exc}") from exc
+    try:
+        template(text + "\n", URL="http://host/", VERSION="0", NUMPKGS=0,
+                 PACKAGES="/packages/", SIMPLE="/simple/")
+    except Exception as exc:  # a user's template can fail in any way when it runs: named here
+        raise ValueError(f"the welcome page {path} is not a template pypiserver can render: "
+                         f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+    return text
 
 
 def _parse_prefix(value: str) -> str:

@@ -184,6 +184,11 @@ class HtpasswdChecker:
                 self._failures.spend()
             elif generation == self._generation:
                 self._remember(key)
+        if not valid and password == "":
+            # uv publish -u NAME without -p sends an empty password instead of prompting:
+            # say so, rather than a bare 403 that reads as a wrong password.
+            raise HTTPError("403 Empty password", f"The password for user {user} was empty: "
+                            "give it to the client (uv publish: -p or UV_PUBLISH_PASSWORD).\n")
         return valid
 
     # -- the file ----------------------------------------------------------------------

@@ -123,6 +123,52 @@ def test_removal_deletes_from_the_bucket_then_locally(app: App, bucket: BucketPr
     assert app.http.get("/simple/demo/").status_code == 404
 
 
+@pytest.mark.parametrize("spelling", ["my-pkg", "My.Pkg", "my_pkg"])
+def test_removal_accepts_any_spelling_of_the_project(app: App, bucket: BucketProbe, tmp_path: Path,
+                                                     spelling: str) -> None:
+    # Modern build tools name files my_pkg-…; users type the project's name, my-pkg (PEP 503).
+    wheel = make_wheel(tmp_path / "dist", "my-pkg", "1.0")
+    assert wheel.name.startswith("my_pkg-") and app.upload(wheel).status_code == 200
+    assert app.http.get(f"/simple/{spelling}/", follow_redirects=True).status_code == 200
+    reply = app.http.post("/", data={":action": "remove_pkg", "name": spelling, "version": "1.0"}, headers=AUTH)
+    assert reply.status_code == 200
+    assert bucket.names() == set()
+    assert app.http.get("/simple/my-pkg/").status_code == 404
+
+
+def test_the_welcome_page_is_pypiservers_or_the_one_welcome_names(bucket: BucketProbe, tmp_path: Path,
+                                                                    htpasswd: Path) -> None:
+    # pypiserver's own tests of --welcome (test_root_welcome_msg_*), through WELCOME.
+    from pypiserver import __version__
+
+    stock = App(bucket, tmp_path / "stock", htpasswd)
+    page = stock.http.get("/").get_data(as_text=True)
+    assert "PyPI compatible package index serving 0 packages" in page
+    reply = stock.http.get("/?<alert>Red</alert>", headers={"Host": "somehost.org"}).get_data(as_text=True)
+    assert "somehost.org" in reply and "alert" in reply and "<alert>" not in reply
+    plain, with_variables = tmp_path / "plain.html", tmp_path / "variables.html"
+    plain.write_text("Hello pypiserver, no vars.")
+    with_variables.write_text("{{URL}}|{{VERSION}}|{{NUMPKGS}}|{{PACKAGES}}|{{SIMPLE}}")
+    bucket.put("demo-1.0.tar.gz", b"demo")
+    custom = App(bucket, tmp_path / "plain", htpasswd, WELCOME=plain)
+    page = custom.checked_get("/").get_data(as_text=True)
+    assert page.strip() == "Hello pypiserver, no vars." and __version__ not in page
+    custom = App(bucket, tmp_path / "variables", htpasswd, WELCOME=with_variables)
+    page = custom.checked_get("/", headers={"Host": "index.example"}).get_data(as_text=True)
+    assert page.strip() == f"http://index.example/|{__version__}|1|/packages/|/simple/"
+
+
+def test_an_unknown_project_is_a_404_unless_the_fallback_is_turned_on(bucket: BucketProbe, tmp_path: Path,
+                                                                     htpasswd: Path) -> None:
+    # README, "Answers that differ from stock pypiserver": DISABLE_FALLBACK=true by default.
+    default = App(bucket, tmp_path / "default", htpasswd)
+    assert default.checked_get("/simple/not-here/").status_code == 404
+    fallback = App(bucket, tmp_path / "fallback", htpasswd, DISABLE_FALLBACK="false",
+                   FALLBACK_URL="https://mirror.example/simple/")
+    reply = fallback.checked_get("/simple/not-here/")
+    assert reply.status_code in (302, 303) and reply.headers["Location"] == "https://mirror.example/simple/not-here/"
+
+
 def test_refused_requests_change_nothing(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
     with open(wheel, "rb") as fh:

@@ -11,6 +11,7 @@ import base64
 import io
 import logging
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from gcs_sync.passwords import replace_file
 from .buckets import BucketProbe
 from .conftest import settings_for
 from .packages import make_wheel
-from .servers import PASSWORD, USER, new_venv, pip_install, start_instance, twine_upload
+from .servers import PASSWORD, USER, new_venv, pip_install, run, start_instance, twine_upload
 
 pytestmark = pytest.mark.parametrize("bucket", ["local"], indirect=True)  # auth never depends on the store
 
@@ -239,3 +240,26 @@ def test_failed_logins_are_bounded_per_worker(bucket: BucketProbe, tmp_path: Pat
     assert http.get("/simple/", headers=basic(USER, PASSWORD)).status_code == 200
     time.sleep(1.2)  # one more verification a second
     assert http.get("/simple/", headers=basic("guess", "guess")).status_code == 403
+
+
+def test_uv_publish_without_a_password_is_told_it_was_empty_and_its_password_variable_works(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    # uv does not prompt: `uv publish -u NAME` sends an empty password (README, "Using it").
+    instance = start_instance({**bucket.env(), "PASSWORD_FILE": str(htpasswd)}, tmp_path / "served", tmp_path)
+    try:
+        wheel = make_wheel(tmp_path / "dist", "uv-published", "1.0")
+        command = [sys.executable, "-m", "uv", "publish", "--publish-url", instance.url + "/", "-u", USER, str(wheel)]
+        empty = run(command)
+        assert empty.returncode != 0
+        assert "403" in empty.stderr and "password for user alice was empty" in empty.stderr, empty.stderr
+        assert bucket.get(wheel.name) is None
+        published = run(command, {"UV_PUBLISH_PASSWORD": PASSWORD})
+        assert published.returncode == 0, published.stderr
+        assert bucket.get(wheel.name) == wheel.read_bytes()
+    finally:
+        instance.stop()
+    # A wrong password still gets a plain 403 (nothing said about the password).
+    http = app_for(bucket, tmp_path, htpasswd, "update")
+    assert upload(http, basic(USER, "")).status == "403 Empty password"
+    assert upload(http, basic(USER, "wrong")).status == "403 Forbidden"

@@ -82,6 +82,8 @@ BAD = [
     ({"MAX_UPLOAD_SIZE": "1.5MB"}, "MAX_UPLOAD_SIZE"),
     ({"MAX_UPLOAD_SIZE": "10TB"}, "MAX_UPLOAD_SIZE"),
     ({"READY_DETAILS": "everyone"}, "READY_DETAILS"),
+    ({"WELCOME": "/nonexistent/welcome.html"}, "WELCOME"),
+    ({"WELCOME": "/etc"}, "WELCOME"),
 ]
 
 
@@ -265,3 +267,18 @@ def test_forwarded_allow_ips_is_read_as_gunicorn_reads_it(value: str, allowed: t
 def test_a_bad_forwarded_allow_ips_stops_the_start(value: str) -> None:
     with pytest.raises(ConfigError, match="FORWARDED_ALLOW_IPS: .* is not an IP address"):
         Settings.from_env({"FORWARDED_ALLOW_IPS": value})
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"\xff\xfe not text", "cannot read the welcome page"),
+    (b"{{UNKNOWN_VARIABLE}}", "NameError"),
+    (b"{{ 1 + }}", "SyntaxError"),
+], ids=["not utf-8", "unknown variable", "syntax"])
+def test_a_welcome_page_that_cannot_render_stops_the_start(tmp_path: Path, content: bytes, problem: str) -> None:
+    # Stock pypiserver reads it at start-up too, but renders it only per request: a 500 on "/".
+    page = tmp_path / "welcome.html"
+    page.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"WELCOME": str(page)})
+    assert str(caught.value).startswith(f"WELCOME: ") and problem in str(caught.value)
+    assert str(page) in str(caught.value) and "\n" not in str(caught.value)
