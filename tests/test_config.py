@@ -280,5 +280,5 @@ def test_a_welcome_page_that_cannot_render_stops_the_start(tmp_path: Path, conte
     page.write_bytes(content)
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"WELCOME": str(page)})
-    assert str(caught.value).startswith(f"WELCOME: ") and problem in str(caught.value)
+    assert str(caught.value).startswith("WELCOME: ") and problem in str(caught.value)
     assert str(page) in str(caught.value) and "\n" not in str(caught.value)
