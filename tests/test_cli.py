@@ -27,6 +27,7 @@ from .fault_proxy import FaultProxy
 from .packages import make_wheel
 from .servers import REPO, clean_env, links, start_instance
 from .test_app import App
+from .views import eventually
 
 
 def sha256(data: bytes) -> str:
@@ -349,9 +350,9 @@ def test_push_defaults_to_the_servers_folder_and_running_instances_serve_the_fil
         run = run_cli_process(env, "push")
         assert run.code == 0, run.out + run.err
         assert "1 uploaded" in run.out and "1 already there" in run.out and "change marker rewritten" in run.out
-        time.sleep(1.0)  # SYNC_INTERVAL: the freshness bound for a change that moved the marker
-        assert links(instance, "demo") == {first.name: sha256(first.read_bytes()),
-                                           second.name: sha256(second.read_bytes())}
+        both = {first.name: sha256(first.read_bytes()), second.name: sha256(second.read_bytes())}
+        # The freshness bound for a change that moved the marker: SYNC_INTERVAL plus one check.
+        assert eventually(lambda: links(instance, "demo") == both, 1.0 + 2.0)
         assert instance.get(f"/packages/{second.name}") == (200, second.read_bytes())
     finally:
         instance.stop()
