@@ -57,6 +57,7 @@ _LOCK_WAIT_AFTER_WRITE = 2.0
 _STALLED_INTERVALS = 3
 # The checker's shortest pause, so SYNC_INTERVAL=0 does not spin.
 _MIN_CHECKER_PAUSE = 1.0
+_TAKEN_FOR_ABANDONED = "this upload took so long that it was taken for an abandoned one and removed. Try again"
 # Readiness names at most this many of the files it cannot serve (to the operator only).
 _UNSERVABLE_NAMES_SHOWN = 20
 
@@ -663,8 +664,12 @@ class StorageClient:
                 if not remote.created:  # about to be covered by our 200: no clean-up may take it
                     self._pending.adopt(remote, intent)
             if intent is not None and not self._pending.finish(intent):
-                # Not ours any more: adopted by a retry (fine), or a clean-up took this
-                # slow request for a dead one. A 200 only if every file is still ours.
+                # Not ours any more. Claimed (it still exists): a clean-up took this slow
+                # request for a dead one and its files are going: no 200. Gone: adopted by
+                # a retry, or a clean-up done (it deletes the files before the intent): a
+                # 200 only if every file is still ours.
+                if self.driver.stat(intent.name) is not None:
+                    raise StorageError("upload", intent.name, _TAKEN_FOR_ABANDONED)
                 self._check_still_stored(stored)
         except StorageError as exc:
             self._note_write_outcome(exc)
@@ -711,10 +716,11 @@ class StorageClient:
                       claim_failure, [r.name for r in stored if r.created])
             return [r.name for r in stored if r.created]
         if claimed is None:
-            if self.driver.stat(intent.name) is None and any(self.driver.stat(r.name) is None for r in stored):
-                # Gone, with a file of ours gone too: a clean-up took this slow request for
-                # a dead one (a retry adopts only whole sets, and before any clean-up can
-                # claim). What we wrote after it looked would stay alone: undo it.
+            # Claimed by a clean-up (it still exists), or gone with a file of ours gone too
+            # (a clean-up done): no 200 can cover our files (a retry adopts only an
+            # unclaimed intent, and whole sets), and what we wrote after the clean-up
+            # looked would stay alone: undo it. Gone with every file there: adopted.
+            if self.driver.stat(intent.name) is not None or any(self.driver.stat(r.name) is None for r in stored):
                 return self._undo(stored)
             log.warning("not undoing %s: the upload was taken over (a retry, or a clean-up)",
                         [r.name for r in stored])
@@ -737,10 +743,7 @@ class StorageClient:
         for remote in stored:
             there = self.driver.stat(remote.name)
             if there is None or there.version != remote.version:
-                raise StorageError(
-                    "upload", remote.name, "this upload took so long that it was taken for an abandoned one and "
-                    "removed. Try again",
-                )
+                raise StorageError("upload", remote.name, _TAKEN_FOR_ABANDONED)
 
     def _note_write_outcome(self, exc: StorageError) -> None:
         """Open the write breaker if the bucket did not answer; close it if it did."""

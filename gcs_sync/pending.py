@@ -217,6 +217,17 @@ class PendingUploads:
         there = self.driver.stat(intent.name)
         if there is None:
             return  # ended meanwhile
+        # Read again (after the stat: a claim below succeeds only if this is still that
+        # version): its writer may have claimed it and narrowed what it names.
+        data = self.driver.read_note(intent.name)
+        if data is None:
+            return
+        try:
+            files, claimed_by = _parse(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring the unreadable upload intent %r in %s: %s", intent.name, self.driver.url, exc)
+            return
+        intent = Intent(intent.id, files)
         try:
             # Claimed first: from here on no writer gives a 200 and no retry adopts them.
             claimed_version = self.driver.put_note(intent.name, _claimed(intent.files, "expired"),
@@ -224,7 +235,9 @@ class PendingUploads:
         except ObjectChanged:
             return  # its writer ended it, a retry adopted it, or another clean-up has it
         found = {name: self.driver.stat(name) for name in intent.files}
-        if all(obj is not None for obj in found.values()):
+        if claimed_by is None and all(obj is not None for obj in found.values()):
+            # Unclaimed and whole: the writer died after its last write. (A claimed one
+            # names what its writer gave up on: never kept, even if all of it is there.)
             log.warning("upload %s did not finish but stored all its files %s: kept", intent.id, sorted(found))
         else:
             for name, obj in found.items():
@@ -233,8 +246,8 @@ class PendingUploads:
                         self.driver.delete(name, if_version=obj.version)
                     except ObjectChanged:
                         continue  # replaced since by another writer: not the intent's any more
-                    log.warning("removed %r from %s: its upload %s died before storing %s", name,
-                                self.driver.url, intent.id, sorted(n for n, o in found.items() if o is None))
+                    log.warning("removed %r from %s: its upload %s did not finish (stored: %s)", name,
+                                self.driver.url, intent.id, sorted(n for n, o in found.items() if o is not None))
         self.driver.delete(intent.name, if_version=claimed_version)
         self._contents.pop(intent.name, None)
         self._first_seen.pop(intent.name, None)
@@ -251,7 +264,9 @@ class PendingUploads:
 
 
 def _claimed(files: Mapping[str, Mapping[str, Optional[str]]], why: str) -> bytes:
-    return json.dumps({"files": dict(files), "claimed": why}).encode()
+    # A new nonce each time: on S3 the version (ETag) is the bytes' MD5, and two claims
+    # of the same intent must never look like the same version.
+    return json.dumps({"files": dict(files), "claimed": why, "nonce": uuid.uuid4().hex}).encode()
 
 
 def _parse(data: bytes) -> tuple[dict[str, dict[str, Optional[str]]], Optional[str]]:
