@@ -250,3 +250,57 @@ def test_a_retry_that_took_over_keeps_its_files_when_the_first_request_fails(
         a.publish(stage_signed(a.folder, wheel, b"signature"), overwrite=False)
     assert packages(bucket) == {wheel.name, wheel.name + ".asc"}
     assert bucket.get(wheel.name) == wheel.read_bytes() and bucket.get(wheel.name + ".asc") == b"signature"
+
+
+class DeleteHooked(Interleaved):
+    """The real driver, but just before the delete of ``name`` another action runs (a
+    stand-in for the moment between a clean-up's look and its delete)."""
+
+    def delete(self, name, *args, **kwargs):
+        if name == self.name and self.action is not None:
+            action, self.action = self.action, None
+            action()
+        return self.real.delete(name, *args, **kwargs)
+
+
+def test_a_slow_upload_that_finds_its_intent_claimed_answers_no_200(
+    driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """A clean-up claims the intent and looks (the wheel there, the signature not yet);
+    then the slow request's signature lands and it ends; then the clean-up deletes the
+    wheel. The request must not have answered 200, and no lone file may stay."""
+    wheel = make_wheel(tmp_path / "dist", "raced", "1.0")
+    at_signature, go_on = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def pause_before_signature() -> None:
+        at_signature.set()
+        go_on.wait(10)
+
+    writer = StorageClient(Interleaved(driver, wheel.name + ".asc", pause_before_signature),
+                           PackageFolder(tmp_path / "writer"), sync_interval=1, lock_timeout=5)
+
+    def publish() -> None:
+        try:
+            outcome.append(writer.publish(stage_signed(writer.folder, wheel, b"signature"), overwrite=False))
+        except StorageError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    assert at_signature.wait(10)
+
+    def let_the_writer_finish() -> None:
+        go_on.set()
+        thread.join(30)
+
+    observer = StorageClient(DeleteHooked(driver, wheel.name, let_the_writer_finish),
+                             PackageFolder(tmp_path / "observer"), sync_interval=1, lock_timeout=5,
+                             pending_expiry=0.05)
+    observer.sync()  # sees the intent
+    time.sleep(0.1)
+    observer.sync()  # expires it: claims, looks, and (hooked) lets the writer end before it deletes
+    thread.join(30)
+    [result] = outcome
+    assert isinstance(result, StorageError), result  # no 200
+    assert packages(bucket) == set() and intents(bucket) == set()
