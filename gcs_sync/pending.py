@@ -75,7 +75,9 @@ class PendingUploads:
         self.driver = driver
         self.expiry = expiry
         self._first_seen: dict[str, float] = {}  # intent name -> monotonic time first seen
-        self._contents: dict[str, Optional[Intent]] = {}  # intents never change: read once
+        # Read once, for hiding: a claim may later narrow an intent's list (a stale, wider
+        # list only hides a little more); _expire reads it again before acting.
+        self._contents: dict[str, Optional[Intent]] = {}
         # This process's own intents: when each began (``check_time``). Removed as they end.
         self._begun: dict[str, float] = {}
 
@@ -201,7 +203,7 @@ class PendingUploads:
         return hidden
 
     def _read(self, name: str) -> Optional[Intent]:
-        """The files an intent names (they never change: read once)."""
+        """The files an intent names, as first read (see ``_contents``)."""
         if name not in self._contents:
             data = self.driver.read_note(name)
             intent = None
