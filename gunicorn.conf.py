@@ -180,7 +180,7 @@ def post_worker_init(worker):
     # usually ready before its first request arrives (App Engine scales from zero).
     if "gcs_sync.client" not in worker.wsgi.config:
         return  # another app under this config (the benchmark's stock pypiserver)
-    from gcs_sync.app import start_warm_up  # here, in the worker: the master stays small
+    from gcs_sync.web.app import start_warm_up  # here, in the worker: the master stays small
 
     start_warm_up(worker.wsgi)
 

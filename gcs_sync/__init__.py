@@ -15,10 +15,11 @@ Public names; the modules behind them:
     app       build_app: pypiserver's app with all of the above
 """
 
-from .app import build_app
-from .client import StorageClient, SyncReport
-from .config import Settings
-from .errors import (
+from gcs_sync.web.app import build_app
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.sync.report import SyncReport
+from gcs_sync.config import Settings
+from gcs_sync.errors import (
     BucketNotFound,
     ConfigError,
     GcsSyncError,
@@ -29,7 +30,7 @@ from .errors import (
     StoragePermissionDenied,
     StorageUnavailable,
 )
-from .logs import configure_logging
+from gcs_sync.logs import configure_logging
 
 __all__ = [
     "BucketNotFound",

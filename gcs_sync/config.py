@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import ipaddress
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -19,9 +20,8 @@ from typing import Callable, Mapping, Optional, TypeVar
 from pypiserver.bottle_wrapper import template
 from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, html_file_arg, strtobool
 
-from .errors import ConfigError
-from .forwarded import parse_allow_ips
-from .htpasswd_auth import HtpasswdProblem, read_htpasswd
+from gcs_sync.errors import ConfigError
+from gcs_sync.auth.htpasswd import HtpasswdProblem, read_htpasswd
 
 T = TypeVar("T")
 
@@ -174,7 +174,7 @@ class Settings:
             ),
             ready_details=reader.choice("READY_DETAILS", READY_DETAILS, "authenticated"),
             create_bucket_folder=create_bucket_folder,
-            forwarded_allow_ips=reader.parsed("FORWARDED_ALLOW_IPS", parse_allow_ips, DEFAULT_FORWARDED_ALLOW_IPS),
+            forwarded_allow_ips=reader.parsed("FORWARDED_ALLOW_IPS", _parse_allow_ips, DEFAULT_FORWARDED_ALLOW_IPS),
         )
 
     @property
@@ -278,6 +278,21 @@ def _welcome_page(value: str) -> str:
         raise ValueError(f"the welcome page {path} is not a template pypiserver can render: "
                          f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
     return text
+
+
+def _parse_allow_ips(value: str) -> tuple[str, ...]:
+    """FORWARDED_ALLOW_IPS as gunicorn reads it: comma-separated IP addresses, or ``*``
+    for every peer. Raises ValueError naming a bad entry (a network such as 10.0.0.0/8
+    included: gunicorn 23 refuses those too)."""
+    ips = tuple(part.strip() for part in value.split(",") if part.strip())
+    for ip in ips:
+        if ip != "*":
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError as exc:
+                raise ValueError(f"{ip!r} is not an IP address (a comma-separated list of addresses, "
+                                 "or * for every peer)") from exc
+    return ips
 
 
 def _parse_prefix(value: str) -> str:

@@ -17,7 +17,7 @@ from werkzeug.test import Client
 from gcs_sync import build_app
 from gcs_sync.drivers import make_driver
 
-from gcs_sync.client import StorageClient
+from gcs_sync.sync.client import StorageClient
 
 from .buckets import BucketProbe
 from .views import age_listing, age_view

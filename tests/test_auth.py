@@ -22,7 +22,7 @@ from werkzeug.test import Client
 
 import bcrypt as bcrypt_library
 from gcs_sync import build_app
-from gcs_sync.passwords import replace_file
+from gcs_sync.auth.password_file import replace_file
 
 from .buckets import BucketProbe
 from .conftest import settings_for

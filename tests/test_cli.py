@@ -20,7 +20,7 @@ import filelock
 import pytest
 
 from gcs_sync import cli
-from gcs_sync.state import StateFile
+from gcs_sync.sync.state import StateFile
 
 from .buckets import BucketProbe
 from .fault_proxy import FaultProxy

@@ -20,7 +20,7 @@ from pathlib import Path
 import libfaketime
 import pytest
 
-from gcs_sync.folder import PackageFolder
+from gcs_sync.sync.folder import PackageFolder
 
 from .buckets import MARKER, BucketProbe
 from .fault_proxy import Delay, FaultProxy
@@ -93,7 +93,7 @@ def test_a_clock_step_changes_nothing_a_client_sees(
 def test_a_temp_file_still_being_written_is_never_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A temp file is swept only once this process has seen it unchanged for the stale
     time on its monotonic clock: its mtime may be hours "old" after a clock step."""
-    monkeypatch.setattr("gcs_sync.folder.STALE_TEMP_SECONDS", 0.3)
+    monkeypatch.setattr("gcs_sync.sync.folder.STALE_TEMP_SECONDS", 0.3)
     folder = PackageFolder(tmp_path / "packages")
     writing, abandoned = folder.temp_path("writing-1.0.tar.gz"), folder.temp_path("abandoned-1.0.tar.gz")
     for temp in (writing, abandoned):

@@ -30,7 +30,7 @@ from passlib.apache import HtpasswdFile
 from werkzeug.test import Client
 
 from gcs_sync import BucketNotFound, StoragePermissionDenied, build_app
-from gcs_sync.guards import XMLRPC_MAX_BODY
+from gcs_sync.web.guards import XMLRPC_MAX_BODY
 
 from .buckets import BucketProbe
 from .conftest import BACKENDS, new_probe, settings_for

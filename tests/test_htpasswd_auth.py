@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from passlib.hash import apr_md5_crypt, bcrypt, sha512_crypt
 
-from gcs_sync.htpasswd_auth import ACCEPTED, FailureBudget, HtpasswdChecker
+from gcs_sync.auth.htpasswd import ACCEPTED, FailureBudget, HtpasswdChecker
 
 from .test_auth import write_users
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gcs_sync.client import StorageClient
-from gcs_sync.folder import PackageFolder
-from gcs_sync.index import PackageIndex
-from gcs_sync.state import StateFile
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.web.index import PackageIndex
+from gcs_sync.sync.state import StateFile
 
 from .buckets import BucketProbe
 

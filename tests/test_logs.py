@@ -20,7 +20,8 @@ from pypiserver.bottle_wrapper import Bottle
 from werkzeug.test import Client
 
 from gcs_sync import build_app
-from gcs_sync.logs import REQUEST_LOGGER, CloudLoggingFormatter, RequestLog, basic_user, severity
+from gcs_sync.logs import CloudLoggingFormatter, severity
+from gcs_sync.web.request_log import REQUEST_LOGGER, RequestLog, basic_user
 
 from .buckets import BucketProbe
 from .conftest import settings_for

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gcs_sync.drivers.base import RemoteObject
-from gcs_sync.events import LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged, RemoteDeleted
-from gcs_sync.plan import plan_sync
-from gcs_sync.state import SyncedFile
+from gcs_sync.sync.events import LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged, RemoteDeleted
+from gcs_sync.sync.plan import plan_sync
+from gcs_sync.sync.state import SyncedFile
 
 N = "demo-1.0.tar.gz"
 R1, R2 = RemoteObject(N, "v1", 3), RemoteObject(N, "v2", 3)

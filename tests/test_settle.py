@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gcs_sync.client import StorageClient
+from gcs_sync.sync.client import StorageClient
 from gcs_sync.drivers import FileStoreDriver
-from gcs_sync.folder import PackageFolder
-from gcs_sync.settle import SETTLE_SECONDS
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.settle import SETTLE_SECONDS
 
 from .buckets import BucketProbe
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gcs_sync.state import StateFile, SyncedFile
+from gcs_sync.sync.state import StateFile, SyncedFile
 
 STORE = "gs://bucket/packages/"
 

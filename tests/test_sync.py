@@ -11,11 +11,11 @@ from typing import Optional
 
 import pytest
 
-from gcs_sync.client import StorageClient
+from gcs_sync.sync.client import StorageClient
 from gcs_sync.drivers import FileStoreDriver
 from gcs_sync.errors import ObjectChanged, ObjectNotFound, StorageUnavailable
-from gcs_sync.events import LocalDeleted, RemoteAdded
-from gcs_sync.folder import PackageFolder
+from gcs_sync.sync.events import LocalDeleted, RemoteAdded
+from gcs_sync.sync.folder import PackageFolder
 
 from .buckets import BucketProbe
 from .views import age_view

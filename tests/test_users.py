@@ -16,8 +16,8 @@ import pytest
 from passlib.apache import HtpasswdFile
 
 from gcs_sync.cli import main
-from gcs_sync.cli_users import SCHEMES
-from gcs_sync.passwords import replace_file
+from gcs_sync.cli.users import SCHEMES
+from gcs_sync.auth.password_file import replace_file
 
 from .buckets import BucketProbe
 from .servers import REPO, clean_env, start_instance, upload_form

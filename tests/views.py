@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from gcs_sync.client import StorageClient
+from gcs_sync.sync.client import StorageClient
 from gcs_sync.clock import Moment, boot_id, now
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .base import FileStoreDriver, RemoteObject
+from gcs_sync.drivers.base import FileStoreDriver, RemoteObject
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from gcs_sync.config import Settings
 
 __all__ = ["FileStoreDriver", "RemoteObject", "make_driver"]
 
@@ -22,13 +22,13 @@ def make_driver(
     bucket_name = settings.bucket_name if bucket_name is None else bucket_name
     prefix = settings.remote_package_directory if prefix is None else prefix
     if settings.storage_backend == "gcs":
-        from .gcs import GCSDriver
+        from gcs_sync.drivers.gcs import GCSDriver
 
         return GCSDriver(bucket_name, prefix, settings.storage_timeout)
     if settings.storage_backend == "s3":
-        from .s3 import S3Driver
+        from gcs_sync.drivers.s3 import S3Driver
 
         return S3Driver(bucket_name, prefix, settings.storage_timeout)
-    from .local import LocalFolderDriver
+    from gcs_sync.drivers.local import LocalFolderDriver
 
     return LocalFolderDriver(Path(bucket_name), prefix, create=settings.create_bucket_folder)

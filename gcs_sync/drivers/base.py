@@ -55,7 +55,7 @@ import uuid
 from pathlib import Path
 from typing import Mapping, Optional
 
-from ..errors import ObjectChanged, ObjectExists, StorageUnavailable
+from gcs_sync.errors import ObjectChanged, ObjectExists, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from ..errors import (
+from gcs_sync.errors import (
     BucketNotFound,
     ObjectChanged,
     ObjectExists,
@@ -26,8 +26,8 @@ from ..errors import (
     StoragePermissionDenied,
     StorageUnavailable,
 )
-from ..folder import sha256_of
-from .base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject, served_sha256
+from gcs_sync.files import sha256_of
+from gcs_sync.drivers.base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject, served_sha256
 
 _UNAVAILABLE = (
     DataCorruption,  # checksum mismatch on download: a transfer fault, try again later

@@ -13,7 +13,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Mapping, Optional
 
-from ..errors import (
+from gcs_sync.errors import (
     BucketNotFound,
     ObjectChanged,
     ObjectExists,
@@ -21,8 +21,8 @@ from ..errors import (
     StorageError,
     StoragePermissionDenied,
 )
-from ..folder import TEMP_SUFFIX, copy_hashing, fingerprint, sha256_of, temp_name
-from .base import MARKER_NAME, FileStoreDriver, RemoteObject
+from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, sha256_of, temp_name
+from gcs_sync.drivers.base import MARKER_NAME, FileStoreDriver, RemoteObject
 
 
 def _sha256_or_none(path: Path) -> Optional[str]:

@@ -14,7 +14,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from ..errors import (
+from gcs_sync.errors import (
     BucketNotFound,
     ObjectChanged,
     ObjectExists,
@@ -23,7 +23,7 @@ from ..errors import (
     StoragePermissionDenied,
     StorageUnavailable,
 )
-from .base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject, served_sha256
+from gcs_sync.drivers.base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject, served_sha256
 
 _CHUNK = 1 << 20
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}

@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Optional, TypeVar
 
-from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
-from .errors import ConfigError, ObjectExists, StorageError
-from .folder import TEMP_SUFFIX, fingerprint, sha256_of, temp_name
-from .names import is_package_filename
-from .state import StateFile, SyncedFile
+from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
+from gcs_sync.errors import ConfigError, ObjectExists, StorageError
+from gcs_sync.files import TEMP_SUFFIX, fingerprint, sha256_of, temp_name
+from gcs_sync.names import is_package_filename
+from gcs_sync.sync.state import StateFile, SyncedFile
 
 Advance = Callable[[int], None]
 T = TypeVar("T")

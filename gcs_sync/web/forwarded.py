@@ -60,18 +60,3 @@ def _address(value: str) -> _Address:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-def parse_allow_ips(value: str) -> tuple[str, ...]:
-    """FORWARDED_ALLOW_IPS as gunicorn reads it: comma-separated IP addresses, or ``*``
-    for every peer. Raises ValueError naming a bad entry (a network such as 10.0.0.0/8
-    included: gunicorn 23 refuses those too)."""
-    ips = tuple(part.strip() for part in value.split(",") if part.strip())
-    for ip in ips:
-        if ip != "*":
-            try:
-                _address(ip)
-            except ValueError as exc:
-                raise ValueError(f"{ip!r} is not an IP address (a comma-separated list of addresses, "
-                                 "or * for every peer)") from exc
-    return ips

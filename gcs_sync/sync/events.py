@@ -19,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Protocol, Union
 
-from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
-from .folder import PackageFolder, sha256_of
-from .state import SyncedFile
+from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
+from gcs_sync.files import sha256_of
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.state import SyncedFile
 
 
 class Transfers(Protocol):

@@ -14,21 +14,20 @@ in the bucket by other tools), is the bucket listed.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterator, Optional, Protocol, Sequence, TypeVar
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 import filelock
 
-from .breaker import WriteBreaker
-from .clock import Moment
-from .drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, StoredObject
-from .errors import (
+from gcs_sync.sync.breaker import WriteBreaker
+from gcs_sync.clock import Moment
+from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, StoredObject
+from gcs_sync.errors import (
     ObjectChanged,
     ObjectExists,
     StorageError,
@@ -36,16 +35,16 @@ from .errors import (
     StorageUnavailable,
     failure_reason,
 )
-from .events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged
-from .folder import PackageFolder, StagedFile
-from .logs import BucketMeter, log_bucket_write, log_marker_check, log_sync
-from .names import is_package_filename
-from .pending import DEFAULT_EXPIRY, Intent, PendingUploads
-from .plan import SyncPlan, plan_sync
-from .settle import SETTLE_SECONDS, SettleWatch
-from .state import Listing, StateFile, SyncedFile, TrackedState
+from gcs_sync.sync.events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged
+from gcs_sync.sync.folder import PackageFolder, StagedFile
+from gcs_sync.sync.report import BucketMeter, SyncProgress, SyncReport, log_bucket_write, log_marker_check, log_sync
+from gcs_sync.names import is_package_filename
+from gcs_sync.sync.pending import DEFAULT_EXPIRY, Intent, PendingUploads
+from gcs_sync.sync.plan import plan_sync
+from gcs_sync.sync.settle import SETTLE_SECONDS, SettleWatch
+from gcs_sync.sync.state import Listing, StateFile, SyncedFile, TrackedState
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
 
 _T = TypeVar("_T")
 
@@ -60,34 +59,6 @@ _MIN_CHECKER_PAUSE = 1.0
 _TAKEN_FOR_ABANDONED = "this upload took so long that it was taken for an abandoned one and removed. Try again"
 # Readiness names at most this many of the files it cannot serve (to the operator only).
 _UNSERVABLE_NAMES_SHOWN = 20
-
-
-@dataclasses.dataclass
-class SyncReport:
-    applied: list[ContentChangeEvent] = dataclasses.field(default_factory=list)
-    failed: list[tuple[ContentChangeEvent, StorageError]] = dataclasses.field(default_factory=list)
-    skipped_names: list[str] = dataclasses.field(default_factory=list)
-    # Left for a later sync: files still being written here, or uploads under way.
-    deferred: list[str] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-    bucket_calls: int = 0
-
-    def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for event in self.applied:
-            counts[type(event).__name__] = counts.get(type(event).__name__, 0) + 1
-        changes = ", ".join(f"{kind}={n}" for kind, n in sorted(counts.items())) or "no changes"
-        failed = f", {len(self.failed)} failed" if self.failed else ""
-        return f"{changes}{failed} in {self.seconds:.3f}s, {self.bucket_calls} bucket calls"
-
-
-class SyncProgress(Protocol):
-    """Watches one sync from outside (the command line's progress bar): its plan, then
-    each event as it finishes, in the syncing thread."""
-
-    def planned(self, plan: SyncPlan) -> None: ...
-
-    def finished(self, event: ContentChangeEvent, error: Optional[StorageError]) -> None: ...
 
 
 class StorageClient:

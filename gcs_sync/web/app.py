@@ -11,28 +11,28 @@ import pypiserver
 from pypiserver.backend import BackendProxy
 from pypiserver.bottle_wrapper import Bottle, request, response
 
-from .backend import SyncedFolderBackend
-from .client import StorageClient
-from .config import Settings
-from .drivers import FileStoreDriver, make_driver
-from .errors import StorageUnavailable
-from .folder import PackageFolder
-from .forwarded import TrustedForwardedHeaders
-from .guards import (
+from gcs_sync.web.backend import SyncedFolderBackend
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.config import Settings
+from gcs_sync.drivers import FileStoreDriver, make_driver
+from gcs_sync.errors import StorageUnavailable
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.web.forwarded import TrustedForwardedHeaders
+from gcs_sync.web.guards import (
     XMLRPC_ENDPOINT,
     XMLRPC_MAX_BODY,
     XmlRpcGuard,
     refuse_control_characters,
     refuse_unusable_host,
 )
-from .htpasswd_auth import HtpasswdChecker
-from .index import PackageIndex
-from .logs import RequestLog
-from .passwords import BucketPasswordFile
-from .plugin import BucketSyncPlugin, RequestBodyGuard, current_changes
-from .state import StateFile
+from gcs_sync.auth.htpasswd import HtpasswdChecker
+from gcs_sync.web.index import PackageIndex
+from gcs_sync.web.request_log import RequestLog
+from gcs_sync.auth.password_file import BucketPasswordFile
+from gcs_sync.web.plugin import BucketSyncPlugin, RequestBodyGuard, current_changes
+from gcs_sync.sync.state import StateFile
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.app")  # the name operators' log queries know
 
 # JSON: "starting" (503) until the first sync has listed the bucket; then "ok", or
 # "degraded" with the reason while the bucket cannot be reached (reads go on locally).

@@ -20,10 +20,12 @@ from typing import Iterable, Iterator, Optional
 from pypiserver.core import PkgFile, normalize_pkgname
 from pypiserver.pkg_helpers import guess_pkgname_and_version
 
-from .folder import PackageFolder, fingerprint
-from .state import Entry, StateCursor, StateFile, SyncedFile
+from gcs_sync.files import fingerprint
 
-log = logging.getLogger(__name__)
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.state import Entry, StateCursor, StateFile, SyncedFile
+
+log = logging.getLogger("gcs_sync.index")  # the name operators' log queries know
 
 
 class PackageIndex:

@@ -16,17 +16,17 @@ from pypiserver.backend import Backend, digest_file
 from pypiserver.bottle_wrapper import HTTPError, request
 from pypiserver.core import PkgFile
 
-from .errors import failure_reason
-from .folder import PackageFolder
-from .index import PackageIndex
-from .names import MAX_NAME_LENGTH, is_package_filename
+from gcs_sync.errors import failure_reason
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.web.index import PackageIndex
+from gcs_sync.names import MAX_NAME_LENGTH, is_package_filename
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.backend")  # the name operators' log queries know
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
 
-    from .plugin import PendingChanges
+    from gcs_sync.web.plugin import PendingChanges
 
 
 class SyncedFolderBackend(Backend):

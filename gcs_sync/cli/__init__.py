@@ -20,58 +20,11 @@ import os
 import sys
 from typing import Callable, Mapping, Optional, Sequence
 
-from .config import Settings
-from .errors import ConfigError, StorageError
+from gcs_sync.cli import packages, users
+from gcs_sync.cli.common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STORAGE, store_options
+from gcs_sync.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_DIFFERENT = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
-EXIT_STORAGE = 4
-EXIT_INTERRUPTED = 130
-
-# Flags that override environment variables, as (flag, variable, help).
-_STORE_FLAGS = (
-    ("--tier", "TIER", "dev or prod: picks the defaults of the other settings"),
-    ("--backend", "STORAGE_BACKEND", "gcs, s3 or local"),
-    ("--bucket", "BUCKET_NAME", "the bucket's name (for local: a folder)"),
-    ("--remote-dir", "REMOTE_PACKAGE_DIRECTORY", "the folder inside the bucket that holds the packages"),
-    ("--local-dir", "LOCAL_PACKAGE_DIRECTORY", "the local package folder the server serves"),
-    ("--timeout", "STORAGE_TIMEOUT", "seconds one bucket operation may take, retries included"),
-    ("--concurrency", "SYNC_CONCURRENCY", "transfers at a time (1-64)"),
-    ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
-)
-
-
-def store_options() -> argparse.ArgumentParser:
-    """The flags every command that talks to the bucket takes."""
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("storage (flags override environment variables)")
-    for flag, variable, text in _STORE_FLAGS:
-        group.add_argument(flag, metavar=variable, dest=variable, help=f"{text} [env {variable}]")
-    return parent
-
-
-def overridden_environ(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment with every flag that was given put in place of its variable."""
-    merged = dict(environ)
-    for _, variable, _ in _STORE_FLAGS:
-        value = getattr(args, variable, None)
-        if value is not None:
-            merged[variable] = value
-    return merged
-
-
-def store_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """Settings for the commands that move packages. They serve no requests, so the
-    server's auth settings (PASSWORD_FILE, AUTHENTICATE) are not read or checked here."""
-    merged = overridden_environ(args, environ)
-    merged.pop("PASSWORD_FILE", None)
-    merged["AUTHENTICATE"] = "."
-    return Settings.from_env(merged)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -84,10 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parent = store_options()
     # Each module adds its commands; each command sets ``run(args, environ) -> exit code``.
-    from . import cli_packages, cli_users
-
-    cli_packages.add_commands(commands, parent)
-    cli_users.add_commands(commands, parent)
+    packages.add_commands(commands, parent)
+    users.add_commands(commands, parent)
     return parser
 
 

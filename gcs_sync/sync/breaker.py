@@ -23,11 +23,11 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from . import clock
-from .errors import StorageUnavailable, WritesSuspended
-from .state import write_json_atomically
+from gcs_sync import clock
+from gcs_sync.errors import StorageUnavailable, WritesSuspended
+from gcs_sync.files import write_json_atomically
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.breaker")  # the name operators' log queries know
 
 
 class WriteBreaker:

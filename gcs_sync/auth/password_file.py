@@ -31,13 +31,15 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .config import BucketObject, ConfigError, Settings, check_htpasswd
-from .drivers import FileStoreDriver, RemoteObject, make_driver
-from .errors import ObjectChanged, StorageError, StorageUnavailable
-from .folder import PackageFolder, temp_name
-from .state import StateFile, write_json_atomically
+from gcs_sync.config import BucketObject, ConfigError, Settings, check_htpasswd
+from gcs_sync.drivers import FileStoreDriver, RemoteObject, make_driver
+from gcs_sync.errors import ObjectChanged, StorageError, StorageUnavailable
+from gcs_sync.files import temp_name
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.files import write_json_atomically
+from gcs_sync.sync.state import StateFile
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.passwords")  # the name operators' log queries know
 
 COPY_NAME = "htpasswd"
 _RECORD_NAME = "htpasswd.json"

@@ -35,12 +35,12 @@ import time
 import uuid
 from typing import Mapping, Optional, Sequence
 
-from .drivers.base import FileStoreDriver, RemoteObject
-from .errors import ObjectChanged, StorageError
-from .folder import StagedFile
-from .state import SyncedFile
+from gcs_sync.drivers.base import FileStoreDriver, RemoteObject
+from gcs_sync.errors import ObjectChanged, StorageError
+from gcs_sync.sync.folder import StagedFile
+from gcs_sync.sync.state import SyncedFile
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.pending")  # the name operators' log queries know
 
 PENDING_FOLDER = ".gcs_sync/pending/"
 # A request writes for at most half of this (``check_time``), and a write lasts about

@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Collection, Mapping
 
-from .drivers.base import RemoteObject
-from .events import (
+from gcs_sync.drivers.base import RemoteObject
+from gcs_sync.sync.events import (
     ContentChangeEvent,
     LocalAdded,
     LocalChanged,
@@ -34,7 +34,7 @@ from .events import (
     RemoteChanged,
     RemoteDeleted,
 )
-from .state import SyncedFile
+from gcs_sync.sync.state import SyncedFile
 
 
 @dataclasses.dataclass(frozen=True)

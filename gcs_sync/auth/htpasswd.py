@@ -40,7 +40,7 @@ from passlib.apache import HtpasswdFile
 from passlib.context import CryptContext
 from pypiserver.bottle_wrapper import HTTPError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.htpasswd_auth")  # the name operators' log queries know
 
 # What htpasswd, openssl passwd and passlib write, minus the weak or exotic: des_crypt
 # (8-character passwords), plaintext, and formats passlib cannot verify (yescrypt "$y$",

@@ -23,15 +23,15 @@ from typing import Iterator, Mapping, Optional, Sequence
 import filelock
 from tqdm import tqdm
 
-from . import bulk
-from .cli import EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_OK, store_settings
-from .client import StorageClient
-from .config import Settings
-from .drivers import FileStoreDriver, make_driver
-from .errors import StorageError
-from .events import ContentChangeEvent, RemoteDeleted
-from .folder import PackageFolder
-from .plan import SyncPlan
+from gcs_sync.ops import bulk
+from gcs_sync.cli.common import EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_OK, store_settings
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.config import Settings
+from gcs_sync.drivers import FileStoreDriver, make_driver
+from gcs_sync.errors import StorageError
+from gcs_sync.sync.events import ContentChangeEvent, RemoteDeleted
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.plan import SyncPlan
 
 # How long pull waits for the folder's lock, which a running server holds during its
 # syncs (a cold start of a large repository can take minutes).

@@ -23,14 +23,14 @@ from typing import Callable, Mapping, Optional, Protocol
 
 from passlib.apache import HtpasswdFile
 
-from .cli import EXIT_DIFFERENT, EXIT_OK, EXIT_USAGE, overridden_environ, store_settings
-from .config import is_object_url, parse_password_object, password_file_setting
-from .drivers import FileStoreDriver, make_driver
-from .drivers.base import SHA256_KEY
-from .errors import ConfigError, ObjectChanged, ObjectExists, StorageError
-from .folder import fingerprint, temp_name
-from .htpasswd_auth import AccountedHtpasswd, HtpasswdProblem, check_entries
-from .passwords import replace_file
+from gcs_sync.cli.common import EXIT_DIFFERENT, EXIT_OK, EXIT_USAGE, overridden_environ, store_settings
+from gcs_sync.config import is_object_url, parse_password_object, password_file_setting
+from gcs_sync.drivers import FileStoreDriver, make_driver
+from gcs_sync.drivers.base import SHA256_KEY
+from gcs_sync.errors import ConfigError, ObjectChanged, ObjectExists, StorageError
+from gcs_sync.files import fingerprint, temp_name
+from gcs_sync.auth.htpasswd import AccountedHtpasswd, HtpasswdProblem, check_entries
+from gcs_sync.auth.password_file import replace_file
 
 # Hash schemes pypiserver (through passlib) verifies; bcrypt needs the bcrypt 4.0.x that
 # requirements.txt pins. Each costs some CPU at every login: bcrypt and sha512_crypt at

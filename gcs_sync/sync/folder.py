@@ -8,40 +8,19 @@ folder's own bookkeeping lives in the dot folder ``.gcs_sync/``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .names import is_package_filename
+from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, temp_name
+from gcs_sync.names import is_package_filename
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.folder")  # the name operators' log queries know
 
-_CHUNK = 1 << 20
-TEMP_SUFFIX = ".part"
-# Of the target's name, only this much goes into a temp name: with the dot, a random
-# part and the suffix it stays within one path component (255) for any package name.
-_TEMP_NAME_KEEP = 200
 # A temp file unchanged for this long belongs to a process that died mid-write.
 STALE_TEMP_SECONDS = 3600
-
-
-def temp_name(name: str) -> str:
-    """A hidden, unique name for a temporary file that becomes ``name``."""
-    return f".{name[:_TEMP_NAME_KEEP]}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
-
-
-def fingerprint(stat: os.stat_result) -> str:
-    """Changes whenever a file is replaced or rewritten (a rename gives a new inode)."""
-    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def fingerprint_mtime(value: str) -> float:
-    """The modification time (seconds since the epoch) a ``fingerprint`` was taken at."""
-    return int(value.rsplit(":", 1)[1]) / 1e9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,28 +113,3 @@ class PackageFolder:
         self._temps_seen = seen
         if removed:
             log.warning("removed %d stale temp files left by a crashed worker: %s", len(removed), removed)
-
-
-@dataclasses.dataclass(frozen=True)
-class Copied:
-    sha256: str
-    size: int
-
-
-def copy_hashing(source: BinaryIO, destination: BinaryIO) -> Copied:
-    """Copy a stream, hashing it on the way: one pass over the bytes."""
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in iter(lambda: source.read(_CHUNK), b""):
-        digest.update(chunk)
-        destination.write(chunk)
-        size += len(chunk)
-    return Copied(digest.hexdigest(), size)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as src:
-        for chunk in iter(lambda: src.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -24,11 +24,11 @@ import typing as t
 
 from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
 
-from .client import StorageClient
-from .errors import ObjectExists, StorageError, StorageUnavailable, WritesSuspended
-from .folder import StagedFile
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.errors import ObjectExists, StorageError, StorageUnavailable, WritesSuspended
+from gcs_sync.sync.folder import StagedFile
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.plugin")  # the name operators' log queries know
 
 _ENVIRON_KEY = "gcs_sync.pending_changes"
 

@@ -30,9 +30,10 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .clock import Moment
+from gcs_sync.clock import Moment
+from gcs_sync.files import write_json_atomically
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gcs_sync.state")  # the name operators' log queries know
 
 FORMAT_VERSION = 2
 # Compact the journal into a new snapshot once it outgrows this or the snapshot: every
@@ -368,15 +369,6 @@ class StateFile:
         except OSError as exc:
             log.warning("could not record the listing in %s: %s", self._listing_record, exc)
             return False
-
-
-def write_json_atomically(path: Path, payload: dict[str, object]) -> None:
-    temp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
-    try:
-        temp.write_text(json.dumps(payload), encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 class TrackedState:

@@ -16,7 +16,7 @@ import dataclasses
 import time
 from typing import Mapping
 
-from .folder import fingerprint_mtime
+from gcs_sync.files import fingerprint_mtime
 
 # Longer than a copy's pauses between writes (a local copy writes continuously; a slow
 # network copy stalls for a second or two), short next to SYNC_INTERVAL: a file copied

@@ -1,0 +1,10 @@
+"""The sync engine: keeps one local package folder converged on the bucket.
+
+Owns the three-way plan (a pure function of the listings), the change events and their
+strategies, the last-synced state, the local folder, the settle watch, pending multi-file
+uploads, the write breaker, the engine that gathers, plans, applies and records, and the
+sync report with its log lines.
+
+May import: ``gcs_sync.drivers`` and the top-level modules (config, errors, names, clock,
+files). Never ``web``, ``auth``, ``ops`` or ``cli``.
+"""
