@@ -15,6 +15,7 @@ Wall-clock times are still written next to moments, for people to read, never to
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import time
 import uuid
@@ -71,3 +72,8 @@ class Moment:
         if not isinstance(monotonic, (int, float)) or isinstance(monotonic, bool) or not isinstance(boot, str):
             return None
         return cls(float(monotonic), boot)
+
+
+def rfc3339(epoch_seconds: float, timespec: str = "milliseconds") -> str:
+    """A wall-clock time (seconds since the epoch) as RFC 3339 in UTC, for people and logs."""
+    return datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc).isoformat(timespec=timespec)

@@ -6,13 +6,14 @@ and is renamed into place (``os.replace``), so a reader sees a whole file or not
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 _CHUNK = 1 << 20
 TEMP_SUFFIX = ".part"
@@ -58,10 +59,23 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(src, "sha256").hexdigest()
 
 
-def write_json_atomically(path: Path, payload: dict[str, object]) -> None:
-    temp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
+@contextlib.contextmanager
+def replacing(target: Path) -> Iterator[Path]:
+    """A temp file beside ``target`` that replaces it when the block ends without an
+    error, and is removed in every case. A check that must come just before the swap
+    (a conditional write) goes at the end of the block and raises to call it off."""
+    temp = target.with_name(temp_name(target.name))
     try:
-        temp.write_text(json.dumps(payload), encoding="utf-8")
-        os.replace(temp, path)
+        yield temp
+        os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    with replacing(target) as temp:
+        temp.write_bytes(data)
+
+
+def write_json_atomically(path: Path, payload: dict[str, object]) -> None:
+    write_atomically(path, json.dumps(payload).encode("utf-8"))

@@ -22,7 +22,7 @@ from typing import Iterator
 import filelock
 import pytest
 
-from gcs_sync import app as app_module
+from gcs_sync.web import app as app_module
 
 from .buckets import BucketProbe
 from .fault_proxy import FaultProxy, Respond
