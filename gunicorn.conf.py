@@ -165,11 +165,12 @@ def on_starting(server):
     # HaltServer traceback. The workers read the same environment (main.get_app).
     if not str(getattr(server.app, "app_uri", "")).startswith("main:"):
         return  # another app under this config (the benchmark's stock pypiserver)
+    from gcs_sync.auth.startup import check_startup
     from gcs_sync.config import Settings
     from gcs_sync.errors import ConfigError
 
     try:
-        Settings.from_env(os.environ)
+        check_startup(Settings.from_env(os.environ))
     except ConfigError as exc:
         print(f"gcs_sync configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(server.APP_LOAD_ERROR)

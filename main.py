@@ -19,7 +19,9 @@ def get_app():
     configure_logging(settings)
     try:
         return build_app(settings)
-    except ConfigError as exc:  # PASSWORD_FILE names a bucket object that is missing or unusable
+    except ConfigError as exc:
+        # The start-up check (folders, PASSWORD_FILE, WELCOME: auth.startup), which build_app
+        # runs first, or a PASSWORD_FILE object that is missing or unusable.
         raise AppImportError(f"gcs_sync configuration error: {exc}") from exc
     except StorageError as exc:
         # A missing bucket, refused or unreadable credentials: build_app lets an outage pass.

@@ -26,6 +26,7 @@ from gcs_sync.web.guards import (
     refuse_unusable_host,
 )
 from gcs_sync.auth.htpasswd import HtpasswdChecker
+from gcs_sync.auth.startup import check_startup
 from gcs_sync.web.index import PackageIndex
 from gcs_sync.web.request_log import RequestLog
 from gcs_sync.auth.password_file import BucketPasswordFile
@@ -50,6 +51,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     ``check_bucket``), ConfigError or StorageError if PASSWORD_FILE names a bucket object
     that is missing, unusable or unreadable (see ``BucketPasswordFile.load``): the caller
     stops the start."""
+    started = check_startup(settings)  # the folders, PASSWORD_FILE and WELCOME: ConfigError
     driver = driver or make_driver(settings)
     check_bucket(driver)
     folder = PackageFolder(settings.local_package_directory)
@@ -85,7 +87,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         hash_algo=settings.hash_algo,
         health_endpoint=settings.health_endpoint,
         cache_control=settings.cache_control,
-        welcome_msg=settings.welcome_msg,
+        welcome_msg=started.welcome_msg,
         backend_arg="simple-dir",
     )
     config = app._pypiserver_config
