@@ -1,8 +1,9 @@
 """The start-up check: what the settings name on this machine, checked before anything starts.
 
 ``Settings.from_env`` reads and validates the variables without touching a file; this
-check, run at every start (``web.app.build_app``, so ``main.get_app``; gunicorn.conf.py's
-``on_starting`` in the master; the command line's settings), looks at what they name:
+check, run at every start (``main.get_app``, and ``web.app.build_app`` when its caller has
+not; gunicorn.conf.py's ``on_starting`` in the master; the command line's settings),
+looks at what they name:
 
 - BUCKET_NAME of the local backend: an existing folder (the dev default is created on
   first use instead);
@@ -34,7 +35,7 @@ from gcs_sync.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Started:
-    """What the check read, for the app."""
+    """What the check read, for the app (``build_app(..., started=...)``)."""
 
     welcome_msg: str  # the page at "/": the WELCOME file's text, or pypiserver's own
 

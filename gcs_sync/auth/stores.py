@@ -1,9 +1,10 @@
 """Where the htpasswd file is kept, for the commands that edit it: a local file, or an
-object in the bucket.
+object in the bucket; and its users, read and written through passlib.
 
 A change is written whole, and only over the version that was read (a fingerprint check
 just before the rename locally; a generation or ETag precondition in the bucket), so two
-edits at once never lose one silently: the second gets ObjectChanged.
+edits at once never lose one silently: the second gets ObjectChanged. Nothing is written
+that the server would refuse (``htpasswd.check_entries``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
+from passlib.apache import HtpasswdFile
+
+from gcs_sync.auth.htpasswd import AccountedHtpasswd, HtpasswdProblem, check_entries
 from gcs_sync.auth.password_file import step_mtime
 from gcs_sync.auth.password_object import is_object_url, parse_password_object
 from gcs_sync.config import Settings
@@ -141,3 +145,38 @@ def open_store(password_file: Optional[str], bucket_settings: Callable[[], Setti
     assert location is not None  # a URL: an object, or ConfigError
     driver = make_driver(settings, bucket_name=location.bucket, prefix=location.folder)
     return BucketHtpasswd(str(location), driver, location.name, make_driver(settings))
+
+
+def read_users(store: HtpasswdStore, scheme: Optional[str] = None) -> tuple[Optional[str], HtpasswdFile]:
+    """The file's version (None: no file yet) and its users, new passwords hashed with
+    ``scheme``. Raises ConfigError if the file cannot be read."""
+    content = store.read()
+    if content is None:
+        return None, HtpasswdFile(default_scheme=scheme)
+    try:
+        users = HtpasswdFile.from_string(content.data, default_scheme=scheme)
+        users.users()  # names are decoded here
+    except ValueError as exc:  # a malformed line, or not UTF-8
+        raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {store.where}: {exc}") from exc
+    return content.version, users
+
+
+def existing_users(store: HtpasswdStore) -> tuple[str, HtpasswdFile]:
+    """As ``read_users``, for a file that must exist already (ConfigError if not)."""
+    version, users = read_users(store)
+    if version is None:
+        raise ConfigError("PASSWORD_FILE", f"no such file: {store.where} ('users add NAME' creates it)")
+    return version, users
+
+
+def write_users(store: HtpasswdStore, users: HtpasswdFile, version: Optional[str]) -> None:
+    """Store ``users`` over ``version``: ConfigError if the server would refuse the file,
+    ObjectChanged if the store is no longer at ``version``."""
+    data = users.to_string()
+    try:
+        # The server's own check: never write a file it would refuse (an entry of another
+        # scheme, a damaged hash). ``users add`` of that entry's user replaces it.
+        check_entries(AccountedHtpasswd.from_string(data), store.where)
+    except HtpasswdProblem as exc:
+        raise ConfigError("PASSWORD_FILE", f"{exc}; nothing was written") from exc
+    store.write(data, version)

@@ -28,11 +28,11 @@ from gcs_sync.drivers import FileStoreDriver, make_driver
 from gcs_sync.errors import StorageError
 from gcs_sync.ops import push as ops_push
 from gcs_sync.ops import verify as ops_verify
-from gcs_sync.ops.push import Pushed
-from gcs_sync.ops.verify import Verified
 from gcs_sync.ops.gather import scan_folder
 from gcs_sync.ops.pull import download_size, pull_client
+from gcs_sync.ops.push import Pushed
 from gcs_sync.ops.status import Comparison, compare
+from gcs_sync.ops.verify import Verified
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.events import ContentChangeEvent, RemoteDeleted
 from gcs_sync.sync.plan import SyncPlan
@@ -320,8 +320,8 @@ def run_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     try:
         report = ops_push.push(driver, scan, concurrency=settings.sync_concurrency,
-                           overwrite=args.overwrite, dry_run=args.dry_run,
-                           advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
+                               overwrite=args.overwrite, dry_run=args.dry_run,
+                               advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
     finally:
         if bar is not None:
             bar.close()
@@ -369,7 +369,7 @@ def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     try:
         report = ops_verify.verify(driver, scan, concurrency=settings.sync_concurrency,
-                             advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
+                                   advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
     finally:
         if bar is not None:
             bar.close()

@@ -18,12 +18,11 @@ from typing import Callable, Mapping, Optional
 
 from passlib.apache import HtpasswdFile
 
-from gcs_sync.auth.htpasswd import AccountedHtpasswd, HtpasswdProblem, check_entries
 from gcs_sync.auth.password_object import password_file_setting
-from gcs_sync.auth.stores import Content, HtpasswdStore, open_store
-from gcs_sync.auth.user_names import UserNameError, check_new_user_name
+from gcs_sync.auth.stores import HtpasswdStore, existing_users, open_store, read_users, write_users
+from gcs_sync.auth.user_names import UserNameError, check_editable_user_name
 from gcs_sync.cli.common import EXIT_DIFFERENT, EXIT_OK, EXIT_USAGE, overridden_environ, store_settings
-from gcs_sync.errors import ConfigError, ObjectChanged, StorageError
+from gcs_sync.errors import ObjectChanged, StorageError
 
 # Hash schemes pypiserver (through passlib) verifies; bcrypt needs the bcrypt 4.0.x that
 # requirements.txt pins. Each costs some CPU at every login: bcrypt and sha512_crypt at
@@ -57,22 +56,6 @@ def _announce(store: HtpasswdStore) -> int:
     return EXIT_OK
 
 
-def _users_of(content: Content, store: HtpasswdStore, scheme: Optional[str] = None) -> HtpasswdFile:
-    try:
-        users = HtpasswdFile.from_string(content.data, default_scheme=scheme)
-        users.users()  # names are decoded here
-    except ValueError as exc:  # a malformed line, or not UTF-8
-        raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {store.where}: {exc}") from exc
-    return users
-
-
-def _existing(store: HtpasswdStore) -> Content:
-    content = store.read()
-    if content is None:
-        raise ConfigError("PASSWORD_FILE", f"no such file: {store.where} ('users add NAME' creates it)")
-    return content
-
-
 def _new_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -86,15 +69,8 @@ def _new_password(args: argparse.Namespace) -> str:
 
 
 def _written(store: HtpasswdStore, users: HtpasswdFile, version: Optional[str]) -> bool:
-    data = users.to_string()
     try:
-        # The server's own check: never write a file it would refuse (an entry of another
-        # scheme, a damaged hash). ``users add`` of that entry's user replaces it.
-        check_entries(AccountedHtpasswd.from_string(data), store.where)
-    except HtpasswdProblem as exc:
-        raise ConfigError("PASSWORD_FILE", f"{exc}; nothing was written") from exc
-    try:
-        store.write(data, version)
+        write_users(store, users, version)
     except ObjectChanged as exc:
         print(f"error: {store.where} changed while this command ran ({exc.cause}); nothing was written: "
               "run it again", file=sys.stderr)
@@ -103,22 +79,20 @@ def _written(store: HtpasswdStore, users: HtpasswdFile, version: Optional[str]) 
 
 
 def run_add(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    name = check_new_user_name(args.name)
+    name = check_editable_user_name(args.name)
     store = _store(args, environ)
-    content = store.read()  # before the prompt: a bad PASSWORD_FILE fails first
-    users = HtpasswdFile(default_scheme=args.scheme) if content is None else _users_of(content, store, args.scheme)
+    version, users = read_users(store, args.scheme)  # before the prompt: a bad PASSWORD_FILE fails first
     updated = users.set_password(name, _new_password(args))
-    if not _written(store, users, None if content is None else content.version):
+    if not _written(store, users, version):
         return EXIT_DIFFERENT
     print(f"{'updated the password of' if updated else 'added'} user {name!r} in {store.where}")
     return _announce(store)
 
 
 def run_remove(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    name = check_new_user_name(args.name)
+    name = check_editable_user_name(args.name)
     store = _store(args, environ)
-    content = _existing(store)
-    users = _users_of(content, store)
+    version, users = existing_users(store)
     if not users.delete(name):
         print(f"error: no user {name!r} in {store.where}", file=sys.stderr)
         return EXIT_DIFFERENT
@@ -127,7 +101,7 @@ def run_remove(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         # of an object is not taken): add the next user first.
         print(f"error: {name!r} is the last user of {store.where}; add another one first", file=sys.stderr)
         return EXIT_DIFFERENT
-    if not _written(store, users, content.version):
+    if not _written(store, users, version):
         return EXIT_DIFFERENT
     print(f"removed user {name!r} from {store.where}")
     return _announce(store)
@@ -135,7 +109,8 @@ def run_remove(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def run_list(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     store = _store(args, environ)
-    for name in sorted(_users_of(_existing(store), store).users()):
+    _, users = existing_users(store)
+    for name in sorted(users.users()):
         print(name)  # names only, never a hash
     return EXIT_OK
 

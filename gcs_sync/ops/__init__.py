@@ -1,6 +1,6 @@
 """The operator's bulk operations between a folder and the bucket, one module per job:
 
-    gather     the package files of a folder and of the bucket (what they all read first)
+    gather     the package files of a folder and of the bucket (by ``gcs_sync.listings``)
     status     a dry run of pull: the sync's own plan, reported
     pull       the server's own sync, writing nothing to the bucket
     push       upload what the bucket lacks, create-only

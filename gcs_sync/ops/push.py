@@ -14,8 +14,10 @@ from typing import Callable, Optional
 from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
 from gcs_sync.errors import ObjectExists, StorageError
 from gcs_sync.files import sha256_of
-from gcs_sync.ops.gather import FolderScan, LocalFile, list_bucket
+from gcs_sync.listings import LocalFile
+from gcs_sync.ops.gather import FolderScan, list_bucket
 from gcs_sync.ops.transfers import Advance, no_progress, parallel, sha256_by_download
+
 
 class Pushed(enum.Enum):
     """What push did with a file (or, with dry_run, would do)."""
@@ -25,7 +27,6 @@ class Pushed(enum.Enum):
     PRESENT = "already in the bucket"
     CONFLICT = "conflict"
     FAILED = "failed"
-
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,8 @@ from typing import Optional
 
 from gcs_sync.drivers.base import FileStoreDriver, RemoteObject
 from gcs_sync.files import sha256_of
-from gcs_sync.ops.gather import CONTROL_FOLDER, BucketListing, FolderScan, LocalFile, list_bucket, scan_folder
+from gcs_sync.listings import CONTROL_FOLDER, LocalFile
+from gcs_sync.ops.gather import BucketListing, FolderScan, list_bucket, scan_folder
 from gcs_sync.ops.pull import PUSH_LOCAL_CHANGES
 from gcs_sync.sync.events import RemoteAdded, RemoteChanged, RemoteDeleted
 from gcs_sync.sync.plan import plan_sync

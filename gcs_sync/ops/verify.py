@@ -17,6 +17,7 @@ from gcs_sync.files import sha256_of
 from gcs_sync.ops.gather import FolderScan, list_bucket
 from gcs_sync.ops.transfers import Advance, no_progress, parallel, sha256_by_download
 
+
 class Verified(enum.Enum):
     """What verify found for a file."""
 
@@ -25,7 +26,6 @@ class Verified(enum.Enum):
     MISSING_IN_BUCKET = "missing from the bucket"
     MISSING_HERE = "missing here"
     UNCHECKED = "could not be checked"
-
 
 
 @dataclasses.dataclass(frozen=True)
