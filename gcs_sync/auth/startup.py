@@ -41,14 +41,15 @@ class Started:
 
 
 def check_startup(settings: Settings) -> Started:
-    """Raise ConfigError naming the variable if what ``settings`` name is not usable here."""
+    """What the app needs read from the files ``settings`` name; ConfigError naming the
+    variable if one of them is not usable here."""
     if settings.storage_backend == "local" and not settings.create_bucket_folder:
         if not Path(settings.bucket_name).is_dir():
             raise ConfigError("BUCKET_NAME", f"local bucket folder {settings.bucket_name} does not exist")
     _check_writable_folder("LOCAL_PACKAGE_DIRECTORY", settings.local_package_directory)
-    local_file = settings.password_file
-    if local_file is not None and local_file != "." and password_object(settings) is None:
-        check_htpasswd(local_file)  # an object is read and checked later, by build_app
+    password_file = settings.password_file
+    if password_file is not None and password_file != "." and password_object(settings) is None:
+        check_htpasswd(password_file)  # an object is read and checked later, by build_app
     return Started(welcome_msg=_welcome_page(settings.welcome))
 
 
