@@ -26,6 +26,7 @@ from gcs_sync.web.guards import (
     refuse_unusable_host,
 )
 from gcs_sync.auth.htpasswd import HtpasswdChecker
+from gcs_sync.auth.startup import Started, check_startup
 from gcs_sync.web.index import PackageIndex
 from gcs_sync.web.request_log import RequestLog
 from gcs_sync.auth.password_file import BucketPasswordFile
@@ -45,13 +46,15 @@ WARMUP_ENDPOINT = "/_ah/warmup"
 WARMUP_WAIT_SECONDS = 20.0
 
 
-def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> Bottle:
+def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, started: Optional[Started] = None) -> Bottle:
     """The app for ``settings``. Raises StorageError if the bucket cannot be used (see
     ``check_bucket``), ConfigError or StorageError if PASSWORD_FILE names a bucket object
-    that is missing, unusable or unreadable (see ``BucketPasswordFile.load``): the caller
+    that is missing, unusable or unreadable (see ``BucketPasswordFile.load``), and
+    ConfigError from the start-up check unless the caller ran it (``started``): the caller
     stops the start."""
     driver = driver or make_driver(settings)
     check_bucket(driver)
+    started = started or check_startup(settings)  # unless the caller ran it: ConfigError
     folder = PackageFolder(settings.local_package_directory)
     # PASSWORD_FILE in the bucket: pypiserver reads a local copy that follows the object.
     passwords = BucketPasswordFile.for_settings(settings, folder, driver.url)
@@ -85,7 +88,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         hash_algo=settings.hash_algo,
         health_endpoint=settings.health_endpoint,
         cache_control=settings.cache_control,
-        welcome_msg=settings.welcome_msg,
+        welcome_msg=started.welcome_msg,
         backend_arg="simple-dir",
     )
     config = app._pypiserver_config
