@@ -26,7 +26,7 @@ from passlib.apache import HtpasswdFile
 from gcs_sync.cli.common import EXIT_DIFFERENT, EXIT_OK, EXIT_USAGE, overridden_environ, store_settings
 from gcs_sync.config import is_object_url, parse_password_object, password_file_setting
 from gcs_sync.drivers import FileStoreDriver, make_driver
-from gcs_sync.drivers.base import SHA256_KEY
+from gcs_sync.drivers.base import SHA256_KEY, Version
 from gcs_sync.errors import ConfigError, ObjectChanged, ObjectExists, StorageError
 from gcs_sync.files import fingerprint, temp_name
 from gcs_sync.auth.htpasswd import AccountedHtpasswd, HtpasswdProblem, check_entries
@@ -135,7 +135,8 @@ class BucketHtpasswd:
             source = Path(scratch) / "htpasswd"
             source.write_bytes(data)
             try:
-                self._driver.upload(self._name, source, create_only=version is None, if_version=version,
+                self._driver.upload(self._name, source, create_only=version is None,
+                                    if_version=None if version is None else Version(version),
                                     metadata={SHA256_KEY: hashlib.sha256(data).hexdigest()})
             except ObjectExists as exc:  # created by someone else meanwhile
                 raise ObjectChanged("upload", self.where, "created while this command ran") from exc
