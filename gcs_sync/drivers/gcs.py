@@ -23,7 +23,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from gcs_sync.drivers.base import (BUCKET, CREATE, DELETE, MARKER_NAME, READ, REPLACE, SHA256_KEY, UPLOAD_TOKEN_KEY,
                                    ErrorKind, Failure, FileStoreDriver, RemoteObject, Version, mapped_errors,
                                    served_sha256)
-from gcs_sync.errors import ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
+from gcs_sync.errors import BucketNotFound, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
 from gcs_sync.files import sha256_of
 
 # An object's generation (a number GCS gives each write), as a Version.
@@ -54,7 +54,7 @@ _SDK_ERRORS = (gexc.GoogleAPICallError, google.auth.exceptions.GoogleAuthError) 
 
 # GCS answers a generation precondition on a missing object with 412, so a 404 on a
 # conditional write is the bucket's.
-_REPLACE = dataclasses.replace(REPLACE, missing=BUCKET.missing)
+_REPLACE = dataclasses.replace(REPLACE, missing=BucketNotFound)
 
 
 def _error_kind(exc: BaseException) -> ErrorKind:
