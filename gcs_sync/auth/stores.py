@@ -23,7 +23,7 @@ from gcs_sync.auth.password_file import step_mtime
 from gcs_sync.auth.password_object import is_object_url, parse_password_object
 from gcs_sync.config import Settings
 from gcs_sync.drivers import FileStoreDriver, make_driver
-from gcs_sync.drivers.base import SHA256_KEY
+from gcs_sync.drivers.base import SHA256_KEY, Version
 from gcs_sync.errors import ConfigError, ObjectChanged, ObjectExists
 from gcs_sync.files import fingerprint, replacing
 
@@ -120,7 +120,8 @@ class BucketHtpasswd:
             source = Path(scratch) / "htpasswd"
             source.write_bytes(data)
             try:
-                self._driver.upload(self._name, source, create_only=version is None, if_version=version,
+                self._driver.upload(self._name, source, create_only=version is None,
+                                    if_version=None if version is None else Version(version),
                                     metadata={SHA256_KEY: hashlib.sha256(data).hexdigest()})
             except ObjectExists as exc:  # created by someone else meanwhile
                 raise ObjectChanged("upload", self.where, "created while this command ran") from exc

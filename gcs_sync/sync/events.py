@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Protocol, Union
 
-from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
+from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, Version
 from gcs_sync.files import sha256_of
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.state import SyncedFile
@@ -85,7 +85,7 @@ class LocalAdded:
 class LocalChanged:
     name: str
     local_fingerprint: str
-    remote_version: str
+    remote_version: Version
     synced_sha256: Optional[str]
 
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
@@ -103,7 +103,7 @@ class LocalChanged:
 @dataclasses.dataclass(frozen=True)
 class LocalDeleted:
     name: str
-    remote_version: str
+    remote_version: Version
 
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
         # Conditional: an upload that replaced the object since the listing is kept.

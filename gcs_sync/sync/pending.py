@@ -35,7 +35,7 @@ import time
 import uuid
 from typing import Mapping, Optional, Sequence
 
-from gcs_sync.drivers.base import FileStoreDriver, RemoteObject
+from gcs_sync.drivers.base import FileStoreDriver, RemoteObject, Version
 from gcs_sync.errors import ObjectChanged, StorageError
 from gcs_sync.sync.folder import StagedFile
 from gcs_sync.sync.state import SyncedFile
@@ -53,7 +53,7 @@ _TOKEN_SEPARATOR = "."
 class Intent:
     id: str
     files: dict[str, dict[str, Optional[str]]]  # name -> {"token": ..., "sha256": ...}
-    version: Optional[str] = None  # as its writer wrote it (unclaimed)
+    version: Optional[Version] = None  # as its writer wrote it (unclaimed)
 
     @property
     def name(self) -> str:
@@ -120,7 +120,7 @@ class PendingUploads:
             return False
         return True
 
-    def claim(self, intent: Intent, why: str, keep: Sequence[str] = ()) -> Optional[str]:
+    def claim(self, intent: Intent, why: str, keep: Sequence[str] = ()) -> Optional[Version]:
         """Claim the writer's own intent before it undoes its files: then no retry can
         adopt them meanwhile. It names only ``keep`` from then on (files whose write may
         still land: what a clean-up removes once it expires, and all it hides meanwhile).
@@ -133,7 +133,7 @@ class PendingUploads:
         except ObjectChanged:
             return None
 
-    def drop(self, intent: Intent, claimed_version: str) -> None:
+    def drop(self, intent: Intent, claimed_version: Version) -> None:
         """Delete an intent its writer claimed and cleaned up after. Raises StorageError."""
         self.driver.delete(intent.name, if_version=claimed_version)
 
