@@ -86,7 +86,7 @@ class PendingUploads:
     def begin(self, staged: Sequence[StagedFile]) -> Intent:
         """Write the intent for ``staged``; raises StorageError (nothing written yet)."""
         intent_id = uuid.uuid4().hex
-        files = {
+        files: dict[str, dict[str, Optional[str]]] = {
             upload.name: {"token": f"{intent_id}{_TOKEN_SEPARATOR}{i}", "sha256": upload.sha256}
             for i, upload in enumerate(staged)
         }

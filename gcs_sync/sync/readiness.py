@@ -81,7 +81,7 @@ def status(view: ViewRecord, store_url: str, lock_timeout: float) -> dict[str, o
     }
 
 
-def report(status: dict[str, object], files: int, *, with_details: bool) -> dict[str, object]:
+def readiness_answer(status: dict[str, object], files: int, *, with_details: bool) -> dict[str, object]:
     """The ``/ready`` answer from ``status``: its fields and the number of files served.
     Anonymous callers learn the status, counts and a short reason; the bucket's URL,
     messages and file names only go to the log and to those allowed (READY_DETAILS)."""
@@ -94,7 +94,7 @@ def report(status: dict[str, object], files: int, *, with_details: bool) -> dict
 
 
 def is_ready(answer: dict[str, object], *, warmup: bool) -> bool:
-    """Whether ``answer`` (``report``) is a 200. For warmup, only with the whole index:
+    """Whether ``answer`` (``readiness_answer``) is a 200. For warmup, only with the whole index:
     not while starting, nor with files of the bucket that could not be fetched (they
     would 404 here)."""
     if warmup:
