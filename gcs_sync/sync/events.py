@@ -41,13 +41,9 @@ class _RemoteCopy:
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
         # The digest comes with the download (object metadata, or hashed while written):
         # computed once per file version, never per request.
-        temp = io.folder.temp_path(self.remote.name)
-        try:
+        with io.folder.replacing(self.remote.name) as temp:
             sha256 = io.driver.download(self.remote.name, temp, self.remote.version, listed_sha256=self.remote.sha256)
-            local = io.folder.install(temp, self.remote.name)
-        finally:
-            temp.unlink(missing_ok=True)
-        return SyncedFile(self.remote.version, local, sha256)
+        return SyncedFile(self.remote.version, io.folder.fingerprint(self.remote.name), sha256)
 
 
 @dataclasses.dataclass(frozen=True)

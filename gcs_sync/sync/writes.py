@@ -14,7 +14,7 @@ from gcs_sync.errors import ObjectChanged, ObjectExists, StorageError, StorageUn
 from gcs_sync.sync.breaker import WriteBreaker
 from gcs_sync.sync.folder import PackageFolder, StagedFile
 from gcs_sync.sync.marker import ChangeMarker
-from gcs_sync.sync.pending import Intent, PendingUploads
+from gcs_sync.sync.pending import ClaimReason, Intent, PendingUploads
 from gcs_sync.sync.report import BucketMeter, log_bucket_write
 from gcs_sync.sync.state import StateFile, SyncedFile, TrackedState
 
@@ -135,7 +135,7 @@ class RequestWrites:
         if intent is None:
             return self._undo(stored)
         try:
-            claimed = self._pending.claim(intent, "undone", keep=[r.name for r in stored if r.created] + unknown)
+            claimed = self._pending.claim(intent, ClaimReason.UNDONE, keep=[r.name for r in stored if r.created] + unknown)
         except StorageError as claim_failure:
             log.error("could not claim the intent of a failed upload (%s): its files %s stay until it expires",
                       claim_failure, [r.name for r in stored if r.created])
