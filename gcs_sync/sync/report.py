@@ -17,15 +17,8 @@ import typing as t
 from typing import Optional, Protocol
 
 from gcs_sync.errors import StorageError
-from gcs_sync.sync.events import (
-    ContentChangeEvent,
-    LocalAdded,
-    LocalChanged,
-    LocalDeleted,
-    RemoteAdded,
-    RemoteChanged,
-    RemoteDeleted,
-)
+from gcs_sync.sync import events
+from gcs_sync.sync.events import ContentChangeEvent
 from gcs_sync.sync.plan import SyncPlan
 
 if t.TYPE_CHECKING:
@@ -88,12 +81,12 @@ _VERBS = {
 }
 # Each kind of event, applied.
 _APPLIED: dict[type, Outcome] = {
-    RemoteAdded: Outcome.ADDED,
-    RemoteChanged: Outcome.CHANGED,
-    RemoteDeleted: Outcome.REMOVED,
-    LocalAdded: Outcome.PUSHED,
-    LocalChanged: Outcome.PUSHED_OVER,
-    LocalDeleted: Outcome.DELETED,
+    events.RemoteAdded: Outcome.ADDED,
+    events.RemoteChanged: Outcome.CHANGED,
+    events.RemoteDeleted: Outcome.REMOVED,
+    events.LocalAdded: Outcome.PUSHED,
+    events.LocalChanged: Outcome.PUSHED_OVER,
+    events.LocalDeleted: Outcome.DELETED,
 }
 _NAMES_IN_MESSAGE = 3
 _NAMES_IN_FIELDS = 20
