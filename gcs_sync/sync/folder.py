@@ -7,6 +7,7 @@ folder's own bookkeeping lives in the dot folder ``.gcs_sync/``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, temp_name
+from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, temp_name
 from gcs_sync.names import is_package_filename
 
 log = logging.getLogger("gcs_sync.folder")  # the name operators' log queries know
@@ -74,6 +75,16 @@ class PackageFolder:
             temp.unlink(missing_ok=True)
             raise
         return StagedFile(name, temp, copied.sha256, copied.size)
+
+    @contextlib.contextmanager
+    def replacing(self, name: str) -> Iterator[Path]:
+        """A temp file that becomes ``name`` when the block ends without an error; it is
+        removed in every case."""
+        with replacing(self.path / name) as temp:
+            yield temp
+
+    def fingerprint(self, name: str) -> str:
+        return fingerprint(self.file_path(name).stat())
 
     def install(self, temp: Path, name: str) -> str:
         """Make a complete temp file visible under ``name``; return its fingerprint."""

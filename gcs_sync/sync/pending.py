@@ -29,6 +29,7 @@ sha256 is the one the intent names (dev only).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import time
@@ -63,6 +64,13 @@ class Intent:
         return str(self.files[name]["token"])
 
 
+class ClaimReason(enum.StrEnum):
+    """Why an intent was claimed: its ``claimed`` field in the bucket."""
+
+    UNDONE = "undone"  # by its writer, before undoing a failed upload
+    EXPIRED = "expired"  # by a sync's clean-up, once the intent expired
+
+
 def _intent_id_of(token: Optional[str]) -> Optional[str]:
     """The intent a file's upload token belongs to (None: a write without one)."""
     if not token or _TOKEN_SEPARATOR not in token:
@@ -86,7 +94,7 @@ class PendingUploads:
     def begin(self, staged: Sequence[StagedFile]) -> Intent:
         """Write the intent for ``staged``; raises StorageError (nothing written yet)."""
         intent_id = uuid.uuid4().hex
-        files = {
+        files: dict[str, dict[str, Optional[str]]] = {
             upload.name: {"token": f"{intent_id}{_TOKEN_SEPARATOR}{i}", "sha256": upload.sha256}
             for i, upload in enumerate(staged)
         }
@@ -120,7 +128,7 @@ class PendingUploads:
             return False
         return True
 
-    def claim(self, intent: Intent, why: str, keep: Sequence[str] = ()) -> Optional[Version]:
+    def claim(self, intent: Intent, why: ClaimReason, keep: Sequence[str] = ()) -> Optional[Version]:
         """Claim the writer's own intent before it undoes its files: then no retry can
         adopt them meanwhile. It names only ``keep`` from then on (files whose write may
         still land: what a clean-up removes once it expires, and all it hides meanwhile).
@@ -232,7 +240,7 @@ class PendingUploads:
         intent = Intent(intent.id, files)
         try:
             # Claimed first: from here on no writer gives a 200 and no retry adopts them.
-            claimed_version = self.driver.put_note(intent.name, _claimed(intent.files, "expired"),
+            claimed_version = self.driver.put_note(intent.name, _claimed(intent.files, ClaimReason.EXPIRED),
                                                    if_version=there.version)
         except ObjectChanged:
             return  # its writer ended it, a retry adopted it, or another clean-up has it
@@ -265,10 +273,10 @@ class PendingUploads:
         return looked is not None and looked.version == obj.version and looked.sha256 == expected
 
 
-def _claimed(files: Mapping[str, Mapping[str, Optional[str]]], why: str) -> bytes:
+def _claimed(files: Mapping[str, Mapping[str, Optional[str]]], why: ClaimReason) -> bytes:
     # A new nonce each time: on S3 the version (ETag) is the bytes' MD5, and two claims
     # of the same intent must never look like the same version.
-    return json.dumps({"files": dict(files), "claimed": why, "nonce": uuid.uuid4().hex}).encode()
+    return json.dumps({"files": dict(files), "claimed": why.value, "nonce": uuid.uuid4().hex}).encode()
 
 
 def _parse(data: bytes) -> tuple[dict[str, dict[str, Optional[str]]], Optional[str]]:

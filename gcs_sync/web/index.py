@@ -94,12 +94,12 @@ class PackageIndex:
         log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(by_name), len(projects))
 
     def _apply(self, entries: Iterable[Entry]) -> None:
-        touched = set()
+        touched: set[Optional[str]] = set()
         for name, entry in entries:
             touched.add(self._remove(name))
             if entry is not None and self._is_in_place(name, entry):
                 touched.add(self._put(name, entry))
-        for project in touched - {None}:
+        for project in {project for project in touched if project is not None}:
             if self._names_by_project.get(project):
                 self._projects[project] = self._project_tuple(project)
             else:
