@@ -33,6 +33,7 @@ from gcs_sync.ops.pull import download_size, pull_client
 from gcs_sync.ops.push import Pushed
 from gcs_sync.ops.status import Comparison, compare
 from gcs_sync.ops.verify import Verified
+from gcs_sync.sync.readiness import view_times
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.events import ContentChangeEvent, RemoteDeleted
 from gcs_sync.sync.plan import SyncPlan
@@ -190,9 +191,7 @@ def _status_json(c: Comparison) -> dict[str, object]:
         "only_here": c.only_here,
         "different": [{"name": d.name, "reason": d.reason} for d in c.different],
         "skipped_bucket_objects": c.bucket.skipped,
-        # The same fields, and time format, as the server's /ready.
-        "last_sync": _when(c.last_sync, "milliseconds"),
-        "lag_seconds": None if c.lag_seconds is None else round(c.lag_seconds, 3),
+        **view_times(c.lag_seconds),  # the same fields, and time format, as the server's /ready
         "last_listing": _with_time(c.last_listing, "listed_at"),
         "last_error": _with_time(c.last_error, "at"),
     }

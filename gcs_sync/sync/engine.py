@@ -24,7 +24,7 @@ import filelock
 from gcs_sync.clock import Moment
 from gcs_sync.drivers.base import FileStoreDriver, RemoteObject
 from gcs_sync.errors import StorageError, failure_reason
-from gcs_sync.names import is_package_filename
+from gcs_sync.listings import split_listing
 from gcs_sync.sync.events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.marker import ChangeMarker
@@ -148,11 +148,8 @@ class SyncEngine:
         return local, remote, synced
 
     def _servable(self, remote: dict[str, RemoteObject], report: SyncReport) -> dict[str, RemoteObject]:
-        kept = {}
-        for name, obj in remote.items():
-            if is_package_filename(name):
-                kept[name] = obj
-                continue
+        kept, skipped = split_listing(remote)
+        for name in skipped:
             report.skipped_names.append(name)
             self._warnings.odd_name(name, self.driver.url)
         return kept

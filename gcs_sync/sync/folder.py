@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, temp_name
-from gcs_sync.names import is_package_filename
+from gcs_sync.listings import CONTROL_FOLDER, scan_package_folder
 
 log = logging.getLogger("gcs_sync.folder")  # the name operators' log queries know
 
@@ -38,29 +38,16 @@ class StagedFile:
 class PackageFolder:
     def __init__(self, path: Path) -> None:
         self.path = Path(path).absolute()
-        self.control = self.path / ".gcs_sync"
+        self.control = self.path / CONTROL_FOLDER
         self.control.mkdir(parents=True, exist_ok=True)
         # Temp files by name: their fingerprint, and when this process first saw it.
         self._temps_seen: dict[str, tuple[str, float]] = {}
 
-    def package_files(self) -> Iterator[os.DirEntry]:
-        """The package files directly in the folder: what is synced and served."""
-        with os.scandir(self.path) as entries:
-            for entry in entries:
-                if is_package_filename(entry.name) and entry.is_file(follow_symlinks=False):
-                    yield entry
-
     def scan(self) -> dict[str, str]:
-        """Package files by name, with their fingerprints. A file removed while the folder
-        is read (the index reads it without the lock, while a sibling removes a file) is
-        simply not there."""
-        found = {}
-        for entry in self.package_files():
-            try:
-                found[entry.name] = fingerprint(entry.stat())
-            except FileNotFoundError:
-                continue
-        return found
+        """Package files by name, with their fingerprints (``listings``: the one rule of what
+        is a package file). A file removed while the folder is read (the index reads it
+        without the lock, while a sibling removes a file) is simply not there."""
+        return {name: found.fingerprint for name, found in scan_package_folder(self.path).files.items()}
 
     def temp_path(self, name: str) -> Path:
         return self.path / temp_name(name)
