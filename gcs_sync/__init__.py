@@ -18,9 +18,6 @@ Public names; the modules behind them:
     web.app             build_app: pypiserver's app with all of the above
 """
 
-from gcs_sync.web.app import build_app
-from gcs_sync.sync.client import StorageClient
-from gcs_sync.sync.report import SyncReport
 from gcs_sync.config import Settings
 from gcs_sync.errors import (
     BucketNotFound,
@@ -34,6 +31,9 @@ from gcs_sync.errors import (
     StorageUnavailable,
 )
 from gcs_sync.logs import configure_logging
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.sync.report import SyncReport
+from gcs_sync.web.app import build_app
 
 __all__ = [
     "BucketNotFound",

@@ -33,10 +33,10 @@ from gcs_sync.ops.pull import download_size, pull_client
 from gcs_sync.ops.push import Pushed
 from gcs_sync.ops.status import Comparison, compare
 from gcs_sync.ops.verify import Verified
-from gcs_sync.sync.readiness import view_times
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.events import ContentChangeEvent, RemoteDeleted
 from gcs_sync.sync.plan import SyncPlan
+from gcs_sync.sync.readiness import view_times
 
 # How long pull waits for the folder's lock, which a running server holds during its
 # syncs (a cold start of a large repository can take minutes).

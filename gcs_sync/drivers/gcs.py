@@ -20,9 +20,23 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from gcs_sync.drivers.base import (BUCKET, CREATE, DELETE, MARKER_NAME, READ, REPLACE, SHA256_KEY, UPLOAD_TOKEN_KEY,
-                                   ErrorKind, Failure, FileStoreDriver, RemoteObject, Version, mapped_errors,
-                                   served_sha256)
+from gcs_sync.drivers.base import (
+    BUCKET,
+    CREATE,
+    DELETE,
+    MARKER_NAME,
+    READ,
+    REPLACE,
+    SHA256_KEY,
+    UPLOAD_TOKEN_KEY,
+    ErrorKind,
+    Failure,
+    FileStoreDriver,
+    RemoteObject,
+    Version,
+    mapped_errors,
+    served_sha256,
+)
 from gcs_sync.errors import BucketNotFound, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
 from gcs_sync.files import sha256_of
 

@@ -14,8 +14,18 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Mapping, NewType, Optional
 
-from gcs_sync.drivers.base import (CREATE, MARKER_NAME, READ, ErrorKind, Failure, FileStoreDriver, Meaning,
-                                   RemoteObject, Version, mapped_errors)
+from gcs_sync.drivers.base import (
+    CREATE,
+    MARKER_NAME,
+    READ,
+    ErrorKind,
+    Failure,
+    FileStoreDriver,
+    Meaning,
+    RemoteObject,
+    Version,
+    mapped_errors,
+)
 from gcs_sync.errors import BucketNotFound, ObjectChanged, StorageError, StoragePermissionDenied
 from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, sha256_of, temp_name, write_atomically
 

@@ -15,9 +15,23 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from gcs_sync.drivers.base import (BUCKET, CREATE, DELETE, MARKER_NAME, READ, REPLACE, SHA256_KEY, UPLOAD_TOKEN_KEY,
-                                   ErrorKind, Failure, FileStoreDriver, RemoteObject, Version, mapped_errors,
-                                   served_sha256)
+from gcs_sync.drivers.base import (
+    BUCKET,
+    CREATE,
+    DELETE,
+    MARKER_NAME,
+    READ,
+    REPLACE,
+    SHA256_KEY,
+    UPLOAD_TOKEN_KEY,
+    ErrorKind,
+    Failure,
+    FileStoreDriver,
+    RemoteObject,
+    Version,
+    mapped_errors,
+    served_sha256,
+)
 from gcs_sync.errors import BucketNotFound, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
 
 # An object's ETag, quotes and all, as a Version (S3 gives a new one to every write of

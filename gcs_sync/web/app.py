@@ -11,14 +11,18 @@ import pypiserver
 from pypiserver.backend import BackendProxy
 from pypiserver.bottle_wrapper import Bottle, request, response
 
-from gcs_sync.web.backend import SyncedFolderBackend
-from gcs_sync.web.body_guard import RequestBodyGuard
-from gcs_sync.sync.readiness import ReadinessStatus, is_ready, readiness_answer
-from gcs_sync.sync.client import StorageClient
+from gcs_sync.auth.htpasswd import HtpasswdChecker
+from gcs_sync.auth.password_file import BucketPasswordFile
+from gcs_sync.auth.startup import Started, check_startup
 from gcs_sync.config import Settings
 from gcs_sync.drivers import FileStoreDriver, make_driver
 from gcs_sync.errors import StorageUnavailable
+from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.readiness import ReadinessStatus, is_ready, readiness_answer
+from gcs_sync.sync.state import StateFile
+from gcs_sync.web.backend import SyncedFolderBackend
+from gcs_sync.web.body_guard import RequestBodyGuard
 from gcs_sync.web.forwarded import TrustedForwardedHeaders
 from gcs_sync.web.guards import (
     XMLRPC_ENDPOINT,
@@ -27,13 +31,9 @@ from gcs_sync.web.guards import (
     refuse_control_characters,
     refuse_unusable_host,
 )
-from gcs_sync.auth.htpasswd import HtpasswdChecker
-from gcs_sync.auth.startup import Started, check_startup
 from gcs_sync.web.index import PackageIndex
-from gcs_sync.web.request_log import RequestLog
-from gcs_sync.auth.password_file import BucketPasswordFile
 from gcs_sync.web.plugin import BucketSyncPlugin
-from gcs_sync.sync.state import StateFile
+from gcs_sync.web.request_log import RequestLog
 
 log = logging.getLogger("gcs_sync.app")  # the name operators' log queries know
 

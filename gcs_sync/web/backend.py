@@ -17,8 +17,8 @@ from pypiserver.bottle_wrapper import HTTPError, request
 from pypiserver.core import PkgFile
 
 from gcs_sync.errors import failure_reason
-from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.names import MAX_NAME_LENGTH, is_package_filename
+from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.web.changes import current_changes
 from gcs_sync.web.index import PackageIndex
 

@@ -21,7 +21,6 @@ from pypiserver.core import PkgFile, normalize_pkgname
 from pypiserver.pkg_helpers import guess_pkgname_and_version
 
 from gcs_sync.files import fingerprint
-
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.state import Entry, StateCursor, StateFile, SyncedFile
 
