@@ -209,8 +209,8 @@ class LocalFolderDriver(FileStoreDriver):
 
     def read_note(self, name: str) -> Optional[bytes]:
         self._count("download")
-        note = self._existing_folder("download", name) / name
-        with _mapped("download", name, _FOLDER):
+        with _mapped("download", name, _FOLDER):  # a folder that cannot be read too
+            note = self._existing_folder("download", name) / name
             try:
                 return note.read_bytes()
             except FileNotFoundError:
@@ -218,8 +218,8 @@ class LocalFolderDriver(FileStoreDriver):
 
     def list_notes(self, folder: str) -> list[str]:
         self._count("list")
-        path = self._existing_folder("list", folder) / folder
-        with _mapped("list", folder, _FOLDER):
+        with _mapped("list", folder, _FOLDER):  # a folder that cannot be read too
+            path = self._existing_folder("list", folder) / folder
             try:
                 entries = os.listdir(path)
             except FileNotFoundError:

@@ -55,10 +55,6 @@ class StorageClient:
     ) -> None:
         self.driver = driver
         self.folder = folder
-        self.sync_interval = sync_interval
-        self.full_sync_interval = full_sync_interval
-        self.push_local_changes = push_local_changes
-        self.concurrency = concurrency
         self.state = StateFile(folder.control, driver.url)
         self._lock = filelock.FileLock(str(folder.control / "lock"), timeout=lock_timeout)
         self._stopping = threading.Event()
