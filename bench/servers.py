@@ -13,13 +13,14 @@ import contextlib
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
+
+from testkit.servers import free_port
 
 from .errors import BenchError
 from .progress import say
@@ -28,12 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 HOOKS = Path(__file__).resolve().with_name("gunicorn_hooks.py")
 READY_LINE = "bench: worker {pid} ready"
 STOP_SECONDS = 45  # gunicorn's graceful timeout is 30 s
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclasses.dataclass

@@ -24,10 +24,11 @@ import bcrypt as bcrypt_library
 from gcs_sync import build_app
 from gcs_sync.auth.password_file import replace_file
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER, new_venv, pip_install, run, start_instance, twine_upload
+
 from .conftest import settings_for
-from .packages import make_wheel
-from .servers import PASSWORD, USER, new_venv, pip_install, run, start_instance, twine_upload
 
 pytestmark = pytest.mark.parametrize("bucket", ["local"], indirect=True)  # auth never depends on the store
 

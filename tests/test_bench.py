@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .servers import REPO
+from testkit.servers import REPO
 
 TIMEOUT = 180
 ROUTES = ("/simple/", "/simple/<p>/", "/packages/<file>")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from .buckets import BucketProbe
-from .fault_proxy import Delay, FaultProxy, Respond
-from .packages import make_wheel
-from .servers import run, start_instance, twine_upload
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy, Respond
+from testkit.packages import make_wheel
+from testkit.servers import run, start_instance, twine_upload
 
 pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 

@@ -22,12 +22,13 @@ import pytest
 from gcs_sync import cli
 from gcs_sync.sync.state import StateFile
 
-from .buckets import BucketProbe
-from .fault_proxy import FaultProxy
-from .packages import make_wheel
-from .servers import REPO, clean_env, links, start_instance
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy
+from testkit.packages import make_wheel
+from testkit.servers import REPO, clean_env, links, start_instance
+from testkit.wait import eventually
+
 from .test_app import App
-from .views import eventually
 
 
 def sha256(data: bytes) -> str:

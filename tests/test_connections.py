@@ -21,9 +21,9 @@ from typing import Iterator
 
 import pytest
 
-from .buckets import BucketProbe
-from .packages import make_wheel
-from .servers import PASSWORD, USER, Instance, run, start_instance
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER, Instance, run, start_instance
 
 # The bound: a normal request is delayed by at most about a second. Generous
 # here (a busy 2-core machine); before, it was 30 s.

@@ -2,7 +2,7 @@
 file is ever visible, the folder lock does not outlive the worker (it is an flock, which
 the kernel releases with the process), and the next worker's sync repairs the state.
 
-A latency proxy in front of the GCS emulator (tests/fault_proxy.py) stretches each
+A latency proxy in front of the GCS emulator (testkit/fault_proxy.py) stretches each
 transfer so the kill lands in the middle of one.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .buckets import BucketProbe
-from .fault_proxy import Delay, FaultProxy
-from .servers import Instance, links, start_instance, upload_form
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy
+from testkit.servers import Instance, links, start_instance, upload_form
 
 pytestmark = pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
 

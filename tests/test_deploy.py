@@ -21,7 +21,7 @@ import yaml
 
 from gcs_sync import Settings
 
-from .servers import REPO, clean_env, free_port
+from testkit.servers import REPO, clean_env, free_port
 
 HADOLINT = Path(sys.executable).with_name("hadolint")
 

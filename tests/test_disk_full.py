@@ -19,10 +19,10 @@ from typing import Iterator
 
 import pytest
 
-from .buckets import MARKER, BucketProbe
-from .packages import make_wheel
-from .servers import start_instance, upload_form
-from .views import eventually
+from testkit.buckets import MARKER, BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import start_instance, upload_form
+from testkit.wait import eventually
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from .buckets import BucketProbe
-from .packages import make_wheel
-from .servers import (
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import (
     Instance,
     clean_env,
     links,

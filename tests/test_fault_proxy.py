@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .fault_proxy import Delay, FaultProxy, Reset, ResetAfterForward, Respond, Truncate
+from testkit.fault_proxy import Delay, FaultProxy, Reset, ResetAfterForward, Respond, Truncate
 
 MEDIA = r"/download/storage/v1/b/[^/]+/o/obj\?"  # media downloads of the object "obj"
 

@@ -1,5 +1,5 @@
 """Faults between the index and its bucket, injected by a loopback proxy in front of the
-real GCS emulator and moto's S3 server (tests/fault_proxy.py).
+real GCS emulator and moto's S3 server (testkit/fault_proxy.py).
 
 Persistent outage (every request fails the same way), per operation:
     index read, file download   200 from the local copy; readiness "degraded", with the reason
@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from .buckets import BucketProbe
-from .fault_proxy import Delay, FaultProxy, Reset, Respond, Truncate
-from .packages import make_wheel
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy, Reset, Respond, Truncate
+from testkit.packages import make_wheel
+
 from .test_app import AUTH, App
 
 pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)

@@ -22,12 +22,13 @@ import pytest
 
 from gcs_sync.sync.folder import PackageFolder
 
-from .buckets import MARKER, BucketProbe
-from .fault_proxy import Delay, FaultProxy
-from .packages import make_wheel
-from .servers import links, start_instance, twine_upload
+from testkit.buckets import MARKER, BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy
+from testkit.packages import make_wheel
+from testkit.servers import links, start_instance, twine_upload
+from testkit.wait import eventually
+
 from .test_app import App
-from .views import eventually
 
 
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
@@ -79,11 +80,11 @@ def test_a_clock_step_changes_nothing_a_client_sees(
         first, second = make_wheel(tmp_path / "one", "stepped", "1.0"), make_wheel(tmp_path / "two", "stepped", "2.0")
         assert twine_upload(b.url, first).returncode == 0
         # Through B, A sees it within SYNC_INTERVAL plus one check, as without the step.
-        assert eventually(lambda: first.name in links(a, "stepped"), seconds=15)
+        assert eventually(lambda: first.name in links(a, "stepped"), timeout=15)
         # And A's own uploads and their digests are right, with the clock where it is.
         assert twine_upload(a.url, second).returncode == 0
         digest = hashlib.sha256(second.read_bytes()).hexdigest()
-        assert eventually(lambda: links(b, "stepped").get(second.name) == digest, seconds=15)
+        assert eventually(lambda: links(b, "stepped").get(second.name) == digest, timeout=15)
         assert links(a, "stepped").get(second.name) == digest
     finally:
         a.stop()

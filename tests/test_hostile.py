@@ -32,11 +32,10 @@ from werkzeug.test import Client
 from gcs_sync import BucketNotFound, StoragePermissionDenied, build_app
 from gcs_sync.web.guards import XMLRPC_MAX_BODY
 
-from .buckets import BucketProbe
-from .conftest import BACKENDS, new_probe, settings_for
-from .fault_proxy import FaultProxy, Respond
-from .packages import make_wheel
-from .servers import (
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.packages import make_wheel
+from testkit.servers import (
     PASSWORD,
     REPO,
     USER,
@@ -48,6 +47,8 @@ from .servers import (
     twine_upload,
     upload_form,
 )
+
+from .conftest import BACKENDS, new_probe, settings_for
 
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 

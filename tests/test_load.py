@@ -9,7 +9,7 @@ from pathlib import Path
 
 import loadtest
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
 
 SECONDS = 10
 CLIENTS = 8

@@ -23,10 +23,11 @@ from gcs_sync import build_app
 from gcs_sync.logs import CloudLoggingFormatter, severity
 from gcs_sync.web.request_log import REQUEST_LOGGER, RequestLog, basic_user
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER, Instance, new_venv, pip_install, start_instance, twine_upload
+
 from .conftest import settings_for
-from .packages import make_wheel
-from .servers import PASSWORD, USER, Instance, new_venv, pip_install, start_instance, twine_upload
 
 WRONG_PASSWORD = "not-the-password"
 

@@ -23,11 +23,12 @@ from werkzeug.test import Client
 from gcs_sync import ConfigError, build_app
 from gcs_sync.cli import main
 
-from .buckets import MARKER, BucketProbe
+from testkit.buckets import MARKER, BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.servers import Instance, start_instance, upload_form
+
 from .test_app import App
 from .conftest import settings_for
-from .fault_proxy import FaultProxy, Respond
-from .servers import Instance, start_instance, upload_form
 
 pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 

@@ -23,10 +23,11 @@ from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.errors import StorageError, StorageUnavailable
 from gcs_sync.sync.pending import PendingUploads
 
-from .buckets import BucketProbe
-from .fault_proxy import Delay, FaultProxy, Respond
-from .packages import make_wheel
-from .servers import PASSWORD, USER, links, start_instance
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy, Respond
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER, links, start_instance
+
 from .test_app import App
 from .test_crash import visible, wait_for, worker_pids
 from .test_writes import upload_signed

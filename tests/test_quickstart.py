@@ -20,8 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .packages import make_wheel
-from .servers import REPO, free_port
+from testkit.packages import make_wheel
+from testkit.servers import REPO, free_port
 
 PROJECT = "quickstart-demo"
 BOOT_SECONDS = 240  # a venv and `pip install -r requirements.txt` first: 14 s here from a local mirror

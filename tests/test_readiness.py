@@ -24,9 +24,10 @@ import pytest
 
 from gcs_sync.web import app as app_module
 
-from .buckets import BucketProbe
-from .fault_proxy import FaultProxy, Respond
-from .servers import links, start_instance
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.servers import links, start_instance
+
 from .test_app import AUTH, App
 
 FILES = {"ready-1.0.tar.gz": b"one", "ready-2.0.tar.gz": b"two"}

@@ -16,7 +16,7 @@ from gcs_sync.drivers import FileStoreDriver
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.settle import SETTLE_SECONDS
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
 
 NAME = "copied-1.0.tar.gz"
 DATA = os.urandom(300_000)

@@ -17,7 +17,8 @@ from gcs_sync.errors import ObjectChanged, ObjectNotFound, StorageUnavailable
 from gcs_sync.sync.events import LocalDeleted, RemoteAdded
 from gcs_sync.sync.folder import PackageFolder
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
+
 from .views import age_view
 
 A, B = "alpha-1.0.tar.gz", "beta-2.0-py3-none-any.whl"
@@ -356,7 +357,7 @@ def test_a_stopping_worker_skips_the_transfers_not_yet_begun(bucket, gcs_emulato
     download is recorded. A proxy adds 100 ms to every request, as a distant bucket."""
     from gcs_sync.drivers.gcs import GCSDriver
 
-    from .fault_proxy import FaultProxy
+    from testkit.fault_proxy import FaultProxy
 
     names = [f"slow{i}-1.0.tar.gz" for i in range(60)]
     for name in names:

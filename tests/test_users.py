@@ -19,8 +19,8 @@ from gcs_sync.cli import main
 from gcs_sync.cli.users import SCHEMES
 from gcs_sync.auth.password_file import replace_file
 
-from .buckets import BucketProbe
-from .servers import REPO, clean_env, start_instance, upload_form
+from testkit.buckets import BucketProbe
+from testkit.servers import REPO, clean_env, start_instance, upload_form
 
 KEY = "config/htpasswd"  # outside the package folder, as the README recommends
 

@@ -16,10 +16,10 @@ from typing import Callable, Iterator
 
 import pytest
 
-from .buckets import BucketProbe
-from .fault_proxy import FaultProxy
-from .servers import Instance, links, remove_form, start_instance, upload_form
-from .views import eventually
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy
+from testkit.servers import Instance, links, remove_form, start_instance, upload_form
+from testkit.wait import eventually
 
 SYNC_INTERVAL = 1.0
 FULL_SYNC_INTERVAL = 2.0

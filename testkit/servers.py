@@ -77,6 +77,12 @@ def parse_links(page: bytes) -> dict[str, str]:
     return dict(re.findall(r'href="[^"#]*/packages/([^"#]+)#sha256=([0-9a-f]+)"', page.decode()))
 
 
+def page_text(body: bytes, limit: int = 300) -> str:
+    """An error page as one line of text (Bottle's error pages are HTML with a <style>)."""
+    text = re.sub(r"<style.*?</style>|<[^>]+>", " ", body.decode(errors="replace"), flags=re.S)
+    return " ".join(text.split())[:limit]
+
+
 def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: int = 2, timeout: int = 30) -> Instance:
     port = free_port()
     log_path = log_dir / f"gunicorn-{port}.log"
