@@ -8,11 +8,12 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Optional
+
+from .wait import eventually
 
 REPO = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "alice", "s3cret"
@@ -94,18 +95,20 @@ def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: in
             env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
         )
     instance = Instance(f"http://127.0.0.1:{port}", folder, process, log_path)
-    deadline = time.monotonic() + BOOT_SECONDS
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{instance.log()}")
         # Every worker has built its app (each logs "serving ... from"), and one answers.
-        booted = instance.log().count(f"from {folder} (backend") >= workers
+        if instance.log().count(f"from {folder} (backend") < workers:
+            return False
         try:
-            if booted and instance.get("/health")[0] == 200:
-                return instance
+            return instance.get("/health")[0] == 200
         except OSError:
-            pass
-        time.sleep(0.1)
+            return False
+
+    if eventually(up, BOOT_SECONDS):
+        return instance
     instance.stop()
     raise RuntimeError(f"gunicorn did not answer /health within {BOOT_SECONDS}s:\n{instance.log()}")
 

@@ -9,12 +9,12 @@ from typing import Callable
 INTERVAL = 0.05
 
 
-def eventually(condition: Callable[[], bool], timeout: float, interval: float = INTERVAL) -> bool:
-    """Whether ``condition`` holds at some point within ``timeout`` seconds (polled every
-    ``interval``, and once more at the end). Exceptions from ``condition`` propagate."""
+def eventually(condition: Callable[[], object], timeout: float, interval: float = INTERVAL) -> bool:
+    """Whether ``condition()`` is true at some point within ``timeout`` seconds, polled every
+    ``interval`` and once more at the deadline. Exceptions from ``condition`` propagate."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return True
         time.sleep(interval)
-    return condition()
+    return bool(condition())

@@ -239,7 +239,7 @@ def test_failed_logins_are_bounded_per_worker(bucket: BucketProbe, tmp_path: Pat
     refused = http.get("/simple/", headers=basic("guess", "guess"))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert http.get("/simple/", headers=basic(USER, PASSWORD)).status_code == 200
-    time.sleep(1.2)  # one more verification a second
+    time.sleep(1.2)  # one more verification a second: the bound under test, so a sleep
     assert http.get("/simple/", headers=basic("guess", "guess")).status_code == 403
 
 

@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -93,6 +92,14 @@ def fill(bucket: BucketProbe, files: dict[str, bytes]) -> None:
 THREE = {"keep-1.0.tar.gz": b"kept", "change-1.0.tar.gz": b"before", "gone-1.0.tar.gz": b"to be deleted"}
 
 
+def pulled_three(bucket: BucketProbe, folder: Path, run_cli) -> dict[str, str]:
+    """THREE in the bucket and pulled into ``folder``; the command line's environment for them."""
+    env = env_for(bucket, folder)
+    fill(bucket, THREE)
+    assert run_cli(env, "pull").code == 0
+    return env
+
+
 # -- status ----------------------------------------------------------------------------
 
 
@@ -100,9 +107,7 @@ def test_status_reports_each_kind_of_difference_and_changes_nothing(
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
     folder = tmp_path / "packages"
-    env = env_for(bucket, folder)
-    fill(bucket, THREE)
-    assert run_cli(env, "pull").code == 0
+    env = pulled_three(bucket, folder, run_cli)
     agreed = run_cli(env, "status", "--json")
     assert agreed.code == 0, agreed.out + agreed.err
     report = agreed.json()
@@ -175,9 +180,7 @@ def test_pull_removes_a_file_the_bucket_lost_and_leaves_local_only_files_alone(
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
     folder = tmp_path / "packages"
-    env = env_for(bucket, folder)
-    fill(bucket, THREE)
-    assert run_cli(env, "pull").code == 0
+    env = pulled_three(bucket, folder, run_cli)
     bucket.delete("gone-1.0.tar.gz")
     (folder / "mine-1.0.tar.gz").write_bytes(b"only here")
     before = bucket_snapshot(bucket)
@@ -244,10 +247,7 @@ def test_ctrl_c_stops_a_pull_after_the_transfers_in_flight_and_keeps_what_was_do
         process = subprocess.Popen([sys.executable, "-m", "gcs_sync", "pull"], env=clean_env(env), cwd=REPO,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            for _ in range(600):  # until the first file is in place (bounded: 60 s)
-                if folder.is_dir() and package_files(folder):
-                    break
-                time.sleep(0.1)
+            eventually(lambda: folder.is_dir() and bool(package_files(folder)), 60)  # the first file is in place
             process.send_signal(signal.SIGINT)
             out, err = process.communicate(timeout=60)
         finally:
@@ -366,9 +366,7 @@ def test_verify_finds_corrupt_local_files_changed_objects_and_missing_files_on_e
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
     folder = tmp_path / "packages"
-    env = env_for(bucket, folder)
-    fill(bucket, THREE)
-    assert run_cli(env, "pull").code == 0
+    env = pulled_three(bucket, folder, run_cli)
     before = bucket_snapshot(bucket), folder_snapshot(folder)
 
     ok = run_cli_process(env, "verify")

@@ -77,7 +77,7 @@ def test_a_full_disk_keeps_reads_served_and_says_so(
         report = ready(instance)
         assert report["status"] == "degraded" and report["reason"] == "local disk full"
         assert list(report["unservable"]) == ["later-1.0.tar.gz"]
-        for _ in range(10):  # reads go on, however often the check runs and fails
+        for _ in range(10):  # reads go on, however often the check runs and fails (over a second)
             assert instance.get("/simple/have/")[0] == 200
             assert instance.get("/packages/have-1.0.tar.gz")[1] == b"have" * 100
             time.sleep(0.1)

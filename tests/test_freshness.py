@@ -75,8 +75,7 @@ def test_a_clock_step_changes_nothing_a_client_sees(
     try:
         assert a.get("/simple/")[0] == 200
         # The wall clock of A's machine is stepped by an hour, while A serves.
-        offset.write_text(f"{step}\n")
-        time.sleep(0.2)
+        offset.write_text(f"{step}\n")  # read again at A's next clock call (FAKETIME_NO_CACHE)
         first, second = make_wheel(tmp_path / "one", "stepped", "1.0"), make_wheel(tmp_path / "two", "stepped", "2.0")
         assert twine_upload(b.url, first).returncode == 0
         # Through B, A sees it within SYNC_INTERVAL plus one check, as without the step.
@@ -103,12 +102,14 @@ def test_a_temp_file_still_being_written_is_never_swept(tmp_path: Path, monkeypa
         os.utime(temp, (two_hours_ago, two_hours_ago))
     folder.sweep_stale_temps()
     assert writing.exists() and abandoned.exists()  # first seen now: not stale yet
-    deadline = time.monotonic() + 5
-    while abandoned.exists() and time.monotonic() < deadline:
+
+    def swept() -> bool:
         with open(writing, "ab") as out:  # still being written
             out.write(b"more")
-        time.sleep(0.1)
         folder.sweep_stale_temps()
+        return not abandoned.exists()
+
+    eventually(swept, 5, interval=0.1)
     assert not abandoned.exists() and writing.exists()
 
 

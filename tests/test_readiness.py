@@ -15,7 +15,6 @@ import base64
 import datetime
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +26,7 @@ from gcs_sync.web import app as app_module
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
 from testkit.servers import links, start_instance
+from testkit.wait import eventually
 
 from .test_app import AUTH, App
 
@@ -43,12 +43,24 @@ def report(app: App, path: str = "/ready", auth: bool = True) -> tuple[int, dict
 
 
 def wait_for_status(app: App, wanted: str, seconds: float = 15) -> tuple[int, dict]:
-    deadline = time.monotonic() + seconds
-    while True:
-        status, body = report(app)
-        if body["status"] == wanted or time.monotonic() > deadline:
-            return status, body
-        time.sleep(0.1)
+    """The first report in ``wanted`` status, or the last one if none came within ``seconds``."""
+    reports: list[tuple[int, dict]] = []
+
+    def reached() -> bool:
+        reports.append(report(app))
+        return reports[-1][1]["status"] == wanted
+
+    eventually(reached, seconds)
+    return reports[-1]
+
+
+def waiting_warmup(app: App, answers: list[tuple[int, dict]]) -> threading.Thread:
+    """A /_ah/warmup call in a thread of its own, still waiting after a second."""
+    warmup = threading.Thread(target=lambda: answers.append(report(app, "/_ah/warmup")))
+    warmup.start()
+    warmup.join(1.0)  # the bound under test: a warmup does not answer before the first sync
+    assert warmup.is_alive() and answers == []  # still waiting: the first sync cannot run
+    return warmup
 
 
 @pytest.fixture
@@ -93,10 +105,7 @@ def test_warmup_answers_only_once_the_first_sync_is_done(
 ) -> None:
     a = App(filled, tmp_path / "a", htpasswd)
     answers: list[tuple[int, dict]] = []
-    warmup = threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup")))
-    warmup.start()
-    warmup.join(1.0)
-    assert warmup.is_alive() and answers == []  # still waiting: the first sync cannot run
+    warmup = waiting_warmup(a, answers)
     held_lock.release()
     warmup.join(app_module.WARMUP_WAIT_SECONDS)
     [(status, body)] = answers
@@ -111,10 +120,7 @@ def test_warmup_holds_one_waiter_and_answers_the_others_at_once(
     """Anyone may call /_ah/warmup: a second caller while one waits must not hold a thread too."""
     a = App(filled, tmp_path / "a", htpasswd)
     answers: list[tuple[int, dict]] = []
-    first = threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup")))
-    first.start()
-    first.join(1.0)
-    assert first.is_alive() and answers == []  # the one waiter
+    first = waiting_warmup(a, answers)  # the one waiter
     others = [threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup"))) for _ in range(3)]
     for other in others:
         other.start()

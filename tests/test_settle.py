@@ -40,7 +40,7 @@ def test_a_file_copied_in_while_syncs_run_is_pushed_only_once_complete(
         copy.write(DATA[100_000:])
     client.sync()  # complete now, but it changed a moment ago
     assert bucket.names() == set()
-    time.sleep(SETTLE_SECONDS + 0.2)
+    time.sleep(SETTLE_SECONDS + 0.2)  # the bound under test: settled only past it
     client.sync()
     assert bucket.get(NAME) == DATA
     assert target.read_bytes() == DATA
@@ -59,7 +59,7 @@ def test_a_file_that_grows_after_its_push_replaces_its_own_push_and_is_never_cut
         rest.write(DATA[100_000:])
     client.sync()
     assert target.read_bytes() == DATA  # not replaced by the bucket's shorter copy
-    time.sleep(SETTLE_SECONDS + 0.2)
+    time.sleep(SETTLE_SECONDS + 0.2)  # the bound under test: settled only past it
     client.sync()
     assert bucket.get(NAME) == DATA
     assert target.read_bytes() == DATA

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +17,7 @@ from gcs_sync.sync.events import LocalDeleted, RemoteAdded
 from gcs_sync.sync.folder import PackageFolder
 
 from testkit.buckets import BucketProbe
+from testkit.wait import eventually
 
 from .views import age_view
 
@@ -369,9 +369,7 @@ def test_a_stopping_worker_skips_the_transfers_not_yet_begun(bucket, gcs_emulato
         driver = GCSDriver(bucket.name, "packages", timeout=10)
         client = StorageClient(driver, folder, sync_interval=1, lock_timeout=5, concurrency=2)
         warm_up = client.start_warm_up()
-        deadline = time.monotonic() + 30
-        while driver.calls["download"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: driver.calls["download"] >= 4, 30)
         client.stop()
         warm_up.join(timeout=30)
         assert not warm_up.is_alive()
