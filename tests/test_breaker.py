@@ -22,7 +22,7 @@ from testkit.packages import make_wheel
 from testkit.servers import run, start_instance, twine_upload
 from testkit.wait import eventually
 
-pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)]
 
 OUTAGES = {"503": Respond(503, b"unavailable"), "no answer": Delay(40)}
 

@@ -25,6 +25,8 @@ from testkit.buckets import BucketProbe
 from testkit.packages import make_wheel
 from testkit.servers import PASSWORD, USER, Instance, run, start_instance
 
+pytestmark = pytest.mark.slow
+
 # The bound: a normal request is delayed by at most about a second. Generous
 # here (a busy 2-core machine); before, it was 30 s.
 NORMAL_REQUEST_SECONDS = 2.0

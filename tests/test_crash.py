@@ -22,7 +22,7 @@ from testkit.fault_proxy import Delay, FaultProxy
 from testkit.servers import Instance, links, start_instance, upload_form
 from testkit.wait import eventually
 
-pytestmark = pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("bucket", ["gcs"], indirect=True)]
 
 DEADLINE = 60
 

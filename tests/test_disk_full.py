@@ -24,6 +24,8 @@ from testkit.packages import make_wheel
 from testkit.servers import start_instance, upload_form
 from testkit.wait import eventually
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:

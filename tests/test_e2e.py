@@ -31,6 +31,8 @@ from testkit.servers import (
 )
 from testkit.wait import eventually
 
+pytestmark = pytest.mark.slow
+
 SYNC_INTERVAL = 1.0
 FULL_SYNC_INTERVAL = 2.0
 

@@ -30,7 +30,7 @@ from testkit.wait import eventually
 
 from .test_app import AUTH, App
 
-pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)]
 
 SYNC_INTERVAL = 0.5
 BUDGET = {"STORAGE_TIMEOUT": "2", "SYNC_INTERVAL": str(SYNC_INTERVAL)}

@@ -20,6 +20,8 @@ from testkit.fault_proxy import FaultProxy
 from testkit.servers import Instance, links, remove_form, start_instance, upload_form
 from testkit.wait import eventually
 
+pytestmark = pytest.mark.slow
+
 SYNC_INTERVAL = 1.0
 FULL_SYNC_INTERVAL = 2.0
 # README's bounds add the duration of one check (reads never wait for it: they are served
