@@ -187,15 +187,24 @@ def raw_http(url: str, request: bytes, *, half_close: bool = True, timeout: floa
     """Send bytes exactly as given (clients normalise paths and frame bodies; a hostile
     one does not) and read the reply to the end: (status, body); status 0 if the server
     closed without answering. ``half_close`` ends the client's side after the request, so
-    a body shorter than its Content-Length reaches the server's end of input."""
+    a body shorter than its Content-Length reaches the server's end of input; without it,
+    the server may keep the connection open (keepalive), so the reply ends with the body
+    its Content-Length declares."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(request)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
         reply = b""
-        while chunk := sock.recv(1 << 16):
+        while not (not half_close and _whole(reply)) and (chunk := sock.recv(1 << 16)):
             reply += chunk
     head, _, body = reply.partition(b"\r\n\r\n")
     match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
     return (int(match[1]) if match else 0), body
+
+
+def _whole(reply: bytes) -> bool:
+    """Whether ``reply`` holds a head and all the body its Content-Length declares."""
+    head, separator, body = reply.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    return bool(separator) and length is not None and len(body) >= int(length[1])

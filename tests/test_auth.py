@@ -152,6 +152,7 @@ def test_no_password_or_authorization_header_is_logged(
         assert secret not in caplog.text
 
 
+@pytest.mark.slow
 def test_the_server_log_holds_no_password_after_twine_and_pip(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:
@@ -243,6 +244,7 @@ def test_failed_logins_are_bounded_per_worker(bucket: BucketProbe, tmp_path: Pat
     assert http.get("/simple/", headers=basic("guess", "guess")).status_code == 403
 
 
+@pytest.mark.slow
 def test_uv_publish_without_a_password_is_told_it_was_empty_and_its_password_variable_works(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:

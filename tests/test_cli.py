@@ -232,6 +232,7 @@ def test_pull_waits_for_the_folder_lock_of_a_running_sync_and_gives_up_after_wai
     assert package_files(folder) == {"one-1.0.tar.gz": b"1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["s3"], indirect=True)
 def test_ctrl_c_stops_a_pull_after_the_transfers_in_flight_and_keeps_what_was_done(
     bucket: BucketProbe, tmp_path: Path, s3_server: str
@@ -335,6 +336,7 @@ def test_push_dry_run_writes_nothing(
     assert (bucket_snapshot(bucket), folder_snapshot(stock)) == before
 
 
+@pytest.mark.slow
 def test_push_defaults_to_the_servers_folder_and_running_instances_serve_the_files(
     bucket: BucketProbe, tmp_path: Path
 ) -> None:
@@ -486,6 +488,7 @@ def test_help_of_each_command_describes_it_and_lists_its_flags(command: str, own
     assert "[env BUCKET_NAME]" in text and "Exit 0" in text
 
 
+@pytest.mark.slow
 def test_progress_bar_goes_to_stderr_only_when_asked_or_on_a_terminal(
     bucket: BucketProbe, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gcs_sync import Settings
@@ -41,6 +42,7 @@ def test_the_dockerfile_passes_hadolint_at_every_level() -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.slow
 def test_the_files_the_image_copies_start_the_server_with_the_image_command(tmp_path: Path) -> None:
     app_dir, bucket, packages = tmp_path / "app", tmp_path / "bucket", tmp_path / "packages"
     app_dir.mkdir()

@@ -31,6 +31,7 @@ from testkit.wait import eventually
 from .test_app import App
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_reads_never_wait_for_a_listing(bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path,
                                         htpasswd: Path) -> None:
@@ -62,6 +63,7 @@ def faked_clock(offset_file: Path) -> dict[str, str]:
             "FAKETIME_DONT_FAKE_MONOTONIC": "1", "DONT_FAKE_MONOTONIC": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local", "gcs"], indirect=True)
 @pytest.mark.parametrize("step", ["-1h", "+1h"])
 def test_a_clock_step_changes_nothing_a_client_sees(

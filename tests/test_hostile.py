@@ -382,6 +382,7 @@ def _error_lines(result: subprocess.CompletedProcess, prefix: str) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_gunicorn_stops_with_one_line_naming_a_missing_bucket(bucket: BucketProbe, tmp_path: Path) -> None:
     bucket.remove_bucket()
@@ -514,6 +515,7 @@ def test_an_outage_at_start_up_does_not_stop_it(
     assert http.get("/simple/").status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
 def test_gunicorn_starts_during_an_outage(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> None:
     env = {**bucket.env(), "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}", "STORAGE_TIMEOUT": "1",

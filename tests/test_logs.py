@@ -211,6 +211,7 @@ def assert_no_secret(output: str) -> None:
     assert "authorization" not in output.lower()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_prod_writes_only_cloud_logging_json_with_request_and_sync_lines(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
@@ -238,6 +239,7 @@ def test_prod_writes_only_cloud_logging_json_with_request_and_sync_lines(
     assert_no_secret(output)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_dev_writes_readable_text_with_request_and_sync_lines(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path

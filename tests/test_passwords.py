@@ -185,6 +185,7 @@ def test_a_restarted_worker_keeps_the_last_good_users_while_the_object_is_bad(
         Server(bucket, tmp_path / "elsewhere")
 
 
+@pytest.mark.slow
 def test_a_bucket_down_at_start_lets_it_start_and_the_users_arrive_when_it_answers(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -227,6 +228,7 @@ def started(bucket: BucketProbe, tmp_path: Path) -> Iterator[Callable[..., Insta
         instance.stop()
 
 
+@pytest.mark.slow
 def test_users_added_and_removed_with_the_cli_reach_running_workers(
     bucket: BucketProbe, started: Callable[..., Instance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -272,6 +274,7 @@ def test_a_bad_new_version_keeps_the_users_and_shows_in_ready(
     assert "garbage" not in instance.log()
 
 
+@pytest.mark.slow
 def test_a_user_written_by_another_tool_works_after_the_full_listing(
     bucket: BucketProbe, started: Callable[..., Instance]
 ) -> None:

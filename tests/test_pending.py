@@ -52,6 +52,7 @@ def hold_the_signature(bucket: BucketProbe, proxy: FaultProxy) -> None:
         proxy.add_rule("POST", r"/upload/", Delay(600))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_a_worker_killed_between_the_wheel_and_its_signature_leaves_no_release(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path, request: pytest.FixtureRequest
@@ -114,6 +115,7 @@ def intents(bucket: BucketProbe) -> set[str]:
     return {name for name in bucket.all_names() if name.startswith(PENDING)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_when_the_intent_cannot_be_removed_the_upload_is_refused_and_undone(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path

@@ -169,6 +169,7 @@ def test_ready_reports_degraded_with_the_reason_and_recovers_by_itself(
     assert status == 200 and body["last_error"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
 def test_under_gunicorn_warmup_returns_once_every_file_is_served(
     filled: BucketProbe, gcs_emulator: str, tmp_path: Path, htpasswd: Path
