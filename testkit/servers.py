@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -58,8 +59,10 @@ class Instance:
             return exc.code, exc.read()
 
     def stop(self) -> None:
+        """gunicorn's quick shutdown (SIGQUIT): the workers exit at once and worker_exit
+        still runs; a graceful SIGTERM waits up to a second more for each worker's poll loop."""
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGQUIT)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -322,6 +322,7 @@ def test_pip_search_still_works(server: Server) -> None:
     assert [(hit["name"], hit["version"]) for hit in found] == [("demo", "1.0")]
 
 
+@pytest.mark.slow
 def test_twine_is_told_the_limit(server: Server, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "toolarge", "1.0", value=os.urandom(LIMIT).hex())  # > LIMIT compressed
     before = server.written()
@@ -498,6 +499,7 @@ def test_gunicorn_stops_with_one_line_for_unreadable_credentials(bucket: BucketP
 OUTAGE_VARIABLE = {"gcs": "STORAGE_EMULATOR_HOST", "s3": "AWS_ENDPOINT_URL"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_an_outage_at_start_up_does_not_stop_it(
     bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

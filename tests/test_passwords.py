@@ -246,6 +246,7 @@ def test_users_added_and_removed_with_the_cli_reach_running_workers(
     assert not any(line.split(b":", 1)[1].strip() in log.encode() for line in bucket.get_key(KEY).splitlines())
 
 
+@pytest.mark.slow
 def test_a_bad_object_stops_the_start_naming_it(bucket: BucketProbe, started: Callable[..., Instance]) -> None:
     bucket.put_key(KEY, DAMAGED)
     with pytest.raises(RuntimeError) as caught:
@@ -254,6 +255,7 @@ def test_a_bad_object_stops_the_start_naming_it(bucket: BucketProbe, started: Ca
     assert "garbage" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_a_bad_new_version_keeps_the_users_and_shows_in_ready(
     bucket: BucketProbe, started: Callable[..., Instance]
 ) -> None:

@@ -237,6 +237,7 @@ def test_the_commands_as_a_real_process(bucket: BucketProbe, env: dict[str, str]
     assert stored(bucket).check_password("dave", "dave's secret")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_a_user_added_to_a_local_file_logs_in_at_once_on_a_running_server(
     bucket: BucketProbe, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
