@@ -143,6 +143,7 @@ def test_status_reports_each_kind_of_difference_and_changes_nothing(
     assert (folder_snapshot(folder), bucket_snapshot(bucket)) == before
 
 
+@pytest.mark.slow
 def test_status_as_a_process_on_a_folder_that_does_not_exist_yet(bucket: BucketProbe, tmp_path: Path) -> None:
     folder = tmp_path / "not-yet"
     fill(bucket, {"one-1.0.tar.gz": b"1"})
@@ -156,6 +157,7 @@ def test_status_as_a_process_on_a_folder_that_does_not_exist_yet(bucket: BucketP
 # -- pull ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pull_into_an_empty_folder_makes_it_identical_and_writes_nothing_to_the_bucket(
     bucket: BucketProbe, tmp_path: Path
 ) -> None:
@@ -217,6 +219,7 @@ def test_pull_under_a_running_server_updates_what_it_serves(
     assert page.status_code == 200 and f"late-1.0.tar.gz#sha256={sha256(b'late')}" in page.get_data(as_text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)  # the lock is the folder's, whatever the bucket
 def test_pull_waits_for_the_folder_lock_of_a_running_sync_and_gives_up_after_wait(
     bucket: BucketProbe, tmp_path: Path
@@ -288,6 +291,7 @@ def stock_folder(tmp_path: Path, bucket: BucketProbe) -> dict[str, bytes]:
             "clash-1.0.tar.gz": b"ours"}
 
 
+@pytest.mark.slow
 def test_push_of_a_stock_folder_uploads_what_the_bucket_lacks_and_reports_the_conflict(
     bucket: BucketProbe, tmp_path: Path, stock_folder: dict[str, bytes], run_cli
 ) -> None:
@@ -364,6 +368,7 @@ def test_push_defaults_to_the_servers_folder_and_running_instances_serve_the_fil
 # -- verify ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_verify_finds_corrupt_local_files_changed_objects_and_missing_files_on_each_side(
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
@@ -415,6 +420,7 @@ def test_verify_trusts_sha256_metadata_where_the_listing_has_it(
 COMMANDS = ["status", "pull", "push", "verify"]
 
 
+@pytest.mark.slow
 def test_a_bucket_that_does_not_exist_is_exit_4_on_every_command(
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
@@ -435,6 +441,7 @@ def test_a_bucket_that_does_not_exist_is_exit_4_on_every_command(
     assert run.code == expected and message in run.err and "Traceback" not in run.err
 
 
+@pytest.mark.slow
 def test_a_bad_flag_value_is_exit_3_naming_its_variable(bucket: BucketProbe, tmp_path: Path, run_cli) -> None:
     env = env_for(bucket, tmp_path / "packages")
     for command in COMMANDS:
@@ -478,6 +485,7 @@ def test_flags_override_the_environment(bucket: BucketProbe, tmp_path: Path, run
     ("push", ["FOLDER", "--overwrite", "--dry-run", "--progress"]),
     ("verify", ["FOLDER", "--progress"]),
 ])
+@pytest.mark.slow
 def test_help_of_each_command_describes_it_and_lists_its_flags(command: str, own_flags: list[str]) -> None:
     run = run_cli_process({}, command, "--help")
     assert run.code == 0 and run.err == ""

@@ -18,6 +18,8 @@ import pytest
 from testkit.fault_proxy import Delay, FaultProxy, Reset, ResetAfterForward, Respond, Truncate
 from testkit.wait import eventually
 
+pytestmark = pytest.mark.slow  # the SDKs under injected faults: retries and timeouts take seconds
+
 MEDIA = r"/download/storage/v1/b/[^/]+/o/obj\?"  # media downloads of the object "obj"
 
 

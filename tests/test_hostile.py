@@ -394,6 +394,7 @@ def test_gunicorn_stops_with_one_line_naming_a_missing_bucket(bucket: BucketProb
                                 "failed: "), result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_gunicorn_stops_with_one_line_naming_a_missing_bucket_folder(bucket: BucketProbe, tmp_path: Path) -> None:
     result = _gunicorn_start({**bucket.env(), "BUCKET_NAME": str(tmp_path / "no-such-folder")}, tmp_path)
@@ -486,6 +487,7 @@ def test_s3_credentials_that_cannot_be_read_stop_the_start(
         build_app(settings_for(bucket, tmp_path / "packages"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
 def test_gunicorn_stops_with_one_line_for_unreadable_credentials(bucket: BucketProbe, tmp_path: Path) -> None:
     env = {**bucket.env(), "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "nope.json")}

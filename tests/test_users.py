@@ -226,6 +226,7 @@ def run(env: dict[str, str], *argv: str, stdin: str = "") -> subprocess.Complete
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_commands_as_a_real_process(bucket: BucketProbe, env: dict[str, str]) -> None:
     added = run(env, "add", "dave", "--password-stdin", "--scheme", "apr_md5_crypt", stdin="dave's secret\n")
     assert added.returncode == 0, added.stderr
