@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from testkit.packages import make_wheel
-from testkit.servers import Instance, new_venv, page_text, parse_links, pip_install, remove_form, twine_upload, upload_form
+from testkit.servers import (
+    Instance, new_venv, page_text, parse_links, pip_install, remove_form, twine_upload, upload_form,
+)
 
 SYNC_INTERVAL = 1.0
 FULL_SYNC_INTERVAL = 2.0

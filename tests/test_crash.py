@@ -106,7 +106,8 @@ def test_a_worker_killed_mid_upload_never_answers_200_and_shows_nothing_partial(
         assert "killed-1.0.tar.gz" not in visible(folder)
         proxy.clear_rules()
         wait_for(lambda: worker_pids(instance) and worker_pids(instance) != [victim], "a new worker")
-        eventually(lambda: proxy.in_flight == 0, DEADLINE)  # the hung upload was forwarded after its delay: it may have landed
+        # The hung upload was forwarded after its delay: it may have landed.
+        eventually(lambda: proxy.in_flight == 0, DEADLINE)
         stored = bucket.get("killed-1.0.tar.gz")
         assert stored in (None, data)  # all or nothing in the bucket
         # A write that landed after its worker died was never announced (no marker): the

@@ -214,7 +214,7 @@ def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket
     assert visible_files(folder) == {A: b"alpha"}
 
 
-def test_a_fresh_view_calls_the_bucket_not_at_all_and_a_stale_one_lists_once_and_downloads_nothing(client, bucket, driver) -> None:
+def test_no_bucket_call_while_fresh_then_one_listing_and_no_download(client, bucket, driver) -> None:
     bucket.put(A, b"alpha")
     client.refresh_now()
     calls = dict(driver.calls)
