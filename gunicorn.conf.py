@@ -160,16 +160,18 @@ worker_class = BoundedThreadWorker
 
 
 def on_starting(server):
-    # The settings are checked once, here in the master, before any worker starts: a bad
-    # one is one line naming the variable, instead of one per worker and gunicorn's
-    # HaltServer traceback. The workers read the same environment (main.get_app).
+    # The settings, and what they name (the start-up check), are checked once, here in the
+    # master, before any worker starts: a bad one is one line naming the variable, instead
+    # of one per worker and gunicorn's HaltServer traceback. The workers read the same
+    # environment (main.get_app).
     if not str(getattr(server.app, "app_uri", "")).startswith("main:"):
         return  # another app under this config (the benchmark's stock pypiserver)
+    from gcs_sync.auth.startup import check_startup
     from gcs_sync.config import Settings
     from gcs_sync.errors import ConfigError
 
     try:
-        Settings.from_env(os.environ)
+        check_startup(Settings.from_env(os.environ))
     except ConfigError as exc:
         print(f"gcs_sync configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(server.APP_LOAD_ERROR)

@@ -4,6 +4,10 @@ Nothing else in the package reads ``os.environ``; the SDKs still read their own 
 (``STORAGE_EMULATOR_HOST``, ``AWS_ENDPOINT_URL``, credential chains), as users expect.
 Every parser raises ``ConfigError`` naming the variable, so a bad deployment fails at
 start-up with one line saying what to fix.
+
+Reading the settings touches no file: what they name on disk (the local bucket folder,
+LOCAL_PACKAGE_DIRECTORY, the htpasswd file, the WELCOME page) is checked by the start-up
+check (``gcs_sync.auth.startup``), which every entry point runs.
 """
 
 from __future__ import annotations
@@ -12,16 +16,13 @@ import argparse
 import dataclasses
 import hashlib
 import ipaddress
-import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import Callable, Mapping, Optional, TypeVar
+from typing import Callable, Mapping, Optional, TypedDict, TypeVar, overload
 
-from pypiserver.bottle_wrapper import template
-from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, html_file_arg, strtobool
+from pypiserver.config import DEFAULTS, auth_arg, health_endpoint_arg, strtobool
 
 from gcs_sync.errors import ConfigError
-from gcs_sync.auth.htpasswd import HtpasswdProblem, read_htpasswd
 
 T = TypeVar("T")
 
@@ -31,9 +32,16 @@ READY_DETAILS = ("authenticated", "public")
 DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024**2  # PyPI's own default limit for one file
 DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")  # gunicorn's default: a proxy on the same host
 
+class _TierDefaults(TypedDict):
+    STORAGE_BACKEND: str
+    BUCKET_NAME: Optional[str]
+    LOCAL_PACKAGE_DIRECTORY: str
+    PUSH_LOCAL_CHANGES: bool
+
+
 # Tier profiles: dev runs from a checkout with no cloud; prod is App Engine or Cloud Run,
 # where only /tmp is writable and the bucket must be named explicitly.
-_TIER_DEFAULTS = {
+_TIER_DEFAULTS: dict[str, _TierDefaults] = {
     "dev": {
         "STORAGE_BACKEND": "local",
         "BUCKET_NAME": "./data/bucket",
@@ -59,9 +67,9 @@ class Settings:
     remote_package_directory: str = "packages"
     local_package_directory: Path = Path("./data/packages")
     # None: read-only server. ".": no authentication at all (pypiserver's convention).
+    # A local path, or a bucket object as gs://BUCKET/KEY or s3://BUCKET/KEY
+    # (gcs_sync.auth.password_object parses it).
     password_file: Optional[str] = None
-    # PASSWORD_FILE as a bucket object (gs://BUCKET/KEY, s3://BUCKET/KEY); None for a local path.
-    password_object: Optional["BucketObject"] = None
     authenticate: tuple[str, ...] = ("update",)
     overwrite: bool = False
     # Seconds a checked view counts as fresh: at most one check of the bucket's change
@@ -81,8 +89,9 @@ class Settings:
     hash_algo: Optional[str] = "sha256"
     health_endpoint: str = DEFAULTS.HEALTH_ENDPOINT
     cache_control: Optional[int] = None
-    # The page at "/": pypiserver's --welcome, a bottle template file read once at start-up.
-    welcome_msg: str = dataclasses.field(default_factory=lambda: html_file_arg(None))
+    # The page at "/": pypiserver's --welcome, a bottle template file, as WELCOME names it;
+    # None for pypiserver's own page. Read and rendered once by the start-up check.
+    welcome: Optional[str] = None
     # Budget for one bucket operation: each attempt's network timeouts are half of it and
     # retries stop at it, so a failing call gives up after about this long (an attempt
     # already under way may add up to half again). With the folder-lock wait, also this
@@ -107,6 +116,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+        """The settings ``environ`` gives, validated without touching any file."""
         reader = _EnvReader(environ)
         tier = reader.choice("TIER", TIERS, "dev")
         defaults = _TIER_DEFAULTS[tier]
@@ -119,20 +129,14 @@ class Settings:
             raise ConfigError("BUCKET_NAME", f"required with STORAGE_BACKEND={backend}")
         if backend == "local":  # a folder: fixed now, so the working directory can't move it
             bucket_name = str(Path(bucket_name).expanduser().absolute())
-            if not create_bucket_folder and not Path(bucket_name).is_dir():
-                raise ConfigError("BUCKET_NAME", f"local bucket folder {bucket_name} does not exist")
         else:
             _check_bucket_name(bucket_name)
         local_directory = Path(
             reader.text("LOCAL_PACKAGE_DIRECTORY", defaults["LOCAL_PACKAGE_DIRECTORY"])
         ).expanduser().absolute()
-        _check_writable_folder("LOCAL_PACKAGE_DIRECTORY", local_directory)
         authenticate = tuple(reader.parsed("AUTHENTICATE", auth_arg, ["update"]))
         password_file = reader.text("PASSWORD_FILE", None) or None
         _check_auth_combination(authenticate, password_file)
-        password_object = None if password_file is None else parse_password_object(password_file, backend)
-        if password_object is None and password_file not in (None, "."):
-            check_htpasswd(password_file)  # an object is read and checked at start-up (passwords.py)
         sync_interval = reader.parsed("SYNC_INTERVAL", _non_negative_float, 5.0)
         full_sync_interval = reader.parsed("FULL_SYNC_INTERVAL", _non_negative_float, max(60.0, sync_interval))
         if full_sync_interval < sync_interval:
@@ -140,6 +144,7 @@ class Settings:
                 "FULL_SYNC_INTERVAL",
                 f"({full_sync_interval:g}s) must not be shorter than SYNC_INTERVAL ({sync_interval:g}s)",
             )
+        default_hash_algo: Optional[str] = "sha256"
         return cls(
             tier=tier,
             storage_backend=backend,
@@ -149,7 +154,6 @@ class Settings:
             ),
             local_package_directory=local_directory,
             password_file=password_file,
-            password_object=password_object,
             authenticate=authenticate,
             overwrite=reader.parsed("OVERWRITE", strtobool, False),
             sync_interval=sync_interval,
@@ -160,12 +164,12 @@ class Settings:
             ),
             disable_fallback=reader.parsed("DISABLE_FALLBACK", strtobool, True),
             fallback_url=reader.text("FALLBACK_URL", DEFAULTS.FALLBACK_URL),
-            hash_algo=reader.parsed("HASH_ALGO", _parse_hash_algo, "sha256"),
+            hash_algo=reader.parsed("HASH_ALGO", _parse_hash_algo, default_hash_algo),
             health_endpoint=reader.parsed(
                 "HEALTH_ENDPOINT", health_endpoint_arg, DEFAULTS.HEALTH_ENDPOINT
             ),
             cache_control=reader.parsed("CACHE_CONTROL", _non_negative_int, None),
-            welcome_msg=reader.parsed("WELCOME", _welcome_page, html_file_arg(None)),
+            welcome=reader.text("WELCOME", None),
             storage_timeout=reader.parsed("STORAGE_TIMEOUT", _positive_float, 10.0),
             pending_upload_expiry=reader.parsed("PENDING_UPLOAD_EXPIRY", _positive_float, 120.0),
             max_upload_size=reader.parsed("MAX_UPLOAD_SIZE", _byte_size, DEFAULT_MAX_UPLOAD_SIZE),
@@ -185,15 +189,27 @@ class Settings:
         return f"{scheme}://{self.bucket_name}{prefix}"
 
 
+def read_variable(environ: Mapping[str, str], name: str) -> Optional[str]:
+    """A variable as every setting reads it: without surrounding spaces; None if unset or blank."""
+    value = environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
 class _EnvReader:
     def __init__(self, environ: Mapping[str, str]):
         self._environ = environ
 
+    @overload
+    def text(self, name: str, default: str) -> str: ...
+
+    @overload
+    def text(self, name: str, default: Optional[str]) -> Optional[str]: ...
+
     def text(self, name: str, default: Optional[str]) -> Optional[str]:
-        value = self._environ.get(name)
-        if value is None or value.strip() == "":
-            return default
-        return value.strip()
+        value = read_variable(self._environ, name)
+        return default if value is None else value
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str, upper: bool = False) -> str:
         value = self.text(name, default)
@@ -262,24 +278,6 @@ def _parse_hash_algo(value: str) -> Optional[str]:
     raise ValueError("must be a hashlib algorithm such as sha256, or off")
 
 
-def _welcome_page(value: str) -> str:
-    """pypiserver's --welcome: the file's text, rendered once here with the variables
-    pypiserver gives it, so that a template that cannot render stops the start instead
-    of making every request for "/" a 500."""
-    path = Path(value).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the welcome page {path}: {exc}") from exc
-    try:
-        template(text + "\n", URL="http://host/", VERSION="0", NUMPKGS=0,
-                 PACKAGES="/packages/", SIMPLE="/simple/")
-    except Exception as exc:  # a user's template can fail in any way when it runs: named here
-        raise ValueError(f"the welcome page {path} is not a template pypiserver can render: "
-                         f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
-    return text
-
-
 def _parse_allow_ips(value: str) -> tuple[str, ...]:
     """FORWARDED_ALLOW_IPS as gunicorn reads it: comma-separated IP addresses, or ``*``
     for every peer. Raises ValueError naming a bad entry (a network such as 10.0.0.0/8
@@ -308,22 +306,17 @@ def _parse_prefix(value: str) -> str:
 _BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,221}")
 
 
+def is_bucket_name(name: str) -> bool:
+    return _BUCKET_NAME.fullmatch(name) is not None
+
+
 def _check_bucket_name(name: str) -> None:
-    if _BUCKET_NAME.fullmatch(name) is None:
+    if not is_bucket_name(name):
         raise ConfigError(
             "BUCKET_NAME",
             f"{name!r} is not a bucket name (letters, digits, '.', '-' and '_'; no gs:// or s3:// and "
             "no folder: the folder is REMOTE_PACKAGE_DIRECTORY)",
         )
-
-
-def _check_writable_folder(variable: str, folder: Path) -> None:
-    """The folder, or the nearest part of its path that exists, must be a writable folder."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(variable, f"{folder} is not a folder this process can write to ({existing})")
 
 
 def _check_auth_combination(authenticate: tuple[str, ...], password_file: Optional[str]) -> None:
@@ -339,82 +332,3 @@ def _check_auth_combination(authenticate: tuple[str, ...], password_file: Option
             f"is required: AUTHENTICATE={','.join(authenticate)} protects reads, and without "
             "a password file nobody could read",
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class BucketObject:
-    """One object named by URL: ``gs://BUCKET/KEY`` or ``s3://BUCKET/KEY``."""
-
-    scheme: str
-    bucket: str
-    key: str
-
-    @property
-    def folder(self) -> str:
-        """The key's folder (the prefix of a driver for this object)."""
-        return self.key.rpartition("/")[0]
-
-    @property
-    def name(self) -> str:
-        """The key's last part (the object's name for that driver)."""
-        return self.key.rpartition("/")[2]
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.bucket}/{self.key}"
-
-
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", re.S)
-_SCHEME_BACKENDS = {"gs": "gcs", "s3": "s3"}
-
-
-def is_object_url(value: str) -> bool:
-    """Whether PASSWORD_FILE is written as a URL (then it must name a bucket object)."""
-    return _URL.fullmatch(value) is not None
-
-
-def parse_password_object(value: str, backend: str) -> Optional[BucketObject]:
-    """PASSWORD_FILE as an object in the store STORAGE_BACKEND names, or None for a local
-    path. Only its shape is checked here (no network): it is read at start-up."""
-    match = _URL.fullmatch(value)
-    if match is None:
-        return None
-    scheme = match[1].lower()
-    if scheme not in _SCHEME_BACKENDS:
-        # A local file is a plain path (pypiserver re-reads it when it changes): no file://.
-        raise ConfigError("PASSWORD_FILE", f"{value!r}: only gs:// and s3:// URLs name an object; "
-                          "a local file is a plain path")
-    if _SCHEME_BACKENDS[scheme] != backend:
-        raise ConfigError("PASSWORD_FILE", f"{value!r} is an object of STORAGE_BACKEND="
-                          f"{_SCHEME_BACKENDS[scheme]}, but STORAGE_BACKEND is {backend}")
-    bucket, _, key = match[2].partition("/")
-    if _BUCKET_NAME.fullmatch(bucket) is None:
-        raise ConfigError("PASSWORD_FILE", f"{value!r}: {bucket!r} is not a bucket name")
-    parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts) or "\\" in key or not key.isprintable():
-        raise ConfigError("PASSWORD_FILE", f"{value!r} must name an object, as in {scheme}://{bucket}/config/htpasswd "
-                          "(no '..', '.', empty folders, backslashes or control characters)")
-    return BucketObject(scheme, bucket, key)
-
-
-def password_file_setting(environ: Mapping[str, str]) -> Optional[str]:
-    """PASSWORD_FILE as ``Settings.from_env`` reads it, unchecked: the ``users`` commands
-    edit the file, which may not exist yet or have no users."""
-    return _EnvReader(environ).text("PASSWORD_FILE", None)
-
-
-def check_htpasswd(path: str, shown_as: Optional[str] = None) -> None:
-    """Raise ConfigError unless ``path`` is an htpasswd file with users whose every entry
-    is a well-formed hash of an accepted scheme (htpasswd_auth.ACCEPTED_SCHEMES); the
-    message names ``shown_as`` (the bucket object a copy came from) or the path, and the
-    line of a bad entry, never its hash."""
-    shown = shown_as or path
-    try:
-        htpasswd = read_htpasswd(path, shown)
-    except FileNotFoundError as exc:
-        raise ConfigError("PASSWORD_FILE", f"no such file: {shown}") from exc
-    except HtpasswdProblem as exc:
-        raise ConfigError("PASSWORD_FILE", str(exc)) from exc
-    except (OSError, ValueError) as exc:  # ValueError: a malformed line, or not UTF-8
-        raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {shown}: {exc}") from exc
-    if not htpasswd.users():
-        raise ConfigError("PASSWORD_FILE", f"htpasswd file {shown} has no users")

@@ -4,15 +4,17 @@
     ├── ConfigError (ValueError)          a setting is missing or malformed; names the variable
     └── StorageError                      a bucket operation failed; names the object
         ├── ObjectNotFound (FileNotFoundError)
-        ├── ObjectExists (FileExistsError)     a create-only write met an existing object
-        ├── ObjectChanged                      not at the version the caller expected
+        ├── ObjectExists (FileExistsError)     a create-only write met an existing object (its 412)
+        ├── ObjectChanged                      not at the version the caller expected (a 412 on
+        │                                      a conditional read, write or delete)
         ├── BucketNotFound                     the bucket (or local bucket folder) is missing
         ├── StoragePermissionDenied (PermissionError)
         └── StorageUnavailable (ConnectionError)   network error, timeout, 5xx after retries
             └── WritesSuspended                    not tried: a write failed as unavailable just before
 
-Drivers translate their SDK's errors into these at the boundary, always ``from`` the
-original, so the cause stays in the traceback and the log.
+Drivers translate their SDK's errors into these at the boundary, each in one table read
+as the call means it (``drivers.base.Meaning``), always ``from`` the original, so the
+cause stays in the traceback and the log.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class ObjectExists(StorageError, FileExistsError):
 
 
 class ObjectChanged(StorageError):
-    """The object is no longer at the version the caller listed (HTTP 412 on a read or delete)."""
+    """The object is no longer at the version the caller listed or read (HTTP 412 on a
+    conditional read, write or delete; never ``ObjectExists``)."""
 
 
 class BucketNotFound(StorageError):

@@ -17,11 +17,12 @@ names the user of its Basic credentials, decoded only as far as the ``:``.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import sys
 import typing as t
+
+from gcs_sync.clock import rfc3339
 
 if t.TYPE_CHECKING:
     from gcs_sync.config import Settings
@@ -53,8 +54,7 @@ class CloudLoggingFormatter(logging.Formatter):
         payload: dict[str, object] = {
             "severity": severity(record.levelno),
             "message": message,
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "time": rfc3339(record.created, "microseconds").replace("+00:00", "Z"),
             "logger": record.name,
             "process": record.process,
         }

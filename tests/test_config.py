@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from gcs_sync import ConfigError, Settings
+from gcs_sync.auth.password_object import password_object
+from gcs_sync.auth.startup import check_startup
 from gcs_sync.config import DEFAULT_MAX_UPLOAD_SIZE
 
 
@@ -90,7 +92,7 @@ BAD = [
 @pytest.mark.parametrize("environ, variable", BAD, ids=[f"{v}={e}" for e, v in BAD])
 def test_bad_settings_name_the_variable(environ: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env(environ)
+        check_startup(Settings.from_env(environ))
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ")
     assert "\n" not in str(caught.value)
@@ -110,7 +112,7 @@ def test_an_htpasswd_file_without_users_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "htpasswd"
     empty.write_text("")
     with pytest.raises(ConfigError, match="PASSWORD_FILE: .*no users"):
-        Settings.from_env({"PASSWORD_FILE": str(empty)})
+        check_startup(Settings.from_env({"PASSWORD_FILE": str(empty)}))
 
 
 def test_open_index_needs_both_dots() -> None:
@@ -146,7 +148,7 @@ def test_a_malformed_htpasswd_file_stops_the_start(tmp_path: Path, content: byte
     path = tmp_path / "htpasswd"
     path.write_bytes(content)
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"PASSWORD_FILE": str(path)})
+        check_startup(Settings.from_env({"PASSWORD_FILE": str(path)}))
     assert caught.value.variable == "PASSWORD_FILE" and problem in str(caught.value) and str(path) in str(caught.value)
     assert "garbage" not in str(caught.value) and "tooshort" not in str(caught.value)  # a hash is a secret
 
@@ -167,7 +169,7 @@ def test_an_entry_of_a_scheme_not_accepted_stops_the_start_naming_its_line(tmp_p
     path = tmp_path / "htpasswd"
     path.write_text(f"# the team\nalice:$apr1$.5LAXVmv$pv6XjgAcJ.Anwacdpj8Kz0\n\nbob:{stored}\n")
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"PASSWORD_FILE": str(path)})
+        check_startup(Settings.from_env({"PASSWORD_FILE": str(path)}))
     message = str(caught.value)
     assert message.startswith(f"PASSWORD_FILE: htpasswd file {path}, line 4: the entry of user 'bob' is not a usable hash")
     assert "bcrypt, sha512_crypt, sha256_crypt, apr_md5_crypt, md5_crypt, ldap_sha1" in message
@@ -176,20 +178,21 @@ def test_an_entry_of_a_scheme_not_accepted_stops_the_start_naming_its_line(tmp_p
 
 def test_a_missing_htpasswd_file_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"PASSWORD_FILE: no such file: {tmp_path / 'nope'}"):
-        Settings.from_env({"PASSWORD_FILE": str(tmp_path / "nope")})
+        check_startup(Settings.from_env({"PASSWORD_FILE": str(tmp_path / "nope")}))
 
 
 def test_an_htpasswd_path_that_is_a_folder_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"PASSWORD_FILE: cannot read htpasswd file {tmp_path}: .*Is a directory"):
-        Settings.from_env({"PASSWORD_FILE": str(tmp_path)})
+        check_startup(Settings.from_env({"PASSWORD_FILE": str(tmp_path)}))
 
 
 _READ_AS_NOBODY = """
 import os, sys
 from gcs_sync import ConfigError, Settings  # imported as root: the interpreter lives under /root
+from gcs_sync.auth.startup import check_startup
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 try:
-    Settings.from_env({"PASSWORD_FILE": sys.argv[1], "LOCAL_PACKAGE_DIRECTORY": sys.argv[2]})
+    check_startup(Settings.from_env({"PASSWORD_FILE": sys.argv[1], "LOCAL_PACKAGE_DIRECTORY": sys.argv[2]}))
 except ConfigError as exc:
     print(exc)
     sys.exit(3)
@@ -209,7 +212,7 @@ def test_an_unreadable_htpasswd_file_stops_the_start(tmp_path: Path) -> None:
         packages.chmod(0o777)
         if os.geteuid() != 0:
             with pytest.raises(ConfigError) as caught:
-                Settings.from_env({"PASSWORD_FILE": str(path), "LOCAL_PACKAGE_DIRECTORY": str(packages)})
+                check_startup(Settings.from_env({"PASSWORD_FILE": str(path), "LOCAL_PACKAGE_DIRECTORY": str(packages)}))
             message = str(caught.value)
         else:
             child = subprocess.run([sys.executable, "-c", _READ_AS_NOBODY, str(path), str(packages)],
@@ -225,12 +228,13 @@ def test_a_password_file_in_the_bucket_is_parsed_without_reading_it() -> None:
     so this passes with no storage server for this bucket."""
     settings = Settings.from_env({"STORAGE_BACKEND": "gcs", "BUCKET_NAME": "my-bucket",
                                   "PASSWORD_FILE": "gs://my-users/config/htpasswd"})
-    location = settings.password_object
+    check_startup(settings)
+    location = password_object(settings)
     assert location is not None and str(location) == "gs://my-users/config/htpasswd"
     assert (location.bucket, location.folder, location.name) == ("my-users", "config", "htpasswd")
     s3 = Settings.from_env({"STORAGE_BACKEND": "s3", "BUCKET_NAME": "b", "PASSWORD_FILE": "s3://b/htpasswd"})
-    assert s3.password_object is not None and (s3.password_object.folder, s3.password_object.name) == ("", "htpasswd")
-    assert Settings.from_env({}).password_object is None
+    assert password_object(s3) is not None and (password_object(s3).folder, password_object(s3).name) == ("", "htpasswd")
+    assert password_object(Settings.from_env({})) is None
 
 
 BAD_PASSWORD_OBJECTS = [
@@ -251,7 +255,7 @@ BAD_PASSWORD_OBJECTS = [
 def test_a_bad_password_object_url_names_password_file(backend: str, value: str, problem: str, tmp_path: Path) -> None:
     bucket = str(tmp_path) if backend == "local" else "my-bucket"
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"STORAGE_BACKEND": backend, "BUCKET_NAME": bucket, "PASSWORD_FILE": value})
+        check_startup(Settings.from_env({"STORAGE_BACKEND": backend, "BUCKET_NAME": bucket, "PASSWORD_FILE": value}))
     assert caught.value.variable == "PASSWORD_FILE" and problem in str(caught.value)
 
 
@@ -279,6 +283,6 @@ def test_a_welcome_page_that_cannot_render_stops_the_start(tmp_path: Path, conte
     page = tmp_path / "welcome.html"
     page.write_bytes(content)
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"WELCOME": str(page)})
+        check_startup(Settings.from_env({"WELCOME": str(page)}))
     assert str(caught.value).startswith("WELCOME: ") and problem in str(caught.value)
     assert str(page) in str(caught.value) and "\n" not in str(caught.value)

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from gcs_sync import Settings
+from gcs_sync.auth.startup import check_startup
 
 from testkit.servers import REPO, clean_env, free_port
 from testkit.wait import eventually
@@ -109,6 +110,7 @@ def test_app_yaml_is_a_valid_production_configuration(tmp_path: Path) -> None:
     variables = {k: str(v).replace("REPLACE-WITH-YOUR-BUCKET", "my-bucket") for k, v in app["env_variables"].items()}
     variables["LOCAL_PACKAGE_DIRECTORY"] = str(tmp_path / "packages")  # /tmp/packages on App Engine
     settings = Settings.from_env(variables)
+    check_startup(settings)
     assert (settings.tier, settings.storage_backend, settings.bucket_name) == ("prod", "gcs", "my-bucket")
     assert settings.max_upload_size == 32 * 1024**2 and not settings.push_local_changes
     assert settings.password_file == "gs://my-bucket/config/htpasswd"  # users kept in the bucket

@@ -8,10 +8,10 @@ pays that bcrypt at every request, so a password guesser costs the workers 0.2 s
 per try. ``HtpasswdChecker`` instead:
 
 - knows only ``ACCEPTED_SCHEMES``; ``check_entries`` refuses any other entry, naming its
-  line (config.check_htpasswd stops the start with it; a new version of the file with such
+  line (``check_htpasswd`` stops the start with it; a new version of the file with such
   an entry is not applied, the previous users stay);
 - re-reads the file when it changes (the bucket's copy is replaced atomically, with a new
-  mtime: passwords.replace_file), as pypiserver does;
+  mtime: password_file.replace_file), as pypiserver does;
 - verifies an unknown user's password against a dummy hash of the file's own scheme and
   cost, so a wrong name takes as long as a wrong password;
 - remembers a successful login for ``CACHE_SECONDS`` by an HMAC of user and password under
@@ -39,6 +39,9 @@ from typing import Callable, Iterable, Optional
 from passlib.apache import HtpasswdFile
 from passlib.context import CryptContext
 from pypiserver.bottle_wrapper import HTTPError
+
+from gcs_sync.auth.user_names import is_holdable
+from gcs_sync.errors import ConfigError
 
 log = logging.getLogger("gcs_sync.htpasswd_auth")  # the name operators' log queries know
 
@@ -109,6 +112,24 @@ def read_htpasswd(path: str, shown: Optional[str] = None) -> AccountedHtpasswd:
     htpasswd.users()  # names are decoded here, not when the file is read
     check_entries(htpasswd, shown or path)
     return htpasswd
+
+
+def check_htpasswd(path: str, shown_as: Optional[str] = None) -> None:
+    """Raise ConfigError unless ``path`` is an htpasswd file with users whose every entry
+    is a well-formed hash of an accepted scheme (ACCEPTED_SCHEMES); the message names
+    ``shown_as`` (the bucket object a copy came from) or the path, and the line of a bad
+    entry, never its hash."""
+    shown = shown_as or path
+    try:
+        htpasswd = read_htpasswd(path, shown)
+    except FileNotFoundError as exc:
+        raise ConfigError("PASSWORD_FILE", f"no such file: {shown}") from exc
+    except HtpasswdProblem as exc:
+        raise ConfigError("PASSWORD_FILE", str(exc)) from exc
+    except (OSError, ValueError) as exc:  # ValueError: a malformed line, or not UTF-8
+        raise ConfigError("PASSWORD_FILE", f"cannot read htpasswd file {shown}: {exc}") from exc
+    if not htpasswd.users():
+        raise ConfigError("PASSWORD_FILE", f"htpasswd file {shown} has no users")
 
 
 class FailureBudget:
@@ -222,11 +243,10 @@ class HtpasswdChecker:
             log.error("PASSWORD_FILE: %s; keeping the users read before", problem)
 
     def _stored_hash(self, user: str) -> Optional[str]:
-        try:
-            return self._file.get_hash(user)
-        except ValueError:  # a name no htpasswd line can hold (":", a line break, over 255 bytes)
+        if not is_holdable(user):  # passlib would raise ValueError: stock pypiserver answers 500
             log.warning("login refused: not a user name an htpasswd file can hold")
             return None
+        return self._file.get_hash(user)
 
     def _make_dummy(self) -> None:
         """A hash of a random password with the scheme and cost most of the file's users

@@ -2,7 +2,7 @@
 how that copy follows the object.
 
 Logins are checked against a local htpasswd file, which the check re-reads whenever the
-file is replaced or its mtime changes (htpasswd_auth.HtpasswdChecker, at every login).
+file is replaced or its mtime changes (htpasswd.HtpasswdChecker, at every login).
 So the object (``gs://BUCKET/config/htpasswd``, ``s3://BUCKET/config/htpasswd``) is copied
 to ``LOCAL_PACKAGE_DIRECTORY/.gcs_sync/htpasswd`` at start-up, and each new version of it
 replaces that copy atomically. The bucket stays the source of truth.
@@ -31,12 +31,13 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from gcs_sync.config import BucketObject, ConfigError, Settings, check_htpasswd
+from gcs_sync.auth.htpasswd import check_htpasswd
+from gcs_sync.auth.password_object import BucketObject, password_object
+from gcs_sync.config import Settings
 from gcs_sync.drivers import FileStoreDriver, RemoteObject, make_driver
-from gcs_sync.errors import ObjectChanged, StorageError, StorageUnavailable
-from gcs_sync.files import temp_name
+from gcs_sync.errors import ConfigError, ObjectChanged, StorageError, StorageUnavailable
+from gcs_sync.files import replacing, write_json_atomically
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.files import write_json_atomically
 from gcs_sync.sync.state import StateFile
 
 log = logging.getLogger("gcs_sync.passwords")  # the name operators' log queries know
@@ -75,7 +76,7 @@ class BucketPasswordFile:
     @classmethod
     def for_settings(cls, settings: Settings, folder: PackageFolder, store_url: str) -> Optional["BucketPasswordFile"]:
         """The object PASSWORD_FILE names, or None if it names a local file (or nothing)."""
-        location = settings.password_object
+        location = password_object(settings)
         if location is None:
             return None
         driver = make_driver(settings, bucket_name=location.bucket, prefix=location.folder)
@@ -149,8 +150,7 @@ class BucketPasswordFile:
         raise ObjectChanged("download", self.url, f"replaced {_ATTEMPTS} times while it was being read")
 
     def _install(self, remote: RemoteObject, record: _CopyRecord) -> None:
-        temp = self.path.with_name(temp_name(self.path.name))
-        try:
+        with replacing(self.path) as temp:
             temp.touch(mode=0o600)  # hashes: readable by this user only (the download keeps the mode)
             self.driver.download(remote.name, temp, remote.version)
             try:
@@ -159,20 +159,15 @@ class BucketPasswordFile:
                 refused = dataclasses.replace(record, url=self.url, rejected=remote.version, problem=exc.problem)
                 self._write_record(refused)
                 raise
-            replace_file(temp, self.path)
-        finally:
-            temp.unlink(missing_ok=True)
+            step_mtime(temp, self.path)
         self._write_record(_CopyRecord(self.url, remote.version))
         log.info("users from %s (version %s) in %s", self.url, remote.version, self.path)
 
     def _install_bytes(self, data: bytes) -> None:
-        temp = self.path.with_name(temp_name(self.path.name))
-        try:
+        with replacing(self.path) as temp:
             temp.touch(mode=0o600)
             temp.write_bytes(data)
-            replace_file(temp, self.path)
-        finally:
-            temp.unlink(missing_ok=True)
+            step_mtime(temp, self.path)
 
     def _has_good_copy(self) -> bool:
         record = self._read_record()
@@ -202,17 +197,22 @@ class BucketPasswordFile:
         write_json_atomically(self._record_path, dataclasses.asdict(record))
 
 
-def replace_file(temp: Path, target: Path) -> None:
-    """Rename ``temp`` over ``target`` (a reader sees the old file or the new one, never a
-    part), with an mtime that differs from the old file's: pypiserver re-reads an htpasswd
-    file only when its mtime changes, and two versions written within the same instant
-    (or on a file system with coarse timestamps) could share one."""
+def step_mtime(temp: Path, target: Path) -> None:
+    """Give ``temp``, about to replace ``target``, an mtime that differs from the old
+    file's: pypiserver re-reads an htpasswd file only when its mtime changes, and two
+    versions written within the same instant (or on a file system with coarse
+    timestamps) could share one."""
     try:
         old = target.stat().st_mtime_ns
     except FileNotFoundError:
-        old = None
-    new = temp.stat().st_mtime_ns
-    if old is not None and abs(new - old) < _MIN_MTIME_STEP_NS:
+        return
+    if abs(temp.stat().st_mtime_ns - old) < _MIN_MTIME_STEP_NS:
         stamp = old + _MIN_MTIME_STEP_NS
         os.utime(temp, ns=(stamp, stamp))
+
+
+def replace_file(temp: Path, target: Path) -> None:
+    """Rename ``temp`` over ``target`` (a reader sees the old file or the new one, never a
+    part), with a new mtime (``step_mtime``)."""
+    step_mtime(temp, target)
     os.replace(temp, target)

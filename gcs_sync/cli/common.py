@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Mapping
 
+from gcs_sync.auth.startup import check_startup
 from gcs_sync.config import Settings
 
 EXIT_OK = 0
@@ -47,9 +48,12 @@ def overridden_environ(args: argparse.Namespace, environ: Mapping[str, str]) -> 
 
 
 def store_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """Settings for the commands that move packages. They serve no requests, so the
-    server's auth settings (PASSWORD_FILE, AUTHENTICATE) are not read or checked here."""
+    """Settings for the commands that move packages, through the server's start-up check.
+    They serve no requests, so the server's auth settings (PASSWORD_FILE, AUTHENTICATE)
+    are not read or checked here."""
     merged = overridden_environ(args, environ)
     merged.pop("PASSWORD_FILE", None)
     merged["AUTHENTICATE"] = "."
-    return Settings.from_env(merged)
+    settings = Settings.from_env(merged)
+    check_startup(settings)
+    return settings

@@ -1,10 +1,9 @@
 """Commands that move and compare packages: status, pull, push, verify.
 
-None of them deletes anything in the bucket. ``pull`` is the server's own sync
-(``StorageClient.sync``, under the folder's lock, so a server running on the same folder
-stays consistent) with pushing turned off; ``status``, ``push`` and ``verify`` are in
-``bulk.py``. Progress bars (tqdm) go to stderr, and only when stderr is a terminal,
-unless ``--progress`` or ``--no-progress`` says otherwise; results go to stdout.
+The work is in ``gcs_sync.ops`` (one module per command); this module parses the
+arguments and prints. None of them deletes anything in the bucket. Progress bars (tqdm)
+go to stderr, and only when stderr is a terminal, unless ``--progress`` or
+``--no-progress`` says otherwise; results go to stdout.
 """
 
 from __future__ import annotations
@@ -12,26 +11,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import json
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import filelock
 from tqdm import tqdm
 
-from gcs_sync.ops import bulk
 from gcs_sync.cli.common import EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_OK, store_settings
-from gcs_sync.sync.client import StorageClient
+from gcs_sync.clock import rfc3339
 from gcs_sync.config import Settings
 from gcs_sync.drivers import FileStoreDriver, make_driver
 from gcs_sync.errors import StorageError
+from gcs_sync.ops import push as ops_push
+from gcs_sync.ops import verify as ops_verify
+from gcs_sync.ops.gather import scan_folder
+from gcs_sync.ops.pull import download_size, pull_client
+from gcs_sync.ops.push import Pushed
+from gcs_sync.ops.status import Comparison, compare
+from gcs_sync.ops.verify import Verified
+from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.events import ContentChangeEvent, RemoteDeleted
-from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.plan import SyncPlan
+from gcs_sync.sync.readiness import view_times
 
 # How long pull waits for the folder's lock, which a running server holds during its
 # syncs (a cold start of a large repository can take minutes).
@@ -71,8 +76,8 @@ def add_commands(commands: "argparse._SubParsersAction", parent: argparse.Argume
     )
     pull.set_defaults(run=run_pull)
 
-    push = commands.add_parser(
-        "push", parents=[parent, progress], help="upload a folder's packages the bucket lacks",
+    push = _folder_command(
+        commands, "push", [parent, progress], help="upload a folder's packages the bucket lacks",
         description="Upload every package file of FOLDER (any folder, for example a stock pypiserver "
         "one; default LOCAL_PACKAGE_DIRECTORY) that the bucket lacks, create-only, with its sha256, "
         "SYNC_CONCURRENCY at a time; then rewrite the change marker, so running instances list the "
@@ -80,25 +85,31 @@ def add_commands(commands: "argparse._SubParsersAction", parent: argparse.Argume
         "with other content it is a conflict, reported and left alone unless --overwrite. Other "
         "files and sub-folders are skipped and listed. Never deletes. Exit 0 if every package file "
         "is in the bucket, 1 after a conflict or a failure.",
+        folder_help="the folder to upload (default: LOCAL_PACKAGE_DIRECTORY)", run=run_push,
     )
-    push.add_argument("folder", nargs="?", metavar="FOLDER", type=Path,
-                      help="the folder to upload (default: LOCAL_PACKAGE_DIRECTORY)")
     push.add_argument("--overwrite", action="store_true",
                       help="replace bucket objects whose content differs (the OVERWRITE variable does not apply)")
     push.add_argument("--dry-run", action="store_true", help="only say what would be uploaded; write nothing")
-    push.set_defaults(run=run_push)
 
-    verify = commands.add_parser(
-        "verify", parents=[parent, progress], help="check every local file's sha256 against the bucket",
+    _folder_command(
+        commands, "verify", [parent, progress], help="check every local file's sha256 against the bucket",
         description="Hash every package file of FOLDER (default LOCAL_PACKAGE_DIRECTORY) and compare it "
         "with the bucket object's sha256 metadata; where the bucket's listing has none (objects put "
         "there by other tools; S3 and local listings carry no metadata) the object is downloaded "
         "to a temporary folder and hashed. Reports mismatches, files missing from the bucket and "
         "bucket objects missing here. Changes nothing. Exit 0 only if everything matches.",
+        folder_help="the folder to check (default: LOCAL_PACKAGE_DIRECTORY)", run=run_verify,
     )
-    verify.add_argument("folder", nargs="?", metavar="FOLDER", type=Path,
-                        help="the folder to check (default: LOCAL_PACKAGE_DIRECTORY)")
-    verify.set_defaults(run=run_verify)
+
+
+def _folder_command(commands: "argparse._SubParsersAction", name: str, parents: list[argparse.ArgumentParser], *,
+                    help: str, description: str, folder_help: str,
+                    run: Callable[[argparse.Namespace, Mapping[str, str]], int]) -> argparse.ArgumentParser:
+    """A command that works on FOLDER, by default LOCAL_PACKAGE_DIRECTORY (push, verify)."""
+    command = commands.add_parser(name, parents=parents, help=help, description=description)
+    command.add_argument("folder", nargs="?", metavar="FOLDER", type=Path, help=folder_help)
+    command.set_defaults(run=run)
+    return command
 
 
 # -- shared helpers ---------------------------------------------------------------------
@@ -141,7 +152,7 @@ def _when(epoch: object, timespec: str = "seconds") -> Optional[str]:
     """An epoch time as RFC 3339 in UTC, as /ready reports times; None if there is none."""
     if not isinstance(epoch, (int, float)):
         return None
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec=timespec)
+    return rfc3339(epoch, timespec)
 
 
 def _with_time(record: Optional[dict[str, object]], key: str) -> Optional[dict[str, object]]:
@@ -160,7 +171,7 @@ def _section(title: str, lines: Sequence[str]) -> Iterator[str]:
 def run_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
     driver = _bucket(settings)
-    comparison = bulk.compare(driver, settings.local_package_directory, "LOCAL_PACKAGE_DIRECTORY")
+    comparison = compare(driver, settings.local_package_directory, "LOCAL_PACKAGE_DIRECTORY")
     if args.json:
         print(json.dumps(_status_json(comparison), indent=2))
     else:
@@ -168,7 +179,7 @@ def run_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return EXIT_OK if comparison.in_sync else EXIT_DIFFERENT
 
 
-def _status_json(c: bulk.Comparison) -> dict[str, object]:
+def _status_json(c: Comparison) -> dict[str, object]:
     return {
         "in_sync": c.in_sync,
         "folder": str(c.folder.folder),
@@ -180,15 +191,13 @@ def _status_json(c: bulk.Comparison) -> dict[str, object]:
         "only_here": c.only_here,
         "different": [{"name": d.name, "reason": d.reason} for d in c.different],
         "skipped_bucket_objects": c.bucket.skipped,
-        # The same fields, and time format, as the server's /ready.
-        "last_sync": _when(c.last_sync, "milliseconds"),
-        "lag_seconds": None if c.lag_seconds is None else round(c.lag_seconds, 3),
+        **view_times(c.lag_seconds),  # the same fields, and time format, as the server's /ready
         "last_listing": _with_time(c.last_listing, "listed_at"),
         "last_error": _with_time(c.last_error, "at"),
     }
 
 
-def _status_text(c: bulk.Comparison) -> Iterator[str]:
+def _status_text(c: Comparison) -> Iterator[str]:
     exists = "" if c.folder.exists else " (does not exist yet)"
     yield f"folder: {c.folder.folder}{exists}, {len(c.folder.files)} package files"
     yield f"bucket: {c.bucket_url}, {len(c.bucket.objects)} package files"
@@ -226,36 +235,21 @@ class _PullProgress:
 
     def planned(self, plan: SyncPlan) -> None:
         self.local_only = list(plan.local_only)
-        self._bar = _progress_bar(self._args, sum(_download_size(e) for e in plan.events), "pull")
+        self._bar = _progress_bar(self._args, sum(download_size(e) for e in plan.events), "pull")
 
     def finished(self, event: ContentChangeEvent, error: Optional[StorageError]) -> None:
         if self._bar is not None:
-            self._bar.update(_download_size(event))
+            self._bar.update(download_size(event))
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
 
 
-def _download_size(event: ContentChangeEvent) -> int:
-    remote = getattr(event, "remote", None)  # RemoteAdded and RemoteChanged download it
-    return 0 if remote is None else remote.size
-
-
 def run_pull(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
     driver = _bucket(settings)
-    client = StorageClient(
-        driver,
-        PackageFolder(settings.local_package_directory),
-        sync_interval=settings.sync_interval,
-        full_sync_interval=settings.full_sync_interval,
-        lock_timeout=args.wait,
-        concurrency=settings.sync_concurrency,
-        # A pull never writes to the bucket: no uploads or deletes, not even the marker.
-        push_local_changes=False,
-        create_marker=False,
-    )
+    client = pull_client(driver, settings, args.wait)
     progress = _PullProgress(args)
     interrupted = threading.Event()
     try:
@@ -271,7 +265,7 @@ def run_pull(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     client.state.clear_failure()  # as after a server's own successful check
     pulled = [e for e in report.applied if not isinstance(e, RemoteDeleted)]
     removed = [e for e in report.applied if isinstance(e, RemoteDeleted)]
-    print(f"pulled {len(pulled)} files ({_bytes(sum(map(_download_size, pulled)))}), removed {len(removed)}, "
+    print(f"pulled {len(pulled)} files ({_bytes(sum(map(download_size, pulled)))}), removed {len(removed)}, "
           f"{len(report.failed)} failed, in {report.seconds:.1f} s: {client.folder.path} from {driver.url}")
     for event, error in sorted(report.failed, key=lambda f: f[0].name):
         if not interrupted.is_set():
@@ -315,7 +309,7 @@ def _stop_on_interrupt(client: StorageClient, interrupted: threading.Event) -> I
 
 def run_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
-    scan = bulk.scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
+    scan = scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
     driver = _bucket(settings, may_create=not args.dry_run)
     bar: Optional[tqdm] = None
 
@@ -324,9 +318,9 @@ def run_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         bar = _progress_bar(args, total, "push (dry run)" if args.dry_run else "push")
 
     try:
-        report = bulk.push(driver, scan, concurrency=settings.sync_concurrency,
-                           overwrite=args.overwrite, dry_run=args.dry_run,
-                           advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
+        report = ops_push.push(driver, scan, concurrency=settings.sync_concurrency,
+                               overwrite=args.overwrite, dry_run=args.dry_run,
+                               advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
     finally:
         if bar is not None:
             bar.close()
@@ -334,14 +328,14 @@ def run_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return EXIT_OK if report.complete else EXIT_DIFFERENT
 
 
-def _push_text(report: bulk.PushReport, url: str) -> Iterator[str]:
+def _push_text(report: ops_push.PushReport, url: str) -> Iterator[str]:
     would = "would be " if report.dry_run else ""
-    uploaded, overwritten = report.named(bulk.UPLOADED), report.named(bulk.OVERWRITTEN)
-    conflicts, failed = report.named(bulk.CONFLICT), report.named(bulk.FAILED)
+    uploaded, overwritten = report.named(Pushed.UPLOADED), report.named(Pushed.OVERWRITTEN)
+    conflicts, failed = report.named(Pushed.CONFLICT), report.named(Pushed.FAILED)
     head = "dry run, nothing written: " if report.dry_run else ""
     moved = sum(o.size for o in uploaded + overwritten)
     yield (f"{head}{report.folder.folder} -> {url}: {len(uploaded)} {would}uploaded, {len(overwritten)} "
-           f"{would}overwritten ({_bytes(moved)}), {len(report.named(bulk.PRESENT))} already there, "
+           f"{would}overwritten ({_bytes(moved)}), {len(report.named(Pushed.PRESENT))} already there, "
            f"{len(conflicts)} conflicts, {len(failed)} failed, {len(report.folder.skipped)} skipped")
     yield from _section(f"{would}uploaded", [o.name for o in uploaded])
     yield from _section(f"{would}overwritten (--overwrite)", [o.name for o in overwritten])
@@ -364,7 +358,7 @@ def _push_text(report: bulk.PushReport, url: str) -> Iterator[str]:
 
 def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
-    scan = bulk.scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
+    scan = scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
     driver = _bucket(settings)
     bar: Optional[tqdm] = None
 
@@ -373,8 +367,8 @@ def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         bar = _progress_bar(args, total, "verify")
 
     try:
-        report = bulk.verify(driver, scan, concurrency=settings.sync_concurrency,
-                             advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
+        report = ops_verify.verify(driver, scan, concurrency=settings.sync_concurrency,
+                                   advance=lambda n: bar.update(n) if bar is not None else None, on_start=start)
     finally:
         if bar is not None:
             bar.close()
@@ -382,15 +376,15 @@ def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return EXIT_OK if report.all_match else EXIT_DIFFERENT
 
 
-def _verify_text(report: bulk.VerifyReport) -> Iterator[str]:
-    matched = report.named(bulk.MATCH)
+def _verify_text(report: ops_verify.VerifyReport) -> Iterator[str]:
+    matched = report.named(Verified.MATCH)
     downloaded = [c for c in report.checks if c.by_download]
     yield f"{report.folder.folder} against {report.bucket_url}: {len(matched)} of {len(report.checks)} match"
     yield from _section("mismatch (sha256 here, in the bucket)",
-                        [f"{c.name}: {c.local_sha256} != {c.bucket_sha256}" for c in report.named(bulk.MISMATCH)])
-    yield from _section("missing from the bucket", [c.name for c in report.named(bulk.MISSING_IN_BUCKET)])
-    yield from _section("missing here (in the bucket only)", [c.name for c in report.named(bulk.MISSING_HERE)])
-    yield from _section("could not be checked", [f"{c.name}: {c.detail}" for c in report.named(bulk.UNCHECKED)])
+                        [f"{c.name}: {c.local_sha256} != {c.bucket_sha256}" for c in report.named(Verified.MISMATCH)])
+    yield from _section("missing from the bucket", [c.name for c in report.named(Verified.MISSING_IN_BUCKET)])
+    yield from _section("missing here (in the bucket only)", [c.name for c in report.named(Verified.MISSING_HERE)])
+    yield from _section("could not be checked", [f"{c.name}: {c.detail}" for c in report.named(Verified.UNCHECKED)])
     if downloaded:
         yield (f"downloaded and hashed: {len(downloaded)} bucket objects had no sha256 metadata in the listing "
                "(put there by other tools, or the backend's listing carries none)")

@@ -4,8 +4,10 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
 
 - Object names passed in and returned are relative to the configured prefix and contain
   no ``/``; ``list_objects`` returns only the objects directly under the prefix.
-- ``RemoteObject.version`` changes whenever the object's content may have changed (GCS
-  generation, S3 ETag, local inode+size+mtime) and is stable otherwise.
+- ``RemoteObject.version`` (a ``Version``) changes whenever the object's content may have
+  changed and is stable otherwise. Each driver has its own kind, a ``NewType`` of
+  ``Version`` (GCS ``Generation``, S3 ``ETag``, local ``Fingerprint``: inode+size+mtime);
+  a version goes back only to the driver that gave it.
 - ``download`` writes the object to ``destination`` (a temporary path chosen by the
   caller), checks the bytes against the store's own checksum, and returns the sha256 of
   the bytes written, computed while or right after writing them (never taken from the
@@ -36,7 +38,10 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   version with one metadata request (None if there is none), so an instance can tell
   that nothing changed without listing the bucket.
 - Every failure is one of ``gcs_sync.errors.StorageError``'s subclasses, raised ``from``
-  the SDK's exception, carrying the object name.
+  the SDK's exception, carrying the object name. Each driver maps its SDK's errors in
+  one table-driven function; what a 404 or a 412 means depends on the call (``Meaning``):
+  a 412 is ``ObjectExists`` only for a create-only write, and ``ObjectChanged`` on a
+  conditional read, write or delete.
 - ``check_bucket`` makes one cheap request (a listing of at most one object) and raises
   ``BucketNotFound`` if the bucket does not exist, ``StoragePermissionDenied`` if the
   credentials may not list it (or cannot be loaded), ``StorageUnavailable`` if the
@@ -48,14 +53,23 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import dataclasses
+import enum
 import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Iterator, Mapping, NewType, Optional, Union
 
-from gcs_sync.errors import ObjectChanged, ObjectExists, StorageUnavailable
+from gcs_sync.errors import (
+    BucketNotFound,
+    ObjectChanged,
+    ObjectExists,
+    ObjectNotFound,
+    StorageError,
+    StorageUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +80,78 @@ UPLOAD_TOKEN_KEY = "upload-token"
 # Inside a sub-"folder" of the prefix, so listings (one level, "/" delimiter) never show it.
 MARKER_NAME = ".gcs_sync/changed"
 
+# An object's version, as its driver gives it: opaque, compared for equality only, and
+# passed back only to that driver (each driver's kind is a NewType of it).
+Version = NewType("Version", str)
+
+
+class Failure(enum.Enum):
+    """What a driver's error table says of an SDK error whose meaning depends on the call
+    (``Meaning`` decides)."""
+
+    MISSING = "no such object, or no such bucket (404)"
+    PRECONDITION = "precondition failed (412)"
+
+
+# A row of a driver's error table: an error kind, or a Failure the call decides about.
+ErrorKind = Union[type[StorageError], Failure]
+
+
+@dataclasses.dataclass(frozen=True)
+class Meaning:
+    """What a 404 and a 412 mean for one kind of call, and how a failed condition is said
+    (``said``, with ``{exc}`` for the SDK's message; empty: the SDK's error as it is)."""
+
+    missing: type[StorageError]
+    precondition: type[StorageError] = ObjectChanged
+    said: str = ""
+
+    def error(self, kind: ErrorKind, operation: str, key: str, exc: BaseException) -> StorageError:
+        cause = f"{type(exc).__name__}: {exc}"
+        if not isinstance(kind, Failure):
+            return kind(operation, key, cause)
+        if kind is Failure.MISSING and self.missing is not self.precondition:
+            return self.missing(operation, key, cause)
+        # A failed condition (or a 404 where the call names a version, as S3's If-Match).
+        return self.precondition(operation, key, self.said.format(exc=exc) if self.said else cause)
+
+
+# The calls' meanings, shared by the drivers (a driver whose store answers differently
+# derives its own with ``dataclasses.replace``).
+# A listing or an unconditional write: a 404 can only be the bucket's.
+BUCKET = Meaning(missing=BucketNotFound)
+# A read at a listed version: gone, or replaced since.
+READ = Meaning(missing=ObjectNotFound, said="changed since it was listed: {exc}")
+# A delete (at a listed version): gone is done; replaced is not ours to delete.
+DELETE = Meaning(missing=ObjectNotFound, said="replaced since it was listed: {exc}")
+# A create-only write: the one call where a 412 means "exists".
+CREATE = Meaning(missing=BucketNotFound, precondition=ObjectExists,
+                 said="an object of this name is already in the bucket")
+# A write over a version read before: replaced or deleted since (S3 answers If-Match on a
+# deleted object with a 404).
+REPLACE = Meaning(missing=ObjectChanged, said="replaced or deleted since it was read")
+
+
+@contextlib.contextmanager
+def mapped_errors(
+    sdk_errors: tuple[type[BaseException], ...], kind_of: Callable[[BaseException], ErrorKind],
+    operation: str, key: str, meaning: Meaning,
+) -> Iterator[None]:
+    """Raise the SDK's errors (``sdk_errors``) in the block as ours, ``from`` theirs: of the
+    kind the driver's one table (``kind_of``) gives, read as the call means it. A driver
+    binds its own: ``_mapped = functools.partial(mapped_errors, _SDK_ERRORS, _error_kind)``."""
+    try:
+        yield
+    except StorageError:
+        raise  # already ours (some are OSErrors too: ObjectExists, StorageUnavailable...)
+    except sdk_errors as exc:
+        raise meaning.error(kind_of(exc), operation, key, exc) from exc
+
 
 @dataclasses.dataclass(frozen=True)
 class RemoteObject:
     name: str
-    version: str
+    version: Version
     size: int
     sha256: Optional[str] = None
     # Only from ``stat`` (listings carry no metadata on S3): the token of the write that
@@ -133,12 +214,12 @@ class FileStoreDriver(abc.ABC):
         """Object ``name``'s metadata (one request); None if there is no such object."""
 
     @abc.abstractmethod
-    def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
+    def download(self, name: str, destination: Path, version: Version, listed_sha256: Optional[str] = None) -> str:
         """Write object ``name`` at ``version`` to ``destination``; return its sha256."""
 
     def upload(
         self, name: str, source: Path, *, create_only: bool, metadata: Mapping[str, str],
-        if_version: Optional[str] = None, token: Optional[str] = None,
+        if_version: Optional[Version] = None, token: Optional[str] = None,
     ) -> StoredObject:
         """Store ``source`` as object ``name``; return what is now in the store. With
         ``if_version`` (and not ``create_only``), only over that version of the object.
@@ -164,20 +245,27 @@ class FileStoreDriver(abc.ABC):
 
     @abc.abstractmethod
     def _write(
-        self, name: str, source: Path, *, create_only: bool, if_version: Optional[str], metadata: Mapping[str, str],
+        self, name: str, source: Path, *, create_only: bool, if_version: Optional[Version], metadata: Mapping[str, str],
     ) -> RemoteObject:
         """One store write, with its precondition: ``ObjectExists`` if ``create_only``
         met an object, ``ObjectChanged`` if ``if_version`` did not match; returns the
         version written."""
 
-    @abc.abstractmethod
     def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
         """The object as ``stat`` gives it, in one attempt (after a failed write, which
         used the retry budget); None if it is missing or cannot be read now. A store
         without metadata computes the sha256 from the bytes if ``sha256`` is given."""
+        try:
+            return self._stat_once(name)
+        except StorageError:
+            return None  # can't tell: the caller reports the original failure
+
+    def _stat_once(self, name: str) -> Optional[RemoteObject]:
+        """``stat`` without retries (a store whose SDK retries says how)."""
+        return self.stat(name)
 
     @abc.abstractmethod
-    def delete(self, name: str, if_version: Optional[str] = None) -> None:
+    def delete(self, name: str, if_version: Optional[Version] = None) -> None:
         """Remove object ``name``; succeed if it is already gone."""
 
     # Small bookkeeping objects under the prefix's ".gcs_sync/" folder (never listed with
@@ -185,7 +273,7 @@ class FileStoreDriver(abc.ABC):
     # relative to the prefix, e.g. ".gcs_sync/pending/ID.json"; ``delete`` removes them.
 
     @abc.abstractmethod
-    def put_note(self, name: str, data: bytes, if_version: Optional[str] = None) -> str:
+    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None) -> Version:
         """Write the small object ``name``; return its new version. With ``if_version``,
         only over that version: else ``ObjectChanged`` (also if it is gone)."""
 
@@ -197,7 +285,7 @@ class FileStoreDriver(abc.ABC):
     def list_notes(self, folder: str) -> list[str]:
         """The names of the objects directly in ``folder`` (ending in "/"), as ``name``s."""
 
-    def marker_version(self) -> Optional[str]:
+    def marker_version(self) -> Optional[Version]:
         """The change marker's current version; None if there is no marker yet."""
         marker = self.stat(MARKER_NAME)
         return None if marker is None else marker.version

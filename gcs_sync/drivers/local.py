@@ -7,31 +7,64 @@ the name exists) or a rename (overwrite). Its own temporary files are never list
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 from pathlib import Path
 from stat import S_ISREG
-from typing import Mapping, Optional
+from typing import Mapping, NewType, Optional
 
-from gcs_sync.errors import (
-    BucketNotFound,
-    ObjectChanged,
-    ObjectExists,
-    ObjectNotFound,
-    StorageError,
-    StoragePermissionDenied,
+from gcs_sync.drivers.base import (
+    CREATE,
+    MARKER_NAME,
+    READ,
+    ErrorKind,
+    Failure,
+    FileStoreDriver,
+    Meaning,
+    RemoteObject,
+    Version,
+    mapped_errors,
 )
-from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, sha256_of, temp_name
-from gcs_sync.drivers.base import MARKER_NAME, FileStoreDriver, RemoteObject
+from gcs_sync.errors import BucketNotFound, ObjectChanged, StorageError, StoragePermissionDenied
+from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, sha256_of, temp_name, write_atomically
+
+# A file's inode, size and modification time (``gcs_sync.files.fingerprint``), as a Version.
+Fingerprint = NewType("Fingerprint", Version)
+
+# The OS's errors and what each is, the first match winning. A missing path that means
+# "no such object" (a listing's, a stat's) is caught where it is a result, not an error.
+_ERRORS: tuple[tuple[type[OSError], ErrorKind], ...] = (
+    (FileNotFoundError, Failure.MISSING),
+    (FileExistsError, Failure.PRECONDITION),  # os.link onto an existing name
+    (PermissionError, StoragePermissionDenied),
+    (OSError, StorageError),
+)
+# A missing or an existing path is a folder problem, unless the call says what it means:
+# a download's missing file is ObjectNotFound (READ); a write's existing name is
+# ObjectExists (os.link's create-only refusal).
+_FOLDER = Meaning(missing=StorageError, precondition=StorageError)
+_WRITE = dataclasses.replace(CREATE, missing=StorageError)
+
+
+def _error_kind(exc: BaseException) -> ErrorKind:
+    """The one place the OS's errors are sorted into ours."""
+    return next((kind for os_error, kind in _ERRORS if isinstance(exc, os_error)), StorageError)
+
+
+_mapped = functools.partial(mapped_errors, (OSError,), _error_kind)
+
+
+def _fingerprint(stat: os.stat_result) -> Fingerprint:
+    return Fingerprint(Version(fingerprint(stat)))
 
 
 def _sha256_or_none(path: Path) -> Optional[str]:
-    try:
-        return sha256_of(path)
-    except FileNotFoundError:
-        return None  # removed meanwhile: not the same upload
-    except OSError as exc:
-        raise StorageError("upload", path.name, f"{type(exc).__name__}: {exc}") from exc
+    with _mapped("upload", path.name, _FOLDER):
+        try:
+            return sha256_of(path)
+        except FileNotFoundError:
+            return None  # removed meanwhile: not the same upload
 
 
 def _is_own_temp(name: str) -> bool:
@@ -58,95 +91,81 @@ class LocalFolderDriver(FileStoreDriver):
         self._count("list")
         folder = self._existing_folder("list", self.url)
         found: dict[str, RemoteObject] = {}
-        try:
-            entries = list(os.scandir(folder))
-        except FileNotFoundError:
-            return {}  # the prefix folder appears with the first upload
-        except OSError as exc:
-            raise StorageError("list", self.url, f"{type(exc).__name__}: {exc}") from exc
+        with _mapped("list", self.url, _FOLDER):
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                return {}  # the prefix folder appears with the first upload
         for entry in entries:
             if _is_own_temp(entry.name):
                 continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                stat = entry.stat()
-            except FileNotFoundError:
-                continue  # deleted while we listed: simply not there
-            except OSError as exc:
-                raise StorageError("list", entry.name, f"{type(exc).__name__}: {exc}") from exc
-            found[entry.name] = RemoteObject(entry.name, fingerprint(stat), stat.st_size)
+            with _mapped("list", entry.name, _FOLDER):
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue  # deleted while we listed: simply not there
+            found[entry.name] = RemoteObject(entry.name, _fingerprint(stat), stat.st_size)
         return found
 
     def check_bucket(self) -> None:
         self._count("check")
         folder = self._existing_folder("list", self.url)
-        try:
-            with os.scandir(folder):
-                pass
-        except FileNotFoundError:
-            return  # the prefix folder appears with the first upload
-        except PermissionError as exc:
-            raise StoragePermissionDenied("list", self.url, f"{type(exc).__name__}: {exc}") from exc
-        except OSError as exc:
-            raise StorageError("list", self.url, f"{type(exc).__name__}: {exc}") from exc
+        with _mapped("list", self.url, _FOLDER):
+            try:
+                with os.scandir(folder):
+                    pass
+            except FileNotFoundError:
+                return  # the prefix folder appears with the first upload
 
     def stat(self, name: str) -> Optional[RemoteObject]:
         self._count("stat")
         path = self._existing_folder("stat", name) / name
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError("stat", name, f"{type(exc).__name__}: {exc}") from exc
+        with _mapped("stat", name, _FOLDER):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                return None
         if not S_ISREG(stat.st_mode):
             return None  # a folder is not an object, as in the listing
-        return RemoteObject(name, fingerprint(stat), stat.st_size)
+        return RemoteObject(name, _fingerprint(stat), stat.st_size)
 
-    def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
+    def download(self, name: str, destination: Path, version: Version, listed_sha256: Optional[str] = None) -> str:
         self._count("download")
         source = self._existing_folder("download", name) / name
-        try:
+        with _mapped("download", name, READ):
             with open(source, "rb") as src:
-                if fingerprint(os.fstat(src.fileno())) != version:
+                if _fingerprint(os.fstat(src.fileno())) != version:
                     raise ObjectChanged("download", name, "changed since it was listed")
                 with open(destination, "wb") as dst:
                     return copy_hashing(src, dst).sha256
-        except FileNotFoundError as exc:
-            raise ObjectNotFound("download", name, f"{type(exc).__name__}: {exc}") from exc
-        except OSError as exc:
-            raise StorageError("download", name, f"{type(exc).__name__}: {exc}") from exc
 
     def _write(
-        self, name: str, source: Path, *, create_only: bool, if_version: Optional[str], metadata: Mapping[str, str],
+        self, name: str, source: Path, *, create_only: bool, if_version: Optional[Version], metadata: Mapping[str, str],
     ) -> RemoteObject:
         # A folder keeps no metadata: no sha256, no upload token (a write here cannot
         # lose its reply, so the token is never needed).
         self._count("upload")
         folder = self._existing_folder("upload", name)
         target = folder / name
-        temp = folder / temp_name(name)
-        try:
+        with _mapped("upload", name, _WRITE):
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, temp)
             if create_only:
-                os.link(temp, target)  # atomic, and fails if the name exists
-            elif if_version is not None:
-                # Check, then replace: not atomic, as the conditional delete below.
-                if self._version_of(target) != if_version:
-                    raise ObjectChanged("upload", name, "replaced or deleted since it was read")
-                os.replace(temp, target)
+                temp = folder / temp_name(name)
+                try:
+                    shutil.copyfile(source, temp)
+                    os.link(temp, target)  # atomic, and fails if the name exists
+                finally:
+                    temp.unlink(missing_ok=True)
             else:
-                os.replace(temp, target)
+                with replacing(target) as temp:
+                    shutil.copyfile(source, temp)
+                    # Check, then replace: not atomic, as the conditional delete below.
+                    if if_version is not None and self._version_of(target) != if_version:
+                        raise ObjectChanged("upload", name, "replaced or deleted since it was read")
             stat = target.stat()
-            return RemoteObject(name, fingerprint(stat), stat.st_size)
-        except FileExistsError as exc:
-            raise ObjectExists("upload", name, "an object of this name is already in the bucket") from exc
-        except OSError as exc:
-            raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            temp.unlink(missing_ok=True)
+        return RemoteObject(name, _fingerprint(stat), stat.st_size)
 
     def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
         found = self.stat(name)
@@ -156,74 +175,60 @@ class LocalFolderDriver(FileStoreDriver):
         return dataclasses.replace(found, sha256=_sha256_or_none(self._folder / name))
 
     @staticmethod
-    def _version_of(path: Path) -> Optional[str]:
+    def _version_of(path: Path) -> Optional[Fingerprint]:
         try:
-            return fingerprint(path.stat())
+            return _fingerprint(path.stat())
         except FileNotFoundError:
             return None
 
-    def delete(self, name: str, if_version: Optional[str] = None) -> None:
+    def delete(self, name: str, if_version: Optional[Version] = None) -> None:
         # With if_version this is check-then-act, not atomic as on GCS and S3: a file
         # replaced by another process in between is deleted. Acceptable for a dev store.
         self._count("delete")
-        folder = self._existing_folder("delete", name)
-        try:
+        path = self._existing_folder("delete", name) / name
+        with _mapped("delete", name, _FOLDER):
             if if_version is not None:
-                try:
-                    current = fingerprint((folder / name).stat())
-                except FileNotFoundError:
+                current = self._version_of(path)
+                if current is None:
                     return
                 if current != if_version:
                     raise ObjectChanged("delete", name, "replaced since it was listed")
-            (folder / name).unlink(missing_ok=True)
-        except OSError as exc:
-            raise StorageError("delete", name, f"{type(exc).__name__}: {exc}") from exc
+            path.unlink(missing_ok=True)
 
-    def put_note(self, name: str, data: bytes, if_version: Optional[str] = None) -> str:
+    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None) -> Version:
         self._count("upload")
         note = self._existing_folder("upload", name) / name
-        temp = note.with_name(temp_name(note.name))
-        try:
+        with _mapped("upload", name, _FOLDER):
             note.parent.mkdir(parents=True, exist_ok=True)
-            temp.write_bytes(data)
-            # Check, then replace: not atomic, as the conditional delete (dev only).
-            if if_version is not None and self._version_of(note) != if_version:
-                raise ObjectChanged("upload", name, "replaced or deleted since it was read")
-            os.replace(temp, note)
-            return fingerprint(note.stat())
-        except OSError as exc:
-            raise StorageError("upload", name, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            temp.unlink(missing_ok=True)
+            with replacing(note) as temp:
+                temp.write_bytes(data)
+                # Check, then replace: not atomic, as the conditional delete (dev only).
+                if if_version is not None and self._version_of(note) != if_version:
+                    raise ObjectChanged("upload", name, "replaced or deleted since it was read")
+            return _fingerprint(note.stat())
 
     def read_note(self, name: str) -> Optional[bytes]:
         self._count("download")
-        try:
-            return (self._existing_folder("download", name) / name).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError("download", name, f"{type(exc).__name__}: {exc}") from exc
+        note = self._existing_folder("download", name) / name
+        with _mapped("download", name, _FOLDER):
+            try:
+                return note.read_bytes()
+            except FileNotFoundError:
+                return None
 
     def list_notes(self, folder: str) -> list[str]:
         self._count("list")
-        try:
-            entries = os.listdir(self._existing_folder("list", folder) / folder)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise StorageError("list", folder, f"{type(exc).__name__}: {exc}") from exc
+        path = self._existing_folder("list", folder) / folder
+        with _mapped("list", folder, _FOLDER):
+            try:
+                entries = os.listdir(path)
+            except FileNotFoundError:
+                return []
         return [folder + entry for entry in entries if not _is_own_temp(entry)]
 
     def touch_marker(self) -> None:
         self._count("upload")
         marker = self._existing_folder("upload", MARKER_NAME) / MARKER_NAME
-        temp = marker.with_name(temp_name(marker.name))
-        try:
+        with _mapped("upload", MARKER_NAME, _FOLDER):
             marker.parent.mkdir(parents=True, exist_ok=True)
-            temp.write_bytes(self.new_marker_content())
-            os.replace(temp, marker)  # a new inode: a new version
-        except OSError as exc:
-            raise StorageError("upload", MARKER_NAME, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            temp.unlink(missing_ok=True)
+            write_atomically(marker, self.new_marker_content())  # a new inode: a new version

@@ -6,66 +6,81 @@ MinIO, R2, moto and friends; the standard credential chain and ``AWS_REGION``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NewType, Optional
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from gcs_sync.errors import (
-    BucketNotFound,
-    ObjectChanged,
-    ObjectExists,
-    ObjectNotFound,
-    StorageError,
-    StoragePermissionDenied,
-    StorageUnavailable,
+from gcs_sync.drivers.base import (
+    BUCKET,
+    CREATE,
+    DELETE,
+    MARKER_NAME,
+    READ,
+    REPLACE,
+    SHA256_KEY,
+    UPLOAD_TOKEN_KEY,
+    ErrorKind,
+    Failure,
+    FileStoreDriver,
+    RemoteObject,
+    Version,
+    mapped_errors,
+    served_sha256,
 )
-from gcs_sync.drivers.base import MARKER_NAME, SHA256_KEY, UPLOAD_TOKEN_KEY, FileStoreDriver, RemoteObject, served_sha256
+from gcs_sync.errors import BucketNotFound, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
+
+# An object's ETag, quotes and all, as a Version (S3 gives a new one to every write of
+# other bytes; the MD5 of the bytes for most, so equal bytes give equal ETags).
+ETag = NewType("ETag", Version)
 
 _CHUNK = 1 << 20
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
-_DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
-_PRECONDITION_CODES = {"PreconditionFailed", "412"}
-# No credentials, or a credentials or config file that can't be used.
-_CREDENTIAL_ERRORS = (
-    botocore.exceptions.NoCredentialsError,
-    botocore.exceptions.PartialCredentialsError,
-    botocore.exceptions.ConfigParseError,
-    botocore.exceptions.ProfileNotFound,
+
+# The error codes S3 (and S3-compatible stores) answer with, and what each is. A HEAD has
+# no body, so its code is the HTTP status.
+_ERROR_CODES: dict[str, ErrorKind] = {
+    "NoSuchBucket": BucketNotFound,
+    **dict.fromkeys(("NoSuchKey", "404", "NotFound"), Failure.MISSING),
+    **dict.fromkeys(("PreconditionFailed", "412"), Failure.PRECONDITION),
+    **dict.fromkeys(
+        ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"), StoragePermissionDenied,
+    ),
+    # ConditionalRequestConflict (409): a concurrent conditional write; worth a retry.
+    **dict.fromkeys(
+        ("SlowDown", "Throttling", "TooManyRequests", "RequestTimeout", "ConditionalRequestConflict"),
+        StorageUnavailable,
+    ),
+}
+# The errors botocore raises before or without an answer, the first match winning; any
+# other (a connection or read error, a timeout) is StorageUnavailable.
+_ERRORS: tuple[tuple[tuple[type[BaseException], ...], ErrorKind], ...] = (
+    # No credentials, or a credentials or config file that can't be used.
+    ((
+        botocore.exceptions.NoCredentialsError,
+        botocore.exceptions.PartialCredentialsError,
+        botocore.exceptions.ConfigParseError,
+        botocore.exceptions.ProfileNotFound,
+    ), StoragePermissionDenied),
+    ((botocore.exceptions.ParamValidationError,), StorageError),  # a malformed name: retrying won't help
 )
 
-
-def _translate(operation: str, key: str, exc: Exception, missing: type[StorageError]) -> StorageError:
-    cause = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code == "NoSuchBucket":
-            return BucketNotFound(operation, key, cause)
-        if code in _MISSING_CODES:
-            return missing(operation, key, cause)
-        if code in _PRECONDITION_CODES:
-            return ObjectExists(operation, key, cause)
-        if code in _DENIED_CODES:
-            return StoragePermissionDenied(operation, key, cause)
-        # ConditionalRequestConflict (409): a concurrent conditional write; worth a retry.
-        if status >= 500 or status == 429 or code in {
-            "SlowDown", "Throttling", "TooManyRequests", "RequestTimeout", "ConditionalRequestConflict",
-        }:
-            return StorageUnavailable(operation, key, cause)
-        return StorageError(operation, key, cause)
-    if isinstance(exc, _CREDENTIAL_ERRORS):
-        return StoragePermissionDenied(operation, key, cause)
-    if isinstance(exc, botocore.exceptions.ParamValidationError):
-        return StorageError(operation, key, cause)  # a malformed name: retrying won't help
-    return StorageUnavailable(operation, key, cause)
-
-
-
 _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError)
+
+
+def _error_kind(exc: BaseException) -> ErrorKind:
+    """The one place the SDK's errors are sorted into ours."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        default = StorageUnavailable if status >= 500 or status == 429 else StorageError
+        return _ERROR_CODES.get(str(exc.response.get("Error", {}).get("Code", "")), default)
+    return next((kind for sdk_errors, kind in _ERRORS if isinstance(exc, sdk_errors)), StorageUnavailable)
+
+
+_mapped = functools.partial(mapped_errors, _SDK_ERRORS, _error_kind)
 
 
 def _etag_is_md5(reply: Mapping[str, Any]) -> bool:
@@ -75,6 +90,11 @@ def _etag_is_md5(reply: Mapping[str, Any]) -> bool:
         and reply.get("ServerSideEncryption") not in ("aws:kms", "aws:kms:dsse")
         and "SSECustomerAlgorithm" not in reply
     )
+
+
+def _condition(create_only: bool, if_version: Optional[Version]) -> dict[str, str]:
+    """The request's precondition: only if there is no such object, or only over that version."""
+    return {"IfNoneMatch": "*"} if create_only else {} if if_version is None else {"IfMatch": if_version}
 
 
 def _client(timeout: float, attempts: int) -> Any:
@@ -92,7 +112,7 @@ class S3Driver(FileStoreDriver):
         super().__init__(prefix)
         self._bucket = bucket_name
         self.url = f"s3://{bucket_name}/{self._prefix}"
-        try:
+        with _mapped("connect", self.url, BUCKET):
             # boto3 reads the credentials and config files here.
             # Two attempts of half the budget each: a failing call gives up after about
             # STORAGE_TIMEOUT, not boto3's default of 3 x 60 s. (botocore's "max_attempts"
@@ -100,12 +120,10 @@ class S3Driver(FileStoreDriver):
             self._client = client or _client(timeout, attempts=2)
             # For the one look after a failed write, which has used the budget already.
             self._client_once = client or _client(timeout, attempts=1)
-        except botocore.exceptions.BotoCoreError as exc:
-            raise _translate("connect", self.url, exc, BucketNotFound) from exc
 
     def list_objects(self) -> dict[str, RemoteObject]:
         found: dict[str, RemoteObject] = {}
-        try:
+        with _mapped("list", self.url, BUCKET):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=self._prefix, Delimiter="/"
             )
@@ -114,17 +132,13 @@ class S3Driver(FileStoreDriver):
                 for entry in page.get("Contents", []):
                     name = entry["Key"][len(self._prefix):]
                     if name:
-                        found[name] = RemoteObject(name, entry["ETag"], entry["Size"])
-        except _SDK_ERRORS as exc:
-            raise _translate("list", self.url, exc, BucketNotFound) from exc
+                        found[name] = RemoteObject(name, ETag(entry["ETag"]), entry["Size"])
         return found
 
     def check_bucket(self) -> None:
         self._count("check")
-        try:
+        with _mapped("list", self.url, BUCKET):
             self._client.list_objects_v2(Bucket=self._bucket, Prefix=self._prefix, MaxKeys=1)
-        except _SDK_ERRORS as exc:
-            raise _translate("list", self.url, exc, BucketNotFound) from exc
 
     def stat(self, name: str) -> Optional[RemoteObject]:
         return self._stat(name, self._client)
@@ -133,21 +147,18 @@ class S3Driver(FileStoreDriver):
         key = self._key(name)
         self._count("stat")
         try:
-            head = client.head_object(Bucket=self._bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
-                return None
-            raise _translate("stat", key, exc, ObjectNotFound) from exc
-        except _SDK_ERRORS as exc:
-            raise _translate("stat", key, exc, ObjectNotFound) from exc
+            with _mapped("stat", key, READ):
+                head = client.head_object(Bucket=self._bucket, Key=key)
+        except ObjectNotFound:
+            return None
         metadata = head.get("Metadata", {})
-        return RemoteObject(name, head["ETag"], head["ContentLength"], metadata.get(SHA256_KEY),
+        return RemoteObject(name, ETag(head["ETag"]), head["ContentLength"], metadata.get(SHA256_KEY),
                             metadata.get(UPLOAD_TOKEN_KEY))
 
-    def download(self, name: str, destination: Path, version: str, listed_sha256: Optional[str] = None) -> str:
+    def download(self, name: str, destination: Path, version: Version, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
         self._count("download")
-        try:
+        with _mapped("download", key, READ):
             # IfMatch: the bytes must be the version we listed.
             reply = self._client.get_object(Bucket=self._bucket, Key=key, IfMatch=version)
             md5, sha256 = hashlib.md5(), hashlib.sha256()
@@ -158,12 +169,6 @@ class S3Driver(FileStoreDriver):
                     sha256.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _PRECONDITION_CODES:
-                raise ObjectChanged("download", key, f"changed since it was listed: {exc}") from exc
-            raise _translate("download", key, exc, ObjectNotFound) from exc
-        except _SDK_ERRORS as exc:
-            raise _translate("download", key, exc, ObjectNotFound) from exc
         # A cut connection can end the body early without an error (boto3 does not retry it).
         if written != reply["ContentLength"]:
             raise StorageUnavailable("download", key, f"body truncated at {written} of {reply['ContentLength']} bytes")
@@ -176,94 +181,59 @@ class S3Driver(FileStoreDriver):
         return served_sha256(key, sha256.hexdigest(), reply.get("Metadata", {}).get(SHA256_KEY))
 
     def _write(
-        self, name: str, source: Path, *, create_only: bool, if_version: Optional[str], metadata: Mapping[str, str],
+        self, name: str, source: Path, *, create_only: bool, if_version: Optional[Version], metadata: Mapping[str, str],
     ) -> RemoteObject:
         key = self._key(name)
-        extra = {"IfNoneMatch": "*"} if create_only else {} if if_version is None else {"IfMatch": if_version}
         self._count("upload")
-        try:
+        with _mapped("upload", key, CREATE if create_only else BUCKET if if_version is None else REPLACE):
             with open(source, "rb") as body:
                 reply = self._client.put_object(Bucket=self._bucket, Key=key, Body=body, Metadata=dict(metadata),
-                                                **extra)
-        except botocore.exceptions.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code"))
-            # If-Match on a replaced object is a 412; on a deleted one, a 404.
-            if if_version is not None and code in _MISSING_CODES | _PRECONDITION_CODES:
-                raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
-            if code in _PRECONDITION_CODES:
-                raise ObjectExists("upload", key, "an object of this name is already in the bucket") from exc
-            raise _translate("upload", key, exc, BucketNotFound) from exc
-        except _SDK_ERRORS as exc:
-            raise _translate("upload", key, exc, BucketNotFound) from exc
-        return RemoteObject(name, reply["ETag"], source.stat().st_size)
+                                                **_condition(create_only, if_version))
+        return RemoteObject(name, ETag(reply["ETag"]), source.stat().st_size)
 
-    def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
-        try:
-            return self._stat(name, self._client_once)
-        except StorageError:
-            return None  # can't tell: the caller reports the original failure
+    def _stat_once(self, name: str) -> Optional[RemoteObject]:
+        return self._stat(name, self._client_once)
 
-    def delete(self, name: str, if_version: Optional[str] = None) -> None:
+    def delete(self, name: str, if_version: Optional[Version] = None) -> None:
         key = self._key(name)
-        extra = {} if if_version is None else {"IfMatch": if_version}
         self._count("delete")
         try:
-            self._client.delete_object(Bucket=self._bucket, Key=key, **extra)  # idempotent
-        except botocore.exceptions.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code"))
-            if code in _PRECONDITION_CODES:
-                raise ObjectChanged("delete", key, f"replaced since it was listed: {exc}") from exc
-            if if_version is not None and code in _MISSING_CODES:
-                return  # already gone
-            raise _translate("delete", key, exc, ObjectNotFound) from exc
-        except _SDK_ERRORS as exc:
-            raise _translate("delete", key, exc, ObjectNotFound) from exc
+            with _mapped("delete", key, DELETE):
+                self._client.delete_object(Bucket=self._bucket, Key=key, **_condition(False, if_version))
+        except ObjectNotFound:
+            return  # already gone (If-Match on a missing object): deletes are idempotent
 
-    def put_note(self, name: str, data: bytes, if_version: Optional[str] = None) -> str:
+    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None) -> Version:
         key = self._key(name)
-        extra = {} if if_version is None else {"IfMatch": if_version}
         self._count("upload")
-        try:
+        with _mapped("upload", key, BUCKET if if_version is None else REPLACE):
             reply = self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType="application/json",
-                                            **extra)
-        except botocore.exceptions.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code"))
-            if if_version is not None and (code in _PRECONDITION_CODES or code in _MISSING_CODES):
-                raise ObjectChanged("upload", key, "replaced or deleted since it was read") from exc
-            raise _translate("upload", key, exc, BucketNotFound) from exc
-        except _SDK_ERRORS as exc:
-            raise _translate("upload", key, exc, BucketNotFound) from exc
-        return str(reply["ETag"])
+                                            **_condition(False, if_version))
+        return ETag(Version(str(reply["ETag"])))
 
     def read_note(self, name: str) -> Optional[bytes]:
         key = self._key(name)
         self._count("download")
         try:
-            return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
-                return None
-            raise _translate("download", key, exc, ObjectNotFound) from exc
-        except _SDK_ERRORS as exc:
-            raise _translate("download", key, exc, ObjectNotFound) from exc
+            with _mapped("download", key, READ):
+                data: bytes = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except ObjectNotFound:
+            return None
+        return data
 
     def list_notes(self, folder: str) -> list[str]:
-        found = []
-        try:
+        found: list[str] = []
+        with _mapped("list", self._key(folder), BUCKET):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=self._key(folder), Delimiter="/"
             )
             for page in pages:
                 self._count("list")
                 found.extend(entry["Key"][len(self._prefix):] for entry in page.get("Contents", []))
-        except _SDK_ERRORS as exc:
-            raise _translate("list", self._key(folder), exc, BucketNotFound) from exc
         return found
 
     def touch_marker(self) -> None:
         key = self._key(MARKER_NAME)
         self._count("upload")
-        try:
+        with _mapped("upload", key, BUCKET):
             self._client.put_object(Bucket=self._bucket, Key=key, Body=self.new_marker_content())
-        except _SDK_ERRORS as exc:
-            raise _translate("upload", key, exc, BucketNotFound) from exc

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from gcs_sync import clock
 from gcs_sync.errors import StorageUnavailable, WritesSuspended
@@ -75,7 +75,7 @@ class WriteBreaker:
             self.path.unlink(missing_ok=True)
             log.info("bucket writes: the bucket answers again")
 
-    def _read(self) -> Optional[dict[str, object]]:
+    def _read(self) -> Optional[dict[str, Any]]:
         try:
             record = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Protocol, Union
 
-from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
+from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, Version
 from gcs_sync.files import sha256_of
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.state import SyncedFile
@@ -30,34 +30,30 @@ class Transfers(Protocol):
     folder: PackageFolder
 
 
-def _download_into_place(io: Transfers, remote: RemoteObject) -> SyncedFile:
-    temp = io.folder.temp_path(remote.name)
-    try:
+@dataclasses.dataclass(frozen=True)
+class _RemoteCopy:
+    """A bucket version to bring here: RemoteAdded and RemoteChanged share the strategy
+    (an event equals only one of its own kind: dataclasses compare the class too)."""
+
+    name: str
+    remote: RemoteObject
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
         # The digest comes with the download (object metadata, or hashed while written):
         # computed once per file version, never per request.
-        sha256 = io.driver.download(remote.name, temp, remote.version, listed_sha256=remote.sha256)
-        local = io.folder.install(temp, remote.name)
-    finally:
-        temp.unlink(missing_ok=True)
-    return SyncedFile(remote.version, local, sha256)
+        with io.folder.replacing(self.remote.name) as temp:
+            sha256 = io.driver.download(self.remote.name, temp, self.remote.version, listed_sha256=self.remote.sha256)
+        return SyncedFile(self.remote.version, io.folder.fingerprint(self.remote.name), sha256)
 
 
 @dataclasses.dataclass(frozen=True)
-class RemoteAdded:
-    name: str
-    remote: RemoteObject
-
-    def apply(self, io: Transfers) -> Optional[SyncedFile]:
-        return _download_into_place(io, self.remote)
+class RemoteAdded(_RemoteCopy):
+    """In the bucket, not here: download."""
 
 
 @dataclasses.dataclass(frozen=True)
-class RemoteChanged:
-    name: str
-    remote: RemoteObject
-
-    def apply(self, io: Transfers) -> Optional[SyncedFile]:
-        return _download_into_place(io, self.remote)
+class RemoteChanged(_RemoteCopy):
+    """Here, but the bucket has another version (or ours was edited): download and replace."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +81,7 @@ class LocalAdded:
 class LocalChanged:
     name: str
     local_fingerprint: str
-    remote_version: str
+    remote_version: Version
     synced_sha256: Optional[str]
 
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
@@ -103,7 +99,7 @@ class LocalChanged:
 @dataclasses.dataclass(frozen=True)
 class LocalDeleted:
     name: str
-    remote_version: str
+    remote_version: Version
 
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
         # Conditional: an upload that replaced the object since the listing is kept.

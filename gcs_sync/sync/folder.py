@@ -7,6 +7,7 @@ folder's own bookkeeping lives in the dot folder ``.gcs_sync/``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -14,8 +15,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, temp_name
-from gcs_sync.names import is_package_filename
+from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, temp_name
+from gcs_sync.listings import CONTROL_FOLDER, scan_package_folder
 
 log = logging.getLogger("gcs_sync.folder")  # the name operators' log queries know
 
@@ -37,29 +38,16 @@ class StagedFile:
 class PackageFolder:
     def __init__(self, path: Path) -> None:
         self.path = Path(path).absolute()
-        self.control = self.path / ".gcs_sync"
+        self.control = self.path / CONTROL_FOLDER
         self.control.mkdir(parents=True, exist_ok=True)
         # Temp files by name: their fingerprint, and when this process first saw it.
         self._temps_seen: dict[str, tuple[str, float]] = {}
 
-    def package_files(self) -> Iterator[os.DirEntry]:
-        """The package files directly in the folder: what is synced and served."""
-        with os.scandir(self.path) as entries:
-            for entry in entries:
-                if is_package_filename(entry.name) and entry.is_file(follow_symlinks=False):
-                    yield entry
-
     def scan(self) -> dict[str, str]:
-        """Package files by name, with their fingerprints. A file removed while the folder
-        is read (the index reads it without the lock, while a sibling removes a file) is
-        simply not there."""
-        found = {}
-        for entry in self.package_files():
-            try:
-                found[entry.name] = fingerprint(entry.stat())
-            except FileNotFoundError:
-                continue
-        return found
+        """Package files by name, with their fingerprints (``listings``: the one rule of what
+        is a package file). A file removed while the folder is read (the index reads it
+        without the lock, while a sibling removes a file) is simply not there."""
+        return {name: found.fingerprint for name, found in scan_package_folder(self.path).files.items()}
 
     def temp_path(self, name: str) -> Path:
         return self.path / temp_name(name)
@@ -74,6 +62,16 @@ class PackageFolder:
             temp.unlink(missing_ok=True)
             raise
         return StagedFile(name, temp, copied.sha256, copied.size)
+
+    @contextlib.contextmanager
+    def replacing(self, name: str) -> Iterator[Path]:
+        """A temp file that becomes ``name`` when the block ends without an error; it is
+        removed in every case."""
+        with replacing(self.path / name) as temp:
+            yield temp
+
+    def fingerprint(self, name: str) -> str:
+        return fingerprint(self.file_path(name).stat())
 
     def install(self, temp: Path, name: str) -> str:
         """Make a complete temp file visible under ``name``; return its fingerprint."""

@@ -29,13 +29,14 @@ sha256 is the one the intent names (dev only).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import time
 import uuid
 from typing import Mapping, Optional, Sequence
 
-from gcs_sync.drivers.base import FileStoreDriver, RemoteObject
+from gcs_sync.drivers.base import FileStoreDriver, RemoteObject, Version
 from gcs_sync.errors import ObjectChanged, StorageError
 from gcs_sync.sync.folder import StagedFile
 from gcs_sync.sync.state import SyncedFile
@@ -53,7 +54,7 @@ _TOKEN_SEPARATOR = "."
 class Intent:
     id: str
     files: dict[str, dict[str, Optional[str]]]  # name -> {"token": ..., "sha256": ...}
-    version: Optional[str] = None  # as its writer wrote it (unclaimed)
+    version: Optional[Version] = None  # as its writer wrote it (unclaimed)
 
     @property
     def name(self) -> str:
@@ -61,6 +62,13 @@ class Intent:
 
     def token(self, name: str) -> str:
         return str(self.files[name]["token"])
+
+
+class ClaimReason(enum.StrEnum):
+    """Why an intent was claimed: its ``claimed`` field in the bucket."""
+
+    UNDONE = "undone"  # by its writer, before undoing a failed upload
+    EXPIRED = "expired"  # by a sync's clean-up, once the intent expired
 
 
 def _intent_id_of(token: Optional[str]) -> Optional[str]:
@@ -86,7 +94,7 @@ class PendingUploads:
     def begin(self, staged: Sequence[StagedFile]) -> Intent:
         """Write the intent for ``staged``; raises StorageError (nothing written yet)."""
         intent_id = uuid.uuid4().hex
-        files = {
+        files: dict[str, dict[str, Optional[str]]] = {
             upload.name: {"token": f"{intent_id}{_TOKEN_SEPARATOR}{i}", "sha256": upload.sha256}
             for i, upload in enumerate(staged)
         }
@@ -120,7 +128,7 @@ class PendingUploads:
             return False
         return True
 
-    def claim(self, intent: Intent, why: str, keep: Sequence[str] = ()) -> Optional[str]:
+    def claim(self, intent: Intent, why: ClaimReason, keep: Sequence[str] = ()) -> Optional[Version]:
         """Claim the writer's own intent before it undoes its files: then no retry can
         adopt them meanwhile. It names only ``keep`` from then on (files whose write may
         still land: what a clean-up removes once it expires, and all it hides meanwhile).
@@ -133,7 +141,7 @@ class PendingUploads:
         except ObjectChanged:
             return None
 
-    def drop(self, intent: Intent, claimed_version: str) -> None:
+    def drop(self, intent: Intent, claimed_version: Version) -> None:
         """Delete an intent its writer claimed and cleaned up after. Raises StorageError."""
         self.driver.delete(intent.name, if_version=claimed_version)
 
@@ -232,7 +240,7 @@ class PendingUploads:
         intent = Intent(intent.id, files)
         try:
             # Claimed first: from here on no writer gives a 200 and no retry adopts them.
-            claimed_version = self.driver.put_note(intent.name, _claimed(intent.files, "expired"),
+            claimed_version = self.driver.put_note(intent.name, _claimed(intent.files, ClaimReason.EXPIRED),
                                                    if_version=there.version)
         except ObjectChanged:
             return  # its writer ended it, a retry adopted it, or another clean-up has it
@@ -265,10 +273,10 @@ class PendingUploads:
         return looked is not None and looked.version == obj.version and looked.sha256 == expected
 
 
-def _claimed(files: Mapping[str, Mapping[str, Optional[str]]], why: str) -> bytes:
+def _claimed(files: Mapping[str, Mapping[str, Optional[str]]], why: ClaimReason) -> bytes:
     # A new nonce each time: on S3 the version (ETag) is the bytes' MD5, and two claims
     # of the same intent must never look like the same version.
-    return json.dumps({"files": dict(files), "claimed": why, "nonce": uuid.uuid4().hex}).encode()
+    return json.dumps({"files": dict(files), "claimed": why.value, "nonce": uuid.uuid4().hex}).encode()
 
 
 def _parse(data: bytes) -> tuple[dict[str, dict[str, Optional[str]]], Optional[str]]:

@@ -73,7 +73,7 @@ def plan_sync(
             edited_here_only = (
                 before is not None and before.remote_version == there.version and before.local_fingerprint != here
             )
-            if edited_here_only and push_local_changes:
+            if edited_here_only and push_local_changes and before is not None:  # implied by edited_here_only; said for mypy
                 if name not in unsettled:  # else: still being written, the next sync looks again
                     events.append(LocalChanged(name, here, there.version, before.sha256))
             elif before is None or before.remote_version != there.version or before.local_fingerprint != here:

@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import time
 import typing as t
 from typing import Optional, Protocol
 
 from gcs_sync.errors import StorageError
+from gcs_sync.sync import events
 from gcs_sync.sync.events import ContentChangeEvent
 from gcs_sync.sync.plan import SyncPlan
 
@@ -50,15 +52,41 @@ class SyncProgress(Protocol):
     def finished(self, event: ContentChangeEvent, error: Optional[StorageError]) -> None: ...
 
 
+class Outcome(enum.StrEnum):
+    """What a sync did to a file, in the order the sync line says them: the value is the
+    field in the JSON."""
 
-# Event kind -> (the field in the JSON, the verb in the message).
-_KINDS = {
-    "RemoteAdded": ("added", "pulled"),
-    "RemoteChanged": ("changed", "replaced"),
-    "RemoteDeleted": ("removed", "removed"),
-    "LocalAdded": ("pushed", "pushed"),
-    "LocalChanged": ("pushed_over", "pushed over the bucket copy"),
-    "LocalDeleted": ("deleted", "deleted from the bucket"),
+    ADDED = "added"
+    CHANGED = "changed"
+    REMOVED = "removed"
+    PUSHED = "pushed"
+    PUSHED_OVER = "pushed_over"
+    DELETED = "deleted"
+    FAILED = "failed"
+
+    @property
+    def verb(self) -> str:
+        """How the message says it."""
+        return _VERBS[self]
+
+
+_VERBS = {
+    Outcome.ADDED: "pulled",
+    Outcome.CHANGED: "replaced",
+    Outcome.REMOVED: "removed",
+    Outcome.PUSHED: "pushed",
+    Outcome.PUSHED_OVER: "pushed over the bucket copy",
+    Outcome.DELETED: "deleted from the bucket",
+    Outcome.FAILED: "failed",
+}
+# Each kind of event, applied.
+_APPLIED: dict[type, Outcome] = {
+    events.RemoteAdded: Outcome.ADDED,
+    events.RemoteChanged: Outcome.CHANGED,
+    events.RemoteDeleted: Outcome.REMOVED,
+    events.LocalAdded: Outcome.PUSHED,
+    events.LocalChanged: Outcome.PUSHED_OVER,
+    events.LocalDeleted: Outcome.DELETED,
 }
 _NAMES_IN_MESSAGE = 3
 _NAMES_IN_FIELDS = 20
@@ -84,23 +112,21 @@ class BucketMeter:
 def log_sync(logger: logging.Logger, store_url: str, report: SyncReport) -> None:
     """One INFO line for a sync that listed the bucket: what changed (counts by kind and
     the first few names), what failed, seconds, bucket calls."""
-    names: dict[str, list[str]] = {field: [] for field, _ in _KINDS.values()}
+    names: dict[Outcome, list[str]] = {outcome: [] for outcome in Outcome}
     for event in report.applied:
-        field = _KINDS[type(event).__name__][0]
-        names[field].append(event.name)
-    names["failed"] = [event.name for event, _ in report.failed]
-    verbs = {**dict(_KINDS.values()), "failed": "failed"}
+        names[_APPLIED[type(event)]].append(event.name)
+    names[Outcome.FAILED] = [event.name for event, _ in report.failed]
     changes = ", ".join(
-        f"{verbs[field]} {len(found)} ({_first(found)})" for field, found in names.items() if found
+        f"{outcome.verb} {len(found)} ({_first(found)})" for outcome, found in names.items() if found
     ) or "no changes"
     sync = {
         "store": store_url,
         "listed": True,
-        **{field: len(found) for field, found in names.items()},
+        **{outcome.value: len(found) for outcome, found in names.items()},
         "skipped": len(report.skipped_names),
         "seconds": round(report.seconds, 6),
         "bucket_calls": report.bucket_calls,
-        "files": {field: sorted(found)[:_NAMES_IN_FIELDS] for field, found in names.items() if found},
+        "files": {outcome.value: sorted(found)[:_NAMES_IN_FIELDS] for outcome, found in names.items() if found},
     }
     logger.info("sync with %s: %s; %.3fs, %d bucket calls", store_url, changes, report.seconds,
                 report.bucket_calls, extra={"json_fields": {"sync": sync}})

@@ -21,17 +21,16 @@ which is skipped.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
-import os
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Iterable, Optional
 
 from gcs_sync.clock import Moment
-from gcs_sync.files import write_json_atomically
+from gcs_sync.files import replacing, write_json_atomically
 
 log = logging.getLogger("gcs_sync.state")  # the name operators' log queries know
 
@@ -71,9 +70,16 @@ class StateRead:
 
 _NO_SNAPSHOT = (0, 0, 0)
 
-# What can fail while the folder follows the bucket, each recorded until it next succeeds:
-# reaching the bucket, and the htpasswd object (PASSWORD_FILE in the bucket: passwords.py).
-FAILURE_KINDS = ("sync", "passwords")
+class FailureKind(enum.StrEnum):
+    """What can fail while the folder follows the bucket, each recorded until it next
+    succeeds (its value names its record): reaching the bucket, and the htpasswd object
+    (PASSWORD_FILE in the bucket: auth/password_file.py)."""
+
+    SYNC = "sync"
+    PASSWORDS = "passwords"
+
+
+FAILURE_KINDS = tuple(FailureKind)  # readiness reports the first one recorded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,15 +233,11 @@ class StateFile:
             "store": self._store_url,
             "files": {name: dataclasses.asdict(entry) for name, entry in sorted(files.items())},
         }
-        temp = self.control / f".state.{uuid.uuid4().hex}.tmp"
-        try:
+        with replacing(self.path) as temp:
             temp.write_text(json.dumps(payload, indent=0), encoding="utf-8")
             # A journal left by a crash under the inode the new snapshot happens to reuse
             # would otherwise be read as the new snapshot's.
             self.control.joinpath(f"journal-{temp.stat().st_ino}.jsonl").unlink(missing_ok=True)
-            os.replace(temp, self.path)
-        finally:
-            temp.unlink(missing_ok=True)
         self.needs_snapshot = False
         current = self._journal_path(self._snapshot_id()).name
         for old in self.control.glob("journal-*.jsonl"):
@@ -291,7 +293,7 @@ class StateFile:
             log.warning("ignoring %s (%s): the next check lists the bucket", self._listing_record, exc)
             return None
 
-    def record_failure(self, message: str, kind: str = "sync", reason: Optional[str] = None) -> bool:
+    def record_failure(self, message: str, kind: str = FailureKind.SYNC, reason: Optional[str] = None) -> bool:
         """Record the last failure of one kind (``FAILURE_KINDS``) until ``clear_failure(kind)``:
         ``message`` with the details (names, paths), ``reason`` a short category that says
         none of them (what anonymous readiness shows). Best effort: recording a failure must
@@ -306,13 +308,13 @@ class StateFile:
             log.warning("could not record the %s failure in %s: %s", kind, self.control, exc)
             return False
 
-    def failure_age(self, kind: str = "sync") -> Optional[float]:
+    def failure_age(self, kind: str = FailureKind.SYNC) -> Optional[float]:
         """Seconds since the recorded failure of ``kind`` (None if none, or not of this boot)."""
         failure = self.failure(kind)
         moment = None if failure is None else Moment.from_json(failure.get("moment"))
         return None if moment is None else moment.age()
 
-    def clear_failure(self, kind: str = "sync") -> None:
+    def clear_failure(self, kind: str = FailureKind.SYNC) -> None:
         try:
             self._failure_path(kind).unlink(missing_ok=True)
         except OSError as exc:
@@ -355,7 +357,7 @@ class StateFile:
         return next((found for found in map(self.failure, FAILURE_KINDS) if found is not None), None)
 
     def _failure_path(self, kind: str) -> Path:
-        return self._failure_record if kind == "sync" else self.control / f"failure-{kind}.json"
+        return self._failure_record if kind == FailureKind.SYNC else self.control / f"failure-{kind}.json"
 
     def record_listing(self, marker: Optional[str], began: Moment, *, complete: bool) -> bool:
         """Best effort, like every record read only to decide when to look again: False on

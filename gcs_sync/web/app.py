@@ -11,12 +11,18 @@ import pypiserver
 from pypiserver.backend import BackendProxy
 from pypiserver.bottle_wrapper import Bottle, request, response
 
-from gcs_sync.web.backend import SyncedFolderBackend
-from gcs_sync.sync.client import StorageClient
+from gcs_sync.auth.htpasswd import HtpasswdChecker
+from gcs_sync.auth.password_file import BucketPasswordFile
+from gcs_sync.auth.startup import Started, check_startup
 from gcs_sync.config import Settings
 from gcs_sync.drivers import FileStoreDriver, make_driver
 from gcs_sync.errors import StorageUnavailable
+from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.readiness import ReadinessStatus, is_ready, readiness_answer
+from gcs_sync.sync.state import StateFile
+from gcs_sync.web.backend import SyncedFolderBackend
+from gcs_sync.web.body_guard import RequestBodyGuard
 from gcs_sync.web.forwarded import TrustedForwardedHeaders
 from gcs_sync.web.guards import (
     XMLRPC_ENDPOINT,
@@ -25,12 +31,9 @@ from gcs_sync.web.guards import (
     refuse_control_characters,
     refuse_unusable_host,
 )
-from gcs_sync.auth.htpasswd import HtpasswdChecker
 from gcs_sync.web.index import PackageIndex
+from gcs_sync.web.plugin import BucketSyncPlugin
 from gcs_sync.web.request_log import RequestLog
-from gcs_sync.auth.password_file import BucketPasswordFile
-from gcs_sync.web.plugin import BucketSyncPlugin, RequestBodyGuard, current_changes
-from gcs_sync.sync.state import StateFile
 
 log = logging.getLogger("gcs_sync.app")  # the name operators' log queries know
 
@@ -45,13 +48,15 @@ WARMUP_ENDPOINT = "/_ah/warmup"
 WARMUP_WAIT_SECONDS = 20.0
 
 
-def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> Bottle:
+def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, started: Optional[Started] = None) -> Bottle:
     """The app for ``settings``. Raises StorageError if the bucket cannot be used (see
     ``check_bucket``), ConfigError or StorageError if PASSWORD_FILE names a bucket object
-    that is missing, unusable or unreadable (see ``BucketPasswordFile.load``): the caller
+    that is missing, unusable or unreadable (see ``BucketPasswordFile.load``), and
+    ConfigError from the start-up check unless the caller ran it (``started``): the caller
     stops the start."""
     driver = driver or make_driver(settings)
     check_bucket(driver)
+    started = started or check_startup(settings)  # unless the caller ran it: ConfigError
     folder = PackageFolder(settings.local_package_directory)
     # PASSWORD_FILE in the bucket: pypiserver reads a local copy that follows the object.
     passwords = BucketPasswordFile.for_settings(settings, folder, driver.url)
@@ -85,7 +90,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         hash_algo=settings.hash_algo,
         health_endpoint=settings.health_endpoint,
         cache_control=settings.cache_control,
-        welcome_msg=settings.welcome_msg,
+        welcome_msg=started.welcome_msg,
         backend_arg="simple-dir",
     )
     config = app._pypiserver_config
@@ -96,7 +101,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
     index = PackageIndex(folder, StateFile(folder.control, driver.url), settings.hash_algo)
-    config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, current_changes, client.refresh_now))
+    config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, client.refresh_now))
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
     app.config["gcs_sync.index"] = index
@@ -128,21 +133,9 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
 
     def readiness_report(warmup: bool = False) -> str:
         index.refresh()
-        status = client.status()
-        details = status.pop("details")
-        report = {"status": status.pop("status"), "files": len(index), **status}
-        # Anonymous callers learn the status, counts and a short reason; the bucket's URL,
-        # messages and file names only go to the log and to those allowed (READY_DETAILS).
-        if may_see_details():
-            report.update(details)
+        report = readiness_answer(client.status(), len(index), with_details=may_see_details())
         response.content_type = "application/json"
-        if warmup:
-            # Ready only with the whole index: not while starting, nor with files of the
-            # bucket that could not be fetched (they would 404 here).
-            ready = report["status"] != "starting" and not report["unservable_files"]
-        else:
-            ready = report["status"] != "starting"
-        response.status = 200 if ready else 503
+        response.status = 200 if is_ready(report, warmup=warmup) else 503
         return json.dumps(report)
 
     @app.route(READINESS_ENDPOINT)
@@ -151,7 +144,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None) -> B
         # (if the gunicorn hook has not) and answers 503 at once. After that it runs the
         # usual freshness check, so a probe also keeps an idle instance current and notices
         # an outage ("degraded").
-        if client.status()["status"] == "starting":
+        if client.status()["status"] == ReadinessStatus.STARTING:
             start_warm_up(app)
         else:
             client.ensure_fresh()

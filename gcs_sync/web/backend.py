@@ -3,7 +3,7 @@
 Reads come from the worker's in-memory ``PackageIndex``: O(one project) per project page,
 O(1) per download and existence check, digests known in advance. Writes are staged, not
 applied: an upload goes to a hidden temp file and a removal is only noted, and the
-request's ``PendingChanges`` (see ``plugin``) applies both once the route has succeeded
+request's ``PendingChanges`` (``changes``, which the plugin commits) applies both once the route has succeeded
 and the bucket has accepted them.
 """
 
@@ -17,16 +17,15 @@ from pypiserver.bottle_wrapper import HTTPError, request
 from pypiserver.core import PkgFile
 
 from gcs_sync.errors import failure_reason
-from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.web.index import PackageIndex
 from gcs_sync.names import MAX_NAME_LENGTH, is_package_filename
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.web.changes import current_changes
+from gcs_sync.web.index import PackageIndex
 
 log = logging.getLogger("gcs_sync.backend")  # the name operators' log queries know
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
-
-    from gcs_sync.web.plugin import PendingChanges
 
 
 class SyncedFolderBackend(Backend):
@@ -35,13 +34,11 @@ class SyncedFolderBackend(Backend):
         config: "RunConfig",
         folder: PackageFolder,
         index: PackageIndex,
-        current_changes: t.Callable[[], "PendingChanges"],
         refresh_now: t.Callable[[], None],
     ) -> None:
         super().__init__(config)
         self.folder = folder
         self.index = index
-        self._current_changes = current_changes
         self._refresh_now = refresh_now
 
     def _current(self) -> PackageIndex:
@@ -81,7 +78,7 @@ class SyncedFolderBackend(Backend):
         # repeated within one request is refused here; the request's commit compares the
         # content with what is stored (``StorageClient.publish``): the same bytes again are
         # a success (a retry, as PyPI allows), other bytes are pypiserver's own 409.
-        return self._current_changes().has_upload(filename)
+        return current_changes().has_upload(filename)
 
     def digest(self, pkg: PkgFile) -> t.Optional[str]:
         # Reached only when the index has no digest for this algorithm (HASH_ALGO other
@@ -103,11 +100,11 @@ class SyncedFolderBackend(Backend):
             staged = self.folder.stage(filename, stream)
         except OSError as exc:
             raise local_disk_error(filename, exc) from exc
-        self._current_changes().uploads.append(staged)
+        current_changes().uploads.append(staged)
 
     def remove_package(self, pkg: PkgFile) -> None:
         # Only top-level files are indexed, so the relative name is the filename.
-        self._current_changes().removals.append(pkg.relfn)
+        current_changes().removals.append(pkg.relfn)
 
 
 def local_disk_error(filename: str, exc: OSError) -> HTTPError:

@@ -7,7 +7,7 @@
     XmlRpcGuard                 a plugin on ``POST /RPC2``: a call pypiserver's handler
                                 cannot read is a 400 naming what is wrong
 
-The XML-RPC body is also bounded, to ``XMLRPC_MAX_BODY`` (``plugin.RequestBodyGuard``).
+The XML-RPC body is also bounded, to ``XMLRPC_MAX_BODY`` (``body_guard.RequestBodyGuard``).
 """
 
 from __future__ import annotations

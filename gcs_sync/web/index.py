@@ -21,7 +21,6 @@ from pypiserver.core import PkgFile, normalize_pkgname
 from pypiserver.pkg_helpers import guess_pkgname_and_version
 
 from gcs_sync.files import fingerprint
-
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.state import Entry, StateCursor, StateFile, SyncedFile
 
@@ -94,12 +93,12 @@ class PackageIndex:
         log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(by_name), len(projects))
 
     def _apply(self, entries: Iterable[Entry]) -> None:
-        touched = set()
+        touched: set[Optional[str]] = set()
         for name, entry in entries:
             touched.add(self._remove(name))
             if entry is not None and self._is_in_place(name, entry):
                 touched.add(self._put(name, entry))
-        for project in touched - {None}:
+        for project in {project for project in touched if project is not None}:
             if self._names_by_project.get(project):
                 self._projects[project] = self._project_tuple(project)
             else:

@@ -12,7 +12,6 @@ import re
 import time
 import typing as t
 
-
 REQUEST_LOGGER = "gcs_sync.requests"
 _request_log = logging.getLogger(REQUEST_LOGGER)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

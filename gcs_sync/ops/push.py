@@ -1,0 +1,142 @@
+"""``push``: upload a folder's package files that the bucket lacks, create-only, with
+their sha256 as metadata; then rewrite the change marker once, so running instances list
+the bucket at their next check. Never deletes anything in the bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject
+from gcs_sync.errors import ObjectExists, StorageError
+from gcs_sync.files import sha256_of
+from gcs_sync.listings import LocalFile
+from gcs_sync.ops.gather import FolderScan, list_bucket
+from gcs_sync.ops.transfers import Advance, no_progress, parallel, sha256_by_download
+
+
+class Pushed(enum.Enum):
+    """What push did with a file (or, with dry_run, would do)."""
+
+    UPLOADED = "uploaded"
+    OVERWRITTEN = "overwritten"
+    PRESENT = "already in the bucket"
+    CONFLICT = "conflict"
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class PushOutcome:
+    name: str
+    result: Pushed
+    size: int
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class PushReport:
+    folder: FolderScan
+    outcomes: list[PushOutcome]
+    dry_run: bool
+    hashed_by_download: list[str]  # bucket objects without a listed sha256, compared by their bytes
+    marker_error: Optional[StorageError] = None
+
+    def named(self, result: Pushed) -> list[PushOutcome]:
+        return [o for o in self.outcomes if o.result == result]
+
+    @property
+    def complete(self) -> bool:
+        """Every package file of the folder is (or, dry, would be) in the bucket with its content."""
+        return not (self.named(Pushed.CONFLICT) or self.named(Pushed.FAILED) or self.marker_error)
+
+
+def push(
+    driver: FileStoreDriver,
+    scan: FolderScan,
+    *,
+    concurrency: int,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    advance: Advance = no_progress,
+    on_start: Callable[[int], None] = no_progress,
+) -> PushReport:
+    """Upload every package file of ``folder`` that the bucket lacks, create-only, with its
+    sha256 as metadata. A name the bucket has with the same content counts as done; with
+    other content it is a conflict, left alone unless ``overwrite``. Then, if anything was
+    uploaded, rewrite the change marker once so running instances list the bucket at
+    their next check. Never deletes. ``on_start`` gets the total bytes to go through."""
+    remote = list_bucket(driver).objects
+    on_start(sum(f.size for f in scan.files.values()))
+    hashed_by_download: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="gcs-sync-push-") as scratch:
+
+        def push_one(local: LocalFile) -> PushOutcome:
+            try:
+                return _push_one(driver, local, remote.get(local.name), Path(scratch), overwrite, dry_run,
+                                 hashed_by_download)
+            except StorageError as exc:
+                return PushOutcome(local.name, Pushed.FAILED, local.size, str(exc))
+            except OSError as exc:
+                return PushOutcome(local.name, Pushed.FAILED, local.size, f"reading {local.path}: {exc}")
+            finally:
+                advance(local.size)
+
+        outcomes = parallel(push_one, sorted(scan.files.values(), key=lambda f: f.name), concurrency)
+    report = PushReport(scan, outcomes, dry_run, sorted(hashed_by_download))
+    if not dry_run and (report.named(Pushed.UPLOADED) or report.named(Pushed.OVERWRITTEN)):
+        try:
+            driver.touch_marker()
+        except StorageError as exc:
+            report.marker_error = exc
+    return report
+
+
+def _push_one(
+    driver: FileStoreDriver,
+    local: LocalFile,
+    there: Optional[RemoteObject],
+    scratch: Path,
+    overwrite: bool,
+    dry_run: bool,
+    hashed_by_download: list[str],
+) -> PushOutcome:
+    sha256 = sha256_of(local.path)
+    if there is not None:
+        conflict = _content_conflict(driver, local, sha256, there, scratch, hashed_by_download)
+        if conflict is None:
+            return PushOutcome(local.name, Pushed.PRESENT, local.size)
+        if not overwrite:
+            return PushOutcome(local.name, Pushed.CONFLICT, local.size, conflict)
+    replace = there is not None
+    if not dry_run:
+        try:
+            stored = driver.upload(local.name, local.path, create_only=not replace, metadata={SHA256_KEY: sha256})
+            if not stored.created:  # the same bytes were put there meanwhile
+                return PushOutcome(local.name, Pushed.PRESENT, local.size)
+        except ObjectExists:
+            # Stored by someone else since the listing (the driver accepts the same sha256).
+            return PushOutcome(local.name, Pushed.CONFLICT, local.size, "put into the bucket by someone else meanwhile")
+    return PushOutcome(local.name, Pushed.OVERWRITTEN if replace else Pushed.UPLOADED, local.size)
+
+
+def _content_conflict(
+    driver: FileStoreDriver,
+    local: LocalFile,
+    sha256: str,
+    there: RemoteObject,
+    scratch: Path,
+    hashed_by_download: list[str],
+) -> Optional[str]:
+    """None if the bucket's object has the local file's content, else how it differs."""
+    if there.sha256 is not None:
+        return None if there.sha256 == sha256 else "the bucket has other content (sha256 differs)"
+    if there.size != local.size:
+        return f"the bucket has other content ({there.size} bytes there, {local.size} here)"
+    hashed_by_download.append(local.name)  # list.append is atomic: safe from the pool's threads
+    if sha256_by_download(driver, there, scratch) == sha256:
+        return None
+    return "the bucket has other content (sha256 of its bytes differs)"

@@ -1,0 +1,287 @@
+"""The sync itself: gather the three listings (bucket, folder, last-synced state), plan
+with the pure ``plan_sync``, apply each event's strategy, and record each file's new
+state as soon as it is done, then the listing. Callers hold the folder lock (an
+inter-process file lock), so gunicorn workers sharing one folder never race.
+
+    gather   list the bucket, scan the folder, read the state; leave out what is not
+             a package and the files of uploads under way
+    plan     plan_sync (pure), told which local files are still being written
+    apply    the events' strategies, up to SYNC_CONCURRENCY at a time
+    record   the marker, a compaction, unservable files, the listing, the check
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Iterator, Optional, Sequence
+
+import filelock
+
+from gcs_sync.clock import Moment
+from gcs_sync.drivers.base import FileStoreDriver, RemoteObject
+from gcs_sync.errors import StorageError, failure_reason
+from gcs_sync.listings import split_listing
+from gcs_sync.sync.events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.marker import ChangeMarker
+from gcs_sync.sync.pending import PendingUploads
+from gcs_sync.sync.plan import SyncPlan, plan_sync
+from gcs_sync.sync.report import BucketMeter, SyncProgress, SyncReport, log_marker_check, log_sync
+from gcs_sync.sync.settle import SettleWatch
+from gcs_sync.sync.state import Listing, SyncedFile, TrackedState
+from gcs_sync.sync.view import ViewRecord
+from gcs_sync.sync.warn_once import OnceWarnings
+
+log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
+
+Outcome = tuple[ContentChangeEvent, Optional[SyncedFile], Optional[StorageError]]
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        driver: FileStoreDriver,
+        folder: PackageFolder,
+        view: ViewRecord,
+        lock: filelock.BaseFileLock,
+        *,
+        known_state: TrackedState,
+        marker: ChangeMarker,
+        settle: SettleWatch,
+        pending: PendingUploads,
+        stopping: threading.Event,
+        full_sync_interval: float,
+        push_local_changes: bool,
+        concurrency: int,
+        after_check: Callable[[bool], None],
+    ) -> None:
+        self.driver = driver
+        self.folder = folder
+        self.state = view.state
+        self._view = view
+        self._lock = lock
+        self._known_state = known_state
+        self._marker = marker
+        self._settle = settle
+        self._pending = pending
+        self._stopping = stopping
+        self._warnings = OnceWarnings()
+        self.full_sync_interval = full_sync_interval
+        self.push_local_changes = push_local_changes
+        self.concurrency = concurrency
+        # Run under the lock after every check of the bucket, told whether it listed the
+        # bucket: for what follows the bucket at the sync's pace (the htpasswd object),
+        # without a bucket call of its own per request.
+        self._after_check = after_check
+
+    def sync(self, progress: Optional[SyncProgress] = None) -> SyncReport:
+        """List the bucket and sync now, whatever the interval; storage errors propagate."""
+        with self._lock:
+            began = Moment.now()
+            return self.sync_locked(self.driver.marker_version(), began, progress)
+
+    def refresh_locked(self) -> Optional[SyncReport]:
+        """One metadata read of the change marker; a full listing only if it moved, the
+        last listing was incomplete, or the periodic full listing is due (that one catches
+        changes made straight in the bucket by other tools)."""
+        began = Moment.now()
+        meter = BucketMeter(self.driver)
+        marker = self.driver.marker_version()  # read before listing: a later change moves it again
+        last = self._view.last_listing()
+        listing_age = None if last is None else last.age()
+        if (
+            marker is not None  # no marker (yet), or no bucket: only a listing can tell
+            and last is not None
+            and last.complete
+            and last.marker == marker
+            and listing_age is not None  # unknown (another boot, an older record): list
+            and listing_age < self.full_sync_interval
+            and self._folder_matches_state()
+        ):
+            self._after_check(False)
+            self._view.mark_checked(began)
+            log_marker_check(log, self.driver.url, meter)
+            return None
+        return self.sync_locked(marker, began)
+
+    def _folder_matches_state(self) -> bool:
+        """Whether every recorded file is still in the folder and the state is usable: a
+        file deleted by hand or by a /tmp cleaner must not stay listed until the next
+        full listing. Names only (no stat per file): O(files) in memory per interval."""
+        present = set(os.listdir(self.folder.path))
+        return self._known_state.all_in(present) and not self.state.needs_snapshot
+
+    def sync_locked(
+        self, marker: Optional[str], began: Moment, progress: Optional[SyncProgress] = None
+    ) -> SyncReport:
+        started = time.monotonic()
+        calls_before = sum(self.driver.calls.values())
+        report = SyncReport()
+        local, remote, synced = self._gather(report)
+        plan = self._plan(local, remote, synced, report)
+        state = self._apply_plan(plan, synced, report, progress)
+        self._record(marker, began, state, report)
+        report.seconds = time.monotonic() - started
+        report.bucket_calls = sum(self.driver.calls.values()) - calls_before
+        log_sync(log, self.driver.url, report)
+        if not synced and len(report.applied) > 1:
+            log.info("cold start: %d files from %s in %.2fs, %d transfers at a time",
+                     len(report.applied), self.driver.url, report.seconds, self.concurrency)
+        return report
+
+    # -- gather ----------------------------------------------------------------------
+
+    def _gather(
+        self, report: SyncReport
+    ) -> tuple[dict[str, str], dict[str, RemoteObject], dict[str, SyncedFile]]:
+        """The folder's files, the bucket's (packages only, no upload under way) and the
+        last-synced state."""
+        self.folder.sweep_stale_temps()
+        remote = self._servable(self.driver.list_objects(), report)
+        local = self.folder.scan()
+        synced = self.state.load()
+        remote = self._without_pending(remote, synced, report)
+        return local, remote, synced
+
+    def _servable(self, remote: dict[str, RemoteObject], report: SyncReport) -> dict[str, RemoteObject]:
+        kept, skipped = split_listing(remote)
+        for name in skipped:
+            report.skipped_names.append(name)
+            self._warnings.odd_name(name, self.driver.url)
+        return kept
+
+    def _without_pending(
+        self, remote: dict[str, RemoteObject], synced: dict[str, SyncedFile], report: SyncReport
+    ) -> dict[str, RemoteObject]:
+        """The listing without the files of multi-file uploads still under way (or dead and
+        not yet expired), which are left for a later sync (pending.py)."""
+        hidden = self._pending.hide(remote, synced)
+        if hidden:
+            log.info("not syncing %s yet: their upload has not finished", sorted(hidden))
+            report.deferred.extend(sorted(hidden))
+        return {name: obj for name, obj in remote.items() if name not in hidden}
+
+    # -- plan ------------------------------------------------------------------------
+
+    def _plan(
+        self, local: dict[str, str], remote: dict[str, RemoteObject], synced: dict[str, SyncedFile],
+        report: SyncReport,
+    ) -> SyncPlan:
+        plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes,
+                         unsettled=self._unsettled(local, synced, report))
+        if plan.state_reset:
+            log.warning("%s is empty but its state lists %d files: starting from an empty state",
+                        self.folder.path, len(synced))
+        return plan
+
+    def _unsettled(self, local: dict[str, str], synced: dict[str, SyncedFile], report: SyncReport) -> set[str]:
+        """The local files a push would take that are still being written (settle.py)."""
+        if not self.push_local_changes:
+            return set()
+        candidates = {
+            name: here for name, here in local.items()
+            if name not in synced or synced[name].local_fingerprint != here
+        }
+        unsettled = self._settle.unsettled(candidates)
+        report.deferred.extend(sorted(unsettled))
+        return unsettled
+
+    # -- apply -----------------------------------------------------------------------
+
+    def _apply_plan(
+        self, plan: SyncPlan, synced: dict[str, SyncedFile], report: SyncReport, progress: Optional[SyncProgress]
+    ) -> dict[str, SyncedFile]:
+        """Apply the plan's events, recording each file's new state as it is done; return
+        the whole state after them."""
+        if plan.state_reset or self.state.needs_snapshot:
+            self.state.save(plan.base_state)  # before any event, so no later sync reads the old state
+        else:
+            for name in synced.keys() - plan.base_state.keys():  # gone from both sides
+                self.state.record(name, None)
+        self._warnings.local_only(plan.local_only, self.folder.path)
+        if progress is not None:
+            progress.planned(plan)
+        state = dict(plan.base_state)
+        for event, entry, error in self._apply(plan.events):
+            if progress is not None:
+                progress.finished(event, error)
+            if error is not None:
+                report.failed.append((event, error))
+                if not self._stopping.is_set():
+                    log.error("sync: %s of %r failed: %s", type(event).__name__, event.name, error)
+                continue
+            report.applied.append(event)
+            # Recorded at once, so a worker killed mid-sync keeps what it finished, and
+            # the workers' indexes show each file as soon as it is complete.
+            self.state.record(event.name, entry)
+            if entry is None:
+                state.pop(event.name, None)
+            else:
+                state[event.name] = entry
+        if self._stopping.is_set() and report.failed:
+            log.warning("sync stopped early, the worker is exiting: %d of %d changes left for the next sync",
+                        len(report.failed), len(plan.events))
+        return state
+
+    def _apply(self, events: Sequence[ContentChangeEvent]) -> Iterator[Outcome]:
+        """Apply each event's strategy, up to ``concurrency`` at a time; yield outcomes
+        as they finish (in this thread, so only this thread writes the state)."""
+        if self.concurrency <= 1 or len(events) <= 1:
+            for event in events:
+                yield (event, *self._apply_one(event))
+            return
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="gcs-sync") as pool:
+            futures = {pool.submit(self._apply_one, event): event for event in events}
+            for future in as_completed(futures):
+                yield (futures[future], *future.result())
+
+    def _apply_one(self, event: ContentChangeEvent) -> tuple[Optional[SyncedFile], Optional[StorageError]]:
+        if self._stopping.is_set():
+            return None, StorageError(type(event).__name__, event.name, "not started: the worker is stopping")
+        try:
+            return event.apply(self), None
+        except StorageError as exc:
+            return None, exc
+        except OSError as exc:
+            return None, StorageError(type(event).__name__, event.name, f"local folder: {exc}")
+        except Exception as exc:  # a bug: one file fails, the others' work is still recorded
+            log.exception("sync: %s of %r failed unexpectedly", type(event).__name__, event.name)
+            return None, StorageError(type(event).__name__, event.name, f"{type(exc).__name__}: {exc}")
+
+    # -- record ----------------------------------------------------------------------
+
+    def _record(self, marker: Optional[str], began: Moment, state: dict[str, SyncedFile], report: SyncReport) -> None:
+        """After the events: the change marker, a compaction, the files that could not be
+        fetched, the listing, and the check."""
+        if any(isinstance(event, (LocalAdded, LocalChanged, LocalDeleted)) for event in report.applied):
+            self._marker.announce()
+        elif marker is None:
+            self._marker.create()
+        if self.state.should_compact():
+            self.state.save(state)
+        self._record_unservable(report, began)
+        # An incomplete sync (a failure, files of a live upload deferred) is not a
+        # baseline: the next check lists again. Kept here if the record can't be written
+        # (a full disk), or every check would list.
+        complete = not report.failed and not report.deferred
+        recorded = self.state.record_listing(marker, began, complete=complete)
+        self._view.own_listing = None if recorded else Listing(marker, time.time(), complete, began)
+        self._after_check(True)
+        self._view.mark_checked(began)
+
+    def _record_unservable(self, report: SyncReport, began: Moment) -> None:
+        """The bucket's files that this sync could not bring here: readiness reports them
+        (``status``) until a later listing fetches them."""
+        if self._stopping.is_set():
+            return  # skipped, not failed: the next worker's sync fetches them
+        unservable = {
+            event.name: {"error": str(error), "reason": failure_reason(error)}
+            for event, error in report.failed
+            if isinstance(event, (RemoteAdded, RemoteChanged))
+        }
+        recorded = self.state.record_unservable(unservable)
+        self._view.unrecorded_unservable = None if recorded else (began, unservable)

@@ -1,0 +1,245 @@
+"""A request's own writes: its uploads stored in the bucket (all or none, as far as the
+bucket allows) and its removals, then placed in the folder. The bucket transfers happen
+outside the folder lock; only placing the files here takes it, briefly."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import filelock
+
+from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, StoredObject
+from gcs_sync.errors import ObjectChanged, ObjectExists, StorageError, StorageUnavailable
+from gcs_sync.sync.breaker import WriteBreaker
+from gcs_sync.sync.folder import PackageFolder, StagedFile
+from gcs_sync.sync.marker import ChangeMarker
+from gcs_sync.sync.pending import ClaimReason, Intent, PendingUploads
+from gcs_sync.sync.report import BucketMeter, log_bucket_write
+from gcs_sync.sync.state import StateFile, SyncedFile, TrackedState
+
+log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
+
+# Once the bucket has a request's change, placing it in the folder is only a convenience
+# (the next sync does it anyway), so the request does not wait long for the lock.
+_LOCK_WAIT_AFTER_WRITE = 2.0
+_TAKEN_FOR_ABANDONED = "this upload took so long that it was taken for an abandoned one and removed. Try again"
+
+
+class RequestWrites:
+    def __init__(
+        self,
+        driver: FileStoreDriver,
+        folder: PackageFolder,
+        state: StateFile,
+        lock: filelock.BaseFileLock,
+        *,
+        known_state: TrackedState,
+        breaker: WriteBreaker,
+        pending: PendingUploads,
+        marker: ChangeMarker,
+    ) -> None:
+        self.driver = driver
+        self.folder = folder
+        self.state = state
+        self._lock = lock
+        # The synced state as last read, kept current by reading only what changed.
+        self._known_state = known_state
+        self._breaker = breaker
+        self._pending = pending
+        self._marker = marker
+
+    def publish(self, staged: Sequence[StagedFile], *, overwrite: bool) -> list[StoredObject]:
+        """Store a request's uploads in the bucket (create-only unless ``overwrite``), then
+        make them all visible locally at once. All or none, as far as the bucket allows:
+        if one fails, the create-only uploads already made are deleted again; what could
+        not be undone is in the error's ``changed_before_failure``. Raises ObjectExists or
+        another StorageError; the caller removes the staged files in every case. Once the
+        bucket has the files the upload counts as done: a local problem after that only
+        delays this folder until its next sync."""
+        stored: list[StoredObject] = []
+        known = {} if overwrite else self._known_state.lookup(upload.name for upload in staged)
+        self._breaker.check(staged[0].name)
+        # Several files: an intent names them first, so a request killed between its
+        # writes leaves nothing that a sync serves as a release (pending.py).
+        intent: Optional[Intent] = None
+        writing: Optional[str] = None  # the file whose write is under way
+        try:
+            if len(staged) > 1 and not overwrite:
+                intent = self._pending.begin(staged)
+            for upload in staged:
+                if intent is not None:
+                    self._pending.check_time(intent, upload.name)
+                here = known.get(upload.name)
+                if here is not None and here.sha256 != upload.sha256:
+                    # This folder's view may be stale (removed through another instance):
+                    # only the bucket may say "exists", so ask it (one metadata read).
+                    self._refuse_if_stored_otherwise(upload)
+                meter = BucketMeter(self.driver)
+                writing = upload.name
+                remote = self.driver.upload(
+                    upload.name, upload.path, create_only=not overwrite, metadata={SHA256_KEY: upload.sha256},
+                    token=None if intent is None else intent.token(upload.name),
+                )
+                writing = None
+                stored.append(remote)
+                log_bucket_write(log, "store", upload.name, self.driver.url, meter,
+                                 version=remote.version, size=upload.size)
+            for remote in stored:
+                if not remote.created:  # about to be covered by our 200: no clean-up may take it
+                    self._pending.adopt(remote, intent)
+            if intent is not None and not self._pending.finish(intent):
+                # Not ours any more. Claimed (it still exists): a clean-up took this slow
+                # request for a dead one and its files are going: no 200. Gone: adopted by
+                # a retry, or a clean-up done (it deletes the files before the intent): a
+                # 200 only if every file is still ours.
+                if self.driver.stat(intent.name) is not None:
+                    raise StorageError("upload", intent.name, _TAKEN_FOR_ABANDONED)
+                self._check_still_stored(stored)
+        except StorageError as exc:
+            self._note_write_outcome(exc)
+            # A write the bucket did not answer may still land: that file's outcome is unknown.
+            unknown = [writing] if writing is not None and isinstance(exc, StorageUnavailable) else []
+            exc.changed_before_failure = self._undo_failed_publish(stored, intent, overwrite, unknown)
+            # Even undone, the objects existed for a while (another instance may have
+            # listed them): let everyone look. Not after a write the bucket did not
+            # answer and nothing stored: the marker write would wait a whole budget
+            # again on a bucket that just failed; if that write landed late, other
+            # instances see it at their next full listing.
+            if any(r.created for r in stored):
+                self._marker.announce()
+            raise
+        self._breaker.answered()
+        self._marker.announce()
+        try:
+            with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
+                for upload, remote in zip(staged, stored):
+                    local = self.folder.install(upload.path, upload.name)
+                    self.state.record(upload.name, SyncedFile(remote.version, local, upload.sha256))
+        except filelock.Timeout:
+            log.warning("%s in the bucket but the folder lock was busy; they appear here on the next sync",
+                        [u.name for u in staged])
+        except OSError as exc:
+            log.error("%s in the bucket but could not be placed in %s (%s); the next sync retries",
+                      [u.name for u in staged], self.folder.path, exc)
+        return stored
+
+    def _undo_failed_publish(
+        self, stored: list[StoredObject], intent: Optional[Intent], overwrite: bool, unknown: list[str]
+    ) -> list[str]:
+        """Undo what a failed publish created; return the names that stayed changed.
+        Under an intent, only once this request has claimed it back: else a retry has
+        adopted the files (they must stay) or a clean-up has them (it deletes them)."""
+        if overwrite:
+            return [r.name for r in stored if r.created]  # a replaced file can't be put back
+        if intent is None:
+            return self._undo(stored)
+        try:
+            claimed = self._pending.claim(intent, ClaimReason.UNDONE, keep=[r.name for r in stored if r.created] + unknown)
+        except StorageError as claim_failure:
+            log.error("could not claim the intent of a failed upload (%s): its files %s stay until it expires",
+                      claim_failure, [r.name for r in stored if r.created])
+            return [r.name for r in stored if r.created]
+        if claimed is None:
+            # Claimed by a clean-up (it still exists), or gone with a file of ours gone too
+            # (a clean-up done): no 200 can cover our files (a retry adopts only an
+            # unclaimed intent, and whole sets), and what we wrote after the clean-up
+            # looked would stay alone: undo it. Gone with every file there: adopted.
+            if self.driver.stat(intent.name) is not None or any(self.driver.stat(r.name) is None for r in stored):
+                return self._undo(stored)
+            log.warning("not undoing %s: the upload was taken over (a retry, or a clean-up)",
+                        [r.name for r in stored])
+            return [r.name for r in stored if r.created]
+        stayed = self._undo(stored)
+        if unknown or stayed:
+            # The claimed intent stays, naming that file: once it expires, a sync removes
+            # it if it landed (it carries the intent's token), so no half release stays.
+            return stayed
+        try:
+            self._pending.drop(intent, claimed)
+        except StorageError as drop_failure:
+            log.warning("could not delete the intent of a failed upload (%s); a sync removes it once it expires",
+                        drop_failure)
+        return stayed
+
+    def _check_still_stored(self, stored: list[StoredObject]) -> None:
+        """Raise StorageError unless every file is still in the bucket at the version
+        this request stored or found (its intent was taken over while it ran)."""
+        for remote in stored:
+            there = self.driver.stat(remote.name)
+            if there is None or there.version != remote.version:
+                raise StorageError("upload", remote.name, _TAKEN_FOR_ABANDONED)
+
+    def _note_write_outcome(self, exc: StorageError) -> None:
+        """Open the write breaker if the bucket did not answer; close it if it did."""
+        if isinstance(exc, StorageUnavailable):
+            self._breaker.failed(exc)
+        else:
+            self._breaker.answered()
+
+    def _refuse_if_stored_otherwise(self, upload: StagedFile) -> None:
+        """Raise ObjectExists if the bucket holds ``upload``'s name with other content.
+        Asked before the first write, so a request of several files that would meet a
+        conflict writes nothing; the create-only write still decides every race."""
+        there = self.driver.stat(upload.name)
+        # No sha256 there (a folder keeps no metadata; another tool wrote it): the
+        # create-only write decides, comparing the bytes if it meets the object.
+        if there is not None and there.sha256 is not None and there.sha256 != upload.sha256:
+            raise ObjectExists("upload", upload.name, "an object of this name, with other content, is in the bucket")
+
+    def _undo(self, stored: list[StoredObject]) -> list[str]:
+        """Delete the objects this request created, each only at the version it created
+        (a conditional delete: whatever replaced it since is kept); never an object it
+        found already there (``created=False``: the same bytes, another request's).
+        Return the names of those that stayed."""
+        stayed = []
+        for remote in stored:
+            if not remote.created:
+                continue
+            try:
+                self.driver.delete(remote.name, if_version=remote.version)
+                log.info("undid the upload of %r: its request failed", remote.name)
+            except ObjectChanged:
+                log.info("not undoing the upload of %r: replaced since, by another writer", remote.name)
+            except StorageError as exc:
+                stayed.append(remote.name)
+                log.error("could not undo the upload of %r after its request failed: %s", remote.name, exc)
+        return stayed
+
+    def retract(self, names: Sequence[str]) -> None:
+        """Delete files from the bucket, then from the folder. Raises StorageError, whose
+        ``changed_before_failure`` lists the files already deleted (deletes can't be undone)."""
+        removed: list[str] = []
+        self._breaker.check(names[0])
+        try:
+            for name in names:
+                meter = BucketMeter(self.driver)
+                self.driver.delete(name)
+                removed.append(name)
+                log_bucket_write(log, "delete", name, self.driver.url, meter)
+            self._breaker.answered()
+        except StorageError as exc:
+            self._note_write_outcome(exc)
+            exc.changed_before_failure = list(removed)
+            raise
+        finally:
+            # Only if something was deleted: after a delete the bucket did not answer,
+            # the marker write would wait a whole budget again (a late delete is seen at
+            # the next full listing).
+            if removed:
+                self._marker.announce()
+            self._remove_locally(removed)
+
+    def _remove_locally(self, names: list[str]) -> None:
+        if not names:
+            return
+        try:
+            with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
+                for name in names:
+                    self.folder.remove(name)
+                    self.state.record(name, None)
+        except filelock.Timeout:
+            log.warning("%s gone from the bucket but the folder lock was busy; they go on the next sync", names)
+        except OSError as exc:
+            log.error("%s gone from the bucket but could not be removed from %s (%s); the next sync retries",
+                      names, self.folder.path, exc)
