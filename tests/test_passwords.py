@@ -37,7 +37,7 @@ DAMAGED = b"alice:$apr1$garbage\n"  # a hash cut short: every login of alice wou
 _names = itertools.count()
 
 
-POLL_SECONDS = 20  # several SYNC_INTERVALs
+POLL_SECONDS, PAUSE = 20, 0.25  # polled for at most 20 s (several SYNC_INTERVALs), every 0.25 s
 
 
 def htpasswd(**passwords: str) -> bytes:
@@ -202,7 +202,7 @@ def test_a_bucket_down_at_start_lets_it_start_and_the_users_arrive_when_it_answe
         server.check()  # a check retries the object while its copy is not current
         return server.ready()["status"] == "ok"
 
-    assert eventually(recovered, POLL_SECONDS)
+    assert eventually(recovered, POLL_SECONDS, PAUSE)
     assert server.upload("alice", "s3cret") == 200
 
 
@@ -236,9 +236,9 @@ def test_users_added_and_removed_with_the_cli_reach_running_workers(
     instance = started()
     assert upload_status(instance, "bob", "bob's secret") == 403
     assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "bob", "--password-stdin", stdin="bob's secret\n") == 0
-    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 200, POLL_SECONDS), instance.log()
+    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 200, POLL_SECONDS, PAUSE), instance.log()
     assert cli(bucket, tmp_path / "cli", monkeypatch, "remove", "bob") == 0
-    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 403, POLL_SECONDS), instance.log()
+    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 403, POLL_SECONDS, PAUSE), instance.log()
     assert upload_status(instance, "alice", "s3cret") == 200
     assert instance.process.poll() is None  # no restart
     log = instance.log()
@@ -270,7 +270,7 @@ def test_a_bad_new_version_keeps_the_users_and_shows_in_ready(
         error = json.loads(body)["last_error"]
         return status == 200 and error is not None and bucket.url(KEY) in error["error"]
 
-    assert eventually(reported, POLL_SECONDS), instance.log()
+    assert eventually(reported, POLL_SECONDS, PAUSE), instance.log()
     assert upload_status(instance, "alice", "s3cret") == 200
     assert f"PASSWORD_FILE: htpasswd file {bucket.url(KEY)}" in instance.log()
     assert "garbage" not in instance.log()
@@ -284,4 +284,4 @@ def test_a_user_written_by_another_tool_works_after_the_full_listing(
     instance = started(FULL_SYNC_INTERVAL="2")
     assert upload_status(instance, "carol", "carol's") == 403
     bucket.put_key(KEY, htpasswd(alice="s3cret", carol="carol's"))  # gsutil cp: the marker stays
-    assert eventually(lambda: upload_status(instance, "carol", "carol's") == 200, POLL_SECONDS), instance.log()
+    assert eventually(lambda: upload_status(instance, "carol", "carol's") == 200, POLL_SECONDS, PAUSE), instance.log()
