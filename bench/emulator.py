@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from testkit.servers import free_port
+
 from .errors import BenchError
 from .repository import Repository
-from .servers import free_port
 
 PROJECT = "bench"
 BOOT_SECONDS = 30

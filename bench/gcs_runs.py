@@ -6,7 +6,7 @@ requests/s for ``--steady-seconds``; bucket calls per request sent.
 Cold start: from launching gunicorn (empty local folder, no pre-sync) to the first 200 of
 ``/simple/<p>/`` that lists all of that project's files, with SYNC_CONCURRENCY=1 and =8.
 Twice: straight to the emulator (loopback: ~2.7 ms of client CPU per download and no
-network wait, so threads have nothing to overlap), and through tests/fault_proxy.py adding
+network wait, so threads have nothing to overlap), and through testkit/fault_proxy.py adding
 ``--rtt-ms`` per request, standing in for the round trip to a real bucket.
 """
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Optional
+
+from testkit.fault_proxy import FaultProxy
 
 from . import load
 from .emulator import Emulator, fill_bucket, running_emulator
@@ -54,7 +55,6 @@ class ColdStart:
     # TcpExtListenOverflows during each run (system-wide; None off Linux): a connection
     # dropped by a full accept queue is retried after 1 s, which would swamp the timing.
     overflows: dict[int, Optional[int]] = dataclasses.field(default_factory=dict)
-    skipped: Optional[str] = None
 
     @property
     def speedup(self) -> Optional[float]:
@@ -111,27 +111,12 @@ def listen_overflows() -> Optional[int]:
     return None
 
 
-def _fault_proxy_class():
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    try:
-        from tests.fault_proxy import FaultProxy
-    except ImportError as exc:
-        return None, f"tests/fault_proxy.py is not importable ({exc})"
-    return FaultProxy, None
-
-
 def measure_cold_start(emulator: Emulator, repo: Repository, args, folder: Path, network: str,
                        rtt_ms: Optional[float]) -> ColdStart:
     result = ColdStart(network, len(repo.files))
     proxy = None
     if rtt_ms is not None:
-        proxy_class, why = _fault_proxy_class()
-        if proxy_class is None:
-            result.skipped = why
-            say(f"cold start {network}: skipped: {why}")
-            return result
-        proxy = proxy_class(emulator.host, emulator.port)
+        proxy = FaultProxy(emulator.host, emulator.port)
         proxy.latency = rtt_ms / 1000
         proxy.start()
     try:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import itertools
-import re
 import threading
 import time
 from typing import Optional, Sequence
+
+from testkit.servers import page_text
 
 from .servers import Server
 
@@ -43,14 +44,8 @@ def get_ok(server: Server, path: str) -> bytes:
     except (OSError, http.client.HTTPException) as exc:
         raise server.failure(f"GET {path} failed: {type(exc).__name__}: {exc}") from exc
     if status != 200:
-        raise server.failure(f"GET {path} answered {status}, not 200: {_text_of(body)!r}")
+        raise server.failure(f"GET {path} answered {status}, not 200: {page_text(body)!r}")
     return body
-
-
-def _text_of(body: bytes, limit: int = 300) -> str:
-    """An error page as one line of text (Bottle's error pages are HTML with a <style>)."""
-    text = re.sub(r"<style.*?</style>|<[^>]+>", " ", body.decode(errors="replace"), flags=re.S)
-    return " ".join(text.split())[:limit]
 
 
 def link_count(body: bytes) -> int:

@@ -13,13 +13,14 @@ import contextlib
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
+
+from testkit.servers import free_port
+from testkit.wait import eventually
 
 from .errors import BenchError
 from .progress import say
@@ -28,12 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 HOOKS = Path(__file__).resolve().with_name("gunicorn_hooks.py")
 READY_LINE = "bench: worker {pid} ready"
 STOP_SECONDS = 45  # gunicorn's graceful timeout is 30 s
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -139,19 +134,24 @@ def launched(name: str, app: str, *, workers: int, env: dict[str, str], cwd: Pat
 
 def wait_until_ready(server: Server, ready: Callable[[Server], bool], seconds: float) -> None:
     """Until every worker has loaded its app and ``ready(server)`` is true."""
-    deadline = time.monotonic() + seconds
     last_error: Optional[BaseException] = None
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
+        nonlocal last_error
         if server.process.poll() is not None:
             raise server.failure(f"gunicorn exited with status {server.process.returncode} while starting")
-        if server.ready_workers() >= server.workers:
-            try:
-                if ready(server):
-                    return
-                last_error = None
-            except (OSError, BenchError) as exc:
-                last_error = exc
-        time.sleep(0.05)
+        if server.ready_workers() < server.workers:
+            return False
+        try:
+            answered = ready(server)
+        except (OSError, BenchError) as exc:
+            last_error = exc
+            return False
+        last_error = None
+        return answered
+
+    if eventually(up, seconds):
+        return
     detail = f" (last probe: {last_error})" if last_error else ""
     raise server.failure(f"not ready within {seconds:.0f}s: {server.ready_workers()} of {server.workers} "
                          f"workers booted{detail}")

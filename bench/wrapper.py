@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.storage_servers import patched_environ
+from testkit.storage_servers import patched_environ
 
 from .errors import BenchError
 from .servers import REPO

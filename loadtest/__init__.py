@@ -4,7 +4,7 @@ pip installs for a fixed time; then, past the freshness bounds, the invariants.
 
 ``python -m loadtest`` runs it from the command line (README: "Load test");
 tests/test_load.py runs its short form on every backend. ``run`` is the entry point for
-both, given a bucket (tests/buckets.py) whose storage server is already up.
+both, given a bucket (testkit/buckets.py) whose storage server is already up.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tests.buckets import BucketProbe
+from testkit.buckets import BucketProbe
 
 from .checks import Checker
 from .cluster import WORKERS, two_instances

@@ -1,5 +1,5 @@
 """The invariants, checked once the load is over and the freshness bounds have passed:
-each reads the bucket straight through tests/buckets.py and both instances over HTTP, and
+each reads the bucket straight through testkit/buckets.py and both instances over HTTP, and
 compares with what the ledger says the clients were told."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import dataclasses
 from pathlib import Path
 from typing import Iterable
 
-from tests.buckets import BucketProbe
-from tests.servers import Instance, links
+from testkit.buckets import BucketProbe
+from testkit.servers import Instance, links
 
 from .workload import BOUND, ELIGIBLE_AGE, PROJECTS, READS, Attempt, Ledger, Op
 

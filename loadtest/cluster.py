@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from tests.buckets import BucketProbe, GCSProbe, LocalProbe, S3Probe
-from tests.servers import Instance, start_instance
-from tests.storage_servers import fake_cloud_env, gcs_emulator, s3_server, write_htpasswd
+from testkit.buckets import BucketProbe, GCSProbe, LocalProbe, S3Probe
+from testkit.servers import Instance, start_instance
+from testkit.storage_servers import fake_cloud_env, gcs_emulator, s3_server, write_htpasswd
 
 from .workload import FULL_SYNC_INTERVAL, SYNC_INTERVAL
 

@@ -6,7 +6,7 @@ import collections
 import dataclasses
 import re
 
-from tests.servers import Instance
+from testkit.servers import Instance
 
 from .checks import MAX_DETAILS, Invariant
 from .workload import FULL_SYNC_INTERVAL, SYNC_INTERVAL, Op

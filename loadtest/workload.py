@@ -11,7 +11,7 @@ recorded in a ``Ledger``.
   ``pip install`` of a wheel accepted at least ``ELIGIBLE_AGE`` ago, through the instance
   that did not take the upload, into a throwaway venv (``pip-install``).
 
-Every request has a timeout (tests/servers.py: 30 s reads, 60 s writes, 180 s tools), and
+Every request has a timeout (testkit/servers.py: 30 s reads, 60 s writes, 180 s tools), and
 no operation starts after the deadline (but the tools thread finishes its round), so
 the run is bounded.
 """
@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from bench.load import _text_of as _page_text
-from tests.packages import make_wheel
-from tests.servers import Instance, new_venv, parse_links, pip_install, remove_form, twine_upload, upload_form
+from testkit.packages import make_wheel
+from testkit.servers import (
+    Instance, new_venv, page_text, parse_links, pip_install, remove_form, twine_upload, upload_form,
+)
 
 SYNC_INTERVAL = 1.0
 FULL_SYNC_INTERVAL = 2.0
@@ -59,7 +60,7 @@ READS = ("get-file", "get-simple")
 
 def _text_of(body: bytes) -> str:
     """The reason in one of Bottle's error pages, as one line."""
-    text = html.unescape(_page_text(body))
+    text = html.unescape(page_text(body))
     return text.split("caused an error:", 1)[-1].strip()
 
 

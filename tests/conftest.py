@@ -11,9 +11,9 @@ import pytest
 from gcs_sync import Settings
 from gcs_sync.drivers import FileStoreDriver, make_driver
 
-from . import storage_servers
-from .buckets import PREFIX, BucketProbe, GCSProbe, LocalProbe, S3Probe
-from .fault_proxy import FaultProxy
+from testkit import storage_servers
+from testkit.buckets import PREFIX, BucketProbe, GCSProbe, LocalProbe, S3Probe
+from testkit.fault_proxy import FaultProxy
 
 BACKENDS = ["local", "gcs", "s3"]
 
@@ -65,7 +65,7 @@ def driver(bucket: BucketProbe, tmp_path: Path) -> FileStoreDriver:
 
 @pytest.fixture
 def proxy(bucket: BucketProbe, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    """A fault proxy (tests/fault_proxy.py) in front of this bucket's server; apps made after this fixture go through it."""
+    """A fault proxy (testkit/fault_proxy.py) in front of this bucket's server; apps made after this fixture go through it."""
     server = request.getfixturevalue("gcs_emulator" if bucket.backend == "gcs" else "s3_server")
     host, port = server.removeprefix("http://").split(":")
     with FaultProxy(host, int(port)) as fault_proxy:

@@ -19,12 +19,13 @@ from gcs_sync.drivers import make_driver
 
 from gcs_sync.sync.client import StorageClient
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER
+
 from .views import age_listing, age_view
 from .conftest import settings_for
-from .fault_proxy import FaultProxy, Respond
-from .packages import make_wheel
-from .servers import PASSWORD, USER
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
 

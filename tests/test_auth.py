@@ -24,10 +24,11 @@ import bcrypt as bcrypt_library
 from gcs_sync import build_app
 from gcs_sync.auth.password_file import replace_file
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER, new_venv, pip_install, run, start_instance, twine_upload
+
 from .conftest import settings_for
-from .packages import make_wheel
-from .servers import PASSWORD, USER, new_venv, pip_install, run, start_instance, twine_upload
 
 pytestmark = pytest.mark.parametrize("bucket", ["local"], indirect=True)  # auth never depends on the store
 
@@ -151,6 +152,7 @@ def test_no_password_or_authorization_header_is_logged(
         assert secret not in caplog.text
 
 
+@pytest.mark.slow
 def test_the_server_log_holds_no_password_after_twine_and_pip(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:
@@ -238,10 +240,11 @@ def test_failed_logins_are_bounded_per_worker(bucket: BucketProbe, tmp_path: Pat
     refused = http.get("/simple/", headers=basic("guess", "guess"))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert http.get("/simple/", headers=basic(USER, PASSWORD)).status_code == 200
-    time.sleep(1.2)  # one more verification a second
+    time.sleep(1.2)  # one more verification a second: the bound under test, so a sleep
     assert http.get("/simple/", headers=basic("guess", "guess")).status_code == 403
 
 
+@pytest.mark.slow
 def test_uv_publish_without_a_password_is_told_it_was_empty_and_its_password_variable_works(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .servers import REPO
+import pytest
+
+from testkit.servers import REPO
+
+pytestmark = pytest.mark.slow
 
 TIMEOUT = 180
 ROUTES = ("/simple/", "/simple/<p>/", "/packages/<file>")

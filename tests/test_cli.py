@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -22,12 +21,13 @@ import pytest
 from gcs_sync import cli
 from gcs_sync.sync.state import StateFile
 
-from .buckets import BucketProbe
-from .fault_proxy import FaultProxy
-from .packages import make_wheel
-from .servers import REPO, clean_env, links, start_instance
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy
+from testkit.packages import make_wheel
+from testkit.servers import REPO, clean_env, links, start_instance
+from testkit.wait import eventually
+
 from .test_app import App
-from .views import eventually
 
 
 def sha256(data: bytes) -> str:
@@ -92,6 +92,14 @@ def fill(bucket: BucketProbe, files: dict[str, bytes]) -> None:
 THREE = {"keep-1.0.tar.gz": b"kept", "change-1.0.tar.gz": b"before", "gone-1.0.tar.gz": b"to be deleted"}
 
 
+def pulled_three(bucket: BucketProbe, folder: Path, run_cli) -> dict[str, str]:
+    """THREE in the bucket and pulled into ``folder``; the command line's environment for them."""
+    env = env_for(bucket, folder)
+    fill(bucket, THREE)
+    assert run_cli(env, "pull").code == 0
+    return env
+
+
 # -- status ----------------------------------------------------------------------------
 
 
@@ -99,9 +107,7 @@ def test_status_reports_each_kind_of_difference_and_changes_nothing(
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
     folder = tmp_path / "packages"
-    env = env_for(bucket, folder)
-    fill(bucket, THREE)
-    assert run_cli(env, "pull").code == 0
+    env = pulled_three(bucket, folder, run_cli)
     agreed = run_cli(env, "status", "--json")
     assert agreed.code == 0, agreed.out + agreed.err
     report = agreed.json()
@@ -137,6 +143,7 @@ def test_status_reports_each_kind_of_difference_and_changes_nothing(
     assert (folder_snapshot(folder), bucket_snapshot(bucket)) == before
 
 
+@pytest.mark.slow
 def test_status_as_a_process_on_a_folder_that_does_not_exist_yet(bucket: BucketProbe, tmp_path: Path) -> None:
     folder = tmp_path / "not-yet"
     fill(bucket, {"one-1.0.tar.gz": b"1"})
@@ -150,6 +157,7 @@ def test_status_as_a_process_on_a_folder_that_does_not_exist_yet(bucket: BucketP
 # -- pull ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pull_into_an_empty_folder_makes_it_identical_and_writes_nothing_to_the_bucket(
     bucket: BucketProbe, tmp_path: Path
 ) -> None:
@@ -174,9 +182,7 @@ def test_pull_removes_a_file_the_bucket_lost_and_leaves_local_only_files_alone(
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
     folder = tmp_path / "packages"
-    env = env_for(bucket, folder)
-    fill(bucket, THREE)
-    assert run_cli(env, "pull").code == 0
+    env = pulled_three(bucket, folder, run_cli)
     bucket.delete("gone-1.0.tar.gz")
     (folder / "mine-1.0.tar.gz").write_bytes(b"only here")
     before = bucket_snapshot(bucket)
@@ -213,6 +219,7 @@ def test_pull_under_a_running_server_updates_what_it_serves(
     assert page.status_code == 200 and f"late-1.0.tar.gz#sha256={sha256(b'late')}" in page.get_data(as_text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)  # the lock is the folder's, whatever the bucket
 def test_pull_waits_for_the_folder_lock_of_a_running_sync_and_gives_up_after_wait(
     bucket: BucketProbe, tmp_path: Path
@@ -228,6 +235,7 @@ def test_pull_waits_for_the_folder_lock_of_a_running_sync_and_gives_up_after_wai
     assert package_files(folder) == {"one-1.0.tar.gz": b"1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["s3"], indirect=True)
 def test_ctrl_c_stops_a_pull_after_the_transfers_in_flight_and_keeps_what_was_done(
     bucket: BucketProbe, tmp_path: Path, s3_server: str
@@ -243,10 +251,7 @@ def test_ctrl_c_stops_a_pull_after_the_transfers_in_flight_and_keeps_what_was_do
         process = subprocess.Popen([sys.executable, "-m", "gcs_sync", "pull"], env=clean_env(env), cwd=REPO,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            for _ in range(600):  # until the first file is in place (bounded: 60 s)
-                if folder.is_dir() and package_files(folder):
-                    break
-                time.sleep(0.1)
+            eventually(lambda: folder.is_dir() and bool(package_files(folder)), 60)  # the first file is in place
             process.send_signal(signal.SIGINT)
             out, err = process.communicate(timeout=60)
         finally:
@@ -286,6 +291,7 @@ def stock_folder(tmp_path: Path, bucket: BucketProbe) -> dict[str, bytes]:
             "clash-1.0.tar.gz": b"ours"}
 
 
+@pytest.mark.slow
 def test_push_of_a_stock_folder_uploads_what_the_bucket_lacks_and_reports_the_conflict(
     bucket: BucketProbe, tmp_path: Path, stock_folder: dict[str, bytes], run_cli
 ) -> None:
@@ -334,6 +340,7 @@ def test_push_dry_run_writes_nothing(
     assert (bucket_snapshot(bucket), folder_snapshot(stock)) == before
 
 
+@pytest.mark.slow
 def test_push_defaults_to_the_servers_folder_and_running_instances_serve_the_files(
     bucket: BucketProbe, tmp_path: Path
 ) -> None:
@@ -361,13 +368,12 @@ def test_push_defaults_to_the_servers_folder_and_running_instances_serve_the_fil
 # -- verify ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_verify_finds_corrupt_local_files_changed_objects_and_missing_files_on_each_side(
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
     folder = tmp_path / "packages"
-    env = env_for(bucket, folder)
-    fill(bucket, THREE)
-    assert run_cli(env, "pull").code == 0
+    env = pulled_three(bucket, folder, run_cli)
     before = bucket_snapshot(bucket), folder_snapshot(folder)
 
     ok = run_cli_process(env, "verify")
@@ -414,6 +420,7 @@ def test_verify_trusts_sha256_metadata_where_the_listing_has_it(
 COMMANDS = ["status", "pull", "push", "verify"]
 
 
+@pytest.mark.slow
 def test_a_bucket_that_does_not_exist_is_exit_4_on_every_command(
     bucket: BucketProbe, tmp_path: Path, run_cli
 ) -> None:
@@ -434,6 +441,7 @@ def test_a_bucket_that_does_not_exist_is_exit_4_on_every_command(
     assert run.code == expected and message in run.err and "Traceback" not in run.err
 
 
+@pytest.mark.slow
 def test_a_bad_flag_value_is_exit_3_naming_its_variable(bucket: BucketProbe, tmp_path: Path, run_cli) -> None:
     env = env_for(bucket, tmp_path / "packages")
     for command in COMMANDS:
@@ -477,6 +485,7 @@ def test_flags_override_the_environment(bucket: BucketProbe, tmp_path: Path, run
     ("push", ["FOLDER", "--overwrite", "--dry-run", "--progress"]),
     ("verify", ["FOLDER", "--progress"]),
 ])
+@pytest.mark.slow
 def test_help_of_each_command_describes_it_and_lists_its_flags(command: str, own_flags: list[str]) -> None:
     run = run_cli_process({}, command, "--help")
     assert run.code == 0 and run.err == ""
@@ -487,6 +496,7 @@ def test_help_of_each_command_describes_it_and_lists_its_flags(command: str, own
     assert "[env BUCKET_NAME]" in text and "Exit 0" in text
 
 
+@pytest.mark.slow
 def test_progress_bar_goes_to_stderr_only_when_asked_or_on_a_terminal(
     bucket: BucketProbe, tmp_path: Path
 ) -> None:

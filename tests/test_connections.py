@@ -21,9 +21,11 @@ from typing import Iterator
 
 import pytest
 
-from .buckets import BucketProbe
-from .packages import make_wheel
-from .servers import PASSWORD, USER, Instance, run, start_instance
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER, Instance, run, start_instance
+
+pytestmark = pytest.mark.slow
 
 # The bound: a normal request is delayed by at most about a second. Generous
 # here (a busy 2-core machine); before, it was 30 s.
@@ -100,7 +102,9 @@ def test_idle_slow_and_garbage_connections_do_not_hold_the_index(instance: Insta
     try:
         trickling.start()
         tls.sendall(client_hello())
-        time.sleep(0.5)  # every bad connection has been accepted and has sent what it sends
+        # Every bad connection has been accepted and has sent what it sends: nothing outside
+        # gunicorn tells when, so a short sleep.
+        time.sleep(0.5)
         for path in ["/simple/", "/health", "/simple/", "/ready", "/simple/"]:
             status, seconds = timed_get(instance, path)
             assert status == 200 and seconds < NORMAL_REQUEST_SECONDS, (path, seconds)

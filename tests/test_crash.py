@@ -2,7 +2,7 @@
 file is ever visible, the folder lock does not outlive the worker (it is an flock, which
 the kernel releases with the process), and the next worker's sync repairs the state.
 
-A latency proxy in front of the GCS emulator (tests/fault_proxy.py) stretches each
+A latency proxy in front of the GCS emulator (testkit/fault_proxy.py) stretches each
 transfer so the kill lands in the middle of one.
 """
 
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from .buckets import BucketProbe
-from .fault_proxy import Delay, FaultProxy
-from .servers import Instance, links, start_instance, upload_form
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy
+from testkit.servers import Instance, links, start_instance, upload_form
+from testkit.wait import eventually
 
-pytestmark = pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("bucket", ["gcs"], indirect=True)]
 
 DEADLINE = 60
 
@@ -37,12 +38,8 @@ def visible(folder: Path) -> dict[str, bytes]:
 
 
 def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {DEADLINE}s: {what}")
+    if not eventually(condition, DEADLINE):
+        raise AssertionError(f"not within {DEADLINE}s: {what}")
 
 
 @pytest.fixture
@@ -109,12 +106,13 @@ def test_a_worker_killed_mid_upload_never_answers_200_and_shows_nothing_partial(
         assert "killed-1.0.tar.gz" not in visible(folder)
         proxy.clear_rules()
         wait_for(lambda: worker_pids(instance) and worker_pids(instance) != [victim], "a new worker")
-        time.sleep(3.5)  # the hung upload was forwarded after its delay: it may have landed
+        # The hung upload was forwarded after its delay: it may have landed.
+        eventually(lambda: proxy.in_flight == 0, DEADLINE)
         stored = bucket.get("killed-1.0.tar.gz")
         assert stored in (None, data)  # all or nothing in the bucket
         # A write that landed after its worker died was never announced (no marker): the
         # folder follows the bucket at the next full listing, and the same upload is accepted.
-        time.sleep(2.5)
+        time.sleep(2.5)  # past FULL_SYNC_INTERVAL: the bound under test, so a sleep
         assert instance.get("/simple/")[0] == 200
         assert ("killed-1.0.tar.gz" in visible(folder)) == (stored is not None)
         assert upload_form(instance.url, "killed-1.0.tar.gz", data)[0] == 200

@@ -13,16 +13,17 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gcs_sync import Settings
 from gcs_sync.auth.startup import check_startup
 
-from .servers import REPO, clean_env, free_port
+from testkit.servers import REPO, clean_env, free_port
+from testkit.wait import eventually
 
 HADOLINT = Path(sys.executable).with_name("hadolint")
 
@@ -42,6 +43,7 @@ def test_the_dockerfile_passes_hadolint_at_every_level() -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.slow
 def test_the_files_the_image_copies_start_the_server_with_the_image_command(tmp_path: Path) -> None:
     app_dir, bucket, packages = tmp_path / "app", tmp_path / "bucket", tmp_path / "packages"
     app_dir.mkdir()
@@ -70,14 +72,20 @@ def test_the_files_the_image_copies_start_the_server_with_the_image_command(tmp_
         server = subprocess.Popen([sys.executable, "-m", *command], cwd=app_dir, env=clean_env(env),
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
-        ready = None
-        deadline = time.monotonic() + 30
-        while ready is None and time.monotonic() < deadline and server.poll() is None:
+        answers: list[dict] = []
+
+        def answered() -> bool:
+            if server.poll() is not None:
+                return True  # it exited: nothing to wait for
             try:  # gunicorn.conf.py binds 0.0.0.0:$PORT, as Cloud Run expects
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as reply:
-                    ready = json.loads(reply.read())
+                    answers.append(json.loads(reply.read()))
             except OSError:
-                time.sleep(0.2)
+                return False
+            return True
+
+        eventually(answered, 30, interval=0.2)
+        ready = answers[0] if answers else None
         assert ready is not None, log.read_text()
         assert ready["status"] == "ok" and ready["backend"] == f"file://{bucket}/packages/"
     finally:

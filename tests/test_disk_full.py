@@ -19,10 +19,12 @@ from typing import Iterator
 
 import pytest
 
-from .buckets import MARKER, BucketProbe
-from .packages import make_wheel
-from .servers import start_instance, upload_form
-from .views import eventually
+from testkit.buckets import MARKER, BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import start_instance, upload_form
+from testkit.wait import eventually
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_a_full_disk_keeps_reads_served_and_says_so(
         report = ready(instance)
         assert report["status"] == "degraded" and report["reason"] == "local disk full"
         assert list(report["unservable"]) == ["later-1.0.tar.gz"]
-        for _ in range(10):  # reads go on, however often the check runs and fails
+        for _ in range(10):  # reads go on, however often the check runs and fails (over a second)
             assert instance.get("/simple/have/")[0] == 200
             assert instance.get("/packages/have-1.0.tar.gz")[1] == b"have" * 100
             time.sleep(0.1)

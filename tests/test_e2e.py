@@ -13,9 +13,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from .buckets import BucketProbe
-from .packages import make_wheel
-from .servers import (
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import (
     Instance,
     clean_env,
     links,
@@ -29,6 +29,9 @@ from .servers import (
     uv_publish,
     REPO,
 )
+from testkit.wait import eventually
+
+pytestmark = pytest.mark.slow
 
 SYNC_INTERVAL = 1.0
 FULL_SYNC_INTERVAL = 2.0
@@ -62,12 +65,13 @@ CHECK_MARGIN = 2.0
 
 def wait_past_interval() -> None:
     """Any request made after this sees every change made through the index before it
-    (README: the bound, SYNC_INTERVAL plus one check)."""
+    (README: the bound, SYNC_INTERVAL plus one check). The bound is under test: a sleep."""
     time.sleep(SYNC_INTERVAL + CHECK_MARGIN)
 
 
 def wait_past_full_listing() -> None:
-    """Any request made after this sees every change made straight in the bucket before it."""
+    """Any request made after this sees every change made straight in the bucket before it.
+    The bound is under test: a sleep."""
     time.sleep(FULL_SYNC_INTERVAL + CHECK_MARGIN)
 
 
@@ -166,15 +170,13 @@ def test_a_new_instance_fills_its_folder_before_any_request(start: StartInstance
     for name in names:
         bucket.put(name, name.encode())
     c = start("warm")  # only /health has been asked, and it never syncs
-    deadline = time.monotonic() + 20
 
     def filled_and_ready() -> bool:
         # The files are in place before the sync ends (it still writes the change marker),
         # and its lines are logged once it has.
         return {p.name for p in c.folder.glob("*.tar.gz")} == names and "ready: " in c.log()
 
-    while time.monotonic() < deadline and not filled_and_ready():
-        time.sleep(0.1)
+    eventually(filled_and_ready, 20)
     assert {p.name for p in c.folder.glob("*.tar.gz")} == names
     assert "ready: " in c.log() and "cold start: 5 files" in c.log()
 

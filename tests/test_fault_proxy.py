@@ -15,7 +15,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .fault_proxy import Delay, FaultProxy, Reset, ResetAfterForward, Respond, Truncate
+from testkit.fault_proxy import Delay, FaultProxy, Reset, ResetAfterForward, Respond, Truncate
+from testkit.wait import eventually
+
+pytestmark = pytest.mark.slow  # the SDKs under injected faults: retries and timeouts take seconds
 
 MEDIA = r"/download/storage/v1/b/[^/]+/o/obj\?"  # media downloads of the object "obj"
 
@@ -133,7 +136,7 @@ def test_a_delayed_request_does_not_block_others_and_stop_is_prompt(echo: tuple[
 
     thread = threading.Thread(target=slow, daemon=True)
     thread.start()
-    time.sleep(0.2)
+    eventually(lambda: ("GET", "/slow") in proxy.requests, 5)  # the slow one is held
     started = time.monotonic()
     assert _call(proxy, "GET", "/fast")[0].status == 201
     assert time.monotonic() - started < 1

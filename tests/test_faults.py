@@ -1,5 +1,5 @@
 """Faults between the index and its bucket, injected by a loopback proxy in front of the
-real GCS emulator and moto's S3 server (tests/fault_proxy.py).
+real GCS emulator and moto's S3 server (testkit/fault_proxy.py).
 
 Persistent outage (every request fails the same way), per operation:
     index read, file download   200 from the local copy; readiness "degraded", with the reason
@@ -23,12 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from .buckets import BucketProbe
-from .fault_proxy import Delay, FaultProxy, Reset, Respond, Truncate
-from .packages import make_wheel
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy, Reset, Respond, Truncate
+from testkit.packages import make_wheel
+from testkit.wait import eventually
+
 from .test_app import AUTH, App
 
-pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)]
 
 SYNC_INTERVAL = 0.5
 BUDGET = {"STORAGE_TIMEOUT": "2", "SYNC_INTERVAL": str(SYNC_INTERVAL)}
@@ -44,6 +46,19 @@ OUTAGES = {
 }
 
 
+@pytest.fixture(params=list(OUTAGES))
+def fault(request: pytest.FixtureRequest) -> str:
+    """Each kind of outage (a fault on every request), or of transient fault (on one)."""
+    return request.param
+
+
+@pytest.fixture
+def a(bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path) -> App:
+    """An instance through the fault proxy, on a bucket that holds one file."""
+    bucket.put("have-1.0.tar.gz", b"have")
+    return App(bucket, tmp_path / "a", htpasswd, **BUDGET)
+
+
 def readiness(app: App) -> tuple[int, dict]:
     """/ready (with the details) once the check it starts, if one is due, is done."""
     reply = app.checked_get("/ready", headers=AUTH)
@@ -55,22 +70,21 @@ def remove(app: App, name: str, version: str):
 
 
 def next_check() -> None:
-    """Past the interval and the back-off after a failure."""
+    """Past the interval and the back-off after a failure: a bound under test (the instance
+    checks the bucket again on its own, by the clock), so a sleep, not a poll."""
     time.sleep(SYNC_INTERVAL * 1.5)
 
 
 def past_the_write_breaker() -> None:
     """After a write failed as unavailable, writes are refused without a try for
-    STORAGE_TIMEOUT / 2 (gcs_sync/breaker.py); the first one after that probes."""
+    STORAGE_TIMEOUT / 2 (gcs_sync/breaker.py); the first one after that probes. A bound
+    under test, so a sleep."""
     time.sleep(float(BUDGET["STORAGE_TIMEOUT"]) / 2)
 
 
-@pytest.mark.parametrize("fault", list(OUTAGES))
 def test_an_outage_keeps_reads_local_refuses_writes_cleanly_and_heals_by_itself(
-    fault: str, bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
+    fault: str, a: App, bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
 ) -> None:
-    bucket.put("have-1.0.tar.gz", b"have")
-    a = App(bucket, tmp_path / "a", htpasswd, **BUDGET)
     mine, new = make_wheel(tmp_path / "one", "mine", "1.0"), make_wheel(tmp_path / "two", "new", "1.0")
     assert a.upload(mine).status_code == 200
     assert a.http.get("/simple/have/").status_code == 200
@@ -101,7 +115,7 @@ def test_an_outage_keeps_reads_local_refuses_writes_cleanly_and_heals_by_itself(
     assert status == 503 and report["status"] == "starting" and report["last_error"]
     proxy.clear_rules()
     if fault == "no answer":  # delayed writes may have landed since, whole
-        time.sleep(5)
+        eventually(lambda: proxy.in_flight == 0, 10)  # each forwarded after its Delay
         assert "may still have been applied" in refused.get_data(as_text=True)
         landed = {name: bucket.get(name) for name in bucket.names()}
         assert landed.get(new.name, new.read_bytes()) == new.read_bytes()
@@ -130,12 +144,9 @@ def test_an_outage_keeps_reads_local_refuses_writes_cleanly_and_heals_by_itself(
 TRANSIENT = OUTAGES  # the same faults, on one request only
 
 
-@pytest.mark.parametrize("fault", list(TRANSIENT))
 def test_a_single_failed_request_is_retried_and_never_seen_by_the_client(
-    fault: str, bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
+    fault: str, a: App, bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path
 ) -> None:
-    bucket.put("have-1.0.tar.gz", b"have")
-    a = App(bucket, tmp_path / "a", htpasswd, **BUDGET)
     for operation in ("cold start", "upload", "removal", "freshness check"):
         rule = proxy.add_rule(None, ".*", TRANSIENT[fault], times=1)
         if operation == "cold start":
@@ -181,11 +192,9 @@ def test_a_download_cut_short_is_never_served_and_comes_whole_at_the_next_check(
 
 
 def test_a_stopped_storage_server_is_an_outage_and_its_return_needs_no_restart(
-    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
+    a: App, bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path
 ) -> None:
     """The storage server stops (connections refused) and comes back on the same port."""
-    bucket.put("have-1.0.tar.gz", b"have")
-    a = App(bucket, tmp_path / "a", htpasswd, **BUDGET)
     assert a.http.get("/simple/have/").status_code == 200
     proxy.stop()
     next_check()

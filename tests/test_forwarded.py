@@ -11,8 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from .buckets import BucketProbe
-from .servers import Instance, start_instance
+from testkit.buckets import BucketProbe
+from testkit.servers import Instance, start_instance
 
 LOCAL = pytest.mark.parametrize("bucket", ["local"], indirect=True)  # redirects never depend on the store
 

@@ -22,14 +22,16 @@ import pytest
 
 from gcs_sync.sync.folder import PackageFolder
 
-from .buckets import MARKER, BucketProbe
-from .fault_proxy import Delay, FaultProxy
-from .packages import make_wheel
-from .servers import links, start_instance, twine_upload
+from testkit.buckets import MARKER, BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy
+from testkit.packages import make_wheel
+from testkit.servers import links, start_instance, twine_upload
+from testkit.wait import eventually
+
 from .test_app import App
-from .views import eventually
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_reads_never_wait_for_a_listing(bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path,
                                         htpasswd: Path) -> None:
@@ -61,6 +63,7 @@ def faked_clock(offset_file: Path) -> dict[str, str]:
             "FAKETIME_DONT_FAKE_MONOTONIC": "1", "DONT_FAKE_MONOTONIC": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local", "gcs"], indirect=True)
 @pytest.mark.parametrize("step", ["-1h", "+1h"])
 def test_a_clock_step_changes_nothing_a_client_sees(
@@ -74,16 +77,15 @@ def test_a_clock_step_changes_nothing_a_client_sees(
     try:
         assert a.get("/simple/")[0] == 200
         # The wall clock of A's machine is stepped by an hour, while A serves.
-        offset.write_text(f"{step}\n")
-        time.sleep(0.2)
+        offset.write_text(f"{step}\n")  # read again at A's next clock call (FAKETIME_NO_CACHE)
         first, second = make_wheel(tmp_path / "one", "stepped", "1.0"), make_wheel(tmp_path / "two", "stepped", "2.0")
         assert twine_upload(b.url, first).returncode == 0
         # Through B, A sees it within SYNC_INTERVAL plus one check, as without the step.
-        assert eventually(lambda: first.name in links(a, "stepped"), seconds=15)
+        assert eventually(lambda: first.name in links(a, "stepped"), timeout=15)
         # And A's own uploads and their digests are right, with the clock where it is.
         assert twine_upload(a.url, second).returncode == 0
         digest = hashlib.sha256(second.read_bytes()).hexdigest()
-        assert eventually(lambda: links(b, "stepped").get(second.name) == digest, seconds=15)
+        assert eventually(lambda: links(b, "stepped").get(second.name) == digest, timeout=15)
         assert links(a, "stepped").get(second.name) == digest
     finally:
         a.stop()
@@ -102,12 +104,14 @@ def test_a_temp_file_still_being_written_is_never_swept(tmp_path: Path, monkeypa
         os.utime(temp, (two_hours_ago, two_hours_ago))
     folder.sweep_stale_temps()
     assert writing.exists() and abandoned.exists()  # first seen now: not stale yet
-    deadline = time.monotonic() + 5
-    while abandoned.exists() and time.monotonic() < deadline:
+
+    def swept() -> bool:
         with open(writing, "ab") as out:  # still being written
             out.write(b"more")
-        time.sleep(0.1)
         folder.sweep_stale_temps()
+        return not abandoned.exists()
+
+    eventually(swept, 5, interval=0.1)
     assert not abandoned.exists() and writing.exists()
 
 

@@ -32,11 +32,10 @@ from werkzeug.test import Client
 from gcs_sync import BucketNotFound, StoragePermissionDenied, build_app
 from gcs_sync.web.guards import XMLRPC_MAX_BODY
 
-from .buckets import BucketProbe
-from .conftest import BACKENDS, new_probe, settings_for
-from .fault_proxy import FaultProxy, Respond
-from .packages import make_wheel
-from .servers import (
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.packages import make_wheel
+from testkit.servers import (
     PASSWORD,
     REPO,
     USER,
@@ -48,6 +47,8 @@ from .servers import (
     twine_upload,
     upload_form,
 )
+
+from .conftest import BACKENDS, new_probe, settings_for
 
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
@@ -321,6 +322,7 @@ def test_pip_search_still_works(server: Server) -> None:
     assert [(hit["name"], hit["version"]) for hit in found] == [("demo", "1.0")]
 
 
+@pytest.mark.slow
 def test_twine_is_told_the_limit(server: Server, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "toolarge", "1.0", value=os.urandom(LIMIT).hex())  # > LIMIT compressed
     before = server.written()
@@ -381,6 +383,7 @@ def _error_lines(result: subprocess.CompletedProcess, prefix: str) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_gunicorn_stops_with_one_line_naming_a_missing_bucket(bucket: BucketProbe, tmp_path: Path) -> None:
     bucket.remove_bucket()
@@ -391,6 +394,7 @@ def test_gunicorn_stops_with_one_line_naming_a_missing_bucket(bucket: BucketProb
                                 "failed: "), result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_gunicorn_stops_with_one_line_naming_a_missing_bucket_folder(bucket: BucketProbe, tmp_path: Path) -> None:
     result = _gunicorn_start({**bucket.env(), "BUCKET_NAME": str(tmp_path / "no-such-folder")}, tmp_path)
@@ -483,6 +487,7 @@ def test_s3_credentials_that_cannot_be_read_stop_the_start(
         build_app(settings_for(bucket, tmp_path / "packages"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
 def test_gunicorn_stops_with_one_line_for_unreadable_credentials(bucket: BucketProbe, tmp_path: Path) -> None:
     env = {**bucket.env(), "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "nope.json")}
@@ -496,6 +501,7 @@ def test_gunicorn_stops_with_one_line_for_unreadable_credentials(bucket: BucketP
 OUTAGE_VARIABLE = {"gcs": "STORAGE_EMULATOR_HOST", "s3": "AWS_ENDPOINT_URL"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_an_outage_at_start_up_does_not_stop_it(
     bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -513,6 +519,7 @@ def test_an_outage_at_start_up_does_not_stop_it(
     assert http.get("/simple/").status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
 def test_gunicorn_starts_during_an_outage(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> None:
     env = {**bucket.env(), "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}", "STORAGE_TIMEOUT": "1",

@@ -14,7 +14,7 @@ from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.web.index import PackageIndex
 from gcs_sync.sync.state import StateFile
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
 
 pytestmark = pytest.mark.parametrize("bucket", ["local"], indirect=True)  # the index never calls the bucket
 

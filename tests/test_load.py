@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import loadtest
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
+
+pytestmark = pytest.mark.slow
 
 SECONDS = 10
 CLIENTS = 8

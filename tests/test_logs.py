@@ -23,10 +23,11 @@ from gcs_sync import build_app
 from gcs_sync.logs import CloudLoggingFormatter, severity
 from gcs_sync.web.request_log import REQUEST_LOGGER, RequestLog, basic_user
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER, Instance, new_venv, pip_install, start_instance, twine_upload
+
 from .conftest import settings_for
-from .packages import make_wheel
-from .servers import PASSWORD, USER, Instance, new_venv, pip_install, start_instance, twine_upload
 
 WRONG_PASSWORD = "not-the-password"
 
@@ -210,6 +211,7 @@ def assert_no_secret(output: str) -> None:
     assert "authorization" not in output.lower()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_prod_writes_only_cloud_logging_json_with_request_and_sync_lines(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
@@ -237,6 +239,7 @@ def test_prod_writes_only_cloud_logging_json_with_request_and_sync_lines(
     assert_no_secret(output)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_dev_writes_readable_text_with_request_and_sync_lines(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path

@@ -12,7 +12,6 @@ import itertools
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,11 +22,13 @@ from werkzeug.test import Client
 from gcs_sync import ConfigError, build_app
 from gcs_sync.cli import main
 
-from .buckets import MARKER, BucketProbe
+from testkit.buckets import MARKER, BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.servers import Instance, start_instance, upload_form
+from testkit.wait import eventually
+
 from .test_app import App
 from .conftest import settings_for
-from .fault_proxy import FaultProxy, Respond
-from .servers import Instance, start_instance, upload_form
 
 pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 
@@ -36,15 +37,7 @@ DAMAGED = b"alice:$apr1$garbage\n"  # a hash cut short: every login of alice wou
 _names = itertools.count()
 
 
-POLLS, PAUSE = 80, 0.25  # at most 20 s of polling: several SYNC_INTERVALs
-
-
-def eventually(check: Callable[[], bool]) -> bool:
-    for _ in range(POLLS):
-        if check():
-            return True
-        time.sleep(PAUSE)
-    return False
+POLL_SECONDS, PAUSE = 20, 0.25  # polled for at most 20 s (several SYNC_INTERVALs), every 0.25 s
 
 
 def htpasswd(**passwords: str) -> bytes:
@@ -192,6 +185,7 @@ def test_a_restarted_worker_keeps_the_last_good_users_while_the_object_is_bad(
         Server(bucket, tmp_path / "elsewhere")
 
 
+@pytest.mark.slow
 def test_a_bucket_down_at_start_lets_it_start_and_the_users_arrive_when_it_answers(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -208,7 +202,7 @@ def test_a_bucket_down_at_start_lets_it_start_and_the_users_arrive_when_it_answe
         server.check()  # a check retries the object while its copy is not current
         return server.ready()["status"] == "ok"
 
-    assert eventually(recovered)
+    assert eventually(recovered, POLL_SECONDS, PAUSE)
     assert server.upload("alice", "s3cret") == 200
 
 
@@ -234,6 +228,7 @@ def started(bucket: BucketProbe, tmp_path: Path) -> Iterator[Callable[..., Insta
         instance.stop()
 
 
+@pytest.mark.slow
 def test_users_added_and_removed_with_the_cli_reach_running_workers(
     bucket: BucketProbe, started: Callable[..., Instance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,9 +236,9 @@ def test_users_added_and_removed_with_the_cli_reach_running_workers(
     instance = started()
     assert upload_status(instance, "bob", "bob's secret") == 403
     assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "bob", "--password-stdin", stdin="bob's secret\n") == 0
-    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 200), instance.log()
+    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 200, POLL_SECONDS, PAUSE), instance.log()
     assert cli(bucket, tmp_path / "cli", monkeypatch, "remove", "bob") == 0
-    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 403), instance.log()
+    assert eventually(lambda: upload_status(instance, "bob", "bob's secret") == 403, POLL_SECONDS, PAUSE), instance.log()
     assert upload_status(instance, "alice", "s3cret") == 200
     assert instance.process.poll() is None  # no restart
     log = instance.log()
@@ -251,6 +246,7 @@ def test_users_added_and_removed_with_the_cli_reach_running_workers(
     assert not any(line.split(b":", 1)[1].strip() in log.encode() for line in bucket.get_key(KEY).splitlines())
 
 
+@pytest.mark.slow
 def test_a_bad_object_stops_the_start_naming_it(bucket: BucketProbe, started: Callable[..., Instance]) -> None:
     bucket.put_key(KEY, DAMAGED)
     with pytest.raises(RuntimeError) as caught:
@@ -259,6 +255,7 @@ def test_a_bad_object_stops_the_start_naming_it(bucket: BucketProbe, started: Ca
     assert "garbage" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_a_bad_new_version_keeps_the_users_and_shows_in_ready(
     bucket: BucketProbe, started: Callable[..., Instance]
 ) -> None:
@@ -273,12 +270,13 @@ def test_a_bad_new_version_keeps_the_users_and_shows_in_ready(
         error = json.loads(body)["last_error"]
         return status == 200 and error is not None and bucket.url(KEY) in error["error"]
 
-    assert eventually(reported), instance.log()
+    assert eventually(reported, POLL_SECONDS, PAUSE), instance.log()
     assert upload_status(instance, "alice", "s3cret") == 200
     assert f"PASSWORD_FILE: htpasswd file {bucket.url(KEY)}" in instance.log()
     assert "garbage" not in instance.log()
 
 
+@pytest.mark.slow
 def test_a_user_written_by_another_tool_works_after_the_full_listing(
     bucket: BucketProbe, started: Callable[..., Instance]
 ) -> None:
@@ -286,4 +284,4 @@ def test_a_user_written_by_another_tool_works_after_the_full_listing(
     instance = started(FULL_SYNC_INTERVAL="2")
     assert upload_status(instance, "carol", "carol's") == 403
     bucket.put_key(KEY, htpasswd(alice="s3cret", carol="carol's"))  # gsutil cp: the marker stays
-    assert eventually(lambda: upload_status(instance, "carol", "carol's") == 200), instance.log()
+    assert eventually(lambda: upload_status(instance, "carol", "carol's") == 200, POLL_SECONDS, PAUSE), instance.log()

@@ -23,10 +23,12 @@ from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.errors import StorageError, StorageUnavailable
 from gcs_sync.sync.pending import PendingUploads
 
-from .buckets import BucketProbe
-from .fault_proxy import Delay, FaultProxy, Respond
-from .packages import make_wheel
-from .servers import PASSWORD, USER, links, start_instance
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import Delay, FaultProxy, Respond
+from testkit.packages import make_wheel
+from testkit.servers import PASSWORD, USER, links, start_instance
+from testkit.wait import eventually
+
 from .test_app import App
 from .test_crash import visible, wait_for, worker_pids
 from .test_writes import upload_signed
@@ -50,6 +52,7 @@ def hold_the_signature(bucket: BucketProbe, proxy: FaultProxy) -> None:
         proxy.add_rule("POST", r"/upload/", Delay(600))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_a_worker_killed_between_the_wheel_and_its_signature_leaves_no_release(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path, request: pytest.FixtureRequest
@@ -83,7 +86,7 @@ def test_a_worker_killed_between_the_wheel_and_its_signature_leaves_no_release(
         assert bucket.get(wheel.name + ".asc") is None  # half of the request is in the bucket...
 
         # ...but no instance serves it: both list the bucket and hide the wheel.
-        time.sleep(2.5)
+        time.sleep(2.5)  # past FULL_SYNC_INTERVAL: the bound under test, so a sleep
         for instance in (a, b):
             assert instance.get("/simple/signed/")[0] == 404
             assert instance.get(f"/packages/{wheel.name}")[0] == 404
@@ -112,6 +115,7 @@ def intents(bucket: BucketProbe) -> set[str]:
     return {name for name in bucket.all_names() if name.startswith(PENDING)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_when_the_intent_cannot_be_removed_the_upload_is_refused_and_undone(
     bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
@@ -124,16 +128,20 @@ def test_when_the_intent_cannot_be_removed_the_upload_is_refused_and_undone(
     assert upload_signed(app, wheel, b"signature").status_code == 503
     assert packages(bucket) == set() and len(intents(bucket)) == 1
     proxy.clear_rules()
-    time.sleep(2)  # past the write breaker's window (STORAGE_TIMEOUT / 2)
+    time.sleep(2)  # past the write breaker's window (STORAGE_TIMEOUT / 2): a bound under test
     assert upload_signed(app, wheel, b"signature").status_code == 200
     assert packages(bucket) == {wheel.name, wheel.name + ".asc"}
     # The failed request's intent names the same files: a new instance hides them until
     # it has seen that intent for PENDING_UPLOAD_EXPIRY, then finds them whole and keeps them.
     other = App(bucket, tmp_path / "other", htpasswd, **settings)
-    deadline = time.monotonic() + 10
-    while other.http.get("/simple/signed/").status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.3)
+
+    def served() -> bool:
+        if other.http.get("/simple/signed/").status_code == 200:
+            return True
         other.age_view()
+        return False
+
+    eventually(served, 10, interval=0.3)
     assert other.http.get(f"/packages/{wheel.name}").get_data() == wheel.read_bytes()
     assert packages(bucket) == {wheel.name, wheel.name + ".asc"} and intents(bucket) == set()
 
@@ -168,7 +176,7 @@ def test_a_dead_uploads_files_are_hidden_then_removed_and_only_they(
     observer.sync()
     assert visible(observer.folder.path) == {"unrelated-1.0.tar.gz": b"not the intent's"}
     assert packages(bucket) == {wheel.name, "unrelated-1.0.tar.gz"}
-    time.sleep(1.2)
+    time.sleep(1.2)  # past pending_expiry: the bound under test, so a sleep
     observer.sync()
     assert packages(bucket) == {"unrelated-1.0.tar.gz"} and intents(bucket) == set()
     assert visible(observer.folder.path) == {"unrelated-1.0.tar.gz": b"not the intent's"}
@@ -222,6 +230,7 @@ def test_a_slow_upload_taken_for_dead_gets_no_200_and_leaves_no_half_release(
     observer = StorageClient(driver, PackageFolder(tmp_path / "observer"), sync_interval=1, lock_timeout=5,
                              pending_expiry=0.05)
     # The observer sees the intent, and once it is older than its expiry, cleans up.
+    # The sleep is the bound under test: past pending_expiry.
     take_for_dead = lambda: (observer.sync(), time.sleep(0.1), observer.sync())  # noqa: E731
     slow = StorageClient(Interleaved(driver, wheel.name + ".asc", take_for_dead),
                          PackageFolder(tmp_path / "slow"), sync_interval=1, lock_timeout=5)
@@ -298,7 +307,7 @@ def test_a_slow_upload_that_finds_its_intent_claimed_answers_no_200(
                              PackageFolder(tmp_path / "observer"), sync_interval=1, lock_timeout=5,
                              pending_expiry=0.05)
     observer.sync()  # sees the intent
-    time.sleep(0.1)
+    time.sleep(0.1)  # past pending_expiry: the bound under test, so a sleep
     observer.sync()  # expires it: claims, looks, and (hooked) lets the writer end before it deletes
     thread.join(30)
     [result] = outcome

@@ -15,13 +15,15 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .packages import make_wheel
-from .servers import REPO, free_port
+import pytest
+
+from testkit.packages import make_wheel
+from testkit.servers import REPO, free_port
+from testkit.wait import eventually
 
 PROJECT = "quickstart-demo"
 BOOT_SECONDS = 240  # a venv and `pip install -r requirements.txt` first: 14 s here from a local mirror
@@ -41,6 +43,7 @@ def newcomer_env() -> dict[str, str]:
     return {name: os.environ[name] for name in keep if name in os.environ}
 
 
+@pytest.mark.slow
 def test_the_readme_quick_start_uploads_and_installs(tmp_path: Path) -> None:
     blocks = quick_start_blocks()
     # 1: start the server (one line); 2: the client's lines; 3: the tests (.ci/run runs it).
@@ -65,11 +68,11 @@ def test_the_readme_quick_start_uploads_and_installs(tmp_path: Path) -> None:
             env={**env, "GUNICORN_CMD_ARGS": f"-b 127.0.0.1:{port}"}, start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + BOOT_SECONDS
-        while not _answers(f"http://127.0.0.1:{port}/health"):
+        def answers() -> bool:
             assert server.poll() is None, log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-            time.sleep(0.5)
+            return _answers(f"http://127.0.0.1:{port}/health")
+
+        assert eventually(answers, BOOT_SECONDS, interval=0.5), log_path.read_text(errors="replace")
         for line in client_lines:
             line = line.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace(" NAME", f" {PROJECT}")
             done = subprocess.run(["bash", "-c", line], cwd=checkout, env=env, capture_output=True, text=True,
@@ -87,6 +90,13 @@ def test_the_readme_quick_start_uploads_and_installs(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
+
+
+def test_ci_runs_the_readme_test_commands() -> None:
+    """.ci/run runs the README's test lines (the quick start's third block), as written."""
+    lines = quick_start_blocks()[2].strip().splitlines()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert lines and all(line in ci for line in lines)
 
 
 def _answers(url: str) -> bool:

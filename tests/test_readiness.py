@@ -15,7 +15,6 @@ import base64
 import datetime
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -24,9 +23,11 @@ import pytest
 
 from gcs_sync.web import app as app_module
 
-from .buckets import BucketProbe
-from .fault_proxy import FaultProxy, Respond
-from .servers import links, start_instance
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.servers import links, start_instance
+from testkit.wait import eventually
+
 from .test_app import AUTH, App
 
 FILES = {"ready-1.0.tar.gz": b"one", "ready-2.0.tar.gz": b"two"}
@@ -42,12 +43,24 @@ def report(app: App, path: str = "/ready", auth: bool = True) -> tuple[int, dict
 
 
 def wait_for_status(app: App, wanted: str, seconds: float = 15) -> tuple[int, dict]:
-    deadline = time.monotonic() + seconds
-    while True:
-        status, body = report(app)
-        if body["status"] == wanted or time.monotonic() > deadline:
-            return status, body
-        time.sleep(0.1)
+    """The first report in ``wanted`` status, or the last one if none came within ``seconds``."""
+    reports: list[tuple[int, dict]] = []
+
+    def reached() -> bool:
+        reports.append(report(app))
+        return reports[-1][1]["status"] == wanted
+
+    eventually(reached, seconds)
+    return reports[-1]
+
+
+def waiting_warmup(app: App, answers: list[tuple[int, dict]]) -> threading.Thread:
+    """A /_ah/warmup call in a thread of its own, still waiting half a second later."""
+    warmup = threading.Thread(target=lambda: answers.append(report(app, "/_ah/warmup")))
+    warmup.start()
+    warmup.join(0.5)  # however long: the held lock keeps the first sync from running
+    assert warmup.is_alive() and answers == []  # still waiting: the first sync cannot run
+    return warmup
 
 
 @pytest.fixture
@@ -92,10 +105,7 @@ def test_warmup_answers_only_once_the_first_sync_is_done(
 ) -> None:
     a = App(filled, tmp_path / "a", htpasswd)
     answers: list[tuple[int, dict]] = []
-    warmup = threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup")))
-    warmup.start()
-    warmup.join(1.0)
-    assert warmup.is_alive() and answers == []  # still waiting: the first sync cannot run
+    warmup = waiting_warmup(a, answers)
     held_lock.release()
     warmup.join(app_module.WARMUP_WAIT_SECONDS)
     [(status, body)] = answers
@@ -110,10 +120,7 @@ def test_warmup_holds_one_waiter_and_answers_the_others_at_once(
     """Anyone may call /_ah/warmup: a second caller while one waits must not hold a thread too."""
     a = App(filled, tmp_path / "a", htpasswd)
     answers: list[tuple[int, dict]] = []
-    first = threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup")))
-    first.start()
-    first.join(1.0)
-    assert first.is_alive() and answers == []  # the one waiter
+    first = waiting_warmup(a, answers)  # the one waiter
     others = [threading.Thread(target=lambda: answers.append(report(a, "/_ah/warmup"))) for _ in range(3)]
     for other in others:
         other.start()
@@ -138,6 +145,7 @@ def test_warmup_gives_up_with_503_after_its_bound(
     assert status == 503 and body["status"] == "starting" and body["files"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 def test_ready_reports_degraded_with_the_reason_and_recovers_by_itself(
     filled: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
@@ -162,6 +170,7 @@ def test_ready_reports_degraded_with_the_reason_and_recovers_by_itself(
     assert status == 200 and body["last_error"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
 def test_under_gunicorn_warmup_returns_once_every_file_is_served(
     filled: BucketProbe, gcs_emulator: str, tmp_path: Path, htpasswd: Path

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +16,9 @@ from gcs_sync.errors import ObjectChanged, ObjectNotFound, StorageUnavailable
 from gcs_sync.sync.events import LocalDeleted, RemoteAdded
 from gcs_sync.sync.folder import PackageFolder
 
-from .buckets import BucketProbe
+from testkit.buckets import BucketProbe
+from testkit.wait import eventually
+
 from .views import age_view
 
 A, B = "alpha-1.0.tar.gz", "beta-2.0-py3-none-any.whl"
@@ -213,7 +214,7 @@ def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket
     assert visible_files(folder) == {A: b"alpha"}
 
 
-def test_steady_state_costs_one_listing_per_interval(client, bucket, driver) -> None:
+def test_no_bucket_call_while_fresh_then_one_listing_and_no_download(client, bucket, driver) -> None:
     bucket.put(A, b"alpha")
     client.refresh_now()
     calls = dict(driver.calls)
@@ -356,7 +357,7 @@ def test_a_stopping_worker_skips_the_transfers_not_yet_begun(bucket, gcs_emulato
     download is recorded. A proxy adds 100 ms to every request, as a distant bucket."""
     from gcs_sync.drivers.gcs import GCSDriver
 
-    from .fault_proxy import FaultProxy
+    from testkit.fault_proxy import FaultProxy
 
     names = [f"slow{i}-1.0.tar.gz" for i in range(60)]
     for name in names:
@@ -368,9 +369,7 @@ def test_a_stopping_worker_skips_the_transfers_not_yet_begun(bucket, gcs_emulato
         driver = GCSDriver(bucket.name, "packages", timeout=10)
         client = StorageClient(driver, folder, sync_interval=1, lock_timeout=5, concurrency=2)
         warm_up = client.start_warm_up()
-        deadline = time.monotonic() + 30
-        while driver.calls["download"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: driver.calls["download"] >= 4, 30)
         client.stop()
         warm_up.join(timeout=30)
         assert not warm_up.is_alive()

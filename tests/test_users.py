@@ -19,8 +19,8 @@ from gcs_sync.cli import main
 from gcs_sync.cli.users import SCHEMES
 from gcs_sync.auth.password_file import replace_file
 
-from .buckets import BucketProbe
-from .servers import REPO, clean_env, start_instance, upload_form
+from testkit.buckets import BucketProbe
+from testkit.servers import REPO, clean_env, start_instance, upload_form
 
 KEY = "config/htpasswd"  # outside the package folder, as the README recommends
 
@@ -226,6 +226,7 @@ def run(env: dict[str, str], *argv: str, stdin: str = "") -> subprocess.Complete
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_commands_as_a_real_process(bucket: BucketProbe, env: dict[str, str]) -> None:
     added = run(env, "add", "dave", "--password-stdin", "--scheme", "apr_md5_crypt", stdin="dave's secret\n")
     assert added.returncode == 0, added.stderr
@@ -237,6 +238,7 @@ def test_the_commands_as_a_real_process(bucket: BucketProbe, env: dict[str, str]
     assert stored(bucket).check_password("dave", "dave's secret")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["local"], indirect=True)
 def test_a_user_added_to_a_local_file_logs_in_at_once_on_a_running_server(
     bucket: BucketProbe, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from .buckets import BucketProbe
-from .fault_proxy import FaultProxy, Respond
-from .packages import make_wheel
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.packages import make_wheel
+
 from .test_app import AUTH, App
 
 

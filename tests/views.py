@@ -4,9 +4,7 @@ never file times, so the tests see what a clock step would not change."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Callable
 
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.clock import Moment, boot_id, now
@@ -26,12 +24,3 @@ def age_listing(folder: Path, seconds: float) -> None:
     record["began"]["monotonic"] -= seconds
     record_path.write_text(json.dumps(record))
 
-
-def eventually(condition: Callable[[], bool], seconds: float) -> bool:
-    """Whether ``condition`` holds at some point within ``seconds`` (polled, bounded)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Optional
+
+from .wait import eventually
 
 REPO = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "alice", "s3cret"
@@ -57,8 +59,10 @@ class Instance:
             return exc.code, exc.read()
 
     def stop(self) -> None:
+        """gunicorn's quick shutdown (SIGQUIT): the workers exit at once and worker_exit
+        still runs; a graceful SIGTERM waits up to a second more for each worker's poll loop."""
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGQUIT)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -77,6 +81,12 @@ def parse_links(page: bytes) -> dict[str, str]:
     return dict(re.findall(r'href="[^"#]*/packages/([^"#]+)#sha256=([0-9a-f]+)"', page.decode()))
 
 
+def page_text(body: bytes, limit: int = 300) -> str:
+    """An error page as one line of text (Bottle's error pages are HTML with a <style>)."""
+    text = re.sub(r"<style.*?</style>|<[^>]+>", " ", body.decode(errors="replace"), flags=re.S)
+    return " ".join(text.split())[:limit]
+
+
 def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: int = 2, timeout: int = 30) -> Instance:
     port = free_port()
     log_path = log_dir / f"gunicorn-{port}.log"
@@ -88,18 +98,20 @@ def start_instance(env: dict[str, str], folder: Path, log_dir: Path, workers: in
             env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
         )
     instance = Instance(f"http://127.0.0.1:{port}", folder, process, log_path)
-    deadline = time.monotonic() + BOOT_SECONDS
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{instance.log()}")
         # Every worker has built its app (each logs "serving ... from"), and one answers.
-        booted = instance.log().count(f"from {folder} (backend") >= workers
+        if instance.log().count(f"from {folder} (backend") < workers:
+            return False
         try:
-            if booted and instance.get("/health")[0] == 200:
-                return instance
+            return instance.get("/health")[0] == 200
         except OSError:
-            pass
-        time.sleep(0.1)
+            return False
+
+    if eventually(up, BOOT_SECONDS):
+        return instance
     instance.stop()
     raise RuntimeError(f"gunicorn did not answer /health within {BOOT_SECONDS}s:\n{instance.log()}")
 
@@ -178,15 +190,24 @@ def raw_http(url: str, request: bytes, *, half_close: bool = True, timeout: floa
     """Send bytes exactly as given (clients normalise paths and frame bodies; a hostile
     one does not) and read the reply to the end: (status, body); status 0 if the server
     closed without answering. ``half_close`` ends the client's side after the request, so
-    a body shorter than its Content-Length reaches the server's end of input."""
+    a body shorter than its Content-Length reaches the server's end of input; without it,
+    the server may keep the connection open (keepalive), so the reply ends with the body
+    its Content-Length declares."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(request)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
         reply = b""
-        while chunk := sock.recv(1 << 16):
+        while not (not half_close and _whole(reply)) and (chunk := sock.recv(1 << 16)):
             reply += chunk
     head, _, body = reply.partition(b"\r\n\r\n")
     match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
     return (int(match[1]) if match else 0), body
+
+
+def _whole(reply: bytes) -> bool:
+    """Whether ``reply`` holds a head and all the body its Content-Length declares."""
+    head, separator, body = reply.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    return bool(separator) and length is not None and len(body) >= int(length[1])

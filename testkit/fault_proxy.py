@@ -85,11 +85,13 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self._requests: list[tuple[str, str]] = []
+        self._in_flight = 0
         self._stopping = threading.Event()
         self._server = _Server((host, port), _Handler)
         self._server.block_on_close = False  # stop() must not wait for in-flight requests
         self._server.proxy = self  # type: ignore[attr-defined]
-        self.host, self.port = self._server.server_address[:2]
+        address = self._server.server_address
+        self.host, self.port = str(address[0]), int(address[1])
         self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
@@ -126,10 +128,22 @@ class FaultProxy:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests taken and not yet answered (a Delay holds its request here until forwarded)."""
+        with self._lock:
+            return self._in_flight
+
+    def _done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def _take(self, method: str, path: str) -> Optional[Action]:
-        """Record the request; the action of the first live rule matching it, counted as a hit."""
+        """Record the request (in flight until ``_done``); the action of the first live rule
+        matching it, counted as a hit."""
         with self._lock:
             self._requests.append((method, path))
+            self._in_flight += 1
             for rule in self._rules:
                 live = rule.times is None or rule.hits < rule.times
                 if live and rule.method in (None, method) and rule.pattern.search(path):
@@ -155,22 +169,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             body = self._read_body()
-            action = proxy._take(self.command, self.path)
-            if proxy._sleep(proxy.latency):
-                return  # stopping: drop the request
-            if isinstance(action, Respond):
-                self._reply(action.status, list(action.headers.items()), action.body)
-            elif isinstance(action, Reset):
-                self._reset()
-            elif not (isinstance(action, Delay) and proxy._sleep(action.seconds)):
-                status, headers, data = self._forward(proxy.upstream, body)
-                if isinstance(action, ResetAfterForward):
-                    self._reset()
-                else:
-                    keep = action.after_bytes if isinstance(action, Truncate) else None
-                    self._reply(status, headers, data, keep)
         except OSError:  # the client went away or timed out: nothing left to tell it
+            return
+        action = proxy._take(self.command, self.path)
+        try:
+            self._act(proxy, action, body)
+        except OSError:  # as above
             pass
+        finally:
+            proxy._done()
+
+    def _act(self, proxy: FaultProxy, action: Optional[Action], body: bytes) -> None:
+        if proxy._sleep(proxy.latency):
+            return  # stopping: drop the request
+        if isinstance(action, Respond):
+            self._reply(action.status, list(action.headers.items()), action.body)
+        elif isinstance(action, Reset):
+            self._reset()
+        elif not (isinstance(action, Delay) and proxy._sleep(action.seconds)):
+            status, headers, data = self._forward(proxy.upstream, body)
+            if isinstance(action, ResetAfterForward):
+                self._reset()
+            else:
+                keep = action.after_bytes if isinstance(action, Truncate) else None
+                self._reply(status, headers, data, keep)
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 

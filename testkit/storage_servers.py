@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
-import time
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -15,6 +14,7 @@ from typing import Iterator, Mapping
 from passlib.apache import HtpasswdFile
 
 from .servers import PASSWORD, USER, free_port
+from .wait import eventually
 
 # Credentials and regions for the emulators only; nothing may reach a real cloud.
 FAKE_CLOUD_ENV = {
@@ -47,14 +47,15 @@ def fake_cloud_env() -> contextlib.AbstractContextManager[None]:
 
 
 def wait_until_up(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
+            return False
+
+    if not eventually(answers, 30):
+        raise RuntimeError(f"{url} did not come up")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,225 @@
+"""Direct access to the bucket under test, through each SDK or the filesystem, never
+through gcs_sync's drivers: what a test reads here is what really is in the store."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Optional
+
+PREFIX = "packages"
+# The change marker the index rewrites on every change (gcs_sync.drivers.base.MARKER_NAME),
+# spelled out here so a renamed marker fails these tests instead of hiding from them.
+MARKER = ".gcs_sync/changed"
+
+
+class BucketProbe:
+    backend: str
+    name: str
+
+    def env(self) -> dict[str, str]:
+        """Variables a server process needs to use this bucket."""
+        return {"STORAGE_BACKEND": self.backend, "BUCKET_NAME": self.name, "REMOTE_PACKAGE_DIRECTORY": PREFIX}
+
+    def put(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def get(self, name: str) -> Optional[bytes]:
+        raise NotImplementedError
+
+    def put_key(self, key: str, data: bytes) -> None:
+        """Write an object anywhere in the bucket (a full key, not under the prefix)."""
+        raise NotImplementedError
+
+    def get_key(self, key: str) -> Optional[bytes]:
+        raise NotImplementedError
+
+    def url(self, key: str) -> str:
+        """How PASSWORD_FILE names the object ``key`` of this bucket."""
+        raise NotImplementedError
+
+    def delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        """The object's ``sha256`` metadata (None if it has none; a folder keeps none)."""
+        raise NotImplementedError
+
+    def names(self) -> set[str]:
+        """Every object under the prefix except the change marker."""
+        return self.all_names() - {MARKER}
+
+    def all_names(self) -> set[str]:
+        raise NotImplementedError
+
+    def marker_version(self) -> Optional[str]:
+        """The change marker's version as the store reports it; None if absent."""
+        raise NotImplementedError
+
+    def remove_bucket(self) -> None:
+        """Delete the (empty) bucket itself, to make every write fail for real."""
+        raise NotImplementedError
+
+
+class LocalProbe(BucketProbe):
+    backend = "local"
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.name = str(root)
+        (root / PREFIX).mkdir(parents=True)
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self.root / PREFIX / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def get(self, name: str) -> Optional[bytes]:
+        path = self.root / PREFIX / name
+        return path.read_bytes() if path.is_file() else None
+
+    def delete(self, name: str) -> None:
+        (self.root / PREFIX / name).unlink()
+
+    def put_key(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def get_key(self, key: str) -> Optional[bytes]:
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
+
+    def url(self, key: str) -> str:
+        return str(self.root / key)  # the local backend takes a plain path
+
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        return None
+
+    def all_names(self) -> set[str]:
+        folder = self.root / PREFIX
+        if not folder.exists():
+            return set()
+        return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                } | ({MARKER} if (folder / MARKER).is_file() else set())
+
+    def marker_version(self) -> Optional[str]:
+        path = self.root / PREFIX / MARKER
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return f"{stat.st_ino}:{stat.st_mtime_ns}"
+
+    def remove_bucket(self) -> None:
+        shutil.rmtree(self.root)
+
+
+class GCSProbe(BucketProbe):
+    backend = "gcs"
+
+    def __init__(self, emulator_host: str):
+        from google.cloud import storage
+
+        self.client = storage.Client(project="test")
+        self.name = f"b-{uuid.uuid4().hex[:12]}"
+        self.bucket = self.client.create_bucket(self.name)
+        self.emulator_host = emulator_host
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "STORAGE_EMULATOR_HOST": self.emulator_host}
+
+    def put(self, name: str, data: bytes, metadata: Optional[dict[str, str]] = None) -> None:
+        blob = self.bucket.blob(f"{PREFIX}/{name}")
+        blob.metadata = metadata
+        blob.upload_from_string(data)
+
+    def get(self, name: str) -> Optional[bytes]:
+        blob = self.bucket.get_blob(f"{PREFIX}/{name}")
+        # Not blob.download_as_bytes(): the emulator's mediaLink names the host the object
+        # was written through, which may be a fault proxy that has since stopped.
+        return None if blob is None else self.bucket.blob(blob.name).download_as_bytes()
+
+    def delete(self, name: str) -> None:
+        self.bucket.blob(f"{PREFIX}/{name}").delete()
+
+    def put_key(self, key: str, data: bytes) -> None:
+        self.bucket.blob(key).upload_from_string(data)
+
+    def get_key(self, key: str) -> Optional[bytes]:
+        blob = self.bucket.get_blob(key)
+        return None if blob is None else self.bucket.blob(blob.name).download_as_bytes()
+
+    def url(self, key: str) -> str:
+        return f"gs://{self.name}/{key}"
+
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        blob = self.bucket.get_blob(f"{PREFIX}/{name}")
+        return None if blob is None else (blob.metadata or {}).get("sha256")
+
+    def all_names(self) -> set[str]:
+        return {b.name[len(PREFIX) + 1:] for b in self.client.list_blobs(self.name, prefix=f"{PREFIX}/")}
+
+    def marker_version(self) -> Optional[str]:
+        blob = self.bucket.get_blob(f"{PREFIX}/{MARKER}")
+        return None if blob is None else str(blob.generation)
+
+    def remove_bucket(self) -> None:
+        self.bucket.delete(force=True)
+
+
+class S3Probe(BucketProbe):
+    backend = "s3"
+
+    def __init__(self, endpoint: str):
+        import boto3
+
+        self.client = boto3.client("s3", endpoint_url=endpoint)
+        self.name = f"b-{uuid.uuid4().hex[:12]}"
+        self.client.create_bucket(Bucket=self.name)
+        self.endpoint = endpoint
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "AWS_ENDPOINT_URL": self.endpoint}
+
+    def put(self, name: str, data: bytes, metadata: Optional[dict[str, str]] = None) -> None:
+        self.client.put_object(Bucket=self.name, Key=f"{PREFIX}/{name}", Body=data, Metadata=metadata or {})
+
+    def get(self, name: str) -> Optional[bytes]:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=f"{PREFIX}/{name}")["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.name, Key=f"{PREFIX}/{name}")
+
+    def put_key(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=data)
+
+    def get_key(self, key: str) -> Optional[bytes]:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
+
+    def sha256_metadata(self, name: str) -> Optional[str]:
+        return self.client.head_object(Bucket=self.name, Key=f"{PREFIX}/{name}")["Metadata"].get("sha256")
+
+    def all_names(self) -> set[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=f"{PREFIX}/")
+        return {o["Key"][len(PREFIX) + 1:] for page in pages for o in page.get("Contents", [])}
+
+    def marker_version(self) -> Optional[str]:
+        try:
+            return self.client.head_object(Bucket=self.name, Key=f"{PREFIX}/{MARKER}")["ETag"]
+        except self.client.exceptions.ClientError:
+            return None
+
+    def remove_bucket(self) -> None:
+        for name in self.all_names():
+            self.delete(name)
+        self.client.delete_bucket(Bucket=self.name)
