@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib.util
 import http.client
+import importlib.util
 import os
 import signal
 import subprocess

@@ -33,7 +33,14 @@ from typing import Callable, Optional, Union
 
 from testkit.packages import make_wheel
 from testkit.servers import (
-    Instance, new_venv, page_text, parse_links, pip_install, remove_form, twine_upload, upload_form,
+    Instance,
+    new_venv,
+    page_text,
+    parse_links,
+    pip_install,
+    remove_form,
+    twine_upload,
+    upload_form,
 )
 
 SYNC_INTERVAL = 1.0

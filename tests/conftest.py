@@ -10,7 +10,6 @@ import pytest
 
 from gcs_sync import Settings
 from gcs_sync.drivers import FileStoreDriver, make_driver
-
 from testkit import storage_servers
 from testkit.buckets import PREFIX, BucketProbe, GCSProbe, LocalProbe, S3Probe
 from testkit.fault_proxy import FaultProxy

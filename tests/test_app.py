@@ -16,16 +16,14 @@ from werkzeug.test import Client
 
 from gcs_sync import build_app
 from gcs_sync.drivers import make_driver
-
 from gcs_sync.sync.client import StorageClient
-
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
 from testkit.packages import make_wheel
 from testkit.servers import PASSWORD, USER
 
-from .views import age_listing, age_view
 from .conftest import settings_for
+from .views import age_listing, age_view
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
 

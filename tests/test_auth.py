@@ -15,15 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+import bcrypt as bcrypt_library
 import pytest
 from passlib.apache import HtpasswdFile
 from passlib.hash import apr_md5_crypt, bcrypt, ldap_sha1, md5_crypt, sha256_crypt, sha512_crypt
 from werkzeug.test import Client
 
-import bcrypt as bcrypt_library
 from gcs_sync import build_app
 from gcs_sync.auth.password_file import replace_file
-
 from testkit.buckets import BucketProbe
 from testkit.packages import make_wheel
 from testkit.servers import PASSWORD, USER, new_venv, pip_install, run, start_instance, twine_upload

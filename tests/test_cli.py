@@ -20,7 +20,6 @@ import pytest
 
 from gcs_sync import cli
 from gcs_sync.sync.state import StateFile
-
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy
 from testkit.packages import make_wheel

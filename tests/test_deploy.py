@@ -21,7 +21,6 @@ import yaml
 
 from gcs_sync import Settings
 from gcs_sync.auth.startup import check_startup
-
 from testkit.servers import REPO, clean_env, free_port
 from testkit.wait import eventually
 

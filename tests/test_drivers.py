@@ -14,8 +14,7 @@ import botocore.exceptions
 import pytest
 from google.api_core import exceptions as gexc
 
-from gcs_sync.drivers import FileStoreDriver, make_driver
-from gcs_sync.drivers import gcs, s3
+from gcs_sync.drivers import FileStoreDriver, gcs, make_driver, s3
 from gcs_sync.drivers.base import BUCKET, CREATE, DELETE, READ, REPLACE, Meaning
 from gcs_sync.errors import (
     BucketNotFound,
@@ -24,8 +23,8 @@ from gcs_sync.errors import (
     ObjectNotFound,
     StorageError,
 )
+from testkit.buckets import MARKER, BucketProbe
 
-from .buckets import MARKER, BucketProbe
 from .conftest import new_probe, settings_for
 
 
@@ -38,7 +37,7 @@ def _file(tmp_path: Path, data: bytes, name: str = "src") -> Path:
 class DriverContract:
     """What every driver does. A subclass provides two fixtures: ``driver``, the driver
     under test on a new, empty bucket of its store, and ``bucket``, a ``BucketProbe``
-    (tests/buckets.py) that reads and writes that bucket behind the driver's back."""
+    (testkit/buckets.py) that reads and writes that bucket behind the driver's back."""
 
     def test_empty_bucket_lists_nothing(self, driver: FileStoreDriver) -> None:
         assert driver.list_objects() == {}

@@ -16,6 +16,7 @@ import pytest
 from testkit.buckets import BucketProbe
 from testkit.packages import make_wheel
 from testkit.servers import (
+    REPO,
     Instance,
     clean_env,
     links,
@@ -27,7 +28,6 @@ from testkit.servers import (
     upload_form,
     uv_install,
     uv_publish,
-    REPO,
 )
 from testkit.wait import eventually
 

@@ -21,7 +21,6 @@ import libfaketime
 import pytest
 
 from gcs_sync.sync.folder import PackageFolder
-
 from testkit.buckets import MARKER, BucketProbe
 from testkit.fault_proxy import Delay, FaultProxy
 from testkit.packages import make_wheel

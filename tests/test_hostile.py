@@ -31,7 +31,6 @@ from werkzeug.test import Client
 
 from gcs_sync import BucketNotFound, StoragePermissionDenied, build_app
 from gcs_sync.web.guards import XMLRPC_MAX_BODY
-
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
 from testkit.packages import make_wheel

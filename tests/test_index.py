@@ -11,9 +11,8 @@ import pytest
 
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.web.index import PackageIndex
 from gcs_sync.sync.state import StateFile
-
+from gcs_sync.web.index import PackageIndex
 from testkit.buckets import BucketProbe
 
 pytestmark = pytest.mark.parametrize("bucket", ["local"], indirect=True)  # the index never calls the bucket

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import loadtest
-
 from testkit.buckets import BucketProbe
 
 pytestmark = pytest.mark.slow

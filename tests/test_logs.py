@@ -22,7 +22,6 @@ from werkzeug.test import Client
 from gcs_sync import build_app
 from gcs_sync.logs import CloudLoggingFormatter, severity
 from gcs_sync.web.request_log import REQUEST_LOGGER, RequestLog, basic_user
-
 from testkit.buckets import BucketProbe
 from testkit.packages import make_wheel
 from testkit.servers import PASSWORD, USER, Instance, new_venv, pip_install, start_instance, twine_upload

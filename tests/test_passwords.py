@@ -21,14 +21,13 @@ from werkzeug.test import Client
 
 from gcs_sync import ConfigError, build_app
 from gcs_sync.cli import main
-
 from testkit.buckets import MARKER, BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
 from testkit.servers import Instance, start_instance, upload_form
 from testkit.wait import eventually
 
-from .test_app import App
 from .conftest import settings_for
+from .test_app import App
 
 pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
 

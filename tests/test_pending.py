@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from gcs_sync.sync.client import StorageClient
 from gcs_sync.drivers import FileStoreDriver
 from gcs_sync.drivers.base import SHA256_KEY
-from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.errors import StorageError, StorageUnavailable
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.pending import PendingUploads
-
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import Delay, FaultProxy, Respond
 from testkit.packages import make_wheel

@@ -22,7 +22,6 @@ import filelock
 import pytest
 
 from gcs_sync.web import app as app_module
-
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
 from testkit.servers import links, start_instance

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gcs_sync.sync.client import StorageClient
 from gcs_sync.drivers import FileStoreDriver
+from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.settle import SETTLE_SECONDS
-
 from testkit.buckets import BucketProbe
 
 NAME = "copied-1.0.tar.gz"

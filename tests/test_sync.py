@@ -10,12 +10,11 @@ from typing import Optional
 
 import pytest
 
-from gcs_sync.sync.client import StorageClient
 from gcs_sync.drivers import FileStoreDriver
 from gcs_sync.errors import ObjectChanged, ObjectNotFound, StorageUnavailable
+from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.events import LocalDeleted, RemoteAdded
 from gcs_sync.sync.folder import PackageFolder
-
 from testkit.buckets import BucketProbe
 from testkit.wait import eventually
 
@@ -356,7 +355,6 @@ def test_a_stopping_worker_skips_the_transfers_not_yet_begun(bucket, gcs_emulato
     """A worker asked to exit during a long cold start stops promptly, and what it did
     download is recorded. A proxy adds 100 ms to every request, as a distant bucket."""
     from gcs_sync.drivers.gcs import GCSDriver
-
     from testkit.fault_proxy import FaultProxy
 
     names = [f"slow{i}-1.0.tar.gz" for i in range(60)]

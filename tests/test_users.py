@@ -15,10 +15,9 @@ from typing import Iterator, Optional
 import pytest
 from passlib.apache import HtpasswdFile
 
+from gcs_sync.auth.password_file import replace_file
 from gcs_sync.cli import main
 from gcs_sync.cli.users import SCHEMES
-from gcs_sync.auth.password_file import replace_file
-
 from testkit.buckets import BucketProbe
 from testkit.servers import REPO, clean_env, start_instance, upload_form
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gcs_sync.sync.client import StorageClient
 from gcs_sync.clock import Moment, boot_id, now
+from gcs_sync.sync.client import StorageClient
 
 
 def age_view(client: StorageClient, seconds: float) -> None:
