@@ -21,6 +21,10 @@ from typing import Iterator
 import filelock
 import pytest
 
+from gcs_sync.clock import Moment
+from gcs_sync.sync import readiness
+from gcs_sync.sync.state import StateFile
+from gcs_sync.sync.view import ViewRecord
 from gcs_sync.web import app as app_module
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
@@ -219,3 +223,29 @@ def test_anonymous_ready_names_no_bucket_user_or_file_unless_the_operator_opts_i
     assert wait_for_status(public, "ok")[0] == 200
     status, body = report(public, auth=False)
     assert body.keys() == REPORT_KEYS | DETAIL_KEYS and body["backend"] == public.driver.url
+
+
+def test_files_a_full_disk_kept_out_stay_reported_until_a_listing_fetches_everything(tmp_path: Path) -> None:
+    # One worker's sync could not fetch a file nor record that (the disk was full); a
+    # sibling's check that finds the marker unmoved, or a listing that failed too, does
+    # not make the file servable: only a complete listing does. (Before, any check by a
+    # sibling made readiness say "ok" while the file still answered 404.)
+    state = StateFile(tmp_path / "control", "file:///bucket")
+    (tmp_path / "control").mkdir()
+    view = ViewRecord(state, sync_interval=5.0)
+    first = Moment.now()
+    state.record_listing("m1", first, complete=False)
+    view.unrecorded_unservable = (first, {"later-1.0.tar.gz": {"error": "No space left", "reason": "local disk full"}})
+    view.mark_checked(first)
+
+    def answer() -> tuple[str, int]:
+        status = readiness.status(view, "file:///bucket", lock_timeout=10.0)
+        return str(status["status"]), int(status["unservable_files"])
+
+    assert answer() == ("degraded", 1)
+    state.mark_pulled(Moment.now())  # a sibling's check: the marker has not moved
+    assert answer() == ("degraded", 1)
+    state.record_listing("m1", Moment.now(), complete=False)  # a sibling's listing that failed as well
+    assert answer() == ("degraded", 1)
+    state.record_listing("m1", Moment.now(), complete=True)  # one that fetched everything
+    assert answer() == ("ok", 0)

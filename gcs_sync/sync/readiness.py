@@ -47,7 +47,7 @@ def status(view: ViewRecord, store_url: str, lock_timeout: float) -> dict[str, o
     last_listing = view.last_listing()
     age = view.view_age()
     failure = state.last_failure() or view.not_superseded(view.unrecorded_failure)
-    unservable = state.unservable() or view.not_superseded(view.unrecorded_unservable) or {}
+    unservable = state.unservable() or view.unservable_not_fetched() or {}
     # How old the view may be while the checks go well: the checker's interval, one
     # check that takes its whole budget, and the margin of a stalled one.
     stale = age is not None and age > view.stall_seconds() + lock_timeout

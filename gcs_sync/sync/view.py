@@ -82,6 +82,20 @@ class ViewRecord:
         shared_age, own_age = shared.age(), own.age()
         return own if shared_age is None or (own_age is not None and own_age < shared_age) else shared
 
+    def unservable_not_fetched(self) -> Optional[dict[str, dict[str, str]]]:
+        """The files this process could not fetch and could not record (a full disk),
+        until a complete listing has begun since: only a listing that fetched everything
+        makes them servable. A sibling's check that merely found the marker unmoved, or a
+        listing that failed as well, does not (its own failures are its to record)."""
+        if self.unrecorded_unservable is None:
+            return None
+        moment, files = self.unrecorded_unservable
+        listing = self.last_listing()
+        since, listed = moment.age(), None if listing is None or not listing.complete else listing.age()
+        if since is not None and listed is not None and listed < since:
+            return None
+        return files
+
     def not_superseded(self, unrecorded: Optional[tuple[Moment, _T]]) -> Optional[_T]:
         """What this process could not record for its siblings (``unrecorded_*``, with
         when), unless a sibling has found the folder current since: then it no longer holds."""
