@@ -24,7 +24,7 @@ USER 10001
 # otherwise. BUCKET_NAME and PASSWORD_FILE come from the deployment.
 # FORWARDED_ALLOW_IPS=*: on Cloud Run only its front end reaches the container, and it
 # sets X-Forwarded-Proto itself (redirects stay https). Behind your own proxy, set its
-# address instead. X-Forwarded-Host counts from no one (gcs_sync/forwarded.py).
+# address instead. X-Forwarded-Host counts from no one (gcs_sync/web/forwarded.py).
 ENV TIER=prod \
     PORT=8080 \
     FORWARDED_ALLOW_IPS=*

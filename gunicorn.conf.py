@@ -40,7 +40,7 @@ keepalive = 5
 # does not cover; if the worker dies anyway, the next sync goes on from where the last one
 # stopped (its journal).
 timeout = 30
-# No access log: the app logs one line per request itself (gcs_sync.logs.RequestLog),
+# No access log: the app logs one line per request itself (gcs_sync.web.request_log.RequestLog),
 # with the user's name and never the credentials (gunicorn's "%(r)s" is the raw request
 # line, which may hold a URL's user:password).
 accesslog = None

@@ -1,5 +1,5 @@
 """Who gets in: pypiserver's auth decorator with our check of the htpasswd file
-(gcs_sync/htpasswd_auth.py). Every AUTHENTICATE action (update, download, list) with no
+(gcs_sync/auth/htpasswd.py). Every AUTHENTICATE action (update, download, list) with no
 credentials (401 and a challenge, so pip and uv prompt), wrong ones (403) and right ones;
 every accepted htpasswd scheme, and never a hash string as a password; an unknown user
 as slow as a wrong password; good logins remembered until the file changes; a bound on
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import statistics
 import sys
 import time
@@ -22,7 +23,7 @@ from passlib.hash import apr_md5_crypt, bcrypt, ldap_sha1, md5_crypt, sha256_cry
 from werkzeug.test import Client
 
 from gcs_sync import build_app
-from gcs_sync.auth.password_file import replace_file
+from gcs_sync.auth.password_file import step_mtime
 from testkit.buckets import BucketProbe
 from testkit.packages import make_wheel
 from testkit.servers import PASSWORD, USER, new_venv, pip_install, run, start_instance, twine_upload
@@ -109,13 +110,14 @@ def test_every_accepted_htpasswd_scheme_works_and_its_hash_is_not_a_password(
 
 
 def write_users(path: Path, **hashes: str) -> None:
-    """Replace the htpasswd file at ``path`` as passwords.py replaces the bucket's copy."""
+    """Replace the htpasswd file at ``path`` as auth/password_file.py replaces the bucket's copy."""
     users = HtpasswdFile(new=True)
     for user, stored in hashes.items():
         users.set_hash(user, stored)
     temp = path.with_name(path.name + ".new")
     temp.write_bytes(users.to_string())
-    replace_file(temp, path)
+    step_mtime(temp, path)
+    os.replace(temp, path)
 
 
 @pytest.mark.parametrize("stored", ["$y$j9T$F5Jx5fExrKuJdvbQpK0Zo1$7iDHlOrYh0jqN8ylDPyq0Mhd/xZq5ePzXz5WCy.vyr5",

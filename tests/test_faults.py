@@ -77,7 +77,7 @@ def next_check() -> None:
 
 def past_the_write_breaker() -> None:
     """After a write failed as unavailable, writes are refused without a try for
-    STORAGE_TIMEOUT / 2 (gcs_sync/breaker.py); the first one after that probes. A bound
+    STORAGE_TIMEOUT / 2 (gcs_sync/sync/breaker.py); the first one after that probes. A bound
     under test, so a sleep."""
     time.sleep(float(BUDGET["STORAGE_TIMEOUT"]) / 2)
 

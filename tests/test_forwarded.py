@@ -1,4 +1,4 @@
-"""Redirects stay on the index's own host (gcs_sync/forwarded.py), under real gunicorn:
+"""Redirects stay on the index's own host (gcs_sync/web/forwarded.py), under real gunicorn:
 pypiserver builds absolute redirect URLs from X-Forwarded-Proto and X-Forwarded-Host,
 which stock bottle takes from any client. Here the scheme follows only a trusted proxy
 (FORWARDED_ALLOW_IPS, gunicorn's setting), and the host only the request's Host."""

@@ -1,4 +1,4 @@
-"""The htpasswd check on its own (gcs_sync/htpasswd_auth.py): what the app tests cannot
+"""The htpasswd check on its own (gcs_sync/auth/htpasswd.py): what the app tests cannot
 reach through HTTP - threads racing a file change, the dummy hash's cost, odd passwords.
 Real files, real passlib; no mocks."""
 

@@ -208,7 +208,7 @@ def test_a_bucket_down_at_start_lets_it_start_and_the_users_arrive_when_it_answe
 # -- under gunicorn ------------------------------------------------------------------
 
 def upload_status(instance: Instance, user: str, password: str) -> int:
-    # Uploads skip the freshness check (see plugin.py): a read makes the instance look.
+    # Uploads skip the freshness check (see web/plugin.py): a read makes the instance look.
     instance.get("/ready")
     return upload_form(instance.url, f"pkg-1.{next(_names)}.tar.gz", b"x", user=user, password=password)[0]
 

@@ -11,7 +11,7 @@ per try. ``HtpasswdChecker`` instead:
   line (``check_htpasswd`` stops the start with it; a new version of the file with such
   an entry is not applied, the previous users stay);
 - re-reads the file when it changes (the bucket's copy is replaced atomically, with a new
-  mtime: password_file.replace_file), as pypiserver does;
+  mtime: password_file.step_mtime), as pypiserver does;
 - verifies an unknown user's password against a dummy hash of the file's own scheme and
   cost, so a wrong name takes as long as a wrong password;
 - remembers a successful login for ``CACHE_SECONDS`` by an HMAC of user and password under

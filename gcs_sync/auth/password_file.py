@@ -209,10 +209,3 @@ def step_mtime(temp: Path, target: Path) -> None:
     if abs(temp.stat().st_mtime_ns - old) < _MIN_MTIME_STEP_NS:
         stamp = old + _MIN_MTIME_STEP_NS
         os.utime(temp, ns=(stamp, stamp))
-
-
-def replace_file(temp: Path, target: Path) -> None:
-    """Rename ``temp`` over ``target`` (a reader sees the old file or the new one, never a
-    part), with a new mtime (``step_mtime``)."""
-    step_mtime(temp, target)
-    os.replace(temp, target)

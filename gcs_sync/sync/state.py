@@ -361,7 +361,7 @@ class StateFile:
 
     def record_listing(self, marker: Optional[str], began: Moment, *, complete: bool) -> bool:
         """Best effort, like every record read only to decide when to look again: False on
-        a full disk, where the caller keeps its own copy (``StorageClient._last_listing``)."""
+        a full disk, where the caller keeps its own copy (``ViewRecord.last_listing``)."""
         try:
             write_json_atomically(self._listing_record, {
                 "marker": marker, "listed_at": time.time() - (began.age() or 0.0), "complete": complete,

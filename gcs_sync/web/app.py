@@ -96,7 +96,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
     config = app._pypiserver_config
     if password_file not in (None, "."):
         # Our own check of the same file: accepted schemes only, no timing oracle, a short
-        # cache of good logins, a bound on failed ones (htpasswd_auth.py).
+        # cache of good logins, a bound on failed ones (auth/htpasswd.py).
         config.auther = HtpasswdChecker(password_file)
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
