@@ -1,0 +1,115 @@
+"""One package file's metadata record, computed once (at upload, or by the first instance
+that meets a file without one) and kept in the bucket beside the file:
+
+    <prefix>/<filename>                              the package file
+    <prefix>/.gcs_sync/records/<filename>.json       its record (this module's JSON)
+    <prefix>/.gcs_sync/metadata/<filename>.metadata  its core metadata file (PEP 658), if any
+
+Every instance serves the simple API's fields from records alone (PEP 691/700/592/658),
+never by opening a package. A record names the sha256 of the file it describes: a record
+whose sha256 is not the file's is stale (left by an earlier file of that name) and is
+computed again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Optional
+
+RECORDS_FOLDER = ".gcs_sync/records/"
+METADATA_FOLDER = ".gcs_sync/metadata/"
+RECORD_SUFFIX = ".json"
+METADATA_SUFFIX = ".metadata"  # PEP 658: the core metadata file is served at <file URL>.metadata
+RECORD_FORMAT = 1
+# A record is small; anything larger in the bucket is not one of ours.
+MAX_RECORD_BYTES = 64 * 1024
+
+
+class RecordError(ValueError):
+    """A record object that cannot be read (not JSON, another format, a field of the wrong
+    type); names the object."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+        super().__init__(f"record {name!r}: {problem}")
+
+
+def record_object(filename: str) -> str:
+    """The record's object name, relative to the prefix."""
+    return RECORDS_FOLDER + filename + RECORD_SUFFIX
+
+
+def metadata_object(filename: str) -> str:
+    """The core metadata file's object name, relative to the prefix."""
+    return METADATA_FOLDER + filename + METADATA_SUFFIX
+
+
+def filename_of_record(object_name: str) -> Optional[str]:
+    """The package filename a record object (as ``list_notes`` names it) describes; None
+    for anything else in the records folder."""
+    if not object_name.startswith(RECORDS_FOLDER) or not object_name.endswith(RECORD_SUFFIX):
+        return None
+    return object_name[len(RECORDS_FOLDER):-len(RECORD_SUFFIX)] or None
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    filename: str
+    size: int
+    sha256: str  # of the package file this record describes
+    upload_time: str  # RFC 3339, UTC, e.g. "2026-12-04T10:00:00.123Z"
+    uploader: Optional[str] = None  # the htpasswd user; None if another tool put the file there
+    requires_python: Optional[str] = None
+    # The core metadata file's sha256 (PEP 658/714); None if there is none, and why.
+    metadata_sha256: Optional[str] = None
+    metadata_problem: Optional[str] = None
+    yanked: bool = False
+    yank_reason: Optional[str] = None  # PEP 592: the reason, if one was given
+
+    def with_yank(self, yanked: bool, reason: Optional[str] = None) -> "FileRecord":
+        return dataclasses.replace(self, yanked=yanked, yank_reason=reason if yanked else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": RECORD_FORMAT, **dataclasses.asdict(self)}
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: Any, name: str = "record") -> "FileRecord":
+        """Raises RecordError naming ``name`` if ``raw`` is not a record of this format."""
+        if not isinstance(raw, dict):
+            raise RecordError(name, "not a JSON object")
+        if raw.get("format") != RECORD_FORMAT:
+            raise RecordError(name, f"format {raw.get('format')!r}, not {RECORD_FORMAT}")
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        values = {key: value for key, value in raw.items() if key in fields}
+        for key, kind in _TYPES.items():
+            value = values.get(key)
+            if key in _REQUIRED and value is None:
+                raise RecordError(name, f"{key} is missing")
+            if value is not None and not isinstance(value, kind):
+                raise RecordError(name, f"{key} is {type(value).__name__}, not {kind.__name__}")
+            if kind is int and isinstance(value, bool):
+                raise RecordError(name, f"{key} is a boolean, not a number")
+        return cls(**values)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "record") -> "FileRecord":
+        if len(data) > MAX_RECORD_BYTES:
+            raise RecordError(name, f"{len(data)} bytes, more than a record's {MAX_RECORD_BYTES}")
+        try:
+            raw = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RecordError(name, f"not JSON ({exc})") from exc
+        return cls.from_json(raw, name)
+
+
+_REQUIRED = ("filename", "size", "sha256", "upload_time")
+_TYPES: dict[str, type] = {
+    "filename": str, "size": int, "sha256": str, "upload_time": str, "uploader": str,
+    "requires_python": str, "metadata_sha256": str, "metadata_problem": str,
+    "yanked": bool, "yank_reason": str,
+}
