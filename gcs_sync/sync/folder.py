@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, temp_name
+from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, temp_name, write_atomically
 from gcs_sync.listings import CONTROL_FOLDER, scan_package_folder
 
 log = logging.getLogger("gcs_sync.folder")  # the name operators' log queries know
@@ -40,6 +40,8 @@ class PackageFolder:
         self.path = Path(path).absolute()
         self.control = self.path / CONTROL_FOLDER
         self.control.mkdir(parents=True, exist_ok=True)
+        # The core metadata files (PEP 658) of the package files, as the records name them.
+        self.metadata_folder = self.control / "metadata"
         # Temp files by name: their fingerprint, and when this process first saw it.
         self._temps_seen: dict[str, tuple[str, float]] = {}
 
@@ -84,6 +86,19 @@ class PackageFolder:
 
     def file_path(self, name: str) -> Path:
         return self.path / name
+
+    def metadata_path(self, name: str) -> Path:
+        """Where package file ``name``'s core metadata file is kept (``<name>.metadata``)."""
+        return self.metadata_folder / f"{name}.metadata"
+
+    def write_metadata(self, name: str, data: bytes) -> None:
+        """Keep ``data`` as package file ``name``'s core metadata file (temp, then rename:
+        a reader sees the old file or the new one, never a part)."""
+        self.metadata_folder.mkdir(exist_ok=True)
+        write_atomically(self.metadata_path(name), data)
+
+    def remove_metadata(self, name: str) -> None:
+        self.metadata_path(name).unlink(missing_ok=True)
 
     def sweep_stale_temps(self) -> None:
         """Remove temp files left by a process that died mid-write: those this process

@@ -27,14 +27,16 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from gcs_sync.clock import Moment
 from gcs_sync.files import replacing, write_json_atomically
+from gcs_sync.records.record import FileRecord
 
 log = logging.getLogger("gcs_sync.state")  # the name operators' log queries know
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: entries may carry a metadata record
+_READABLE_FORMATS = (2, FORMAT_VERSION)  # a format-2 state is read as entries without records
 # Compact the journal into a new snapshot once it outgrows this or the snapshot: every
 # worker then re-reads the snapshot once, so the cost stays O(1) per change on average.
 _MIN_JOURNAL_BYTES_TO_COMPACT = 256 * 1024
@@ -45,6 +47,35 @@ class SyncedFile:
     remote_version: str
     local_fingerprint: str
     sha256: Optional[str] = None
+    # The file's metadata record (records/record.py) and the version of its record object
+    # in the bucket; a record with no version was computed here and could not be stored
+    # (an instance that may not write). None: not known yet (the next sync fetches or
+    # computes it).
+    record: Optional[FileRecord] = None
+    record_version: Optional[str] = None
+
+    def with_record(self, record: Optional[FileRecord], record_version: Optional[str]) -> "SyncedFile":
+        return dataclasses.replace(self, record=record, record_version=record_version)
+
+    def to_json(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {
+            "remote_version": self.remote_version, "local_fingerprint": self.local_fingerprint, "sha256": self.sha256,
+        }
+        if self.record is not None:
+            raw["record"] = self.record.to_json()
+            raw["record_version"] = self.record_version
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "SyncedFile":
+        """Raises KeyError, TypeError or ValueError (RecordError) if ``raw`` is malformed.
+        Entries written before records existed (format 2) simply have none."""
+        record = raw.get("record")
+        return cls(
+            raw["remote_version"], raw["local_fingerprint"], raw.get("sha256"),
+            None if record is None else FileRecord.from_json(record, "state entry"),
+            raw.get("record_version") if record is not None else None,
+        )
 
 
 Entry = tuple[str, Optional[SyncedFile]]  # a journal line: name and new state (None: gone)
@@ -167,15 +198,15 @@ class StateFile:
         except (OSError, ValueError) as exc:
             log.error("state file %s is unreadable (%s); starting from an empty state", self.path, exc)
             return None
-        if raw.get("format") != FORMAT_VERSION or raw.get("store") != self._store_url:
+        if raw.get("format") not in _READABLE_FORMATS or raw.get("store") != self._store_url:
             log.warning(
                 "state file %s belongs to %s (format %s), not %s; starting from an empty state",
                 self.path, raw.get("store"), raw.get("format"), self._store_url,
             )
             return None
         try:
-            return {name: SyncedFile(**entry) for name, entry in raw["files"].items()}
-        except (KeyError, TypeError, AttributeError) as exc:
+            return {name: SyncedFile.from_json(entry) for name, entry in raw["files"].items()}
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
             return None
 
@@ -198,7 +229,7 @@ class StateFile:
             try:
                 record = json.loads(line)
                 entry = record["entry"]
-                entries.append((record["name"], None if entry is None else SyncedFile(**entry)))
+                entries.append((record["name"], None if entry is None else SyncedFile.from_json(entry)))
             except (ValueError, KeyError, TypeError) as exc:
                 # Left by a worker killed mid-append; the next append ended the torn line.
                 log.warning("ignoring a torn line in the state journal of %s: %s", self.control, exc)
@@ -210,7 +241,7 @@ class StateFile:
         """Append one file's new state (None: forgotten)."""
         if not self.path.exists():
             self.save({})  # a journal needs its snapshot
-        line = json.dumps({"name": name, "entry": None if entry is None else dataclasses.asdict(entry)})
+        line = json.dumps({"name": name, "entry": None if entry is None else entry.to_json()})
         with open(self._journal_path(self._snapshot_id()), "a", encoding="utf-8") as journal:
             # The leading newline ends a line torn by a worker killed mid-append, so only
             # that line is lost, not this one too; blank lines are skipped on reading.
@@ -231,7 +262,7 @@ class StateFile:
         payload = {
             "format": FORMAT_VERSION,
             "store": self._store_url,
-            "files": {name: dataclasses.asdict(entry) for name, entry in sorted(files.items())},
+            "files": {name: entry.to_json() for name, entry in sorted(files.items())},
         }
         with replacing(self.path) as temp:
             temp.write_text(json.dumps(payload, indent=0), encoding="utf-8")
