@@ -6,6 +6,7 @@ and provides its fixtures."""
 from __future__ import annotations
 
 import hashlib
+import time
 import re
 from pathlib import Path
 from typing import Callable
@@ -262,6 +263,34 @@ class DriverContract:
         with pytest.raises(ObjectChanged, match="demo.json"):  # deleted meanwhile: not created again
             driver.put_note(note, b"lost", if_version=second)
         assert driver.read_note(note) is None
+
+
+    def test_notes_are_read_and_listed_with_their_versions_and_written_create_only(
+        self, driver: FileStoreDriver
+    ) -> None:
+        """What metadata records need: a create-only note write (ObjectExists if one is
+        there), the version of the bytes read, and a listing with versions."""
+        note = ".gcs_sync/records/demo-1.0.tar.gz.json"
+        first = driver.put_note(note, b'{"a": 1}', create_only=True)
+        with pytest.raises(ObjectExists, match="demo-1.0.tar.gz.json"):
+            driver.put_note(note, b'{"a": 2}', create_only=True)
+        assert driver.read_note_versioned(note) == (b'{"a": 1}', first)
+        assert driver.list_note_versions(".gcs_sync/records/") == {note: first}
+        second = driver.put_note(note, b'{"a": 3}', if_version=first)
+        assert driver.read_note_versioned(note) == (b'{"a": 3}', second)
+        assert driver.list_note_versions(".gcs_sync/records/") == {note: second}
+        assert driver.read_note_versioned(".gcs_sync/records/missing.json") is None
+
+    def test_listings_and_stat_say_when_an_object_was_written(
+        self, driver: FileStoreDriver, tmp_path: Path
+    ) -> None:
+        before = time.time()
+        driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"abc"), create_only=True, metadata={})
+        listed = driver.list_objects()["demo-1.0.tar.gz"].modified
+        stated = driver.stat("demo-1.0.tar.gz")
+        assert listed is not None and stated is not None and stated.modified is not None
+        # The store's clock, at a second's precision on some stores.
+        assert before - 5 < listed < time.time() + 5 and abs(stated.modified - listed) < 1
 
 
 class MetadataDriverContract(DriverContract):

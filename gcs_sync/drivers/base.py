@@ -157,6 +157,10 @@ class RemoteObject:
     # Only from ``stat`` (listings carry no metadata on S3): the token of the write that
     # made this version, None if another tool wrote it or the store keeps no metadata.
     upload_token: Optional[str] = dataclasses.field(default=None, compare=False)
+    # When this version was written, in seconds since the epoch, by the store's clock (GCS
+    # timeCreated, S3 LastModified, a file's mtime); from listings and ``stat``. What a
+    # record says as the upload time of a file another tool put there.
+    modified: Optional[float] = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,17 +277,28 @@ class FileStoreDriver(abc.ABC):
     # relative to the prefix, e.g. ".gcs_sync/pending/ID.json"; ``delete`` removes them.
 
     @abc.abstractmethod
-    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None) -> Version:
+    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None, create_only: bool = False) -> Version:
         """Write the small object ``name``; return its new version. With ``if_version``,
-        only over that version: else ``ObjectChanged`` (also if it is gone)."""
+        only over that version: else ``ObjectChanged`` (also if it is gone). With
+        ``create_only``, only if there is no such object: else ``ObjectExists``."""
 
-    @abc.abstractmethod
     def read_note(self, name: str) -> Optional[bytes]:
         """The bytes of the small object ``name``; None if there is none."""
+        found = self.read_note_versioned(name)
+        return None if found is None else found[0]
 
     @abc.abstractmethod
+    def read_note_versioned(self, name: str) -> Optional[tuple[bytes, Version]]:
+        """The bytes of the small object ``name`` and the version they are (one request
+        where the store allows); None if there is none."""
+
     def list_notes(self, folder: str) -> list[str]:
         """The names of the objects directly in ``folder`` (ending in "/"), as ``name``s."""
+        return list(self.list_note_versions(folder))
+
+    @abc.abstractmethod
+    def list_note_versions(self, folder: str) -> dict[str, Version]:
+        """The objects directly in ``folder`` (ending in "/"), by ``name``, with their versions."""
 
     def marker_version(self) -> Optional[Version]:
         """The change marker's current version; None if there is no marker yet."""

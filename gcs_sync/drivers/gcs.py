@@ -37,7 +37,7 @@ from gcs_sync.drivers.base import (
     mapped_errors,
     served_sha256,
 )
-from gcs_sync.errors import BucketNotFound, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
+from gcs_sync.errors import BucketNotFound, ObjectChanged, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
 from gcs_sync.files import sha256_of
 
 # An object's generation (a number GCS gives each write), as a Version.
@@ -83,10 +83,14 @@ def _generation(blob: storage.Blob) -> Generation:
     return Generation(Version(str(blob.generation)))
 
 
+def _created(blob: storage.Blob) -> Optional[float]:
+    return None if blob.time_created is None else blob.time_created.timestamp()
+
+
 def _remote(name: str, blob: storage.Blob) -> RemoteObject:
     metadata = blob.metadata or {}
     return RemoteObject(name, _generation(blob), blob.size or 0, metadata.get(SHA256_KEY),
-                        metadata.get(UPLOAD_TOKEN_KEY))
+                        metadata.get(UPLOAD_TOKEN_KEY), modified=_created(blob))
 
 
 class GCSDriver(FileStoreDriver):
@@ -131,6 +135,7 @@ class GCSDriver(FileStoreDriver):
                     if name:  # the prefix's own folder placeholder has an empty name
                         found[name] = RemoteObject(
                             name, _generation(blob), blob.size or 0, (blob.metadata or {}).get(SHA256_KEY),
+                            modified=_created(blob),
                         )
         return found
 
@@ -198,36 +203,56 @@ class GCSDriver(FileStoreDriver):
         except ObjectNotFound:
             return  # already gone: deletes are idempotent
 
-    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None) -> Version:
+    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None, create_only: bool = False) -> Version:
         key = self._key(name)
         self._count("upload")
         blob = self._bucket.blob(key)
-        with _mapped("upload", key, _REPLACE):
+        generation = 0 if create_only else None if if_version is None else int(if_version)
+        with _mapped("upload", key, CREATE if create_only else _REPLACE):
             blob.upload_from_string(
                 data, content_type="application/json", retry=self._retry, timeout=self._timeout,
-                if_generation_match=None if if_version is None else int(if_version),
+                if_generation_match=generation,
             )
         return _generation(blob)
 
-    def read_note(self, name: str) -> Optional[bytes]:
+    def read_note_versioned(self, name: str) -> Optional[tuple[bytes, Version]]:
         key = self._key(name)
         self._count("download")
+        blob = self._bucket.blob(key)
         try:
             with _mapped("download", key, READ):
-                data: bytes = self._bucket.blob(key).download_as_bytes(retry=self._retry, timeout=self._timeout)
+                data: bytes = blob.download_as_bytes(retry=self._retry, timeout=self._timeout)
         except ObjectNotFound:
             return None
-        return data
+        if blob.generation is not None:
+            # The download's x-goog-generation header says which generation these bytes are.
+            return data, _generation(blob)
+        # A store that does not send the header (the emulator): read the generation, then
+        # the bytes at that generation (again if it was replaced in between, a few times).
+        for _ in range(3):
+            listed = self.stat(name)
+            if listed is None:
+                return None
+            self._count("download")
+            try:
+                with _mapped("download", key, READ):
+                    data = blob.download_as_bytes(if_generation_match=int(listed.version),
+                                                  retry=self._retry, timeout=self._timeout)
+                return data, listed.version
+            except (ObjectNotFound, ObjectChanged):
+                continue
+        raise ObjectChanged("download", key, "replaced again each time it was read")
 
-    def list_notes(self, folder: str) -> list[str]:
-        found: list[str] = []
+    def list_note_versions(self, folder: str) -> dict[str, Version]:
+        found: dict[str, Version] = {}
         with _mapped("list", self._key(folder), BUCKET):
             blobs = self._client.list_blobs(
                 self._bucket, prefix=self._key(folder), delimiter="/", retry=self._retry, timeout=self._timeout,
             )
             for page in blobs.pages:
                 self._count("list")
-                found.extend(blob.name[len(self._prefix):] for blob in page)
+                for blob in page:
+                    found[blob.name[len(self._prefix):]] = _generation(blob)
         return found
 
     def touch_marker(self) -> None:

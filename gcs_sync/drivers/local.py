@@ -106,7 +106,7 @@ class LocalFolderDriver(FileStoreDriver):
                     stat = entry.stat()
                 except FileNotFoundError:
                     continue  # deleted while we listed: simply not there
-            found[entry.name] = RemoteObject(entry.name, _fingerprint(stat), stat.st_size)
+            found[entry.name] = RemoteObject(entry.name, _fingerprint(stat), stat.st_size, modified=stat.st_mtime)
         return found
 
     def check_bucket(self) -> None:
@@ -129,7 +129,7 @@ class LocalFolderDriver(FileStoreDriver):
                 return None
         if not S_ISREG(stat.st_mode):
             return None  # a folder is not an object, as in the listing
-        return RemoteObject(name, _fingerprint(stat), stat.st_size)
+        return RemoteObject(name, _fingerprint(stat), stat.st_size, modified=stat.st_mtime)
 
     def download(self, name: str, destination: Path, version: Version, listed_sha256: Optional[str] = None) -> str:
         self._count("download")
@@ -165,7 +165,7 @@ class LocalFolderDriver(FileStoreDriver):
                     if if_version is not None and self._version_of(target) != if_version:
                         raise ObjectChanged("upload", name, "replaced or deleted since it was read")
             stat = target.stat()
-        return RemoteObject(name, _fingerprint(stat), stat.st_size)
+        return RemoteObject(name, _fingerprint(stat), stat.st_size, modified=stat.st_mtime)
 
     def look_once(self, name: str, sha256: Optional[str]) -> Optional[RemoteObject]:
         found = self.stat(name)
@@ -195,11 +195,19 @@ class LocalFolderDriver(FileStoreDriver):
                     raise ObjectChanged("delete", name, "replaced since it was listed")
             path.unlink(missing_ok=True)
 
-    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None) -> Version:
+    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None, create_only: bool = False) -> Version:
         self._count("upload")
         note = self._existing_folder("upload", name) / name
-        with _mapped("upload", name, _FOLDER):
+        with _mapped("upload", name, _WRITE if create_only else _FOLDER):
             note.parent.mkdir(parents=True, exist_ok=True)
+            if create_only:
+                temp = note.parent / temp_name(note.name)
+                try:
+                    temp.write_bytes(data)
+                    os.link(temp, note)  # atomic, and fails if the name exists
+                finally:
+                    temp.unlink(missing_ok=True)
+                return _fingerprint(note.stat())
             with replacing(note) as temp:
                 temp.write_bytes(data)
                 # Check, then replace: not atomic, as the conditional delete (dev only).
@@ -207,24 +215,35 @@ class LocalFolderDriver(FileStoreDriver):
                     raise ObjectChanged("upload", name, "replaced or deleted since it was read")
             return _fingerprint(note.stat())
 
-    def read_note(self, name: str) -> Optional[bytes]:
+    def read_note_versioned(self, name: str) -> Optional[tuple[bytes, Version]]:
         self._count("download")
         with _mapped("download", name, _FOLDER):  # a folder that cannot be read too
             note = self._existing_folder("download", name) / name
             try:
-                return note.read_bytes()
+                with open(note, "rb") as source:
+                    # Notes are replaced by rename, never written in place: the open
+                    # file's fingerprint is the version of the bytes read.
+                    return source.read(), _fingerprint(os.fstat(source.fileno()))
             except FileNotFoundError:
                 return None
 
-    def list_notes(self, folder: str) -> list[str]:
+    def list_note_versions(self, folder: str) -> dict[str, Version]:
         self._count("list")
+        found: dict[str, Version] = {}
         with _mapped("list", folder, _FOLDER):  # a folder that cannot be read too
             path = self._existing_folder("list", folder) / folder
             try:
-                entries = os.listdir(path)
+                entries = list(os.scandir(path))
             except FileNotFoundError:
-                return []
-        return [folder + entry for entry in entries if not _is_own_temp(entry)]
+                return {}
+            for entry in entries:
+                if _is_own_temp(entry.name):
+                    continue
+                try:
+                    found[folder + entry.name] = _fingerprint(entry.stat(follow_symlinks=False))
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+        return found
 
     def touch_marker(self) -> None:
         self._count("upload")

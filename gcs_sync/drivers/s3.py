@@ -97,6 +97,12 @@ def _condition(create_only: bool, if_version: Optional[Version]) -> dict[str, st
     return {"IfNoneMatch": "*"} if create_only else {} if if_version is None else {"IfMatch": if_version}
 
 
+def _modified(entry: Mapping[str, Any]) -> Optional[float]:
+    """A listing entry's or a HEAD reply's LastModified, in seconds since the epoch."""
+    when = entry.get("LastModified")
+    return None if when is None else float(when.timestamp())
+
+
 def _client(timeout: float, attempts: int) -> Any:
     return boto3.client("s3", config=Config(
         connect_timeout=timeout / 2,
@@ -132,7 +138,7 @@ class S3Driver(FileStoreDriver):
                 for entry in page.get("Contents", []):
                     name = entry["Key"][len(self._prefix):]
                     if name:
-                        found[name] = RemoteObject(name, ETag(entry["ETag"]), entry["Size"])
+                        found[name] = RemoteObject(name, ETag(entry["ETag"]), entry["Size"], modified=_modified(entry))
         return found
 
     def check_bucket(self) -> None:
@@ -153,7 +159,7 @@ class S3Driver(FileStoreDriver):
             return None
         metadata = head.get("Metadata", {})
         return RemoteObject(name, ETag(head["ETag"]), head["ContentLength"], metadata.get(SHA256_KEY),
-                            metadata.get(UPLOAD_TOKEN_KEY))
+                            metadata.get(UPLOAD_TOKEN_KEY), modified=_modified(head))
 
     def download(self, name: str, destination: Path, version: Version, listed_sha256: Optional[str] = None) -> str:
         key = self._key(name)
@@ -203,33 +209,39 @@ class S3Driver(FileStoreDriver):
         except ObjectNotFound:
             return  # already gone (If-Match on a missing object): deletes are idempotent
 
-    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None) -> Version:
+    def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None, create_only: bool = False) -> Version:
         key = self._key(name)
         self._count("upload")
-        with _mapped("upload", key, BUCKET if if_version is None else REPLACE):
+        meaning = CREATE if create_only else BUCKET if if_version is None else REPLACE
+        with _mapped("upload", key, meaning):
             reply = self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType="application/json",
-                                            **_condition(False, if_version))
+                                            **_condition(create_only, if_version))
         return ETag(Version(str(reply["ETag"])))
 
-    def read_note(self, name: str) -> Optional[bytes]:
+    def read_note_versioned(self, name: str) -> Optional[tuple[bytes, Version]]:
         key = self._key(name)
         self._count("download")
         try:
             with _mapped("download", key, READ):
-                data: bytes = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+                reply = self._client.get_object(Bucket=self._bucket, Key=key)
+                data: bytes = reply["Body"].read()
         except ObjectNotFound:
             return None
-        return data
+        # A cut connection can end the body early without an error (boto3 does not retry it).
+        if len(data) != reply["ContentLength"]:
+            raise StorageUnavailable("download", key, f"body truncated at {len(data)} of {reply['ContentLength']} bytes")
+        return data, ETag(Version(str(reply["ETag"])))
 
-    def list_notes(self, folder: str) -> list[str]:
-        found: list[str] = []
+    def list_note_versions(self, folder: str) -> dict[str, Version]:
+        found: dict[str, Version] = {}
         with _mapped("list", self._key(folder), BUCKET):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=self._key(folder), Delimiter="/"
             )
             for page in pages:
                 self._count("list")
-                found.extend(entry["Key"][len(self._prefix):] for entry in page.get("Contents", []))
+                for entry in page.get("Contents", []):
+                    found[entry["Key"][len(self._prefix):]] = ETag(Version(str(entry["ETag"])))
         return found
 
     def touch_marker(self) -> None:
