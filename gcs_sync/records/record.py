@@ -14,6 +14,7 @@ computed again.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from typing import Any, Optional
 
@@ -24,6 +25,12 @@ METADATA_SUFFIX = ".metadata"  # PEP 658: the core metadata file is served at <f
 RECORD_FORMAT = 1
 # A record is small; anything larger in the bucket is not one of ours.
 MAX_RECORD_BYTES = 64 * 1024
+
+
+def upload_time(epoch_seconds: float) -> str:
+    """An upload time as PEP 700 writes it: ISO 8601 in UTC with microseconds and a Z."""
+    moment = datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class RecordError(ValueError):
@@ -59,7 +66,7 @@ class FileRecord:
     filename: str
     size: int
     sha256: str  # of the package file this record describes
-    upload_time: str  # RFC 3339, UTC, e.g. "2026-12-04T10:00:00.123Z"
+    upload_time: str  # RFC 3339 in UTC, as PEP 700 writes it (``upload_time()``)
     uploader: Optional[str] = None  # the htpasswd user; None if another tool put the file there
     requires_python: Optional[str] = None
     # The core metadata file's sha256 (PEP 658/714); None if there is none, and why.

@@ -1,0 +1,246 @@
+"""Metadata records in the bucket, and each synced file's record brought here.
+
+``RecordStore`` reads and writes the two objects a package file has beside it (its record
+and its core metadata file: ``records.record`` says where). ``RecordKeeper`` gives a file
+the sync brings here (or finds without a record) its record: the bucket's if there is one
+that describes these bytes, else one computed from the file, stored create-only so the
+first instance to compute it is the only one to store it. An instance that may not write
+to the bucket keeps what it computed and says so in its log, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from gcs_sync.drivers.base import FileStoreDriver, Version
+from gcs_sync.errors import ObjectChanged, ObjectExists, StorageError, StoragePermissionDenied
+from gcs_sync.files import sha256_of
+from gcs_sync.records.compute import compute_record_or_note_problem
+from gcs_sync.records.record import (
+    RECORDS_FOLDER,
+    FileRecord,
+    RecordError,
+    filename_of_record,
+    metadata_object,
+    record_object,
+    upload_time,
+)
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.state import SyncedFile
+
+log = logging.getLogger("gcs_sync.records")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredRecord:
+    """What a write of a record left in the bucket: the versions this call wrote (None:
+    not written by it), so an undo removes only those."""
+
+    record: FileRecord
+    version: Version
+    record_written: Optional[Version] = None
+    metadata_written: Optional[Version] = None
+
+
+class RecordStore:
+    def __init__(self, driver: FileStoreDriver) -> None:
+        self.driver = driver
+
+    def list_versions(self) -> dict[str, Version]:
+        """Every record in the bucket: package filename -> the record object's version."""
+        found: dict[str, Version] = {}
+        for name, version in self.driver.list_note_versions(RECORDS_FOLDER).items():
+            filename = filename_of_record(name)
+            if filename is not None:
+                found[filename] = version
+        return found
+
+    def read(self, filename: str) -> Optional[tuple[Optional[FileRecord], Version]]:
+        """The record of ``filename`` and its version; the record is None if the object is
+        not a readable record (logged: it is computed again). None if there is none."""
+        found = self.driver.read_note_versioned(record_object(filename))
+        if found is None:
+            return None
+        data, version = found
+        try:
+            record = FileRecord.from_bytes(data, record_object(filename))
+        except RecordError as exc:
+            log.warning("ignoring an unreadable record in the bucket: %s", exc)
+            return None, version
+        if record.filename != filename:
+            log.warning("ignoring the record %s: it describes %r", record_object(filename), record.filename)
+            return None, version
+        return record, version
+
+    def read_metadata(self, record: FileRecord) -> Optional[bytes]:
+        """The core metadata file ``record`` names, if the bucket has it with that digest."""
+        if record.metadata_sha256 is None:
+            return None
+        data = self.driver.read_note(metadata_object(record.filename))
+        if data is None or hashlib.sha256(data).hexdigest() != record.metadata_sha256:
+            return None
+        return data
+
+    def write(
+        self, record: FileRecord, metadata: Optional[bytes], *,
+        create_only: bool = False, if_version: Optional[Version] = None,
+    ) -> StoredRecord:
+        """Store the core metadata file, then the record (so a reader that finds the
+        record finds the file it names). The record's write is conditional as asked
+        (ObjectExists, ObjectChanged); the metadata file is the same bytes for the same
+        package file, so it is written unless those very bytes are already there."""
+        metadata_written = None if metadata is None else self._write_metadata(record.filename, metadata)
+        name = record_object(record.filename)
+        try:
+            version = self.driver.put_note(name, record.to_bytes(), if_version=if_version, create_only=create_only)
+        except StorageError:
+            if metadata_written is not None:
+                self._delete_quietly(metadata_object(record.filename), metadata_written)
+            raise
+        return StoredRecord(record, version, version, metadata_written)
+
+    def _write_metadata(self, filename: str, data: bytes) -> Optional[Version]:
+        name = metadata_object(filename)
+        try:
+            return self.driver.put_note(name, data, create_only=True)
+        except ObjectExists:
+            found = self.driver.read_note_versioned(name)
+            if found is not None and found[0] == data:
+                return None  # the same bytes, already there: not ours to undo
+            # Left by an earlier file of this name: replace it (at the version read).
+            return self.driver.put_note(name, data, if_version=None if found is None else found[1],
+                                        create_only=found is None)
+
+    def set_yank(self, filename: str, yanked: bool, reason: Optional[str]) -> Optional[FileRecord]:
+        """Mark a record yanked (with ``reason``) or not; only the record changes. Read,
+        change, write at the version read, again if another writer came between. None if
+        there is no record of ``filename``."""
+        for _ in range(10):
+            found = self.read(filename)
+            if found is None:
+                return None
+            record, version = found
+            if record is None:
+                raise StorageError("yank", record_object(filename), "the record is unreadable; run backfill first")
+            changed = record.with_yank(yanked, reason)
+            if changed == record:
+                return record
+            try:
+                self.driver.put_note(record_object(filename), changed.to_bytes(), if_version=version)
+                return changed
+            except ObjectChanged:
+                continue
+        raise StorageError("yank", record_object(filename), "the record kept changing while it was written")
+
+    def delete(self, filename: str) -> None:
+        """Remove the record and the core metadata file of a removed package file."""
+        self.driver.delete(record_object(filename))
+        self.driver.delete(metadata_object(filename))
+
+    def undo(self, stored: StoredRecord) -> None:
+        """Remove what ``write`` wrote (each only at the version it wrote)."""
+        if stored.record_written is not None:
+            self._delete_quietly(record_object(stored.record.filename), stored.record_written)
+        if stored.metadata_written is not None:
+            self._delete_quietly(metadata_object(stored.record.filename), stored.metadata_written)
+
+    def _delete_quietly(self, name: str, version: Version) -> None:
+        try:
+            self.driver.delete(name, if_version=version)
+        except ObjectChanged:
+            pass  # replaced since by another writer: theirs stays
+        except StorageError as exc:
+            log.error("could not remove %s again (%s); a later upload of that file replaces it", name, exc)
+
+
+class RecordKeeper:
+    """Gives the files the sync brings here their records (see the module docstring)."""
+
+    def __init__(self, store: RecordStore, folder: PackageFolder) -> None:
+        self.store = store
+        self.folder = folder
+        self._warned_read_only = False
+        self._warn_lock = threading.Lock()
+
+    def attach(self, name: str, entry: SyncedFile, listed: Optional[Version], modified: Optional[float]) -> SyncedFile:
+        """``entry`` with its record: the bucket's (``listed``: its record's version in the
+        last listing, None if it had none) if it describes these bytes, else computed from
+        the local file and stored. Raises StorageError if the bucket fails."""
+        sha256 = entry.sha256 or sha256_of(self.folder.file_path(name))
+        stale: Optional[Version] = None
+        if listed is not None:
+            found = self.store.read(name)
+            if found is not None:
+                record, stale = found
+                if record is not None and record.sha256 == sha256 and self._bring_metadata(record):
+                    return dataclasses.replace(entry, sha256=sha256).with_record(record, stale)
+        return self._compute(name, dataclasses.replace(entry, sha256=sha256), modified, stale)
+
+    def _compute(self, name: str, entry: SyncedFile, modified: Optional[float], stale: Optional[Version]) -> SyncedFile:
+        assert entry.sha256 is not None
+        path = self.folder.file_path(name)
+        record, metadata = compute_record_or_note_problem(
+            path, name, sha256=entry.sha256, size=path.stat().st_size,
+            upload_time=upload_time(modified if modified is not None else time.time()),
+        )
+        try:
+            stored = self.store.write(record, metadata, create_only=stale is None, if_version=stale)
+        except (ObjectExists, ObjectChanged):
+            # Another instance stored one meanwhile: theirs, if it describes these bytes.
+            found = self.store.read(name)
+            theirs = None if found is None else found[0]
+            if found is None or theirs is None or theirs.sha256 != entry.sha256 or not self._bring_metadata(theirs):
+                raise
+            return entry.with_record(theirs, found[1])
+        except StoragePermissionDenied as exc:
+            self._say_read_only(exc)
+            self._keep_metadata(name, metadata)
+            return entry.with_record(record, None)
+        self._keep_metadata(name, metadata)
+        log.info("computed the record of %s (no record in the bucket described it)", name)
+        return entry.with_record(record, stored.version)
+
+    def _bring_metadata(self, record: FileRecord) -> bool:
+        """Make the local core metadata file the one ``record`` names; False if the bucket
+        does not have it (then the record is computed again)."""
+        path = self.folder.metadata_path(record.filename)
+        if record.metadata_sha256 is None:
+            self.folder.remove_metadata(record.filename)
+            return True
+        if _sha256_if_exists(path) == record.metadata_sha256:
+            return True
+        data = self.store.read_metadata(record)
+        if data is None:
+            log.warning("the core metadata file of %s is missing or not the one its record names; "
+                        "computing it again", record.filename)
+            return False
+        self.folder.write_metadata(record.filename, data)
+        return True
+
+    def _keep_metadata(self, name: str, metadata: Optional[bytes]) -> None:
+        if metadata is None:
+            self.folder.remove_metadata(name)
+        else:
+            self.folder.write_metadata(name, metadata)
+
+    def _say_read_only(self, exc: StorageError) -> None:
+        with self._warn_lock:
+            if self._warned_read_only:
+                return
+            self._warned_read_only = True
+        log.warning("this instance may not write metadata records to the bucket (%s): the records it computes "
+                    "are kept here only, and computed again by each instance. Run `python -m gcs_sync backfill` "
+                    "with write access to store them once.", exc)
+
+
+def _sha256_if_exists(path: Path) -> Optional[str]:
+    try:
+        return sha256_of(path)
+    except FileNotFoundError:
+        return None
