@@ -1,6 +1,7 @@
 """``push``: upload a folder's package files that the bucket lacks, create-only, with
-their sha256 as metadata; then rewrite the change marker once, so running instances list
-the bucket at their next check. Never deletes anything in the bucket.
+their sha256 as metadata, and store each file's record (``gcs_sync.records``) beside it;
+then rewrite the change marker once, so running instances list the bucket at their next
+check. Never deletes anything in the bucket.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,7 +18,12 @@ from gcs_sync.errors import ObjectExists, StorageError
 from gcs_sync.files import sha256_of
 from gcs_sync.listings import LocalFile
 from gcs_sync.ops.gather import FolderScan, list_bucket
+from gcs_sync.ops.records import write_record
 from gcs_sync.ops.transfers import Advance, no_progress, parallel, sha256_by_download
+from gcs_sync.records.compute import compute_record, compute_record_or_note_problem
+from gcs_sync.records.extract import DistributionError
+from gcs_sync.records.record import upload_time
+from gcs_sync.sync.records import RecordStore
 
 
 class Pushed(enum.Enum):
@@ -35,6 +42,10 @@ class PushOutcome:
     result: Pushed
     size: int
     detail: str = ""
+    # The file's record: stored ("stored"), already there (""), or why it could not be.
+    record: str = ""
+    # A file that is not what its name says (pushed anyway): the problem its record notes.
+    problem: str = ""
 
 
 @dataclasses.dataclass
@@ -49,9 +60,27 @@ class PushReport:
         return [o for o in self.outcomes if o.result == result]
 
     @property
+    def records_stored(self) -> list[PushOutcome]:
+        return [o for o in self.outcomes if o.record == RECORD_STORED]
+
+    @property
+    def records_failed(self) -> list[PushOutcome]:
+        return [o for o in self.outcomes if o.record not in ("", RECORD_STORED)]
+
+    @property
+    def bad_files(self) -> list[PushOutcome]:
+        """Files pushed with a record that notes why their metadata could not be read."""
+        return [o for o in self.outcomes if o.problem]
+
+    @property
     def complete(self) -> bool:
-        """Every package file of the folder is (or, dry, would be) in the bucket with its content."""
-        return not (self.named(Pushed.CONFLICT) or self.named(Pushed.FAILED) or self.marker_error)
+        """Every package file of the folder is (or, dry, would be) in the bucket with its
+        content and its record."""
+        return not (self.named(Pushed.CONFLICT) or self.named(Pushed.FAILED) or self.records_failed
+                    or self.marker_error)
+
+
+RECORD_STORED = "stored"
 
 
 def push(
@@ -70,14 +99,20 @@ def push(
     uploaded, rewrite the change marker once so running instances list the bucket at
     their next check. Never deletes. ``on_start`` gets the total bytes to go through."""
     remote = list_bucket(driver).objects
+    store = RecordStore(driver)
+    records = {} if dry_run else store.list_versions()
     on_start(sum(f.size for f in scan.files.values()))
     hashed_by_download: list[str] = []
     with tempfile.TemporaryDirectory(prefix="gcs-sync-push-") as scratch:
 
         def push_one(local: LocalFile) -> PushOutcome:
             try:
-                return _push_one(driver, local, remote.get(local.name), Path(scratch), overwrite, dry_run,
-                                 hashed_by_download)
+                there = remote.get(local.name)
+                outcome, sha256 = _push_one(driver, local, there, Path(scratch), overwrite, dry_run,
+                                            hashed_by_download)
+                if dry_run or outcome.result in (Pushed.CONFLICT, Pushed.FAILED):
+                    return outcome
+                return _with_record(store, outcome, local, sha256, there, local.name in records)
             except StorageError as exc:
                 return PushOutcome(local.name, Pushed.FAILED, local.size, str(exc))
             except OSError as exc:
@@ -87,7 +122,7 @@ def push(
 
         outcomes = parallel(push_one, sorted(scan.files.values(), key=lambda f: f.name), concurrency)
     report = PushReport(scan, outcomes, dry_run, sorted(hashed_by_download))
-    if not dry_run and (report.named(Pushed.UPLOADED) or report.named(Pushed.OVERWRITTEN)):
+    if not dry_run and (report.named(Pushed.UPLOADED) or report.named(Pushed.OVERWRITTEN) or report.records_stored):
         try:
             driver.touch_marker()
         except StorageError as exc:
@@ -103,24 +138,58 @@ def _push_one(
     overwrite: bool,
     dry_run: bool,
     hashed_by_download: list[str],
-) -> PushOutcome:
+) -> tuple[PushOutcome, str]:
+    """What push did with the file, and the file's sha256."""
     sha256 = sha256_of(local.path)
     if there is not None:
         conflict = _content_conflict(driver, local, sha256, there, scratch, hashed_by_download)
         if conflict is None:
-            return PushOutcome(local.name, Pushed.PRESENT, local.size)
+            return PushOutcome(local.name, Pushed.PRESENT, local.size), sha256
         if not overwrite:
-            return PushOutcome(local.name, Pushed.CONFLICT, local.size, conflict)
+            return PushOutcome(local.name, Pushed.CONFLICT, local.size, conflict), sha256
     replace = there is not None
     if not dry_run:
         try:
             stored = driver.upload(local.name, local.path, create_only=not replace, metadata={SHA256_KEY: sha256})
             if not stored.created:  # the same bytes were put there meanwhile
-                return PushOutcome(local.name, Pushed.PRESENT, local.size)
+                return PushOutcome(local.name, Pushed.PRESENT, local.size), sha256
         except ObjectExists:
             # Stored by someone else since the listing (the driver accepts the same sha256).
-            return PushOutcome(local.name, Pushed.CONFLICT, local.size, "put into the bucket by someone else meanwhile")
-    return PushOutcome(local.name, Pushed.OVERWRITTEN if replace else Pushed.UPLOADED, local.size)
+            outcome = PushOutcome(local.name, Pushed.CONFLICT, local.size, "put into the bucket by someone else meanwhile")
+            return outcome, sha256
+    return PushOutcome(local.name, Pushed.OVERWRITTEN if replace else Pushed.UPLOADED, local.size), sha256
+
+
+def _with_record(
+    store: RecordStore, outcome: PushOutcome, local: LocalFile, sha256: str, there: Optional[RemoteObject],
+    listed: bool,
+) -> PushOutcome:
+    """``outcome`` once the file in the bucket (the local file's bytes) has a record of
+    those bytes: computed from the local file and stored, create-only or over a stale
+    record (of an earlier file of that name) at the version read. A file already in the
+    bucket keeps a record that describes it, and gets one dated by the object's time."""
+    stale = None
+    if listed:
+        found = store.read(local.name)
+        if found is not None:
+            record, stale = found
+            if record is not None and record.sha256 == sha256 and outcome.result == Pushed.PRESENT:
+                return outcome
+    uploaded = outcome.result != Pushed.PRESENT
+    when = time.time() if uploaded or there is None or there.modified is None else there.modified
+    problem = ""
+    try:
+        computed, metadata = compute_record(local.path, local.name, sha256=sha256, size=local.size,
+                                            upload_time=upload_time(when), uploader=None)
+    except DistributionError as exc:
+        problem = str(exc)
+        computed, metadata = compute_record_or_note_problem(local.path, local.name, sha256=sha256, size=local.size,
+                                                            upload_time=upload_time(when))
+    try:
+        written = write_record(store, computed, metadata, stale)
+    except StorageError as exc:
+        return dataclasses.replace(outcome, record=f"record not stored: {exc}", problem=problem)
+    return dataclasses.replace(outcome, record="" if written is None else RECORD_STORED, problem=problem)
 
 
 def _content_conflict(
