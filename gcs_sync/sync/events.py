@@ -89,6 +89,7 @@ class RemoteDeleted:
 
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
         io.folder.remove(self.name)
+        io.folder.remove_metadata(self.name)
         return None
 
 
