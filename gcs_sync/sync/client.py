@@ -75,6 +75,7 @@ class StorageClient:
         self._writes = RequestWrites(
             driver, folder, self.state, self._lock, known_state=known_state,
             breaker=WriteBreaker(folder.control, storage_timeout), pending=pending, marker=marker,
+            records=self._engine.records.store,
         )
 
     # -- freshness -------------------------------------------------------------------

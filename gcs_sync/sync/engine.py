@@ -3,8 +3,8 @@ with the pure ``plan_sync``, apply each event's strategy, and record each file's
 state as soon as it is done, then the listing. Callers hold the folder lock (an
 inter-process file lock), so gunicorn workers sharing one folder never race.
 
-    gather   list the bucket, scan the folder, read the state; leave out what is not
-             a package and the files of uploads under way
+    gather   list the bucket (the packages, then their records), scan the folder, read
+             the state; leave out what is not a package and the files of uploads under way
     plan     plan_sync (pure), told which local files are still being written
     apply    the events' strategies, up to SYNC_CONCURRENCY at a time
     record   the marker, a compaction, unservable files, the listing, the check
@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import filelock
 
 from gcs_sync.clock import Moment
-from gcs_sync.drivers.base import FileStoreDriver, RemoteObject
+from gcs_sync.drivers.base import FileStoreDriver, RemoteObject, Version
 from gcs_sync.errors import StorageError, failure_reason
 from gcs_sync.listings import split_listing
 from gcs_sync.sync.events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged
@@ -30,6 +30,7 @@ from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.marker import ChangeMarker
 from gcs_sync.sync.pending import PendingUploads
 from gcs_sync.sync.plan import SyncPlan, plan_sync
+from gcs_sync.sync.records import RecordKeeper, RecordStore
 from gcs_sync.sync.report import BucketMeter, SyncProgress, SyncReport, log_marker_check, log_sync
 from gcs_sync.sync.settle import SettleWatch
 from gcs_sync.sync.state import Listing, SyncedFile, TrackedState
@@ -61,6 +62,7 @@ class SyncEngine:
     ) -> None:
         self.driver = driver
         self.folder = folder
+        self.records = RecordKeeper(RecordStore(driver), folder)
         self.state = view.state
         self._view = view
         self._lock = lock
@@ -122,7 +124,9 @@ class SyncEngine:
         calls_before = sum(self.driver.calls.values())
         report = SyncReport()
         local, remote, synced = self._gather(report)
-        plan = self._plan(local, remote, synced, report)
+        # Listed after the packages: a record written with a file is then never missed.
+        records = self.records.store.list_versions()
+        plan = self._plan(local, remote, synced, records, report)
         state = self._apply_plan(plan, synced, report, progress)
         self._record(marker, began, state, report)
         report.seconds = time.monotonic() - started
@@ -169,10 +173,10 @@ class SyncEngine:
 
     def _plan(
         self, local: dict[str, str], remote: dict[str, RemoteObject], synced: dict[str, SyncedFile],
-        report: SyncReport,
+        records: dict[str, Version], report: SyncReport,
     ) -> SyncPlan:
         plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes,
-                         unsettled=self._unsettled(local, synced, report))
+                         unsettled=self._unsettled(local, synced, report), records=records)
         if plan.state_reset:
             log.warning("%s is empty but its state lists %d files: starting from an empty state",
                         self.folder.path, len(synced))

@@ -12,22 +12,46 @@ state, or None when the file is gone from both sides.
                     still the one last synced
     LocalDeleted    gone from here, was synced              delete from the bucket, only
                                                             the version last synced
+    RecordChanged   the file is synced, its record in the    fetch the record (and its
+                    bucket is another version                core metadata file)
+    RecordMissing   the file is synced, the bucket has no    compute it from the file,
+                    record of it                             store it create-only
+
+Every file brought here or pushed gets its record the same way (``records.RecordKeeper``);
+a record that cannot be had now does not fail the file: it is planned again next time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Optional, Protocol, Union
 
 from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, RemoteObject, Version
 from gcs_sync.files import sha256_of
+from gcs_sync.errors import StorageError
 from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.records import RecordKeeper
 from gcs_sync.sync.state import SyncedFile
+
+log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
 
 
 class Transfers(Protocol):
     driver: FileStoreDriver
     folder: PackageFolder
+    records: RecordKeeper
+
+
+def _with_record(io: Transfers, name: str, entry: SyncedFile, listed: Optional[Version],
+                 modified: Optional[float], *, owner: bool = False) -> SyncedFile:
+    """``entry`` with its record; without one if the bucket failed (the file is served
+    meanwhile, and the next sync plans its record again)."""
+    try:
+        return io.records.attach(name, entry, listed, modified, owner=owner)
+    except (StorageError, OSError) as exc:
+        log.error("sync: the record of %r could not be had now (%s); planned again at the next sync", name, exc)
+        return entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,13 +61,16 @@ class _RemoteCopy:
 
     name: str
     remote: RemoteObject
+    # The version of the file's record in the bucket's listing (None: it had none).
+    record_version: Optional[Version] = None
 
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
         # The digest comes with the download (object metadata, or hashed while written):
         # computed once per file version, never per request.
         with io.folder.replacing(self.remote.name) as temp:
             sha256 = io.driver.download(self.remote.name, temp, self.remote.version, listed_sha256=self.remote.sha256)
-        return SyncedFile(self.remote.version, io.folder.fingerprint(self.remote.name), sha256)
+        entry = SyncedFile(self.remote.version, io.folder.fingerprint(self.remote.name), sha256)
+        return _with_record(io, self.name, entry, self.record_version, self.remote.modified)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +89,7 @@ class RemoteDeleted:
 
     def apply(self, io: Transfers) -> Optional[SyncedFile]:
         io.folder.remove(self.name)
+        io.folder.remove_metadata(self.name)
         return None
 
 
@@ -74,7 +102,8 @@ class LocalAdded:
         path = io.folder.file_path(self.name)
         sha256 = sha256_of(path)
         remote = io.driver.upload(self.name, path, create_only=True, metadata={SHA256_KEY: sha256})
-        return SyncedFile(remote.version, self.local_fingerprint, sha256)
+        entry = SyncedFile(remote.version, self.local_fingerprint, sha256)
+        return _with_record(io, self.name, entry, None, None, owner=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +122,9 @@ class LocalChanged:
         # earlier push, never an upload made meanwhile (then the bucket's copy wins).
         remote = io.driver.upload(self.name, path, create_only=False, if_version=self.remote_version,
                                   metadata={SHA256_KEY: sha256})
-        return SyncedFile(remote.version, self.local_fingerprint, sha256)
+        entry = SyncedFile(remote.version, self.local_fingerprint, sha256)
+        # This sync wrote these bytes: a record of others is stale, and replaced.
+        return _with_record(io, self.name, entry, None, None, owner=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,4 +138,31 @@ class LocalDeleted:
         return None
 
 
-ContentChangeEvent = Union[RemoteAdded, RemoteChanged, RemoteDeleted, LocalAdded, LocalChanged, LocalDeleted]
+@dataclasses.dataclass(frozen=True)
+class _RecordUpdate:
+    """A synced file whose record is not the bucket's: RecordChanged and RecordMissing
+    share the strategy. Unlike a file's, a record that can't be had fails the event, so
+    the sync is incomplete and the next check lists again."""
+
+    name: str
+    entry: SyncedFile  # the file's synced state, as planned
+    listed: Optional[Version]  # its record's version in the listing; None: no record there
+    modified: Optional[float]  # when the file was written to the bucket
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        return io.records.attach(self.name, self.entry, self.listed, self.modified)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordChanged(_RecordUpdate):
+    """Synced, but the bucket's record of it is another version (yanked, say): fetch it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordMissing(_RecordUpdate):
+    """Synced, and the bucket has no record of it: compute it from the file, store it."""
+
+
+ContentChangeEvent = Union[
+    RemoteAdded, RemoteChanged, RemoteDeleted, LocalAdded, LocalChanged, LocalDeleted, RecordChanged, RecordMissing,
+]

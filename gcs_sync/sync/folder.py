@@ -13,10 +13,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional
 
 from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, temp_name, write_atomically
 from gcs_sync.listings import CONTROL_FOLDER, scan_package_folder
+from gcs_sync.records.record import FileRecord
 
 log = logging.getLogger("gcs_sync.folder")  # the name operators' log queries know
 
@@ -33,6 +34,10 @@ class StagedFile:
     path: Path
     sha256: str
     size: int
+    # Its metadata record and core metadata file, computed before anything is stored
+    # (``records.compute``); stored with the file, as part of the same upload.
+    record: Optional[FileRecord] = None
+    metadata: Optional[bytes] = None
 
 
 class PackageFolder:

@@ -3,6 +3,7 @@
     local   name -> fingerprint of the file in the package folder
     remote  name -> RemoteObject in the bucket
     synced  name -> SyncedFile, the state when both sides last agreed
+    records name -> version of the file's metadata record in the bucket (optional)
 
 The bucket is the source of truth: when both sides changed, the bucket's version wins.
 A file missing on one side is deleted on the other only if ``synced`` says both had it.
@@ -17,19 +18,26 @@ last synced (else the bucket's wins), a file deleted there is deleted from the b
 is left alone (listed in ``SyncPlan.local_only`` for the log, never uploaded or
 deleted). The index's own uploads and removals never reach this point: they go to the
 bucket first and update the state themselves.
+
+Records (when ``records`` is given): a file brought here takes its record with it; a
+synced file whose record in the bucket is another version than the one recorded here
+gets it (RecordChanged); one with no record there gets one computed (RecordMissing),
+unless this instance already computed one it could not store (it said so, once).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Collection, Mapping
+from typing import Collection, Mapping, Optional
 
-from gcs_sync.drivers.base import RemoteObject
+from gcs_sync.drivers.base import RemoteObject, Version
 from gcs_sync.sync.events import (
     ContentChangeEvent,
     LocalAdded,
     LocalChanged,
     LocalDeleted,
+    RecordChanged,
+    RecordMissing,
     RemoteAdded,
     RemoteChanged,
     RemoteDeleted,
@@ -54,6 +62,7 @@ def plan_sync(
     *,
     push_local_changes: bool,
     unsettled: Collection[str] = frozenset(),
+    records: Optional[Mapping[str, Version]] = None,
 ) -> SyncPlan:
     state_reset = not local and bool(synced)
     if state_reset:
@@ -62,13 +71,14 @@ def plan_sync(
         synced = {}
     events: list[ContentChangeEvent] = []
     local_only: list[str] = []
+    listed = records or {}
     for name in sorted(set(local) | set(remote)):
         here, there, before = local.get(name), remote.get(name), synced.get(name)
         if there is not None and here is None:
             if push_local_changes and before is not None and before.remote_version == there.version:
                 events.append(LocalDeleted(name, there.version))
             else:
-                events.append(RemoteAdded(name, there))
+                events.append(RemoteAdded(name, there, listed.get(name)))
         elif there is not None and here is not None:
             edited_here_only = (
                 before is not None and before.remote_version == there.version and before.local_fingerprint != here
@@ -77,7 +87,11 @@ def plan_sync(
                 if name not in unsettled:  # else: still being written, the next sync looks again
                     events.append(LocalChanged(name, here, there.version, before.sha256))
             elif before is None or before.remote_version != there.version or before.local_fingerprint != here:
-                events.append(RemoteChanged(name, there))
+                events.append(RemoteChanged(name, there, listed.get(name)))
+            elif records is not None:
+                record_event = _record_event(name, before, there, listed.get(name))
+                if record_event is not None:
+                    events.append(record_event)
         elif here is not None:
             if before is not None:
                 events.append(RemoteDeleted(name))
@@ -90,3 +104,14 @@ def plan_sync(
     # its event succeeds, so a failed event is planned again next time.
     base_state = {name: entry for name, entry in synced.items() if name in local or name in remote}
     return SyncPlan(events, base_state, local_only, state_reset)
+
+
+def _record_event(
+    name: str, before: SyncedFile, there: RemoteObject, listed: Optional[Version]
+) -> Optional[ContentChangeEvent]:
+    """The event that brings a synced file's record up to date, if it needs one."""
+    if listed is not None:
+        return None if listed == before.record_version else RecordChanged(name, before, listed, there.modified)
+    if before.record is not None and before.record_version is None:
+        return None  # computed here and could not be stored: kept (said once in the log)
+    return RecordMissing(name, before, None, there.modified)

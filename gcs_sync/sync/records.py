@@ -168,10 +168,14 @@ class RecordKeeper:
         self._warned_read_only = False
         self._warn_lock = threading.Lock()
 
-    def attach(self, name: str, entry: SyncedFile, listed: Optional[Version], modified: Optional[float]) -> SyncedFile:
+    def attach(self, name: str, entry: SyncedFile, listed: Optional[Version], modified: Optional[float],
+               *, owner: bool = False) -> SyncedFile:
         """``entry`` with its record: the bucket's (``listed``: its record's version in the
         last listing, None if it had none) if it describes these bytes, else computed from
-        the local file and stored. Raises StorageError if the bucket fails."""
+        the local file and stored. ``owner``: this instance has just written the file's
+        bytes to the bucket, so a record of other bytes found meanwhile is stale (else it
+        may describe a newer file: the event fails and the next sync looks again).
+        Raises StorageError if the bucket fails."""
         sha256 = entry.sha256 or sha256_of(self.folder.file_path(name))
         stale: Optional[Version] = None
         if listed is not None:
@@ -180,9 +184,10 @@ class RecordKeeper:
                 record, stale = found
                 if record is not None and record.sha256 == sha256 and self._bring_metadata(record):
                     return dataclasses.replace(entry, sha256=sha256).with_record(record, stale)
-        return self._compute(name, dataclasses.replace(entry, sha256=sha256), modified, stale)
+        return self._compute(name, dataclasses.replace(entry, sha256=sha256), modified, stale, owner)
 
-    def _compute(self, name: str, entry: SyncedFile, modified: Optional[float], stale: Optional[Version]) -> SyncedFile:
+    def _compute(self, name: str, entry: SyncedFile, modified: Optional[float], stale: Optional[Version],
+                 owner: bool) -> SyncedFile:
         assert entry.sha256 is not None
         path = self.folder.file_path(name)
         record, metadata = compute_record_or_note_problem(
@@ -195,9 +200,12 @@ class RecordKeeper:
             # Another instance stored one meanwhile: theirs, if it describes these bytes.
             found = self.store.read(name)
             theirs = None if found is None else found[0]
-            if found is None or theirs is None or theirs.sha256 != entry.sha256 or not self._bring_metadata(theirs):
+            if found is not None and theirs is not None and theirs.sha256 == entry.sha256 \
+                    and self._bring_metadata(theirs):
+                return entry.with_record(theirs, found[1])
+            if not owner or found is None:
                 raise
-            return entry.with_record(theirs, found[1])
+            stored = self.store.write(record, metadata, if_version=found[1])
         except StoragePermissionDenied as exc:
             self._say_read_only(exc)
             self._keep_metadata(name, metadata)

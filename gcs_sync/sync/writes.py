@@ -1,6 +1,12 @@
 """A request's own writes: its uploads stored in the bucket (all or none, as far as the
 bucket allows) and its removals, then placed in the folder. The bucket transfers happen
-outside the folder lock; only placing the files here takes it, briefly."""
+outside the folder lock; only placing the files here takes it, briefly.
+
+Each uploaded file is stored with its metadata record and core metadata file, in that
+order: the file (create-only), then the metadata file and the record. Once the file is
+ours a record of other bytes under its name is stale and is replaced; a failed upload
+removes the records it wrote with the files it created.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from gcs_sync.sync.breaker import WriteBreaker
 from gcs_sync.sync.folder import PackageFolder, StagedFile
 from gcs_sync.sync.marker import ChangeMarker
 from gcs_sync.sync.pending import ClaimReason, Intent, PendingUploads
+from gcs_sync.sync.records import RecordStore, StoredRecord
 from gcs_sync.sync.report import BucketMeter, log_bucket_write
 from gcs_sync.sync.state import StateFile, SyncedFile, TrackedState
 
@@ -38,8 +45,10 @@ class RequestWrites:
         breaker: WriteBreaker,
         pending: PendingUploads,
         marker: ChangeMarker,
+        records: RecordStore,
     ) -> None:
         self.driver = driver
+        self._records = records
         self.folder = folder
         self.state = state
         self._lock = lock
@@ -58,6 +67,7 @@ class RequestWrites:
         bucket has the files the upload counts as done: a local problem after that only
         delays this folder until its next sync."""
         stored: list[StoredObject] = []
+        records: dict[str, StoredRecord] = {}  # by file name: the records stored with the files
         known = {} if overwrite else self._known_state.lookup(upload.name for upload in staged)
         self._breaker.check(staged[0].name)
         # Several files: an intent names them first, so a request killed between its
@@ -85,6 +95,9 @@ class RequestWrites:
                 stored.append(remote)
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
+                written = self._store_record(upload, remote)
+                if written is not None:
+                    records[upload.name] = written
             for remote in stored:
                 if not remote.created:  # about to be covered by our 200: no clean-up may take it
                     self._pending.adopt(remote, intent)
@@ -100,7 +113,7 @@ class RequestWrites:
             self._note_write_outcome(exc)
             # A write the bucket did not answer may still land: that file's outcome is unknown.
             unknown = [writing] if writing is not None and isinstance(exc, StorageUnavailable) else []
-            exc.changed_before_failure = self._undo_failed_publish(stored, intent, overwrite, unknown)
+            exc.changed_before_failure = self._undo_failed_publish(stored, records, intent, overwrite, unknown)
             # Even undone, the objects existed for a while (another instance may have
             # listed them): let everyone look. Not after a write the bucket did not
             # answer and nothing stored: the marker write would wait a whole budget
@@ -114,8 +127,14 @@ class RequestWrites:
         try:
             with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
                 for upload, remote in zip(staged, stored):
+                    kept = records.get(upload.name)
+                    if upload.metadata is not None:
+                        self.folder.write_metadata(upload.name, upload.metadata)
                     local = self.folder.install(upload.path, upload.name)
-                    self.state.record(upload.name, SyncedFile(remote.version, local, upload.sha256))
+                    entry = SyncedFile(remote.version, local, upload.sha256)
+                    if kept is not None:
+                        entry = entry.with_record(kept.record, kept.version)
+                    self.state.record(upload.name, entry)
         except filelock.Timeout:
             log.warning("%s in the bucket but the folder lock was busy; they appear here on the next sync",
                         [u.name for u in staged])
@@ -124,8 +143,24 @@ class RequestWrites:
                       [u.name for u in staged], self.folder.path, exc)
         return stored
 
+    def _store_record(self, upload: StagedFile, remote: StoredObject) -> Optional[StoredRecord]:
+        """Store ``upload``'s record and core metadata file beside it. The file found
+        already there (the same bytes, another request's): its record stays if it
+        describes them (its upload time, its yank state); else, and for a file this
+        request created, ours is written (over a stale one at the version read)."""
+        if upload.record is None:
+            return None
+        if remote.created:
+            return self._records.write(upload.record, upload.metadata)
+        found = self._records.read(upload.name)
+        if found is not None and found[0] is not None and found[0].sha256 == upload.sha256:
+            return StoredRecord(found[0], found[1])
+        return self._records.write(upload.record, upload.metadata, create_only=found is None,
+                                   if_version=None if found is None else found[1])
+
     def _undo_failed_publish(
-        self, stored: list[StoredObject], intent: Optional[Intent], overwrite: bool, unknown: list[str]
+        self, stored: list[StoredObject], records: dict[str, StoredRecord], intent: Optional[Intent],
+        overwrite: bool, unknown: list[str],
     ) -> list[str]:
         """Undo what a failed publish created; return the names that stayed changed.
         Under an intent, only once this request has claimed it back: else a retry has
@@ -133,7 +168,7 @@ class RequestWrites:
         if overwrite:
             return [r.name for r in stored if r.created]  # a replaced file can't be put back
         if intent is None:
-            return self._undo(stored)
+            return self._undo(stored, records)
         try:
             claimed = self._pending.claim(intent, ClaimReason.UNDONE, keep=[r.name for r in stored if r.created] + unknown)
         except StorageError as claim_failure:
@@ -146,11 +181,11 @@ class RequestWrites:
             # unclaimed intent, and whole sets), and what we wrote after the clean-up
             # looked would stay alone: undo it. Gone with every file there: adopted.
             if self.driver.stat(intent.name) is not None or any(self.driver.stat(r.name) is None for r in stored):
-                return self._undo(stored)
+                return self._undo(stored, records)
             log.warning("not undoing %s: the upload was taken over (a retry, or a clean-up)",
                         [r.name for r in stored])
             return [r.name for r in stored if r.created]
-        stayed = self._undo(stored)
+        stayed = self._undo(stored, records)
         if unknown or stayed:
             # The claimed intent stays, naming that file: once it expires, a sync removes
             # it if it landed (it carries the intent's token), so no half release stays.
@@ -187,7 +222,7 @@ class RequestWrites:
         if there is not None and there.sha256 is not None and there.sha256 != upload.sha256:
             raise ObjectExists("upload", upload.name, "an object of this name, with other content, is in the bucket")
 
-    def _undo(self, stored: list[StoredObject]) -> list[str]:
+    def _undo(self, stored: list[StoredObject], records: dict[str, StoredRecord]) -> list[str]:
         """Delete the objects this request created, each only at the version it created
         (a conditional delete: whatever replaced it since is kept); never an object it
         found already there (``created=False``: the same bytes, another request's).
@@ -199,6 +234,9 @@ class RequestWrites:
             try:
                 self.driver.delete(remote.name, if_version=remote.version)
                 log.info("undid the upload of %r: its request failed", remote.name)
+                written = records.get(remote.name)
+                if written is not None:
+                    self._records.undo(written)
             except ObjectChanged:
                 log.info("not undoing the upload of %r: replaced since, by another writer", remote.name)
             except StorageError as exc:
@@ -217,6 +255,7 @@ class RequestWrites:
                 self.driver.delete(name)
                 removed.append(name)
                 log_bucket_write(log, "delete", name, self.driver.url, meter)
+                self._forget_record(name)
             self._breaker.answered()
         except StorageError as exc:
             self._note_write_outcome(exc)
@@ -230,6 +269,16 @@ class RequestWrites:
                 self._marker.announce()
             self._remove_locally(removed)
 
+    def _forget_record(self, name: str) -> None:
+        """Remove a removed file's record and core metadata file. The file is gone, which is
+        what the request asked: a record left behind describes no file (never served), and a
+        later upload of that name replaces it, so a failure here is logged, not raised."""
+        try:
+            self._records.delete(name)
+        except StorageError as exc:
+            log.warning("%r removed, but its record could not be removed (%s); it is replaced if the "
+                        "name is uploaded again", name, exc)
+
     def _remove_locally(self, names: list[str]) -> None:
         if not names:
             return
@@ -237,6 +286,7 @@ class RequestWrites:
             with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
                 for name in names:
                     self.folder.remove(name)
+                    self.folder.remove_metadata(name)
                     self.state.record(name, None)
         except filelock.Timeout:
             log.warning("%s gone from the bucket but the folder lock was busy; they go on the next sync", names)

@@ -9,7 +9,9 @@ and the bucket has accepted them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 import typing as t
 
 from pypiserver.backend import Backend, digest_file
@@ -18,6 +20,9 @@ from pypiserver.core import PkgFile
 
 from gcs_sync.errors import failure_reason
 from gcs_sync.names import MAX_NAME_LENGTH, is_package_filename
+from gcs_sync.records.compute import compute_record
+from gcs_sync.records.extract import DistributionError
+from gcs_sync.records.record import upload_time
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.web.changes import current_changes
 from gcs_sync.web.index import PackageIndex
@@ -100,7 +105,20 @@ class SyncedFolderBackend(Backend):
             staged = self.folder.stage(filename, stream)
         except OSError as exc:
             raise local_disk_error(filename, exc) from exc
-        current_changes().uploads.append(staged)
+        try:
+            # Before anything is stored: a file that is not what its name says is a 400.
+            record, metadata = compute_record(
+                staged.path, filename, sha256=staged.sha256, size=staged.size,
+                upload_time=upload_time(time.time()), uploader=_uploader(),
+            )
+        except DistributionError as exc:
+            staged.path.unlink(missing_ok=True)
+            log.warning("upload of %r refused: %s", filename, exc.problem)
+            raise HTTPError(400, f"Bad distribution: {exc}") from exc
+        except BaseException:
+            staged.path.unlink(missing_ok=True)
+            raise
+        current_changes().uploads.append(dataclasses.replace(staged, record=record, metadata=metadata))
 
     def remove_package(self, pkg: PkgFile) -> None:
         # Only top-level files are indexed, so the relative name is the filename.
@@ -117,6 +135,12 @@ def local_disk_error(filename: str, exc: OSError) -> HTTPError:
         f"Could not receive {filename!r}: {reason} on this server ({exc.strerror or exc}). "
         "Nothing was stored. Try again later.\n",
     )
+
+
+def _uploader() -> t.Optional[str]:
+    """The user the upload's credentials name (pypiserver has checked them), if any."""
+    credentials = request.auth
+    return None if credentials is None else credentials[0]
 
 
 def _requested_download() -> t.Optional[str]:
