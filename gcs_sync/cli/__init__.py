@@ -5,7 +5,8 @@ a flag overrides its variable (each flag's help names it).
 
 Exit codes, the same for every command:
     0  done; for status and verify: the folder and the bucket agree
-    1  done, but something differs or failed (status, verify, push, pull say what)
+    1  done, but something differs or failed (status, verify, push, pull, backfill say
+       what); yank or unyank of a release the bucket has no file of
     2  usage error (a bad flag or argument)
     3  configuration error (a variable or flag with a bad value)
     4  the bucket could not be used (missing, permission denied, not answering)
@@ -20,7 +21,7 @@ import os
 import sys
 from typing import Callable, Mapping, Optional, Sequence
 
-from gcs_sync.cli import packages, users
+from gcs_sync.cli import packages, records, users
 from gcs_sync.cli.common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STORAGE, store_options
 from gcs_sync.errors import ConfigError, StorageError
 
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gcs_sync",
         description="Operate a gcs_sync package index: compare, move and check packages between "
-        "the local folder and the bucket, and manage its users.",
+        "the local folder and the bucket, yank releases, backfill the files' records, and manage "
+        "its users.",
         epilog="Exit codes: 0 ok, 1 differences or failures found, 2 usage error, "
         "3 configuration error, 4 bucket not usable, 130 interrupted.",
     )
@@ -39,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Each module adds its commands; each command sets ``run(args, environ) -> exit code``.
     packages.add_commands(commands, parent)
     users.add_commands(commands, parent)
+    records.add_commands(commands, parent)
     return parser
 
 

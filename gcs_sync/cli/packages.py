@@ -343,13 +343,18 @@ def _push_text(report: ops_push.PushReport, url: str) -> Iterator[str]:
                         [f"{o.name}: {o.detail}" for o in conflicts])
     yield from _section("failed", [f"{o.name}: {o.detail}" for o in failed])
     yield from _section("skipped, not package files", [f"{name}: {why}" for name, why in report.folder.skipped])
+    if report.records_stored:
+        yield f"records stored: {len(report.records_stored)}"
+    yield from _section("bad files, pushed anyway with a record that notes the problem (served without metadata)",
+                        [o.problem for o in report.bad_files])
+    yield from _section("records not stored (backfill stores them)", [f"{o.name}: {o.record}" for o in report.records_failed])
     if report.hashed_by_download:
         yield (f"compared by downloading: {len(report.hashed_by_download)} bucket objects had no sha256 in the "
                "listing")
     if report.marker_error is not None:
         yield (f"warning: could not rewrite the change marker ({report.marker_error}); running instances "
                "see the new files at their next full listing (FULL_SYNC_INTERVAL)")
-    elif (uploaded or overwritten) and not report.dry_run:
+    elif (uploaded or overwritten or report.records_stored) and not report.dry_run:
         yield "change marker rewritten: running instances list the bucket at their next check"
 
 

@@ -18,10 +18,8 @@ from gcs_sync.errors import ObjectExists, StorageError
 from gcs_sync.files import sha256_of
 from gcs_sync.listings import LocalFile
 from gcs_sync.ops.gather import FolderScan, list_bucket
-from gcs_sync.ops.records import write_record
+from gcs_sync.ops.records import computed_record, write_record
 from gcs_sync.ops.transfers import Advance, no_progress, parallel, sha256_by_download
-from gcs_sync.records.compute import compute_record, compute_record_or_note_problem
-from gcs_sync.records.extract import DistributionError
 from gcs_sync.records.record import upload_time
 from gcs_sync.sync.records import RecordStore
 
@@ -177,14 +175,7 @@ def _with_record(
                 return outcome
     uploaded = outcome.result != Pushed.PRESENT
     when = time.time() if uploaded or there is None or there.modified is None else there.modified
-    problem = ""
-    try:
-        computed, metadata = compute_record(local.path, local.name, sha256=sha256, size=local.size,
-                                            upload_time=upload_time(when), uploader=None)
-    except DistributionError as exc:
-        problem = str(exc)
-        computed, metadata = compute_record_or_note_problem(local.path, local.name, sha256=sha256, size=local.size,
-                                                            upload_time=upload_time(when))
+    computed, metadata, problem = computed_record(local.path, local.name, sha256, upload_time(when))
     try:
         written = write_record(store, computed, metadata, stale)
     except StorageError as exc:

@@ -30,7 +30,8 @@ from gcs_sync.errors import ObjectChanged, ObjectExists, StorageError
 from gcs_sync.files import sha256_of, temp_name
 from gcs_sync.ops.gather import list_bucket
 from gcs_sync.ops.transfers import Advance, no_progress, parallel
-from gcs_sync.records.compute import compute_record_or_note_problem
+from gcs_sync.records.compute import compute_record, compute_record_or_note_problem
+from gcs_sync.records.extract import DistributionError
 from gcs_sync.records.record import METADATA_FOLDER, FileRecord, metadata_object, upload_time
 from gcs_sync.sync.records import RecordStore
 
@@ -51,8 +52,8 @@ class BackfillOutcome:
     result: Backfilled
     size: int
     detail: str = ""
-    # For COMPUTED: the record stored (its ``metadata_problem`` says if the file was bad).
-    record: Optional[FileRecord] = None
+    # For COMPUTED: a file that is not what its name says, why (its record notes it).
+    problem: str = ""
 
 
 @dataclasses.dataclass
@@ -140,10 +141,16 @@ def _backfill_one(
     with _downloaded(store.driver, obj, scratch) as (path, sha256):
         if record is not None and _describes(record, sha256, metadata_names):
             return BackfillOutcome(obj.name, Backfilled.PRESENT, obj.size)
-        computed = _store_computed(store, obj, path, sha256, stale)
-    if computed is None:
+        computed, metadata, problem = computed_record(
+            path, obj.name, sha256, upload_time(obj.modified if obj.modified is not None else time.time()))
+        if record is not None and record.sha256 == sha256:
+            # Of these bytes, but its core metadata file is gone: what only the record knows stays.
+            computed = dataclasses.replace(computed, upload_time=record.upload_time, uploader=record.uploader,
+                                           yanked=record.yanked, yank_reason=record.yank_reason)
+        written = write_record(store, computed, metadata, stale)
+    if written is None:
         return BackfillOutcome(obj.name, Backfilled.PRESENT, obj.size, "stored by another writer meanwhile")
-    return BackfillOutcome(obj.name, Backfilled.COMPUTED, obj.size, record=computed)
+    return BackfillOutcome(obj.name, Backfilled.COMPUTED, obj.size, problem=problem)
 
 
 def _describes(record: FileRecord, sha256: str, metadata_names: set[str]) -> bool:
@@ -164,17 +171,17 @@ def _downloaded(driver: FileStoreDriver, obj: RemoteObject, scratch: Path) -> It
         path.unlink(missing_ok=True)
 
 
-def _store_computed(
-    store: RecordStore, obj: RemoteObject, path: Path, sha256: str, stale: Optional[ObjectVersion],
-) -> Optional[FileRecord]:
-    """Compute the record of the file at ``path`` (the object's bytes) and store it over
-    ``stale`` (None: create-only). None if another writer stored a record of these bytes
-    meanwhile; a StorageError if it stored one of other bytes."""
-    record, metadata = compute_record_or_note_problem(
-        path, obj.name, sha256=sha256, size=path.stat().st_size,
-        upload_time=upload_time(obj.modified if obj.modified is not None else time.time()),
-    )
-    return write_record(store, record, metadata, stale)
+def computed_record(path: Path, filename: str, sha256: str, when: str) -> tuple[FileRecord, Optional[bytes], str]:
+    """The record (uploader None, uploaded ``when``) and core metadata file of the package
+    file at ``path``, and, for a file that is not what its name says, the problem (its
+    record then notes it and names no metadata; the file is still served)."""
+    size = path.stat().st_size
+    try:
+        record, metadata = compute_record(path, filename, sha256=sha256, size=size, upload_time=when, uploader=None)
+        return record, metadata, ""
+    except DistributionError as exc:
+        record, metadata = compute_record_or_note_problem(path, filename, sha256=sha256, size=size, upload_time=when)
+        return record, metadata, str(exc)
 
 
 def write_record(
