@@ -12,6 +12,8 @@ PREFIX = "packages"
 # The change marker the index rewrites on every change (gcs_sync.drivers.base.MARKER_NAME),
 # spelled out here so a renamed marker fails these tests instead of hiding from them.
 MARKER = ".gcs_sync/changed"
+# Where each file's metadata record and core metadata file are kept (gcs_sync.records.record).
+RECORD_FOLDERS = (".gcs_sync/records/", ".gcs_sync/metadata/")
 
 
 class BucketProbe:
@@ -47,8 +49,13 @@ class BucketProbe:
         raise NotImplementedError
 
     def names(self) -> set[str]:
-        """Every object under the prefix except the change marker."""
-        return self.all_names() - {MARKER}
+        """Every object under the prefix except the change marker and the files' metadata
+        records and core metadata files (``record_names``)."""
+        return {name for name in self.all_names() - {MARKER} if not name.startswith(RECORD_FOLDERS)}
+
+    def record_names(self) -> set[str]:
+        """The metadata records and core metadata files (``.gcs_sync/records/``, ``.gcs_sync/metadata/``)."""
+        return {name for name in self.all_names() if name.startswith(RECORD_FOLDERS)}
 
     def all_names(self) -> set[str]:
         raise NotImplementedError

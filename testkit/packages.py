@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -13,19 +14,27 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def make_wheel(folder: Path, name: str, version: str, value: str = "") -> Path:
-    """A wheel of project ``name`` with one module whose ``VALUE`` is ``value``."""
+def make_wheel(folder: Path, name: str, version: str, value: str = "", *, requires_python: str | None = None,
+               requires: tuple[str, ...] = (), metadata_version: str | None = None, padding: int = 0) -> Path:
+    """A wheel of project ``name`` with one module whose ``VALUE`` is ``value``. Its METADATA
+    says ``Requires-Python`` and ``Requires-Dist`` as given, and ``metadata_version`` in place
+    of ``version`` if given (a wheel whose name and metadata disagree); ``padding`` adds a
+    data file of that many incompressible bytes (a large wheel)."""
     dist = re.sub(r"[-_.]+", "_", name).lower()
     module = dist
     info = f"{dist}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": f"VALUE = {value or name + ' ' + version!r}\n".encode(),
         f"{info}/METADATA": (
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {metadata_version or version}\n"
             "Summary: a package built by the gcs_sync tests\n"
+            + (f"Requires-Python: {requires_python}\n" if requires_python else "")
+            + "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
         ).encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: gcs_sync-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
+    if padding:
+        files[f"{module}/padding.bin"] = os.urandom(padding)
     record = "".join(f"{path},{_record_hash(data)},{len(data)}\n" for path, data in files.items())
     files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
     folder.mkdir(parents=True, exist_ok=True)

@@ -114,7 +114,7 @@ class SyncedFolderBackend(Backend):
         except DistributionError as exc:
             staged.path.unlink(missing_ok=True)
             log.warning("upload of %r refused: %s", filename, exc.problem)
-            raise HTTPError(400, f"Bad distribution: {exc}") from exc
+            raise HTTPError("400 Bad distribution", f"Bad distribution: {exc}") from exc
         except BaseException:
             staged.path.unlink(missing_ok=True)
             raise

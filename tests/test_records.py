@@ -1,0 +1,190 @@
+"""Metadata records (issue 11): computed once at upload, stored beside the file as part of
+the same all-or-nothing upload, and brought to every instance by its sync; files put in
+the bucket by other tools get theirs from the first instance that meets them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from gcs_sync.records.record import FileRecord, metadata_object, record_object
+from testkit.buckets import BucketProbe
+from testkit.fault_proxy import FaultProxy, Respond
+from testkit.packages import make_wheel
+from testkit.servers import USER
+from testkit.wait import eventually
+
+from .test_app import AUTH, App
+
+
+def stored_record(bucket: BucketProbe, filename: str) -> FileRecord:
+    data = bucket.get(record_object(filename))
+    assert data is not None, f"no record of {filename} in the bucket"
+    return FileRecord.from_bytes(data)
+
+
+def indexed_record(app: App, filename: str) -> FileRecord | None:
+    index = app.wsgi.config["gcs_sync.index"]
+    index.refresh()
+    pkg = index.get(filename)
+    assert pkg is not None, f"{filename} is not indexed"
+    entry = app.client.state.load()[filename]
+    return entry.record
+
+
+@pytest.fixture
+def app(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> App:
+    return App(bucket, tmp_path / "packages", htpasswd)
+
+
+def test_an_upload_stores_the_files_record_and_core_metadata_beside_it(
+    app: App, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0", requires_python=">=3.8", requires=("other>=1",))
+    assert app.upload(wheel).status_code == 200
+    record = stored_record(bucket, wheel.name)
+    metadata = bucket.get(metadata_object(wheel.name))
+    assert metadata is not None and b"Requires-Dist: other>=1" in metadata
+    assert record.filename == wheel.name and record.size == wheel.stat().st_size
+    assert record.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert record.uploader == USER and record.requires_python == ">=3.8"
+    assert record.metadata_sha256 == hashlib.sha256(metadata).hexdigest()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record.upload_time)
+    assert not record.yanked
+    assert indexed_record(app, wheel.name) == record
+    assert (app.folder / ".gcs_sync" / "metadata" / f"{wheel.name}.metadata").read_bytes() == metadata
+
+
+def test_a_wheel_whose_name_and_metadata_disagree_is_refused_and_nothing_is_stored(
+    app: App, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "2.0", metadata_version="1.0")
+    reply = app.upload(wheel)
+    assert reply.status_code == 400
+    assert "2.0" in reply.get_data(as_text=True) and "1.0" in reply.get_data(as_text=True)
+    assert bucket.names() == set() and bucket.record_names() == set()
+    assert app.leftovers() == [] and not (app.folder / wheel.name).exists()
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"PK\x05\x06" + b"\0" * 18, "metadata"),  # an empty zip: not a wheel
+    (b"not a zip at all", "zip"),
+])
+def test_a_file_that_is_not_a_wheel_is_refused_with_a_400(
+    app: App, bucket: BucketProbe, tmp_path: Path, data: bytes, problem: str
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    reply = app.upload(wheel, data=data)
+    assert reply.status_code == 400 and wheel.name in reply.get_data(as_text=True)
+    assert problem in reply.get_data(as_text=True).lower()
+    assert bucket.names() == set() and bucket.record_names() == set()
+
+
+def test_another_instance_serves_the_record_written_through_the_first(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    other = App(bucket, tmp_path / "other", htpasswd)
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0", requires_python=">=3.9")
+    assert app.upload(wheel).status_code == 200
+    other.client.sync()
+    assert indexed_record(other, wheel.name) == stored_record(bucket, wheel.name)
+    assert (other.folder / ".gcs_sync" / "metadata" / f"{wheel.name}.metadata").read_bytes() == \
+        bucket.get(metadata_object(wheel.name))
+
+
+def test_a_file_put_there_by_another_tool_gets_its_record_once(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0", requires_python=">=3.7")
+    bucket.put(wheel.name, wheel.read_bytes())
+    first = App(bucket, tmp_path / "first", htpasswd)
+    first.client.sync()
+    record = stored_record(bucket, wheel.name)
+    assert record.uploader is None and record.requires_python == ">=3.7"
+    assert record.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    second = App(bucket, tmp_path / "second", htpasswd)
+    second.driver.calls.clear()
+    second.client.sync()
+    assert second.driver.calls["upload"] <= 1  # the change marker at most: the record is read, not computed
+    assert indexed_record(second, wheel.name) == record
+
+
+def test_a_bad_file_put_there_by_another_tool_is_served_with_a_record_saying_why(
+    app: App, bucket: BucketProbe, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket.put("demo-1.0-py3-none-any.whl", b"not a zip")
+    with caplog.at_level(logging.WARNING, logger="gcs_sync.records"):
+        app.client.sync()
+    record = stored_record(bucket, "demo-1.0-py3-none-any.whl")
+    assert record.metadata_sha256 is None and record.metadata_problem is not None
+    assert "demo-1.0-py3-none-any.whl" in caplog.text
+    assert app.http.get("/packages/demo-1.0-py3-none-any.whl").get_data() == b"not a zip"
+
+
+def test_a_removal_removes_the_record_too(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    reply = app.http.post("/", data={":action": "remove_pkg", "name": "demo", "version": "1.0"}, headers=AUTH)
+    assert reply.status_code == 200
+    assert bucket.names() == set() and bucket.record_names() == set()
+    assert not (app.folder / ".gcs_sync" / "metadata" / f"{wheel.name}.metadata").exists()
+
+
+def test_a_stale_record_left_under_a_name_is_replaced_by_the_next_upload(
+    app: App, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0", requires_python=">=3.10")
+    stale = FileRecord(wheel.name, 3, "0" * 64, "2020-01-01T00:00:00.000000Z", yanked=True, yank_reason="old")
+    bucket.put(record_object(wheel.name), stale.to_bytes())
+    assert app.upload(wheel).status_code == 200
+    record = stored_record(bucket, wheel.name)
+    assert record.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest() and not record.yanked
+
+
+def test_an_identical_retry_keeps_the_first_uploads_record(app: App, bucket: BucketProbe, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    first = bucket.get(record_object(wheel.name))
+    assert app.upload(wheel).status_code == 200  # the same bytes again: a success (PyPI too)
+    assert bucket.get(record_object(wheel.name)) == first
+
+
+# S3 only: GCS names the object in the body of its uploads, so the proxy cannot pick the
+# record's write out from the file's.
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_an_upload_whose_record_cannot_be_stored_fails_and_leaves_nothing(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
+) -> None:
+    app = App(bucket, tmp_path / "packages", htpasswd, STORAGE_TIMEOUT=2)
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    # The record's write (GCS names the object in the query, S3 in the path) answers 503.
+    proxy.add_rule(None, r"records", Respond(503))
+    reply = app.upload(wheel)
+    proxy.clear_rules()
+    assert reply.status_code == 503
+    assert bucket.names() == set()
+    assert record_object(wheel.name) not in bucket.record_names()
+    # A retry succeeds, with its record (once the write breaker lets writes try again).
+    assert eventually(lambda: app.upload(wheel).status_code == 200, 10)
+    assert stored_record(bucket, wheel.name).sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)  # as above: S3 names the object in the path
+def test_an_instance_that_may_not_write_records_keeps_them_and_says_so(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0", requires_python=">=3.8")
+    bucket.put(wheel.name, wheel.read_bytes())
+    app = App(bucket, tmp_path / "packages", htpasswd, STORAGE_TIMEOUT=2)
+    proxy.add_rule("PUT", r"records|metadata", Respond(403))
+    with caplog.at_level(logging.WARNING):
+        app.client.sync()
+    proxy.clear_rules()
+    assert bucket.record_names() == set()
+    record = indexed_record(app, wheel.name)
+    assert record is not None and record.requires_python == ">=3.8"
+    assert "may not write metadata records" in caplog.text
