@@ -83,12 +83,6 @@ def package_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
 
 
-def package_names(bucket: BucketProbe, folder: str = "") -> set[str]:
-    """The names directly in ``folder`` of the bucket's prefix (the package files by default,
-    not the records and metadata files under .gcs_sync/)."""
-    return {name[len(folder):] for name in bucket.names() if name.startswith(folder) and "/" not in name[len(folder):]}
-
-
 def fill(bucket: BucketProbe, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         bucket.put(name, data)
@@ -313,9 +307,9 @@ def test_push_of_a_stock_folder_uploads_what_the_bucket_lacks_and_reports_the_co
     assert "README.txt: not a package filename" in run.out and "old/: a folder" in run.out
     assert "records stored: 3" in run.out  # the two uploaded, and the one already there (none for the conflict)
     assert "bad files, pushed anyway with a record that notes the problem" in run.out  # b"the sdist"
-    assert package_names(bucket) == {*stock_folder}
-    assert package_names(bucket, ".gcs_sync/records/") == {f"{name}.json" for name in stock_folder
-                                                            if name != "clash-1.0.tar.gz"}
+    assert bucket.names() == {*stock_folder}
+    assert {name for name in bucket.record_names() if name.startswith(".gcs_sync/records/")} == {
+        f".gcs_sync/records/{name}.json" for name in stock_folder if name != "clash-1.0.tar.gz"}
     for name in new:
         assert bucket.get(name) == stock_folder[name]
         if bucket.backend != "local":  # a folder keeps no metadata
@@ -332,8 +326,8 @@ def test_push_of_a_stock_folder_uploads_what_the_bucket_lacks_and_reports_the_co
     forced = run_cli(env, "push", str(stock), "--overwrite")
     assert forced.code == 0, forced.out
     assert "0 uploaded, 1 overwritten" in forced.out and "overwritten (--overwrite): 1\n  clash-1.0.tar.gz" in forced.out
-    assert {name: bucket.get(name) for name in package_names(bucket)} == stock_folder
-    assert "clash-1.0.tar.gz.json" in package_names(bucket, ".gcs_sync/records/")
+    assert {name: bucket.get(name) for name in bucket.names()} == stock_folder
+    assert ".gcs_sync/records/clash-1.0.tar.gz.json" in bucket.record_names()
     assert bucket.marker_version() != marker
 
 

@@ -10,7 +10,6 @@ import io
 import json
 import tarfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +20,7 @@ from gcs_sync.config import Settings
 from testkit.buckets import BucketProbe
 from testkit.packages import make_wheel
 
-from .test_cli import bucket_snapshot, env_for, run_cli, run_cli_process  # noqa: F401  (run_cli is a fixture)
+from .test_cli import env_for, run_cli, run_cli_process  # noqa: F401  (run_cli is a fixture)
 
 
 def sha256(data: bytes) -> str:
@@ -30,15 +29,8 @@ def sha256(data: bytes) -> str:
 
 def wheel_bytes(tmp_path: Path, name: str, version: str, requires_python: str) -> bytes:
     """A real wheel (testkit's) whose METADATA says ``Requires-Python``."""
-    plain = make_wheel(tmp_path / "build" / f"{name}-{version}", name, version)
-    out = io.BytesIO()
-    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
-        for info in source.infolist():
-            data = source.read(info.filename)
-            if info.filename.endswith(".dist-info/METADATA"):
-                data += f"Requires-Python: {requires_python}\n".encode()
-            target.writestr(info.filename, data)
-    return out.getvalue()
+    return make_wheel(tmp_path / "build" / f"{name}-{version}", name, version,
+                      requires_python=requires_python).read_bytes()
 
 
 def sdist_bytes(name: str, version: str, requires_python: str) -> bytes:
@@ -67,7 +59,13 @@ def metadata_of(bucket: BucketProbe, filename: str) -> Optional[bytes]:
 
 
 def packages(bucket: BucketProbe) -> set[str]:
-    return {name for name in bucket.names() if not name.startswith(".gcs_sync/")}
+    return bucket.names()
+
+
+def snapshot(bucket: BucketProbe) -> tuple[dict[str, Optional[bytes]], Optional[str]]:
+    """Every object with its bytes, the records and core metadata files included, and the
+    change marker's version."""
+    return {name: bucket.get(name) for name in bucket.names() | bucket.record_names()}, bucket.marker_version()
 
 
 def object_versions(env: dict[str, str]) -> dict[str, str]:
@@ -134,11 +132,11 @@ def test_backfill_computes_each_missing_record_once_and_notes_a_bad_file(
     assert record_of(bucket, "gone-1.0.tar.gz") == orphan  # reported, not deleted
     assert bucket.get(WHEEL) == wheel and bucket.get(SDIST) == sdist  # the files are never touched
 
-    snapshot = bucket_snapshot(bucket)
+    before = snapshot(bucket)
     again = run_cli(env, "backfill")  # idempotent: nothing computed, nothing written
     assert again.code == 0, again.out
     assert "0 records computed" in again.out and "3 already there, 0 failed" in again.out
-    assert bucket_snapshot(bucket) == snapshot
+    assert snapshot(bucket) == before
 
     # A file replaced by another tool: its record describes other bytes, so it is computed again.
     newer = sdist_bytes("demo", "1.0", ">=3.11")
@@ -233,13 +231,13 @@ def test_yank_of_a_release_the_bucket_does_not_have_exits_1_and_changes_nothing(
 ) -> None:
     bucket.put(SDIST, sdist_bytes("demo", "1.0", ">=3.8"))
     env = env_for(bucket, tmp_path / "server-folder")
-    before = bucket_snapshot(bucket)
+    before = snapshot(bucket)
     for argv in (("yank", "demo", "9.9"), ("yank", "nothing", "1.0", "--reason", "x"), ("unyank", "demo", "1.0.0")):
         run = run_cli(env, *argv)
         assert run.code == 1, run.out
         assert f"error: no files of {argv[1]} {argv[2]} in the bucket" in run.err and "nothing changed" in run.err
         assert run.out == ""
-    assert bucket_snapshot(bucket) == before
+    assert snapshot(bucket) == before
 
 
 # -- push ------------------------------------------------------------------------------
@@ -271,10 +269,10 @@ def test_push_leaves_every_file_with_its_record_and_pushes_a_bad_one_anyway(
     assert sha256(metadata_of(bucket, WHEEL) or b"") == record_of(bucket, WHEEL)["metadata_sha256"]  # type: ignore[index]
     assert record_of(bucket, "broken-1.0.tar.gz")["metadata_problem"]  # type: ignore[index]
 
-    snapshot = bucket_snapshot(bucket)
+    before = snapshot(bucket)
     again = run_cli(env, "push", str(stock))  # nothing new: no record rewritten, the marker stays
     assert again.code == 0, again.out
     assert "0 uploaded" in again.out and "4 already there" in again.out and "records stored" not in again.out
-    assert bucket_snapshot(bucket) == snapshot
+    assert snapshot(bucket) == before
     backfill = run_cli(env, "backfill")
     assert backfill.code == 0 and "0 records computed" in backfill.out and "4 already there" in backfill.out

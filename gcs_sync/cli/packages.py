@@ -80,7 +80,8 @@ def add_commands(commands: "argparse._SubParsersAction", parent: argparse.Argume
         commands, "push", [parent, progress], help="upload a folder's packages the bucket lacks",
         description="Upload every package file of FOLDER (any folder, for example a stock pypiserver "
         "one; default LOCAL_PACKAGE_DIRECTORY) that the bucket lacks, create-only, with its sha256, "
-        "SYNC_CONCURRENCY at a time; then rewrite the change marker, so running instances list the "
+        "SYNC_CONCURRENCY at a time, and store each file's record beside it (a file whose metadata "
+        "cannot be read is pushed anyway, with a record that says why); then rewrite the change marker, so running instances list the "
         "bucket at their next check. A name the bucket has with the same content counts as done; "
         "with other content it is a conflict, reported and left alone unless --overwrite. Other "
         "files and sub-folders are skipped and listed. Never deletes. Exit 0 if every package file "
