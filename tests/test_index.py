@@ -110,6 +110,8 @@ def test_files_carry_their_record_and_the_metadata_file_is_offered_once_in_place
     record = FileRecord("demo-1.0-py3-none-any.whl", 5, hashlib.sha256(b"wheel").hexdigest(),
                         "2026-12-04T10:00:00Z", metadata_sha256="ab" * 32)
     state.record("demo-1.0-py3-none-any.whl", entry.with_record(record, "1"))
+    # A file whose record is not known yet.
+    state.record("demo-2.0.tar.gz", state.load()["demo-2.0.tar.gz"].with_record(None, None))
     index = new_index(client)
     index.refresh()
     wheel, sdist = index.get("demo-1.0-py3-none-any.whl"), index.get("demo-2.0.tar.gz")
@@ -122,6 +124,9 @@ def test_files_carry_their_record_and_the_metadata_file_is_offered_once_in_place
     assert served is not None and Path(served.root, served.relfn).read_bytes() == b"Metadata-Version: 2.1\n"
     assert served.relfn == "demo-1.0-py3-none-any.whl.metadata"
     assert index.metadata_file("demo-2.0.tar.gz.metadata") is None  # no record
+    folder.remove_metadata("demo-1.0-py3-none-any.whl")
+    assert index.metadata_file("demo-1.0-py3-none-any.whl.metadata") is None  # gone again
+    folder.write_metadata("demo-1.0-py3-none-any.whl", b"Metadata-Version: 2.1\n")
     # A record of other bytes (an earlier file of that name) is not this file's.
     state.record("demo-1.0-py3-none-any.whl", entry.with_record(
         dataclasses.replace(record, sha256="00" * 32), "2"))
