@@ -34,3 +34,34 @@ def make_wheel(folder: Path, name: str, version: str, value: str = "") -> Path:
         for path, data in files.items():
             zf.writestr(path, data)
     return wheel
+
+
+def make_sdist(folder: Path, name: str, version: str, value: str = "", filler: bytes = b"",
+               filename: str = "") -> Path:
+    """A real sdist ``<name>-<version>.tar.gz`` (or ``filename``, which must end in
+    ``.tar.gz``) whose top folder ``<name>-<version>/`` holds its ``PKG-INFO`` and one
+    module whose ``VALUE`` is ``value``; ``filler``, if given, is one more member (to make
+    a file of some size)."""
+    import io
+    import tarfile
+
+    top = f"{name}-{version}"
+    module = re.sub(r"[-_.]+", "_", name).lower()
+    members = {
+        f"{top}/PKG-INFO": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            "Summary: a package built by the gcs_sync tests\n"
+        ).encode(),
+        f"{top}/{module}/__init__.py": f"VALUE = {value or name + ' ' + version!r}\n".encode(),
+    }
+    if filler:
+        members[f"{top}/filler.bin"] = filler
+    folder.mkdir(parents=True, exist_ok=True)
+    sdist = folder / (filename or f"{top}.tar.gz")
+    with tarfile.open(sdist, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        for path, data in members.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mtime = 0
+            tf.addfile(info, io.BytesIO(data))
+    return sdist
