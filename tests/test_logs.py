@@ -143,7 +143,7 @@ def test_every_answer_gets_a_request_line_with_its_status(
     upload_line, download_line = lines[2], lines[3]
     assert upload_line[2].startswith("POST / 200 0 B ") and upload_line[2].endswith(f" user={USER} twine/6.1.0")
     assert upload_line[0]["userAgent"] == "twine/6.1.0 CPython/3.11"
-    assert download_line[0]["responseSize"] == "4"
+    assert download_line[0]["responseSize"] == str(len(sdist))
     assert all(h["latency"].endswith("s") and float(h["latency"][:-1]) >= 0 for h, _, _ in lines)
     assert "token" not in caplog.text and PASSWORD not in caplog.text and WRONG_PASSWORD not in caplog.text
 
