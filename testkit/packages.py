@@ -65,3 +65,11 @@ def make_sdist(folder: Path, name: str, version: str, value: str = "", filler: b
             info.mtime = 0
             tf.addfile(info, io.BytesIO(data))
     return sdist
+
+
+def sdist_bytes(name: str, version: str, value: str = "") -> bytes:
+    """The bytes of ``make_sdist(..., name, version, value)``, for a test that posts them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return make_sdist(Path(folder), name, version, value).read_bytes()
