@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from testkit.packages import make_wheel
+from testkit.packages import make_wheel, sdist_bytes
 from testkit.servers import (
     Instance,
     new_venv,
@@ -234,15 +234,20 @@ class Workload:
         return attempt
 
     def upload(self, rng: random.Random) -> None:
-        filename = f"{rng.choice(DISTINCT_PROJECTS)}-1.{next(self._versions)}.tar.gz"
+        project, version = rng.choice(DISTINCT_PROJECTS), f"1.{next(self._versions)}"
+        filename = f"{project}-{version}.tar.gz"
         self.ledger.note_tried(filename, reserved=False)
-        self._upload("upload", rng.choice("AB"), filename, rng.randbytes(rng.randint(1_000, 32_000)))
+        # A real sdist (uploads are opened and checked), of 1-32 KB of incompressible filler.
+        data = sdist_bytes(project, version, filler=rng.randbytes(rng.randint(1_000, 32_000)))
+        self._upload("upload", rng.choice("AB"), filename, data)
 
     def pair_upload(self, rng: random.Random) -> None:
-        filename = f"{PAIR_PROJECT}-{next(self._pairs)}.0.tar.gz"
+        version = f"{next(self._pairs)}.0"
+        filename = f"{PAIR_PROJECT}-{version}.tar.gz"
         self.ledger.note_tried(filename, reserved=True)
         size = rng.randint(1_000, 32_000)
-        contents = {name: name.encode() + rng.randbytes(size) for name in "AB"}  # same size, other bytes
+        # Real sdists of one name and size, with other bytes.
+        contents = {name: sdist_bytes(PAIR_PROJECT, version, value=name, filler=rng.randbytes(size)) for name in "AB"}
         self._at_once({name: lambda name=name: self._upload("pair-upload", name, filename, contents[name], filename)
                        for name in "AB"})
 

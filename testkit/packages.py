@@ -76,9 +76,9 @@ def make_sdist(folder: Path, name: str, version: str, value: str = "", filler: b
     return sdist
 
 
-def sdist_bytes(name: str, version: str, value: str = "") -> bytes:
-    """The bytes of ``make_sdist(..., name, version, value)``, for a test that posts them."""
+def sdist_bytes(name: str, version: str, value: str = "", filler: bytes = b"") -> bytes:
+    """The bytes of ``make_sdist(..., name, version, value, filler)``, for a test that posts them."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        return make_sdist(Path(folder), name, version, value).read_bytes()
+        return make_sdist(Path(folder), name, version, value, filler).read_bytes()

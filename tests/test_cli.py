@@ -309,7 +309,7 @@ def test_push_of_a_stock_folder_uploads_what_the_bucket_lacks_and_reports_the_co
     assert "bad files, pushed anyway with a record that notes the problem" in run.out  # b"the sdist"
     assert bucket.names() == {*stock_folder}
     assert {name for name in bucket.record_names() if name.startswith(".gcs_sync/records/")} == {
-        f".gcs_sync/records/{name}.json" for name in stock_folder if name != "clash-1.0.tar.gz"}
+        f".gcs_sync/records/{name}" for name in stock_folder if name != "clash-1.0.tar.gz"}
     for name in new:
         assert bucket.get(name) == stock_folder[name]
         if bucket.backend != "local":  # a folder keeps no metadata
@@ -327,7 +327,7 @@ def test_push_of_a_stock_folder_uploads_what_the_bucket_lacks_and_reports_the_co
     assert forced.code == 0, forced.out
     assert "0 uploaded, 1 overwritten" in forced.out and "overwritten (--overwrite): 1\n  clash-1.0.tar.gz" in forced.out
     assert {name: bucket.get(name) for name in bucket.names()} == stock_folder
-    assert ".gcs_sync/records/clash-1.0.tar.gz.json" in bucket.record_names()
+    assert ".gcs_sync/records/clash-1.0.tar.gz" in bucket.record_names()
     assert bucket.marker_version() != marker
 
 

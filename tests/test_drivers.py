@@ -270,16 +270,16 @@ class DriverContract:
     ) -> None:
         """What metadata records need: a create-only note write (ObjectExists if one is
         there), the version of the bytes read, and a listing with versions."""
-        note = ".gcs_sync/records/demo-1.0.tar.gz.json"
+        note = ".gcs_sync/records/demo-1.0.tar.gz"
         first = driver.put_note(note, b'{"a": 1}', create_only=True)
-        with pytest.raises(ObjectExists, match="demo-1.0.tar.gz.json"):
+        with pytest.raises(ObjectExists, match="records/demo-1.0.tar.gz"):
             driver.put_note(note, b'{"a": 2}', create_only=True)
         assert driver.read_note_versioned(note) == (b'{"a": 1}', first)
         assert driver.list_note_versions(".gcs_sync/records/") == {note: first}
         second = driver.put_note(note, b'{"a": 3}', if_version=first)
         assert driver.read_note_versioned(note) == (b'{"a": 3}', second)
         assert driver.list_note_versions(".gcs_sync/records/") == {note: second}
-        assert driver.read_note_versioned(".gcs_sync/records/missing.json") is None
+        assert driver.read_note_versioned(".gcs_sync/records/missing-1.0.tar.gz") is None
 
     def test_listings_and_stat_say_when_an_object_was_written(
         self, driver: FileStoreDriver, tmp_path: Path

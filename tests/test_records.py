@@ -207,3 +207,20 @@ def test_a_yank_reaches_another_instance_through_its_sync_and_only_the_record_ch
     record = indexed_record(other, wheel.name)
     assert record is not None and record.yanked and record.yank_reason == "broken"
     assert other.client.state.load()[wheel.name].remote_version == file_version  # the file was not fetched again
+
+
+def test_a_wheel_with_the_longest_name_is_stored_with_a_record_and_served_without_a_metadata_file(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    """255 characters is the longest package file name; ``<name>.metadata`` would be longer
+    than any folder allows, so that wheel is served alone (its record says why)."""
+    wheel = make_wheel(tmp_path / "dist", "a" * 234, "1.0")
+    assert len(wheel.name) == 255
+    assert app.upload(wheel).status_code == 200
+    record = stored_record(bucket, wheel.name)
+    assert record.metadata_sha256 is None and "too long" in (record.metadata_problem or "")
+    other = App(bucket, tmp_path / "other", htpasswd)
+    other.client.sync()
+    assert indexed_record(other, wheel.name) == record
+    assert other.http.get(f"/packages/{wheel.name}").get_data() == wheel.read_bytes()
+    assert "data-core-metadata" not in other.http.get("/simple/" + "a" * 234 + "/").get_data(as_text=True)

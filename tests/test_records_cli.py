@@ -50,12 +50,12 @@ def sdist_bytes(name: str, version: str, requires_python: str) -> bytes:
 
 
 def record_of(bucket: BucketProbe, filename: str) -> Optional[dict[str, Any]]:
-    data = bucket.get(f".gcs_sync/records/{filename}.json")
+    data = bucket.get(f".gcs_sync/records/{filename}")
     return None if data is None else json.loads(data)
 
 
 def metadata_of(bucket: BucketProbe, filename: str) -> Optional[bytes]:
-    return bucket.get(f".gcs_sync/metadata/{filename}.metadata")
+    return bucket.get(f".gcs_sync/metadata/{filename}")
 
 
 def packages(bucket: BucketProbe) -> set[str]:
@@ -98,7 +98,7 @@ def test_backfill_computes_each_missing_record_once_and_notes_a_bad_file(
     after_put = time.time()
     orphan = {"format": 1, "filename": "gone-1.0.tar.gz", "size": 1, "sha256": "0" * 64,
               "upload_time": "2020-01-01T00:00:00.000000Z"}
-    bucket.put(".gcs_sync/records/gone-1.0.tar.gz.json", json.dumps(orphan).encode())
+    bucket.put(".gcs_sync/records/gone-1.0.tar.gz", json.dumps(orphan).encode())
     time.sleep(1.2)  # so that "now" and the objects' times differ
     env = env_for(bucket, tmp_path / "server-folder")
     marker = bucket.marker_version()
@@ -158,8 +158,8 @@ def test_backfill_replaces_an_unreadable_record_and_a_missing_metadata_file(
     assert run_cli(env, "backfill").code == 0
     assert run_cli(env, "yank", "demo", "1.0", "--reason", "old").code == 0
     uploaded = record_of(bucket, WHEEL)["upload_time"]  # type: ignore[index]
-    bucket.put(f".gcs_sync/records/{SDIST}.json", b"{not json")
-    bucket.delete(f".gcs_sync/metadata/{WHEEL}.metadata")
+    bucket.put(f".gcs_sync/records/{SDIST}", b"{not json")
+    bucket.delete(f".gcs_sync/metadata/{WHEEL}")
 
     run = run_cli(env, "backfill")
     assert run.code == 0, run.out

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from gcs_sync.records.extract import DistributionError, read_core_metadata
-from gcs_sync.records.record import FileRecord
+from gcs_sync.names import MAX_NAME_LENGTH
+from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
 
 log = logging.getLogger("gcs_sync.records")
 
@@ -20,13 +21,18 @@ def compute_record(
     wheel's METADATA; None for other kinds). Raises DistributionError (a ValueError naming
     the file) for a file that is not what its name says: an upload refuses it with a 400."""
     core = read_core_metadata(path, filename)
+    problem = None if core is not None else "no core metadata is read from this kind of file"
+    servable = core is not None and core.servable
+    if servable and len(filename) + len(METADATA_SUFFIX) > MAX_NAME_LENGTH:
+        # Served as <file>.metadata, a name no folder could hold: the file is served alone.
+        servable, problem = False, f"the name is too long for a core metadata file ({MAX_NAME_LENGTH} characters)"
     record = FileRecord(
         filename=filename, size=size, sha256=sha256, upload_time=upload_time, uploader=uploader,
         requires_python=None if core is None else core.requires_python,
-        metadata_sha256=core.sha256 if core is not None and core.servable else None,
-        metadata_problem=None if core is not None else "no core metadata is read from this kind of file",
+        metadata_sha256=core.sha256 if core is not None and servable else None,
+        metadata_problem=problem,
     )
-    return record, core.data if core is not None and core.servable else None
+    return record, core.data if core is not None and servable else None
 
 
 def compute_record_or_note_problem(

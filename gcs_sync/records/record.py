@@ -1,9 +1,12 @@
 """One package file's metadata record, computed once (at upload, or by the first instance
 that meets a file without one) and kept in the bucket beside the file:
 
-    <prefix>/<filename>                              the package file
-    <prefix>/.gcs_sync/records/<filename>.json       its record (this module's JSON)
-    <prefix>/.gcs_sync/metadata/<filename>.metadata  its core metadata file (PEP 658), if any
+    <prefix>/<filename>                      the package file
+    <prefix>/.gcs_sync/records/<filename>     its record (this module's JSON)
+    <prefix>/.gcs_sync/metadata/<filename>    its core metadata file (PEP 658), if any
+
+Named as the file, without a suffix: a file name may take the 255 characters a folder
+allows (names.MAX_NAME_LENGTH), so its record's name can't be longer.
 
 Every instance serves the simple API's fields from records alone (PEP 691/700/592/658),
 never by opening a package. A record names the sha256 of the file it describes: a record
@@ -18,9 +21,10 @@ import datetime
 import json
 from typing import Any, Optional
 
+from gcs_sync.names import is_package_filename
+
 RECORDS_FOLDER = ".gcs_sync/records/"
 METADATA_FOLDER = ".gcs_sync/metadata/"
-RECORD_SUFFIX = ".json"
 METADATA_SUFFIX = ".metadata"  # PEP 658: the core metadata file is served at <file URL>.metadata
 RECORD_FORMAT = 1
 # A record is small; anything larger in the bucket is not one of ours.
@@ -45,20 +49,21 @@ class RecordError(ValueError):
 
 def record_object(filename: str) -> str:
     """The record's object name, relative to the prefix."""
-    return RECORDS_FOLDER + filename + RECORD_SUFFIX
+    return RECORDS_FOLDER + filename
 
 
 def metadata_object(filename: str) -> str:
     """The core metadata file's object name, relative to the prefix."""
-    return METADATA_FOLDER + filename + METADATA_SUFFIX
+    return METADATA_FOLDER + filename
 
 
 def filename_of_record(object_name: str) -> Optional[str]:
     """The package filename a record object (as ``list_notes`` names it) describes; None
     for anything else in the records folder."""
-    if not object_name.startswith(RECORDS_FOLDER) or not object_name.endswith(RECORD_SUFFIX):
+    if not object_name.startswith(RECORDS_FOLDER):
         return None
-    return object_name[len(RECORDS_FOLDER):-len(RECORD_SUFFIX)] or None
+    filename = object_name[len(RECORDS_FOLDER):]
+    return filename if is_package_filename(filename) else None
 
 
 @dataclasses.dataclass(frozen=True)

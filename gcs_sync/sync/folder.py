@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterator, Optional
 
 from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, temp_name, write_atomically
 from gcs_sync.listings import CONTROL_FOLDER, scan_package_folder
-from gcs_sync.records.record import FileRecord
+from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
 
 log = logging.getLogger("gcs_sync.folder")  # the name operators' log queries know
 
@@ -93,8 +93,10 @@ class PackageFolder:
         return self.path / name
 
     def metadata_path(self, name: str) -> Path:
-        """Where package file ``name``'s core metadata file is kept (``<name>.metadata``)."""
-        return self.metadata_folder / f"{name}.metadata"
+        """Where package file ``name``'s core metadata file is kept: ``<name>.metadata``, the
+        name pypiserver's download route serves it under (``records.compute`` gives no
+        metadata file to a name too long for that)."""
+        return self.metadata_folder / f"{name}{METADATA_SUFFIX}"
 
     def write_metadata(self, name: str, data: bytes) -> None:
         """Keep ``data`` as package file ``name``'s core metadata file (temp, then rename:
