@@ -96,14 +96,16 @@ class RecordStore:
         (ObjectExists, ObjectChanged); the metadata file is the same bytes for the same
         package file, so it is written unless those very bytes are already there."""
         metadata_written = None if metadata is None else self._write_metadata(record.filename, metadata)
-        name = record_object(record.filename)
-        try:
-            version = self.driver.put_note(name, record.to_bytes(), if_version=if_version, create_only=create_only)
-        except StorageError:
-            if metadata_written is not None:
-                self._delete_quietly(metadata_object(record.filename), metadata_written)
-            raise
+        # A failed record write leaves the metadata file: for this name and these bytes it
+        # is the same whoever wrote it, and a record another writer stored meanwhile may
+        # name it. (A failed upload's undo removes it, at the version written.)
+        version = self.driver.put_note(record_object(record.filename), record.to_bytes(),
+                                       if_version=if_version, create_only=create_only)
         return StoredRecord(record, version, version, metadata_written)
+
+    def write_metadata(self, filename: str, data: bytes) -> Optional[Version]:
+        """Store ``filename``'s core metadata file alone (its record names this digest)."""
+        return self._write_metadata(filename, data)
 
     def _write_metadata(self, filename: str, data: bytes) -> Optional[Version]:
         name = metadata_object(filename)
@@ -138,10 +140,25 @@ class RecordStore:
                 continue
         raise StorageError("yank", record_object(filename), "the record kept changing while it was written")
 
-    def delete(self, filename: str) -> None:
-        """Remove the record and the core metadata file of a removed package file."""
-        self.driver.delete(record_object(filename))
-        self.driver.delete(metadata_object(filename))
+    def forget(self, filename: str, sha256: Optional[str]) -> None:
+        """Remove the record and core metadata file of a removed package file whose bytes
+        had ``sha256`` (None: not known here): each only at the version read, and only if
+        it describes those bytes. A record of other bytes is a newer upload's, written
+        before its file (it is kept)."""
+        found = self.read(filename)
+        if found is None:
+            return
+        record, version = found
+        if record is not None and sha256 is not None and record.sha256 != sha256:
+            return
+        try:
+            self.driver.delete(record_object(filename), if_version=version)
+        except ObjectChanged:
+            return  # rewritten meanwhile (a new upload's): kept
+        if record is not None and record.metadata_sha256 is not None:
+            metadata = self.driver.read_note_versioned(metadata_object(filename))
+            if metadata is not None and hashlib.sha256(metadata[0]).hexdigest() == record.metadata_sha256:
+                self._delete_quietly(metadata_object(filename), metadata[1])
 
     def undo(self, stored: StoredRecord) -> None:
         """Remove what ``write`` wrote (each only at the version it wrote)."""
@@ -172,28 +189,39 @@ class RecordKeeper:
                *, owner: bool = False) -> SyncedFile:
         """``entry`` with its record: the bucket's (``listed``: its record's version in the
         last listing, None if it had none) if it describes these bytes, else computed from
-        the local file and stored. ``owner``: this instance has just written the file's
-        bytes to the bucket, so a record of other bytes found meanwhile is stale (else it
-        may describe a newer file: the event fails and the next sync looks again).
-        Raises StorageError if the bucket fails."""
-        sha256 = entry.sha256 or sha256_of(self.folder.file_path(name))
-        stale: Optional[Version] = None
-        if listed is not None:
-            found = self.store.read(name)
-            if found is not None:
-                record, stale = found
-                if record is not None and record.sha256 == sha256 and self._bring_metadata(record):
-                    return dataclasses.replace(entry, sha256=sha256).with_record(record, stale)
-        return self._compute(name, dataclasses.replace(entry, sha256=sha256), modified, stale, owner)
+        the local file. ``owner``: this instance has just written the file's bytes to the
+        bucket, so a record of other bytes is stale and is replaced. Otherwise such a
+        record is left alone (it may be a newer file's: this listing is older) and the
+        one computed here is kept here, until that record changes. Raises StorageError
+        if the bucket fails."""
+        entry = dataclasses.replace(entry, sha256=entry.sha256 or sha256_of(self.folder.file_path(name)))
+        found = self.store.read(name) if listed is not None else None
+        if found is None:
+            return self._compute(name, entry, modified, None, owner)
+        theirs, version = found
+        if theirs is not None and theirs.sha256 == entry.sha256:
+            if self._bring_metadata(theirs):
+                return entry.with_record(theirs, version)
+            return self._repair_metadata(name, entry, theirs, version)
+        if owner:
+            return self._compute(name, entry, modified, version, owner)
+        record, metadata = self._computed(name, entry, modified)
+        self._keep_metadata(name, metadata)
+        log.warning("the record of %s in the bucket describes other bytes or cannot be read; serving the "
+                    "one computed here until it changes (an upload or `backfill` replaces it)", name)
+        return entry.with_record(record, version)
 
-    def _compute(self, name: str, entry: SyncedFile, modified: Optional[float], stale: Optional[Version],
-                 owner: bool) -> SyncedFile:
+    def _computed(self, name: str, entry: SyncedFile, modified: Optional[float]) -> tuple[FileRecord, Optional[bytes]]:
         assert entry.sha256 is not None
         path = self.folder.file_path(name)
-        record, metadata = compute_record_or_note_problem(
+        return compute_record_or_note_problem(
             path, name, sha256=entry.sha256, size=path.stat().st_size,
             upload_time=upload_time(modified if modified is not None else time.time()),
         )
+
+    def _compute(self, name: str, entry: SyncedFile, modified: Optional[float], stale: Optional[Version],
+                 owner: bool) -> SyncedFile:
+        record, metadata = self._computed(name, entry, modified)
         try:
             stored = self.store.write(record, metadata, create_only=stale is None, if_version=stale)
         except (ObjectExists, ObjectChanged):
@@ -214,6 +242,27 @@ class RecordKeeper:
         log.info("computed the record of %s (no record in the bucket described it)", name)
         return entry.with_record(record, stored.version)
 
+    def _repair_metadata(self, name: str, entry: SyncedFile, theirs: FileRecord, version: Version) -> SyncedFile:
+        """The bucket's record describes these bytes but its core metadata file is missing
+        or another: store the file again from these bytes. The record keeps its upload
+        time, uploader and yank state; it is rewritten only if it names another digest."""
+        computed, metadata = self._computed(name, entry, None)
+        try:
+            if computed.metadata_sha256 == theirs.metadata_sha256 and metadata is not None:
+                self.store.write_metadata(name, metadata)
+                self._keep_metadata(name, metadata)
+                return entry.with_record(theirs, version)
+            repaired = dataclasses.replace(computed, upload_time=theirs.upload_time, uploader=theirs.uploader,
+                                           yanked=theirs.yanked, yank_reason=theirs.yank_reason)
+            stored = self.store.write(repaired, metadata, if_version=version)
+        except StoragePermissionDenied as exc:
+            self._say_read_only(exc)
+            self._keep_metadata(name, metadata)
+            return entry.with_record(theirs if computed.metadata_sha256 == theirs.metadata_sha256 else computed, version)
+        self._keep_metadata(name, metadata)
+        log.warning("the core metadata file of %s was missing or another: stored again", name)
+        return entry.with_record(repaired, stored.version)
+
     def _bring_metadata(self, record: FileRecord) -> bool:
         """Make the local core metadata file the one ``record`` names; False if the bucket
         does not have it (then the record is computed again)."""
@@ -225,8 +274,6 @@ class RecordKeeper:
             return True
         data = self.store.read_metadata(record)
         if data is None:
-            log.warning("the core metadata file of %s is missing or not the one its record names; "
-                        "computing it again", record.filename)
             return False
         self.folder.write_metadata(record.filename, data)
         return True

@@ -2,10 +2,14 @@
 bucket allows) and its removals, then placed in the folder. The bucket transfers happen
 outside the folder lock; only placing the files here takes it, briefly.
 
-Each uploaded file is stored with its metadata record and core metadata file, in that
-order: the file (create-only), then the metadata file and the record. Once the file is
-ours a record of other bytes under its name is stale and is replaced; a failed upload
-removes the records it wrote with the files it created.
+Each uploaded file is stored with its metadata record and core metadata file, written
+first: the file's create-only write is the upload's commit, so a failure after a record
+never removes a file (another request may have been answered 200 for the same bytes),
+and a record without its file is never served (readers take records only for the files
+a listing shows, and only if they describe those bytes). A record already there for
+these very bytes is kept (an identical retry keeps the first upload's time and yank); a
+record of other bytes is replaced at the version read. A failed upload removes the
+records it wrote, each at the version it wrote, unless their file stays.
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ class RequestWrites:
                     # This folder's view may be stale (removed through another instance):
                     # only the bucket may say "exists", so ask it (one metadata read).
                     self._refuse_if_stored_otherwise(upload)
+                written = self._store_record(upload)
+                if written is not None:
+                    records[upload.name] = written
                 meter = BucketMeter(self.driver)
                 writing = upload.name
                 remote = self.driver.upload(
@@ -95,9 +102,11 @@ class RequestWrites:
                 stored.append(remote)
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
-                written = self._store_record(upload, remote)
-                if written is not None:
-                    records[upload.name] = written
+                if written is None and upload.record is not None:
+                    # Left until the file was ours (see _store_record): now it is.
+                    written = self._store_record(upload, file_is_ours=True)
+                    if written is not None:
+                        records[upload.name] = written
             for remote in stored:
                 if not remote.created:  # about to be covered by our 200: no clean-up may take it
                     self._pending.adopt(remote, intent)
@@ -113,7 +122,8 @@ class RequestWrites:
             self._note_write_outcome(exc)
             # A write the bucket did not answer may still land: that file's outcome is unknown.
             unknown = [writing] if writing is not None and isinstance(exc, StorageUnavailable) else []
-            exc.changed_before_failure = self._undo_failed_publish(stored, records, intent, overwrite, unknown)
+            exc.changed_before_failure = self._undo_failed_publish(stored, intent, overwrite, unknown)
+            self._undo_records(records, stored, keep=set(exc.changed_before_failure) | set(unknown))
             # Even undone, the objects existed for a while (another instance may have
             # listed them): let everyone look. Not after a write the bucket did not
             # answer and nothing stored: the marker write would wait a whole budget
@@ -143,24 +153,41 @@ class RequestWrites:
                       [u.name for u in staged], self.folder.path, exc)
         return stored
 
-    def _store_record(self, upload: StagedFile, remote: StoredObject) -> Optional[StoredRecord]:
-        """Store ``upload``'s record and core metadata file beside it. The file found
-        already there (the same bytes, another request's): its record stays if it
-        describes them (its upload time, its yank state); else, and for a file this
-        request created, ours is written (over a stale one at the version read)."""
+    def _store_record(self, upload: StagedFile, *, file_is_ours: bool = False) -> Optional[StoredRecord]:
+        """Store ``upload``'s record and core metadata file, before the file itself. A
+        record of these very bytes already there is kept (an identical retry keeps the
+        first upload's time and yank state). A record of other bytes is replaced at the
+        version read, unless its file is still there (``file_is_ours``: this request has
+        just stored it): then it is left to the file's write, which refuses other bytes
+        (409) and for the same bytes (or an overwrite) is followed by this again, so a
+        refused upload never touches another file's record. None: nothing stored (yet)."""
         if upload.record is None:
             return None
-        if remote.created:
-            return self._records.write(upload.record, upload.metadata)
-        found = self._records.read(upload.name)
-        if found is not None and found[0] is not None and found[0].sha256 == upload.sha256:
-            return StoredRecord(found[0], found[1])
-        return self._records.write(upload.record, upload.metadata, create_only=found is None,
-                                   if_version=None if found is None else found[1])
+        for _ in range(3):
+            found = self._records.read(upload.name)
+            if found is not None and found[0] is not None and found[0].sha256 == upload.sha256:
+                return StoredRecord(found[0], found[1])
+            if found is not None and not file_is_ours and self.driver.stat(upload.name) is not None:
+                return None
+            try:
+                return self._records.write(upload.record, upload.metadata, create_only=found is None,
+                                           if_version=None if found is None else found[1])
+            except (ObjectExists, ObjectChanged):
+                continue  # another writer's record came between: look at it
+        # Not ObjectExists: that would read as "this file is already there" (a 409).
+        raise StorageError("upload", upload.name, "its metadata record kept changing while it was written: "
+                           "another upload of this name is under way")
+
+    def _undo_records(self, records: dict[str, StoredRecord], stored: list[StoredObject], keep: set[str]) -> None:
+        """Remove the records this failed request wrote, except those of files that stay
+        in the bucket: ``keep`` (not undone, or not known to be) and files found there."""
+        found_there = {remote.name for remote in stored if not remote.created}
+        for name, written in records.items():
+            if name not in keep and name not in found_there:
+                self._records.undo(written)
 
     def _undo_failed_publish(
-        self, stored: list[StoredObject], records: dict[str, StoredRecord], intent: Optional[Intent],
-        overwrite: bool, unknown: list[str],
+        self, stored: list[StoredObject], intent: Optional[Intent], overwrite: bool, unknown: list[str],
     ) -> list[str]:
         """Undo what a failed publish created; return the names that stayed changed.
         Under an intent, only once this request has claimed it back: else a retry has
@@ -168,7 +195,7 @@ class RequestWrites:
         if overwrite:
             return [r.name for r in stored if r.created]  # a replaced file can't be put back
         if intent is None:
-            return self._undo(stored, records)
+            return self._undo(stored)
         try:
             claimed = self._pending.claim(intent, ClaimReason.UNDONE, keep=[r.name for r in stored if r.created] + unknown)
         except StorageError as claim_failure:
@@ -181,11 +208,11 @@ class RequestWrites:
             # unclaimed intent, and whole sets), and what we wrote after the clean-up
             # looked would stay alone: undo it. Gone with every file there: adopted.
             if self.driver.stat(intent.name) is not None or any(self.driver.stat(r.name) is None for r in stored):
-                return self._undo(stored, records)
+                return self._undo(stored)
             log.warning("not undoing %s: the upload was taken over (a retry, or a clean-up)",
                         [r.name for r in stored])
             return [r.name for r in stored if r.created]
-        stayed = self._undo(stored, records)
+        stayed = self._undo(stored)
         if unknown or stayed:
             # The claimed intent stays, naming that file: once it expires, a sync removes
             # it if it landed (it carries the intent's token), so no half release stays.
@@ -222,7 +249,7 @@ class RequestWrites:
         if there is not None and there.sha256 is not None and there.sha256 != upload.sha256:
             raise ObjectExists("upload", upload.name, "an object of this name, with other content, is in the bucket")
 
-    def _undo(self, stored: list[StoredObject], records: dict[str, StoredRecord]) -> list[str]:
+    def _undo(self, stored: list[StoredObject]) -> list[str]:
         """Delete the objects this request created, each only at the version it created
         (a conditional delete: whatever replaced it since is kept); never an object it
         found already there (``created=False``: the same bytes, another request's).
@@ -234,9 +261,6 @@ class RequestWrites:
             try:
                 self.driver.delete(remote.name, if_version=remote.version)
                 log.info("undid the upload of %r: its request failed", remote.name)
-                written = records.get(remote.name)
-                if written is not None:
-                    self._records.undo(written)
             except ObjectChanged:
                 log.info("not undoing the upload of %r: replaced since, by another writer", remote.name)
             except StorageError as exc:
@@ -248,6 +272,7 @@ class RequestWrites:
         """Delete files from the bucket, then from the folder. Raises StorageError, whose
         ``changed_before_failure`` lists the files already deleted (deletes can't be undone)."""
         removed: list[str] = []
+        known = self._known_state.lookup(names)
         self._breaker.check(names[0])
         try:
             for name in names:
@@ -255,7 +280,8 @@ class RequestWrites:
                 self.driver.delete(name)
                 removed.append(name)
                 log_bucket_write(log, "delete", name, self.driver.url, meter)
-                self._forget_record(name)
+                here = known.get(name)
+                self._forget_record(name, None if here is None else here.sha256)
             self._breaker.answered()
         except StorageError as exc:
             self._note_write_outcome(exc)
@@ -269,12 +295,12 @@ class RequestWrites:
                 self._marker.announce()
             self._remove_locally(removed)
 
-    def _forget_record(self, name: str) -> None:
+    def _forget_record(self, name: str, sha256: Optional[str]) -> None:
         """Remove a removed file's record and core metadata file. The file is gone, which is
         what the request asked: a record left behind describes no file (never served), and a
         later upload of that name replaces it, so a failure here is logged, not raised."""
         try:
-            self._records.delete(name)
+            self._records.forget(name, sha256)
         except StorageError as exc:
             log.warning("%r removed, but its record could not be removed (%s); it is replaced if the "
                         "name is uploaded again", name, exc)
