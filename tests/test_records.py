@@ -224,3 +224,92 @@ def test_a_wheel_with_the_longest_name_is_stored_with_a_record_and_served_withou
     assert indexed_record(other, wheel.name) == record
     assert other.http.get(f"/packages/{wheel.name}").get_data() == wheel.read_bytes()
     assert "data-core-metadata" not in other.http.get("/simple/" + "a" * 234 + "/").get_data(as_text=True)
+
+
+# Races no storage server can time: each is staged by wrapping one method of this
+# instance's record store (the writes themselves go to the real server).
+
+def test_a_failed_record_write_never_removes_a_file_another_request_was_answered_200_for(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gcs_sync.errors import StorageUnavailable
+
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    second = App(bucket, tmp_path / "second", htpasswd)
+    answers = []
+
+    def failing_write(record: FileRecord, metadata: object, **conditions: object) -> None:
+        answers.append(second.upload(wheel).status_code)  # the same bytes, through another instance
+        raise StorageUnavailable("upload", record.filename, "timed out")
+
+    monkeypatch.setattr(app.client._writes._records, "write", failing_write)
+    assert app.upload(wheel).status_code == 503
+    assert answers == [200]
+    assert bucket.get(wheel.name) == wheel.read_bytes() and stored_record(bucket, wheel.name).uploader == USER
+
+
+def test_an_identical_upload_racing_the_first_ones_record_keeps_that_record_and_gets_200(
+    app: App, bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    app.driver.upload(wheel.name, wheel, create_only=True, metadata={"sha256": sha256})
+    first = FileRecord(wheel.name, wheel.stat().st_size, sha256, "2026-01-01T00:00:00.000000Z", uploader="first")
+    store = app.client._writes._records
+    read = store.read
+
+    def read_then_the_first_record_lands(name: str):  # type: ignore[no-untyped-def]
+        found = read(name)
+        if bucket.get(record_object(name)) is None:
+            app.driver.put_note(record_object(name), first.to_bytes())
+        return found
+
+    monkeypatch.setattr(store, "read", read_then_the_first_record_lands)
+    assert app.upload(wheel, user_agent="twine/7.0.0").status_code == 200
+    assert stored_record(bucket, wheel.name) == first
+
+
+def test_a_sync_that_finds_a_metadata_file_missing_stores_it_again_and_keeps_the_yank(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    from gcs_sync.sync.records import RecordStore
+
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    RecordStore(app.driver).set_yank(wheel.name, True, "broken")
+    metadata = bucket.get(metadata_object(wheel.name))
+    bucket.delete(metadata_object(wheel.name))
+    other = App(bucket, tmp_path / "other", htpasswd)
+    other.client.sync()
+    record = stored_record(bucket, wheel.name)
+    assert record.yanked and record.yank_reason == "broken" and record.uploader == USER
+    assert bucket.get(metadata_object(wheel.name)) == metadata
+    assert indexed_record(other, wheel.name) == record
+
+
+def test_a_refused_upload_of_other_bytes_leaves_the_stored_files_record_alone(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    from gcs_sync.sync.records import RecordStore
+
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    RecordStore(app.driver).set_yank(wheel.name, True, "broken")
+    before = bucket.get(record_object(wheel.name))
+    other = App(bucket, tmp_path / "other", htpasswd)  # knows nothing locally
+    rebuilt = make_wheel(tmp_path / "rebuilt", "demo", "1.0", value="other bytes")
+    assert other.upload(rebuilt).status_code == 409
+    assert bucket.get(record_object(wheel.name)) == before and bucket.get(wheel.name) == wheel.read_bytes()
+
+
+def test_a_removal_keeps_a_record_written_since_by_a_new_upload_of_that_name(
+    app: App, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    from gcs_sync.sync.records import RecordStore
+
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    newer = FileRecord(wheel.name, 10, "b" * 64, "2026-01-01T00:00:00.000000Z", uploader="next")
+    app.driver.put_note(record_object(wheel.name), newer.to_bytes())  # a new upload's, written before its file
+    RecordStore(app.driver).forget(wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest())
+    assert stored_record(bucket, wheel.name) == newer
