@@ -134,7 +134,10 @@ def _backfill_one(
         found = store.read(obj.name)
         if found is not None:
             record, stale = found
-    if record is not None and obj.sha256 is not None and _describes(record, obj.sha256, metadata_names):
+    # The listing's sha256 is the writer's claim (another tool may have left it stale): the
+    # size must agree too, else the bytes are read.
+    if record is not None and obj.sha256 is not None and record.size == obj.size \
+            and _describes(record, obj.sha256, metadata_names):
         return BackfillOutcome(obj.name, Backfilled.PRESENT, obj.size)
     if record is not None and record.size != obj.size:
         record = None  # other bytes for sure: no need to compare digests
