@@ -94,3 +94,13 @@ def section(title: str, lines: Sequence[str]) -> Iterator[str]:
     if lines:
         yield f"{title}: {len(lines)}"
         yield from (f"  {line}" for line in lines)
+
+
+def progress_option() -> argparse.ArgumentParser:
+    """The ``--progress`` flag of the commands that show a progress bar (a parent parser)."""
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="show a progress bar on stderr (default: only when stderr is a terminal)",
+    )
+    return progress

@@ -27,6 +27,7 @@ from gcs_sync.cli.common import (
     human_bytes,
     open_bucket,
     progress_bar,
+    progress_option,
     section,
     store_settings,
 )
@@ -51,11 +52,7 @@ DEFAULT_LOCK_WAIT = 120.0
 
 
 def add_commands(commands: "argparse._SubParsersAction", parent: argparse.ArgumentParser) -> None:
-    progress = argparse.ArgumentParser(add_help=False)
-    progress.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None,
-        help="show a progress bar on stderr (default: only when stderr is a terminal)",
-    )
+    progress = progress_option()
 
     status = commands.add_parser(
         "status", parents=[parent], help="what differs between the local folder and the bucket",

@@ -19,6 +19,7 @@ from gcs_sync.cli.common import (
     human_bytes,
     open_bucket,
     progress_bar,
+    progress_option,
     section,
     store_settings,
 )
@@ -27,11 +28,7 @@ from gcs_sync.ops.records import Backfilled, ReleaseNotFound
 
 
 def add_commands(commands: "argparse._SubParsersAction", parent: argparse.ArgumentParser) -> None:
-    progress = argparse.ArgumentParser(add_help=False)
-    progress.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None,
-        help="show a progress bar on stderr (default: only when stderr is a terminal)",
-    )
+    progress = progress_option()
 
     yank = commands.add_parser(
         "yank", parents=[parent], help="mark a release yanked (PEP 592)",
