@@ -43,3 +43,42 @@ def make_wheel(folder: Path, name: str, version: str, value: str = "", *, requir
         for path, data in files.items():
             zf.writestr(path, data)
     return wheel
+
+
+def make_sdist(folder: Path, name: str, version: str, value: str = "", filler: bytes = b"",
+               filename: str = "") -> Path:
+    """A real sdist ``<name>-<version>.tar.gz`` (or ``filename``, which must end in
+    ``.tar.gz``) whose top folder ``<name>-<version>/`` holds its ``PKG-INFO`` and one
+    module whose ``VALUE`` is ``value``; ``filler``, if given, is one more member (to make
+    a file of some size)."""
+    import io
+    import tarfile
+
+    top = f"{name}-{version}"
+    module = re.sub(r"[-_.]+", "_", name).lower()
+    members = {
+        f"{top}/PKG-INFO": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            "Summary: a package built by the gcs_sync tests\n"
+        ).encode(),
+        f"{top}/{module}/__init__.py": f"VALUE = {value or name + ' ' + version!r}\n".encode(),
+    }
+    if filler:
+        members[f"{top}/filler.bin"] = filler
+    folder.mkdir(parents=True, exist_ok=True)
+    sdist = folder / (filename or f"{top}.tar.gz")
+    with tarfile.open(sdist, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        for path, data in members.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mtime = 0
+            tf.addfile(info, io.BytesIO(data))
+    return sdist
+
+
+def sdist_bytes(name: str, version: str, value: str = "") -> bytes:
+    """The bytes of ``make_sdist(..., name, version, value)``, for a test that posts them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return make_sdist(Path(folder), name, version, value).read_bytes()

@@ -25,7 +25,7 @@ from werkzeug.test import Client
 from gcs_sync import build_app
 from gcs_sync.auth.password_file import step_mtime
 from testkit.buckets import BucketProbe
-from testkit.packages import make_wheel
+from testkit.packages import make_wheel, sdist_bytes
 from testkit.servers import PASSWORD, USER, new_venv, pip_install, run, start_instance, twine_upload
 
 from .conftest import settings_for
@@ -48,8 +48,10 @@ def app_for(bucket: BucketProbe, tmp_path: Path, htpasswd: Path, authenticate: s
 
 
 def upload(http: Client, headers: dict[str, str], filename: str = "demo-1.0.tar.gz"):
+    """Upload a real sdist named ``filename`` (``<name>-<version>.tar.gz``)."""
+    name, version = filename.removesuffix(".tar.gz").rsplit("-", 1)
     return http.post("/", headers=headers, data={
-        ":action": "file_upload", "content": (io.BytesIO(b"demo"), filename)})
+        ":action": "file_upload", "content": (io.BytesIO(sdist_bytes(name, version)), filename)})
 
 
 @pytest.mark.parametrize("authenticate", ["update", "update,download", "update,download,list"])

@@ -22,7 +22,7 @@ from gcs_sync import cli
 from gcs_sync.sync.state import StateFile
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy
-from testkit.packages import make_wheel
+from testkit.packages import make_sdist, make_wheel
 from testkit.servers import REPO, clean_env, links, start_instance
 from testkit.wait import eventually
 
@@ -504,7 +504,8 @@ def test_help_of_each_command_describes_it_and_lists_its_flags(command: str, own
 def test_progress_bar_goes_to_stderr_only_when_asked_or_on_a_terminal(
     bucket: BucketProbe, tmp_path: Path
 ) -> None:
-    fill(bucket, {"one-1.0.tar.gz": b"1" * 5000})
+    # A real sdist: a file that is not one gets a warning in the log ("no usable core metadata").
+    fill(bucket, {"one-1.0.tar.gz": make_sdist(tmp_path / "dist", "one", "1.0", filler=b"1" * 5000).read_bytes()})
     quiet = run_cli_process(env_for(bucket, tmp_path / "a"), "pull")  # stderr is a pipe here
     assert quiet.code == 0 and quiet.err == ""
     shown = run_cli_process(env_for(bucket, tmp_path / "b"), "pull", "--progress")

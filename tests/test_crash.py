@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.packages import make_sdist
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import Delay, FaultProxy
 from testkit.servers import Instance, links, start_instance, upload_form
@@ -87,7 +88,7 @@ def test_a_worker_killed_mid_upload_never_answers_200_and_shows_nothing_partial(
     try:
         assert instance.get("/simple/")[0] == 200
         rule = proxy.add_rule("POST", r"/upload/", Delay(3))  # the bucket upload hangs for a while
-        data = os.urandom(200_000)
+        data = make_sdist(tmp_path / "dist", "killed", "1.0", filler=os.urandom(200_000)).read_bytes()  # opened
         outcome: dict[str, object] = {}
 
         def upload() -> None:

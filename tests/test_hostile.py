@@ -33,7 +33,7 @@ from gcs_sync import BucketNotFound, StoragePermissionDenied, build_app
 from gcs_sync.web.guards import XMLRPC_MAX_BODY
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
-from testkit.packages import make_wheel
+from testkit.packages import make_sdist, make_wheel
 from testkit.servers import (
     PASSWORD,
     REPO,
@@ -60,11 +60,17 @@ def test_zero_byte_and_large_packages_are_served_intact_with_their_digest(
     large = os.urandom(1 << 20) * 50  # 50 MB, put by another tool
     bucket.put("large-1.0.tar.gz", large)
     bucket.put("empty-1.0.tar.gz", b"")
-    app = Client(build_app(settings_for(bucket, tmp_path / "packages", PASSWORD_FILE=htpasswd)))
-    reply = app.post("/", headers={"Authorization": AUTH}, data={
+    uploader = Client(build_app(settings_for(bucket, tmp_path / "uploader", PASSWORD_FILE=htpasswd)))
+    reply = uploader.post("/", headers={"Authorization": AUTH}, data={
         ":action": "file_upload", "content": (io.BytesIO(b""), "empty-2.0.tar.gz"),
     })
-    assert reply.status_code == 200 and bucket.get("empty-2.0.tar.gz") == b""
+    # An upload is opened: zero bytes are no sdist, refused before anything is stored.
+    assert reply.status_code == 400 and "Bad distribution: " in html.unescape(reply.get_data(as_text=True))
+    assert bucket.get("empty-2.0.tar.gz") is None
+    assert not any("empty-2.0.tar.gz" in name for name in bucket.record_names())
+    # Put there by another tool, a zero-byte file is still served as it is.
+    bucket.put("empty-2.0.tar.gz", b"")
+    app = Client(build_app(settings_for(bucket, tmp_path / "packages", PASSWORD_FILE=htpasswd)))
     for project, files in {"large": {"large-1.0.tar.gz": large},
                            "empty": {"empty-1.0.tar.gz": b"", "empty-2.0.tar.gz": b""}}.items():
         page = app.get(f"/simple/{project}/").get_data(as_text=True)
@@ -307,8 +313,11 @@ def test_hostile_request_is_refused_and_writes_nothing(server: Server, case: Cas
     assert "Traceback" not in server.instance.log()[log_before:]
 
 
-def test_uploads_within_the_limit_still_work(server: Server) -> None:
-    data = b"x" * (LIMIT - 1000)  # the form around it is well under 1,000 bytes
+def test_uploads_within_the_limit_still_work(server: Server, tmp_path: Path) -> None:
+    # A real sdist (uploads are opened) just under the limit: random filler does not
+    # compress, and the form around it is well under 1,000 bytes.
+    data = make_sdist(tmp_path, "fits", "1.0", filler=os.urandom(LIMIT - 6000)).read_bytes()
+    assert LIMIT - 6000 < len(data) <= LIMIT - 1000
     status, _ = raw_http(server.instance.url, post(upload_of("fits-1.0.tar.gz", data)))
     assert status == 200
     assert server.bucket.get("fits-1.0.tar.gz") == data
@@ -344,12 +353,15 @@ def test_the_longest_filename_is_stored_and_served(bucket: BucketProbe, tmp_path
     """255 characters, the most a folder takes: its temporary files (".NAME.RANDOM.part")
     must not be longer, here, in the local bucket or in another instance's folder."""
     name = "a" * (255 - len("-1.0.tar.gz")) + "-1.0.tar.gz"
+    sdist = make_sdist(tmp_path / "dist", "a" * (255 - len("-1.0.tar.gz")), "1.0")
+    assert sdist.name == name
+    long = sdist.read_bytes()
     app = Client(build_app(settings_for(bucket, tmp_path / "packages", PASSWORD_FILE=htpasswd)))
     reply = app.post("/", headers={"Authorization": AUTH},
-                     data={":action": "file_upload", "content": (io.BytesIO(b"long"), name)})
-    assert reply.status_code == 200 and bucket.get(name) == b"long"
+                     data={":action": "file_upload", "content": (io.BytesIO(long), name)})
+    assert reply.status_code == 200 and bucket.get(name) == long
     other = Client(build_app(settings_for(bucket, tmp_path / "other", PASSWORD_FILE=htpasswd)))
-    assert other.get(f"/packages/{name}").get_data() == b"long"
+    assert other.get(f"/packages/{name}").get_data() == long
 
 
 # -- start-up: a bucket that cannot be used stops the start; an outage does not --------------

@@ -3,6 +3,7 @@ and its siblings'), lists only files that are in place, and carries their digest
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from pathlib import Path
@@ -94,3 +95,42 @@ def test_with_another_hash_algorithm_the_digest_is_left_to_the_backend(client: S
     client.sync()
     assert listed(new_index(client, "md5")) == {"md-1.0.tar.gz": None}
     assert listed(new_index(client, None)) == {"md-1.0.tar.gz": None}
+
+
+def test_files_carry_their_record_and_the_metadata_file_is_offered_once_in_place(
+    client: StorageClient, bucket: BucketProbe, folder: PackageFolder
+) -> None:
+    from gcs_sync.records.record import FileRecord
+
+    bucket.put("demo-1.0-py3-none-any.whl", b"wheel")
+    bucket.put("demo-2.0.tar.gz", b"sdist")
+    client.sync()
+    state = StateFile(folder.control, client.driver.url)
+    entry = state.load()["demo-1.0-py3-none-any.whl"]
+    record = FileRecord("demo-1.0-py3-none-any.whl", 5, hashlib.sha256(b"wheel").hexdigest(),
+                        "2026-12-04T10:00:00Z", metadata_sha256="ab" * 32)
+    state.record("demo-1.0-py3-none-any.whl", entry.with_record(record, "1"))
+    # A file whose record is not known yet.
+    state.record("demo-2.0.tar.gz", state.load()["demo-2.0.tar.gz"].with_record(None, None))
+    index = new_index(client)
+    index.refresh()
+    wheel, sdist = index.get("demo-1.0-py3-none-any.whl"), index.get("demo-2.0.tar.gz")
+    assert wheel is not None and wheel.record == record and wheel.size == 5
+    assert sdist is not None and sdist.record is None and sdist.size == 5  # from the recorded fingerprint
+    assert sdist.sha256 == hashlib.sha256(b"sdist").hexdigest()
+    assert index.metadata_file("demo-1.0-py3-none-any.whl.metadata") is None  # not in place yet
+    folder.write_metadata("demo-1.0-py3-none-any.whl", b"Metadata-Version: 2.1\n")
+    served = index.metadata_file("demo-1.0-py3-none-any.whl.metadata")
+    assert served is not None and Path(served.root, served.relfn).read_bytes() == b"Metadata-Version: 2.1\n"
+    assert served.relfn == "demo-1.0-py3-none-any.whl.metadata"
+    assert index.metadata_file("demo-2.0.tar.gz.metadata") is None  # no record
+    folder.remove_metadata("demo-1.0-py3-none-any.whl")
+    assert index.metadata_file("demo-1.0-py3-none-any.whl.metadata") is None  # gone again
+    folder.write_metadata("demo-1.0-py3-none-any.whl", b"Metadata-Version: 2.1\n")
+    # A record of other bytes (an earlier file of that name) is not this file's.
+    state.record("demo-1.0-py3-none-any.whl", entry.with_record(
+        dataclasses.replace(record, sha256="00" * 32), "2"))
+    index.refresh()
+    stale = index.get("demo-1.0-py3-none-any.whl")
+    assert stale is not None and stale.record is None
+    assert index.metadata_file("demo-1.0-py3-none-any.whl.metadata") is None

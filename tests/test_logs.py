@@ -23,7 +23,7 @@ from gcs_sync import build_app
 from gcs_sync.logs import CloudLoggingFormatter, severity
 from gcs_sync.web.request_log import REQUEST_LOGGER, RequestLog, basic_user
 from testkit.buckets import BucketProbe
-from testkit.packages import make_wheel
+from testkit.packages import make_sdist, make_wheel
 from testkit.servers import PASSWORD, USER, Instance, new_venv, pip_install, start_instance, twine_upload
 
 from .conftest import settings_for
@@ -118,9 +118,10 @@ def test_every_answer_gets_a_request_line_with_its_status(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     http = Client(build_app(settings_for(bucket, tmp_path / "packages", PASSWORD_FILE=htpasswd)))
+    sdist = make_sdist(tmp_path / "dist", "demo", "1.0").read_bytes()
 
     def upload(**headers: str) -> None:
-        form = {":action": "file_upload", "content": (io.BytesIO(b"demo"), "demo-1.0.tar.gz")}
+        form = {":action": "file_upload", "content": (io.BytesIO(sdist), "demo-1.0.tar.gz")}
         http.post("/", data=form, headers=headers, buffered=True)
 
     with caplog.at_level(logging.INFO, logger="gcs_sync"):
@@ -142,7 +143,7 @@ def test_every_answer_gets_a_request_line_with_its_status(
     upload_line, download_line = lines[2], lines[3]
     assert upload_line[2].startswith("POST / 200 0 B ") and upload_line[2].endswith(f" user={USER} twine/6.1.0")
     assert upload_line[0]["userAgent"] == "twine/6.1.0 CPython/3.11"
-    assert download_line[0]["responseSize"] == "4"
+    assert download_line[0]["responseSize"] == str(len(sdist))
     assert all(h["latency"].endswith("s") and float(h["latency"][:-1]) >= 0 for h, _, _ in lines)
     assert "token" not in caplog.text and PASSWORD not in caplog.text and WRONG_PASSWORD not in caplog.text
 

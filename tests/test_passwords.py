@@ -23,6 +23,7 @@ from gcs_sync import ConfigError, build_app
 from gcs_sync.cli import main
 from testkit.buckets import MARKER, BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
+from testkit.packages import sdist_bytes
 from testkit.servers import Instance, start_instance, upload_form
 from testkit.wait import eventually
 
@@ -76,7 +77,8 @@ class Server:
         App.running.append(self)  # its checker thread is stopped after the test (conftest)
 
     def upload(self, user: str, password: str) -> int:
-        data = {":action": "file_upload", "content": (io.BytesIO(b"x"), f"pkg-1.{next(_names)}.tar.gz")}
+        version = f"1.{next(_names)}"
+        data = {":action": "file_upload", "content": (io.BytesIO(sdist_bytes("pkg", version)), f"pkg-{version}.tar.gz")}
         return self.http.post("/", data=data, headers=basic(user, password)).status_code
 
     def check(self) -> None:
@@ -210,7 +212,8 @@ def test_a_bucket_down_at_start_lets_it_start_and_the_users_arrive_when_it_answe
 def upload_status(instance: Instance, user: str, password: str) -> int:
     # Uploads skip the freshness check (see web/plugin.py): a read makes the instance look.
     instance.get("/ready")
-    return upload_form(instance.url, f"pkg-1.{next(_names)}.tar.gz", b"x", user=user, password=password)[0]
+    version = f"1.{next(_names)}"
+    return upload_form(instance.url, f"pkg-{version}.tar.gz", sdist_bytes("pkg", version), user=user, password=password)[0]
 
 
 @pytest.fixture

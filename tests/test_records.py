@@ -188,3 +188,22 @@ def test_an_instance_that_may_not_write_records_keeps_them_and_says_so(
     record = indexed_record(app, wheel.name)
     assert record is not None and record.requires_python == ">=3.8"
     assert "may not write metadata records" in caplog.text
+
+
+def test_a_yank_reaches_another_instance_through_its_sync_and_only_the_record_changes(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    from gcs_sync.sync.records import RecordStore
+
+    other = App(bucket, tmp_path / "other", htpasswd)
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    other.client.sync()
+    file_version = other.client.state.load()[wheel.name].remote_version
+    RecordStore(app.driver).set_yank(wheel.name, True, "broken")
+    app.driver.touch_marker()
+    report = other.client.sync()
+    assert [type(event).__name__ for event in report.applied] == ["RecordChanged"]
+    record = indexed_record(other, wheel.name)
+    assert record is not None and record.yanked and record.yank_reason == "broken"
+    assert other.client.state.load()[wheel.name].remote_version == file_version  # the file was not fetched again

@@ -44,6 +44,11 @@ def kinds(report) -> list[str]:
     return sorted(type(event).__name__ for event in report.applied)
 
 
+def transfers(client: StorageClient):
+    """What a sync applies its events with (the driver, the folder, the records keeper)."""
+    return client._engine
+
+
 def test_remote_added_is_downloaded(client: StorageClient, bucket: BucketProbe, folder: PackageFolder) -> None:
     bucket.put(A, b"alpha")
     bucket.put(B, b"beta")
@@ -99,7 +104,7 @@ def test_a_local_delete_never_removes_a_newer_upload(client, bucket, folder) -> 
     listed = client.driver.list_objects()[A]
     bucket.put(A, b"replaced meanwhile")  # between the listing and the delete
     with pytest.raises(ObjectChanged):
-        LocalDeleted(A, listed.version).apply(client)
+        LocalDeleted(A, listed.version).apply(transfers(client))
     assert bucket.get(A) == b"replaced meanwhile"
 
 
@@ -193,7 +198,7 @@ def test_a_download_that_fails_leaves_no_file_behind(client, bucket, folder) -> 
     listed = client.driver.list_objects()[A]
     bucket.delete(A)  # gone between the listing and the download, as in a real race
     with pytest.raises(ObjectNotFound, match=A):
-        RemoteAdded(A, listed).apply(client)
+        RemoteAdded(A, listed).apply(transfers(client))
     assert visible_files(folder) == {}
 
 
@@ -222,8 +227,10 @@ def test_no_bucket_call_while_fresh_then_one_listing_and_no_download(client, buc
     assert dict(driver.calls) == calls  # fresh: no bucket call at all
     _age_view(client)
     client.refresh_now()
-    assert driver.calls["list"] == calls["list"] + 1
+    # One listing of the packages, then one of the records folder.
+    assert driver.calls["list"] == calls["list"] + 2
     assert driver.calls["download"] == calls.get("download", 0)  # nothing changed: nothing moved
+    assert driver.calls["upload"] == calls.get("upload", 0)  # the record computed at first stays
 
 
 class FailsOnce(FileStoreDriver):
@@ -261,14 +268,20 @@ class FailsOnce(FileStoreDriver):
     def marker_version(self):
         return self.real.marker_version()
 
-    def put_note(self, name, data):
-        return self.real.put_note(name, data)
+    def put_note(self, name, data, if_version=None, create_only=False):
+        return self.real.put_note(name, data, if_version=if_version, create_only=create_only)
 
     def read_note(self, name):
         return self.real.read_note(name)
 
+    def read_note_versioned(self, name):
+        return self.real.read_note_versioned(name)
+
     def list_notes(self, folder):
         return self.real.list_notes(folder)
+
+    def list_note_versions(self, folder):
+        return self.real.list_note_versions(folder)
 
     def touch_marker(self):
         return self.real.touch_marker()
@@ -292,7 +305,7 @@ def test_a_sync_killed_midway_keeps_what_it_finished(client, bucket, folder) -> 
     bucket.put(B, b"beta")
     listed = client.driver.list_objects()
     with client._lock:  # what a sync does for one event, then the worker dies
-        entry = RemoteAdded(A, listed[A]).apply(client)
+        entry = RemoteAdded(A, listed[A]).apply(transfers(client))
         client.state.record(A, entry)
     bucket.delete(A)  # removed through another instance before the next sync
     report = client.sync()

@@ -18,6 +18,7 @@ from passlib.apache import HtpasswdFile
 from gcs_sync.auth.password_file import step_mtime
 from gcs_sync.cli import main
 from gcs_sync.cli.users import SCHEMES
+from testkit.packages import sdist_bytes
 from testkit.buckets import BucketProbe
 from testkit.servers import REPO, clean_env, start_instance, upload_form
 
@@ -246,10 +247,10 @@ def test_a_user_added_to_a_local_file_logs_in_at_once_on_a_running_server(
     assert users(env, "add", "alice", "--password-stdin", stdin="s3cret\n", monkeypatch=monkeypatch) == 0
     instance = start_instance({**bucket.env(), "PASSWORD_FILE": env["PASSWORD_FILE"]}, tmp_path / "served", tmp_path)
     try:
-        assert upload_form(instance.url, "pkg-1.0.tar.gz", b"x", user="bob", password="bob's")[0] == 403
+        assert upload_form(instance.url, "pkg-1.0.tar.gz", sdist_bytes("pkg", "1.0"), user="bob", password="bob's")[0] == 403
         assert users(env, "add", "bob", "--password-stdin", "--scheme", "apr_md5_crypt", stdin="bob's\n",
                      monkeypatch=monkeypatch) == 0
-        assert upload_form(instance.url, "pkg-1.0.tar.gz", b"x", user="bob", password="bob's")[0] == 200
+        assert upload_form(instance.url, "pkg-1.0.tar.gz", sdist_bytes("pkg", "1.0"), user="bob", password="bob's")[0] == 200
         assert users(env, "remove", "bob", monkeypatch=monkeypatch) == 0
         assert upload_form(instance.url, "pkg-1.1.tar.gz", b"x", user="bob", password="bob's")[0] == 403
     finally:

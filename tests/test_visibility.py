@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from testkit.packages import sdist_bytes
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy
 from testkit.servers import Instance, links, remove_form, start_instance, upload_form
@@ -70,7 +71,7 @@ def test_an_upload_and_a_removal_reach_sibling_workers_at_once_and_other_instanc
     cluster = start_cluster()
     for instance in cluster.everyone:
         assert instance.get("/simple/")[0] == 200  # every view is fresh and empty
-    data = b"first upload"
+    data = sdist_bytes("seen", "1.0", "first upload")
     assert upload_form(cluster.worker_1.url, "seen-1.0.tar.gz", data)[0] == 200
     digest = hashlib.sha256(data).hexdigest()
     # The uploading worker and its sibling share the folder's state: no waiting.
@@ -112,7 +113,8 @@ def test_a_same_name_replacement_changes_the_digest_everywhere(start_cluster: Ca
     cluster = start_cluster(OVERWRITE="true")
     for instance in cluster.everyone:
         assert instance.get("/simple/")[0] == 200
-    for content, through in ((b"version one", cluster.worker_1), (b"version two", cluster.other)):
+    for content, through in ((sdist_bytes("again", "1.0", "version one"), cluster.worker_1),
+                             (sdist_bytes("again", "1.0", "version two"), cluster.other)):
         assert upload_form(through.url, "again-1.0.tar.gz", content)[0] == 200
         expected = {"again-1.0.tar.gz": hashlib.sha256(content).hexdigest()}
         for instance in cluster.everyone:

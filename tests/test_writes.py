@@ -75,13 +75,16 @@ def test_a_file_removed_through_another_instance_can_be_uploaded_again_with_new_
     a = App(bucket, tmp_path / "a", htpasswd)
     b = App(bucket, tmp_path / "b", htpasswd)
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    rebuilt = make_wheel(tmp_path / "rebuilt", "demo", "1.0", value="rebuilt").read_bytes()
+    other = make_wheel(tmp_path / "other", "demo", "1.0", value="other").read_bytes()
+    assert len({wheel.read_bytes(), rebuilt, other}) == 3
     assert a.upload(wheel).status_code == 200
     assert b.http.post("/", headers=AUTH, data={":action": "remove_pkg", "name": "demo", "version": "1.0"}
                        ).status_code == 200
-    assert bucket.names() == set()
-    assert a.upload(wheel, data=b"rebuilt").status_code == 200
-    assert bucket.get(wheel.name) == b"rebuilt"
-    assert a.http.get(f"/packages/{wheel.name}").get_data() == b"rebuilt"
+    assert bucket.names() == set() and bucket.record_names() == set()  # its record went with it
+    assert a.upload(wheel, data=rebuilt).status_code == 200
+    assert bucket.get(wheel.name) == rebuilt
+    assert a.http.get(f"/packages/{wheel.name}").get_data() == rebuilt
     # While the bucket has it, other bytes are a conflict, whatever the local view says.
-    assert a.upload(wheel, data=b"other").status_code == 409
-    assert bucket.get(wheel.name) == b"rebuilt"
+    assert a.upload(wheel, data=other).status_code == 409
+    assert bucket.get(wheel.name) == rebuilt

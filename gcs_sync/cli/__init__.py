@@ -22,7 +22,12 @@ import sys
 from typing import Callable, Mapping, Optional, Sequence
 
 from gcs_sync.cli import packages, records, users
-from gcs_sync.cli.common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_STORAGE, store_options
+from gcs_sync.cli.common import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_STORAGE,
+    store_options,
+)
 from gcs_sync.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)

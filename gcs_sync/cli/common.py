@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Mapping
+import dataclasses
+import sys
+from typing import Iterator, Mapping, Sequence
+
+from tqdm import tqdm
 
 from gcs_sync.auth.startup import check_startup
 from gcs_sync.config import Settings
+from gcs_sync.drivers import FileStoreDriver, make_driver
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -57,3 +62,35 @@ def store_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Sett
     settings = Settings.from_env(merged)
     check_startup(settings)
     return settings
+
+
+def open_bucket(settings: Settings, *, may_create: bool = False) -> FileStoreDriver:
+    """The settings' driver, after one cheap request that fails (exit 4) if the bucket is
+    missing or may not be listed. Only push may create the dev default bucket folder."""
+    if not may_create:
+        settings = dataclasses.replace(settings, create_bucket_folder=False)
+    driver = make_driver(settings)
+    driver.check_bucket()
+    return driver
+
+
+def progress_bar(args: argparse.Namespace, total: int, description: str) -> tqdm:
+    shown = args.progress if args.progress is not None else sys.stderr.isatty()
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, disable=not shown, leave=False)
+
+
+def human_bytes(size: float) -> str:
+    if size < 1024:
+        return f"{int(size)} bytes"
+    for unit in ("KiB", "MiB"):
+        size /= 1024
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.1f} GiB"
+
+
+def section(title: str, lines: Sequence[str]) -> Iterator[str]:
+    if lines:
+        yield f"{title}: {len(lines)}"
+        yield from (f"  {line}" for line in lines)

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional
 
 import filelock
 from tqdm import tqdm
 
-from gcs_sync.cli.common import EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_OK, store_settings
+from gcs_sync.cli.common import (
+    EXIT_DIFFERENT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    human_bytes,
+    open_bucket,
+    progress_bar,
+    section,
+    store_settings,
+)
 from gcs_sync.clock import rfc3339
 from gcs_sync.config import Settings
-from gcs_sync.drivers import FileStoreDriver, make_driver
 from gcs_sync.errors import StorageError
 from gcs_sync.ops import push as ops_push
 from gcs_sync.ops import verify as ops_verify
@@ -116,37 +123,11 @@ def _folder_command(commands: "argparse._SubParsersAction", name: str, parents: 
 # -- shared helpers ---------------------------------------------------------------------
 
 
-def _bucket(settings: Settings, *, may_create: bool = False) -> FileStoreDriver:
-    """The settings' driver, after one cheap request that fails (exit 4) if the bucket is
-    missing or may not be listed. Only push may create the dev default bucket folder."""
-    if not may_create:
-        settings = dataclasses.replace(settings, create_bucket_folder=False)
-    driver = make_driver(settings)
-    driver.check_bucket()
-    return driver
-
-
 def _target(args: argparse.Namespace, settings: Settings) -> tuple[Path, str]:
     """The folder a command works on and the name to blame if it does not exist."""
     if getattr(args, "folder", None) is not None:
         return args.folder, "FOLDER"
     return settings.local_package_directory, "LOCAL_PACKAGE_DIRECTORY"
-
-
-def _progress_bar(args: argparse.Namespace, total: int, description: str) -> tqdm:
-    shown = args.progress if args.progress is not None else sys.stderr.isatty()
-    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, disable=not shown, leave=False)
-
-
-def _bytes(size: float) -> str:
-    if size < 1024:
-        return f"{int(size)} bytes"
-    for unit in ("KiB", "MiB"):
-        size /= 1024
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1024:.1f} GiB"
 
 
 def _when(epoch: object, timespec: str = "seconds") -> Optional[str]:
@@ -160,18 +141,12 @@ def _with_time(record: Optional[dict[str, object]], key: str) -> Optional[dict[s
     return None if record is None else {**record, key: _when(record.get(key), "milliseconds")}
 
 
-def _section(title: str, lines: Sequence[str]) -> Iterator[str]:
-    if lines:
-        yield f"{title}: {len(lines)}"
-        yield from (f"  {line}" for line in lines)
-
-
 # -- status -----------------------------------------------------------------------------
 
 
 def run_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
-    driver = _bucket(settings)
+    driver = open_bucket(settings)
     comparison = compare(driver, settings.local_package_directory, "LOCAL_PACKAGE_DIRECTORY")
     if args.json:
         print(json.dumps(_status_json(comparison), indent=2))
@@ -208,14 +183,14 @@ def _status_text(c: Comparison) -> Iterator[str]:
         yield f"last sync: {_when(c.last_sync)} (current as of {c.lag_seconds:.1f} s ago)"
     if c.last_error is not None:
         yield f"last error: {c.last_error.get('error')} (at {_when(c.last_error.get('at')) or 'an unknown time'})"
-    yield from _section("only in the bucket (a pull downloads them)",
-                        [f"{o.name} ({_bytes(o.size)})" for o in c.only_in_bucket])
-    yield from _section("removed from the bucket since the last sync (a pull removes them here)",
+    yield from section("only in the bucket (a pull downloads them)",
+                        [f"{o.name} ({human_bytes(o.size)})" for o in c.only_in_bucket])
+    yield from section("removed from the bucket since the last sync (a pull removes them here)",
                         c.removed_from_bucket)
-    yield from _section("only here, never in the bucket (a pull leaves them; push uploads them)", c.only_here)
-    yield from _section("different (a pull replaces them with the bucket's)",
+    yield from section("only here, never in the bucket (a pull leaves them; push uploads them)", c.only_here)
+    yield from section("different (a pull replaces them with the bucket's)",
                         [f"{d.name}: {d.reason}" for d in c.different])
-    yield from _section("bucket objects that are not package filenames (never synced)", c.bucket.skipped)
+    yield from section("bucket objects that are not package filenames (never synced)", c.bucket.skipped)
     differing = len(c.only_in_bucket) + len(c.removed_from_bucket) + len(c.only_here) + len(c.different)
     if differing:
         yield f"differences: {differing} files; {len(c.same)} agree"
@@ -236,7 +211,7 @@ class _PullProgress:
 
     def planned(self, plan: SyncPlan) -> None:
         self.local_only = list(plan.local_only)
-        self._bar = _progress_bar(self._args, sum(download_size(e) for e in plan.events), "pull")
+        self._bar = progress_bar(self._args, sum(download_size(e) for e in plan.events), "pull")
 
     def finished(self, event: ContentChangeEvent, error: Optional[StorageError]) -> None:
         if self._bar is not None:
@@ -249,7 +224,7 @@ class _PullProgress:
 
 def run_pull(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
-    driver = _bucket(settings)
+    driver = open_bucket(settings)
     client = pull_client(driver, settings, args.wait)
     progress = _PullProgress(args)
     interrupted = threading.Event()
@@ -266,7 +241,7 @@ def run_pull(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     client.state.clear_failure()  # as after a server's own successful check
     pulled = [e for e in report.applied if not isinstance(e, RemoteDeleted)]
     removed = [e for e in report.applied if isinstance(e, RemoteDeleted)]
-    print(f"pulled {len(pulled)} files ({_bytes(sum(map(download_size, pulled)))}), removed {len(removed)}, "
+    print(f"pulled {len(pulled)} files ({human_bytes(sum(map(download_size, pulled)))}), removed {len(removed)}, "
           f"{len(report.failed)} failed, in {report.seconds:.1f} s: {client.folder.path} from {driver.url}")
     for event, error in sorted(report.failed, key=lambda f: f[0].name):
         if not interrupted.is_set():
@@ -311,12 +286,12 @@ def _stop_on_interrupt(client: StorageClient, interrupted: threading.Event) -> I
 def run_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
     scan = scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
-    driver = _bucket(settings, may_create=not args.dry_run)
+    driver = open_bucket(settings, may_create=not args.dry_run)
     bar: Optional[tqdm] = None
 
     def start(total: int) -> None:
         nonlocal bar
-        bar = _progress_bar(args, total, "push (dry run)" if args.dry_run else "push")
+        bar = progress_bar(args, total, "push (dry run)" if args.dry_run else "push")
 
     try:
         report = ops_push.push(driver, scan, concurrency=settings.sync_concurrency,
@@ -336,19 +311,19 @@ def _push_text(report: ops_push.PushReport, url: str) -> Iterator[str]:
     head = "dry run, nothing written: " if report.dry_run else ""
     moved = sum(o.size for o in uploaded + overwritten)
     yield (f"{head}{report.folder.folder} -> {url}: {len(uploaded)} {would}uploaded, {len(overwritten)} "
-           f"{would}overwritten ({_bytes(moved)}), {len(report.named(Pushed.PRESENT))} already there, "
+           f"{would}overwritten ({human_bytes(moved)}), {len(report.named(Pushed.PRESENT))} already there, "
            f"{len(conflicts)} conflicts, {len(failed)} failed, {len(report.folder.skipped)} skipped")
-    yield from _section(f"{would}uploaded", [o.name for o in uploaded])
-    yield from _section(f"{would}overwritten (--overwrite)", [o.name for o in overwritten])
-    yield from _section("conflicts, left alone (--overwrite replaces them)",
+    yield from section(f"{would}uploaded", [o.name for o in uploaded])
+    yield from section(f"{would}overwritten (--overwrite)", [o.name for o in overwritten])
+    yield from section("conflicts, left alone (--overwrite replaces them)",
                         [f"{o.name}: {o.detail}" for o in conflicts])
-    yield from _section("failed", [f"{o.name}: {o.detail}" for o in failed])
-    yield from _section("skipped, not package files", [f"{name}: {why}" for name, why in report.folder.skipped])
+    yield from section("failed", [f"{o.name}: {o.detail}" for o in failed])
+    yield from section("skipped, not package files", [f"{name}: {why}" for name, why in report.folder.skipped])
     if report.records_stored:
         yield f"records stored: {len(report.records_stored)}"
-    yield from _section("bad files, pushed anyway with a record that notes the problem (served without metadata)",
+    yield from section("bad files, pushed anyway with a record that notes the problem (served without metadata)",
                         [o.problem for o in report.bad_files])
-    yield from _section("records not stored (backfill stores them)", [f"{o.name}: {o.record}" for o in report.records_failed])
+    yield from section("records not stored (backfill stores them)", [f"{o.name}: {o.record}" for o in report.records_failed])
     if report.hashed_by_download:
         yield (f"compared by downloading: {len(report.hashed_by_download)} bucket objects had no sha256 in the "
                "listing")
@@ -365,12 +340,12 @@ def _push_text(report: ops_push.PushReport, url: str) -> Iterator[str]:
 def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
     scan = scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
-    driver = _bucket(settings)
+    driver = open_bucket(settings)
     bar: Optional[tqdm] = None
 
     def start(total: int) -> None:
         nonlocal bar
-        bar = _progress_bar(args, total, "verify")
+        bar = progress_bar(args, total, "verify")
 
     try:
         report = ops_verify.verify(driver, scan, concurrency=settings.sync_concurrency,
@@ -386,11 +361,11 @@ def _verify_text(report: ops_verify.VerifyReport) -> Iterator[str]:
     matched = report.named(Verified.MATCH)
     downloaded = [c for c in report.checks if c.by_download]
     yield f"{report.folder.folder} against {report.bucket_url}: {len(matched)} of {len(report.checks)} match"
-    yield from _section("mismatch (sha256 here, in the bucket)",
+    yield from section("mismatch (sha256 here, in the bucket)",
                         [f"{c.name}: {c.local_sha256} != {c.bucket_sha256}" for c in report.named(Verified.MISMATCH)])
-    yield from _section("missing from the bucket", [c.name for c in report.named(Verified.MISSING_IN_BUCKET)])
-    yield from _section("missing here (in the bucket only)", [c.name for c in report.named(Verified.MISSING_HERE)])
-    yield from _section("could not be checked", [f"{c.name}: {c.detail}" for c in report.named(Verified.UNCHECKED)])
+    yield from section("missing from the bucket", [c.name for c in report.named(Verified.MISSING_IN_BUCKET)])
+    yield from section("missing here (in the bucket only)", [c.name for c in report.named(Verified.MISSING_HERE)])
+    yield from section("could not be checked", [f"{c.name}: {c.detail}" for c in report.named(Verified.UNCHECKED)])
     if downloaded:
         yield (f"downloaded and hashed: {len(downloaded)} bucket objects had no sha256 metadata in the listing "
                "(put there by other tools, or the backend's listing carries none)")

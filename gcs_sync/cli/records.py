@@ -13,8 +13,15 @@ from typing import Iterator, Mapping, Optional
 
 from tqdm import tqdm
 
-from gcs_sync.cli.common import EXIT_DIFFERENT, EXIT_OK, store_settings
-from gcs_sync.cli.packages import _bucket, _bytes, _progress_bar, _section
+from gcs_sync.cli.common import (
+    EXIT_DIFFERENT,
+    EXIT_OK,
+    human_bytes,
+    open_bucket,
+    progress_bar,
+    section,
+    store_settings,
+)
 from gcs_sync.ops import records as ops_records
 from gcs_sync.ops.records import Backfilled, ReleaseNotFound
 
@@ -67,7 +74,7 @@ def add_commands(commands: "argparse._SubParsersAction", parent: argparse.Argume
 
 def run_yank(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
-    driver = _bucket(settings)
+    driver = open_bucket(settings)
     try:
         records = ops_records.set_yanked(driver, args.name, args.version, yanked=args.yanked, reason=args.reason)
     except ReleaseNotFound as exc:
@@ -84,12 +91,12 @@ def run_yank(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def run_backfill(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
-    driver = _bucket(settings)
+    driver = open_bucket(settings)
     bar: Optional[tqdm] = None
 
     def start(total: int) -> None:
         nonlocal bar
-        bar = _progress_bar(args, total, "backfill")
+        bar = progress_bar(args, total, "backfill")
 
     try:
         report = ops_records.backfill(driver, concurrency=settings.sync_concurrency,
@@ -103,15 +110,15 @@ def run_backfill(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _backfill_text(report: ops_records.BackfillReport) -> Iterator[str]:
     computed, failed = report.named(Backfilled.COMPUTED), report.named(Backfilled.FAILED)
-    yield (f"{report.bucket_url}: {len(computed)} records computed ({_bytes(sum(o.size for o in computed))} "
+    yield (f"{report.bucket_url}: {len(computed)} records computed ({human_bytes(sum(o.size for o in computed))} "
            f"read), {len(report.named(Backfilled.PRESENT))} already there, {len(failed)} failed, "
            f"{len(report.skipped)} skipped")
-    yield from _section("computed", [o.name for o in computed])
-    yield from _section("files whose metadata could not be read (served without it; the record says why)",
+    yield from section("computed", [o.name for o in computed])
+    yield from section("files whose metadata could not be read (served without it; the record says why)",
                         [o.problem for o in computed if o.problem])
-    yield from _section("failed", [f"{o.name}: {o.detail}" for o in failed])
-    yield from _section("skipped, not package files", report.skipped)
-    yield from _section("records without a package file (left alone)", report.orphans)
+    yield from section("failed", [f"{o.name}: {o.detail}" for o in failed])
+    yield from section("skipped, not package files", report.skipped)
+    yield from section("records without a package file (left alone)", report.orphans)
     if report.marker_error is not None:
         yield (f"warning: could not rewrite the change marker ({report.marker_error}); running instances "
                "see the records at their next full listing (FULL_SYNC_INTERVAL)")

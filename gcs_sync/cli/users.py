@@ -19,9 +19,21 @@ from typing import Callable, Mapping, Optional
 from passlib.apache import HtpasswdFile
 
 from gcs_sync.auth.password_object import password_file_setting
-from gcs_sync.auth.stores import HtpasswdStore, existing_users, open_store, read_users, write_users
+from gcs_sync.auth.stores import (
+    HtpasswdStore,
+    existing_users,
+    open_store,
+    read_users,
+    write_users,
+)
 from gcs_sync.auth.user_names import UserNameError, check_editable_user_name
-from gcs_sync.cli.common import EXIT_DIFFERENT, EXIT_OK, EXIT_USAGE, overridden_environ, store_settings
+from gcs_sync.cli.common import (
+    EXIT_DIFFERENT,
+    EXIT_OK,
+    EXIT_USAGE,
+    overridden_environ,
+    store_settings,
+)
 from gcs_sync.errors import ObjectChanged, StorageError
 
 # Hash schemes pypiserver (through passlib) verifies; bcrypt needs the bcrypt 4.0.x that

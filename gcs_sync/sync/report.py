@@ -62,6 +62,8 @@ class Outcome(enum.StrEnum):
     PUSHED = "pushed"
     PUSHED_OVER = "pushed_over"
     DELETED = "deleted"
+    RECORD_FETCHED = "records_fetched"
+    RECORD_COMPUTED = "records_computed"
     FAILED = "failed"
 
     @property
@@ -77,6 +79,8 @@ _VERBS = {
     Outcome.PUSHED: "pushed",
     Outcome.PUSHED_OVER: "pushed over the bucket copy",
     Outcome.DELETED: "deleted from the bucket",
+    Outcome.RECORD_FETCHED: "took the changed record of",
+    Outcome.RECORD_COMPUTED: "computed the missing record of",
     Outcome.FAILED: "failed",
 }
 # Each kind of event, applied.
@@ -87,6 +91,8 @@ _APPLIED: dict[type, Outcome] = {
     events.LocalAdded: Outcome.PUSHED,
     events.LocalChanged: Outcome.PUSHED_OVER,
     events.LocalDeleted: Outcome.DELETED,
+    events.RecordChanged: Outcome.RECORD_FETCHED,
+    events.RecordMissing: Outcome.RECORD_COMPUTED,
 }
 _NAMES_IN_MESSAGE = 3
 _NAMES_IN_FIELDS = 20

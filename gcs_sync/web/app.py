@@ -34,6 +34,7 @@ from gcs_sync.web.guards import (
 from gcs_sync.web.index import PackageIndex
 from gcs_sync.web.plugin import BucketSyncPlugin
 from gcs_sync.web.request_log import RequestLog
+from gcs_sync.web.simple_api import SimpleApiPlugin
 
 log = logging.getLogger("gcs_sync.app")  # the name operators' log queries know
 
@@ -122,6 +123,10 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
             read_only_posts=(XMLRPC_ENDPOINT,),
         )
     )
+    # Installed last, so it is the innermost: it runs after the freshness check, around
+    # pypiserver's own /simple/ routes (auth included), and renders their pages from the
+    # index (PEP 691 JSON, PEP 658/700/714 fields, PEP 592 yanks).
+    app.install(SimpleApiPlugin(config))
 
     def may_see_details() -> bool:
         if settings.ready_details == "public":

@@ -22,7 +22,7 @@ from gcs_sync.errors import failure_reason
 from gcs_sync.names import MAX_NAME_LENGTH, is_package_filename
 from gcs_sync.records.compute import compute_record
 from gcs_sync.records.extract import DistributionError
-from gcs_sync.records.record import upload_time
+from gcs_sync.records.record import METADATA_SUFFIX, upload_time
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.web.changes import current_changes
 from gcs_sync.web.index import PackageIndex
@@ -51,7 +51,15 @@ class SyncedFolderBackend(Backend):
         return self.index
 
     def get_all_packages(self) -> t.Iterable[PkgFile]:
-        return self._current().all_packages(first=_requested_download())
+        requested = _requested_download()
+        index = self._current()
+        if requested is not None and requested.endswith(METADATA_SUFFIX) and index.get(requested) is None:
+            # PEP 658: GET /packages/<file>.metadata is the file's core metadata. The route
+            # stays pypiserver's (its auth, its static_file, its 404): it finds the metadata
+            # file here, or nothing (a file without metadata is a 404, at O(1)).
+            metadata = index.metadata_file(requested)
+            return [] if metadata is None else [metadata]
+        return index.all_packages(first=requested)
 
     def find_project_packages(self, project: str) -> t.Iterable[PkgFile]:
         return self._current().project_packages(project)

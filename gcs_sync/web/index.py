@@ -8,6 +8,10 @@ read only after a compaction. A project's page then costs O(that project's files
 
 Only files present in the folder with the fingerprint the state recorded are listed: the
 index never offers a file that is missing, partial or not yet recorded.
+
+Each listed file is an ``IndexedFile``: pypiserver's ``PkgFile`` plus what the simple API
+(``simple_api.py``) shows of it, all known from the state: its sha256, its size and its
+metadata record (``records/record.py``), when the state has one for these bytes.
 """
 
 from __future__ import annotations
@@ -21,10 +25,24 @@ from pypiserver.core import PkgFile, normalize_pkgname
 from pypiserver.pkg_helpers import guess_pkgname_and_version
 
 from gcs_sync.files import fingerprint
+from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.state import Entry, StateCursor, StateFile, SyncedFile
 
 log = logging.getLogger("gcs_sync.index")  # the name operators' log queries know
+
+
+class IndexedFile(PkgFile):
+    """A listed package file, with what the state knows of it (nothing read on a request)."""
+
+    __slots__ = ("sha256", "size", "record")
+
+    def __init__(self, pkgname: str, version: str, fn: str, root: str, relfn: str, *,
+                 sha256: Optional[str], size: Optional[int], record: Optional[FileRecord]) -> None:
+        super().__init__(pkgname=pkgname, version=version, fn=fn, root=root, relfn=relfn)
+        self.sha256 = sha256
+        self.size = size  # the record's, else the size in the fingerprint the state recorded
+        self.record = record  # None: not known yet (or it describes other bytes)
 
 
 class PackageIndex:
@@ -36,9 +54,9 @@ class PackageIndex:
         # Refreshes run one at a time; lookups never wait for them: _files is changed in
         # place (single dict operations are atomic), project tuples are replaced whole.
         self._refresh_lock = threading.Lock()
-        self._files: dict[str, PkgFile] = {}
+        self._files: dict[str, IndexedFile] = {}
         self._names_by_project: dict[str, set[str]] = {}
-        self._projects: dict[str, tuple[PkgFile, ...]] = {}
+        self._projects: dict[str, tuple[IndexedFile, ...]] = {}
 
     def refresh(self) -> None:
         with self._refresh_lock:
@@ -51,10 +69,28 @@ class PackageIndex:
 
     # -- reading ---------------------------------------------------------------------
 
-    def get(self, filename: str) -> Optional[PkgFile]:
+    def get(self, filename: str) -> Optional[IndexedFile]:
         return self._files.get(filename)
 
-    def all_packages(self, first: Optional[str] = None) -> Iterator[PkgFile]:
+    def metadata_file(self, filename: str) -> Optional[PkgFile]:
+        """The core metadata file (PEP 658) served as ``filename`` (``<package file>.metadata``),
+        as a PkgFile pypiserver's download route can serve (``root`` is the metadata folder):
+        only for a listed file whose record names a metadata digest, and once the metadata
+        file is in place (one ``stat``)."""
+        if not filename.endswith(METADATA_SUFFIX):
+            return None
+        package = filename[: -len(METADATA_SUFFIX)]
+        pkg = self._files.get(package)
+        record = pkg.record if pkg is not None else None
+        if pkg is None or record is None or not record.metadata_sha256:
+            return None
+        path = self._folder.metadata_path(package)
+        if not path.is_file():
+            return None
+        return PkgFile(pkgname=pkg.pkgname, version=pkg.version, fn=str(path),
+                       root=str(path.parent), relfn=path.name)
+
+    def all_packages(self, first: Optional[str] = None) -> Iterator[IndexedFile]:
         """Every file; ``first`` (a requested filename) leads, so a caller that stops at
         the match, like pypiserver's download route, does O(1) work instead of O(all)."""
         leading = self._files.get(first) if first else None
@@ -64,7 +100,7 @@ class PackageIndex:
             if pkg is not leading:
                 yield pkg
 
-    def project_packages(self, project: str) -> tuple[PkgFile, ...]:
+    def project_packages(self, project: str) -> tuple[IndexedFile, ...]:
         return self._projects.get(normalize_pkgname(project), ())
 
     def projects(self) -> list[str]:
@@ -78,7 +114,7 @@ class PackageIndex:
     def _rebuild(self, files: dict[str, SyncedFile]) -> None:
         # Built aside and swapped in, so readers see the old index or the new one.
         present = self._folder.scan()
-        by_name: dict[str, PkgFile] = {}
+        by_name: dict[str, IndexedFile] = {}
         names_by_project: dict[str, set[str]] = {}
         for name, entry in files.items():
             pkg = self._package(name, entry) if present.get(name) == entry.local_fingerprint else None
@@ -119,14 +155,20 @@ class PackageIndex:
         self._names_by_project.setdefault(pkg.pkgname_norm, set()).add(name)
         return pkg.pkgname_norm
 
-    def _package(self, name: str, entry: SyncedFile) -> Optional[PkgFile]:
+    def _package(self, name: str, entry: SyncedFile) -> Optional[IndexedFile]:
         parsed = guess_pkgname_and_version(name)
         if parsed is None:
             return None
         pkgname, version = parsed
-        pkg = PkgFile(
+        record = entry.record
+        if record is not None and (record.filename != name or (entry.sha256 and record.sha256 != entry.sha256)):
+            record = None  # a stale record, of an earlier file of that name: not these bytes
+        pkg = IndexedFile(
             pkgname=pkgname, version=version, fn=str(self._folder.file_path(name)),
             root=str(self._folder.path), relfn=name,
+            sha256=entry.sha256 or (record.sha256 if record is not None else None),
+            size=record.size if record is not None else _fingerprint_size(entry.local_fingerprint),
+            record=record,
         )
         if self._hash_algo == "sha256" and entry.sha256:
             pkg.digest = f"sha256={entry.sha256}"  # what pypiserver would compute, already known
@@ -139,5 +181,14 @@ class PackageIndex:
         self._names_by_project.get(pkg.pkgname_norm, set()).discard(name)
         return pkg.pkgname_norm
 
-    def _project_tuple(self, project: str) -> tuple[PkgFile, ...]:
+    def _project_tuple(self, project: str) -> tuple[IndexedFile, ...]:
         return tuple(self._files[name] for name in sorted(self._names_by_project[project]))
+
+
+def _fingerprint_size(value: str) -> Optional[int]:
+    """The size in a ``files.fingerprint`` ("inode:size:mtime_ns"): the file's size when the
+    state recorded it, which the index has checked is the file in place."""
+    try:
+        return int(value.split(":")[1])
+    except (IndexError, ValueError):
+        return None
