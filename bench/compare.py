@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Iterator, Optional
@@ -164,12 +165,22 @@ def measure_size(n: int, args, workdir: Path, baseline: Optional[Baseline] = Non
             latency = load.latencies(server, path, args.seconds, headers={"Accept": JSON_ACCEPT})
             run.routes[JSON_ROUTE] = RouteResult(latency.p50, latency.p99, latency.requests, None,
                                                  latency.content_type)
+            if run.routes[JSON_ROUTE].json_served:
+                _check_json(server, path, repo.probe_files)
             say(f"N={n}: {name} {path} with Accept: {JSON_ACCEPT}: p50 {latency.p50 * 1000:.2f} ms, "
                 f"p99 {latency.p99 * 1000:.2f} ms ({latency.requests} requests), served {latency.content_type}")
             run.peak_rss_mb = server.peak_rss_mb()
             run.requests = server.requests
         runs.append(run)
     return runs
+
+
+def _check_json(server: Server, path: str, files: int) -> None:
+    """That a PEP 691 answer lists the project's files (each with its sha256)."""
+    page = json.loads(load.get_ok(server, path, headers={"Accept": JSON_ACCEPT}))
+    listed = page.get("files", [])
+    if len(listed) != files or not all(f.get("hashes", {}).get("sha256") for f in listed):
+        raise server.failure(f"the JSON of {path} lists {len(listed)} files (with hashes?), not {files}")
 
 
 def measure_hashing(args, workdir: Path, baseline: Optional[Baseline] = None) -> list[ServerRun]:
