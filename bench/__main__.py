@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from . import machine
-from .compare import measure_hashing, measure_size
+from .baseline import DEFAULT_REV, Baseline, baseline_tree
+from .compare import measure_extraction, measure_hashing, measure_size, measure_uploads
 from .errors import BenchError
 from .gcs_runs import measure_gcs
 from .progress import say
@@ -36,6 +37,7 @@ PROFILES = {
     "gcs_files": (1_000, 50),
     "hash_files": (20, 3),
     "hash_mb": (5, 1),
+    "upload_count": (20, 3),
 }
 
 
@@ -66,6 +68,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "in the second cold-start setting (default 20)")
     parser.add_argument("--hash-files", type=int, help="files of the hashing case's project (default 20)")
     parser.add_argument("--hash-mb", type=int, help="MB per file of the hashing case (default 5)")
+    parser.add_argument("--baseline", default=DEFAULT_REV, metavar="REV",
+                        help=f"git revision run as a third server, wrapper@REV, from a worktree (default "
+                        f"{DEFAULT_REV}, the design before issue 11's metadata records); 'none' to skip")
+    parser.add_argument("--upload-count", type=int, help="uploads per server (default 20; --quick 3)")
+    parser.add_argument("--upload-mb", type=int, default=5, help="MB per uploaded wheel (default 5)")
     parser.add_argument("--out", type=Path, help=f"results folder (default {DEFAULT_OUT}; with --quick, "
                         f"{DEFAULT_OUT / 'quick'}, so a smoke run never overwrites a full run's results)")
     parser.add_argument("--quick", action="store_true", help="smoke run: N=100, 0.5 s windows, 5 s steady run, "
@@ -77,7 +84,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name, (full, quick) in PROFILES.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
-    for name in ("workers", "clients", "gcs_files", "hash_files", "hash_mb"):
+    if args.baseline.strip().lower() in ("none", ""):
+        args.baseline = None
+    for name in ("workers", "clients", "gcs_files", "hash_files", "hash_mb", "upload_count", "upload_mb"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be 1 or more")
     if args.seconds <= 0 or args.steady_seconds <= 0 or args.steady_rate <= 0 or args.rtt_ms < 0:
@@ -95,6 +104,14 @@ def _command(argv: list[str]) -> str:
     return shlex.join([str(python), "-m", "bench", *argv])
 
 
+def _baseline_note(rev, tree) -> str:
+    if rev is None:
+        return "not run (--baseline none)"
+    if tree is None:
+        return f"{rev}: SKIPPED (git or the commit was not available; see the progress log)"
+    return f"wrapper@{rev}: `main:get_app()` of a git worktree of {rev}, its own gcs_sync (checked in each worker)"
+
+
 def _terminate(signum, frame):
     say(f"got signal {signum}: stopping")
     raise SystemExit(128 + signum)  # unwinds through every finally: servers and emulator stop
@@ -108,18 +125,25 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(
         command=_command(argv), machine=machine.describe(),
         settings={k: getattr(args, k) for k in ("workers", "seconds", "clients", "steady_seconds", "steady_rate",
-                                                   "gcs_files", "rtt_ms", "hash_files", "hash_mb")},
+                                                   "gcs_files", "rtt_ms", "hash_files", "hash_mb",
+                                                   "upload_count", "upload_mb")},
         sizes=[], hashing=[], steady=None, cold=[], quick=args.quick,
         started_utc=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     workdir = Path(tempfile.mkdtemp(prefix="gcs-sync-bench-"))
     say(f"working folder {workdir}; {results.machine['cores']} cores, {results.machine['cpu']}")
     try:
-        for n in args.sizes:
-            results.sizes += measure_size(n, args, workdir)
-            if not args.keep:
-                shutil.rmtree(workdir / f"n{n}", ignore_errors=True)
-        results.hashing = measure_hashing(args, workdir)
+        with baseline_tree(args.baseline, workdir) as tree:
+            baseline = Baseline(args.baseline, tree) if tree is not None else None
+            results.baseline = baseline.name if baseline else None
+            results.baseline_note = _baseline_note(args.baseline, tree)
+            for n in args.sizes:
+                results.sizes += measure_size(n, args, workdir, baseline)
+                if not args.keep:
+                    shutil.rmtree(workdir / f"n{n}", ignore_errors=True)
+            results.hashing = measure_hashing(args, workdir, baseline)
+            results.uploads = measure_uploads(args, workdir, baseline)
+            results.extraction = measure_extraction(args, workdir)
         results.steady, results.cold = measure_gcs(args, workdir)
     except BenchError as exc:
         say(f"FAILED: {exc}")

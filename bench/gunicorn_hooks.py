@@ -3,7 +3,9 @@
 ``-c`` replaces the repo's ``gunicorn.conf.py``, so this file runs it first (same timeout,
 logging, ...) and then adds two hooks; ``-b`` and ``-w`` on the command line still win.
 
-- ``post_worker_init`` logs ``bench: worker PID ready`` once a worker has loaded its app.
+- ``post_worker_init`` logs ``bench: worker PID ready`` once a worker has loaded its app, and
+  ``bench: worker PID gcs_sync from FILE`` (the ``gcs_sync`` package it imported: the
+  baseline's worktree or this repository; ``-`` for stock pypiserver).
 - ``worker_exit`` (run in the worker as it exits) writes the wrapper's bucket API calls,
   ``dict(app.config["gcs_sync.client"].driver.calls)``, as JSON to
   ``$BENCH_CALLS_DIR/<pid>.json``. Stock pypiserver has no client and writes nothing.
@@ -13,6 +15,7 @@ A hook the repo's config already defines is called before ours.
 
 import json
 import os
+import sys
 from pathlib import Path
 
 _REPO_CONFIG = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
@@ -25,6 +28,8 @@ _repo_worker_exit = globals().get("worker_exit")
 def post_worker_init(worker):
     if _repo_post_worker_init is not None:
         _repo_post_worker_init(worker)
+    package = sys.modules.get("gcs_sync")
+    worker.log.info("bench: worker %s gcs_sync from %s", os.getpid(), getattr(package, "__file__", None) or "-")
     worker.log.info("bench: worker %s ready", os.getpid())
 
 

@@ -4,6 +4,10 @@ which close every connection), and every answer must be a 200 or the run stops.
 - ``latencies``: one client, sequential, for ``seconds`` (at least 20, at most 2000 requests).
 - ``throughput``: ``clients`` threads as fast as they can for ``seconds``; requests/s.
 - ``paced``: one client at a fixed rate over a mix of paths (steady-state bucket calls).
+- ``upload``: one ``file_upload`` POST (multipart, no credentials), timed; must answer 200.
+
+``headers`` (e.g. ``Accept: application/vnd.pypi.simple.v1+json``) go with every request of
+a ``latencies`` run, which also says which Content-Type the server answered with.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import http.client
 import itertools
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from testkit.servers import page_text
 
@@ -24,28 +28,62 @@ MIN_REQUESTS = 20
 MAX_REQUESTS = 2000
 
 
-def fetch(server: Server, path: str, timeout: float = TIMEOUT) -> tuple[int, bytes]:
+def fetch(server: Server, path: str, timeout: float = TIMEOUT,
+          headers: Optional[Mapping[str, str]] = None) -> tuple[int, bytes]:
     """GET on a fresh connection; (status, body). Connection errors propagate (OSError).
     Counted in ``server.requests``, whatever the outcome."""
+    status, body, _ = _request(server, "GET", path, timeout=timeout, headers=headers)
+    return status, body
+
+
+def _request(server: Server, method: str, path: str, *, timeout: float = TIMEOUT, body: Optional[bytes] = None,
+             headers: Optional[Mapping[str, str]] = None) -> tuple[int, bytes, str]:
+    """(status, body, Content-Type) on a fresh connection."""
     server.count(1)
     conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request(method, path, body=body, headers=dict(headers or {}))
         reply = conn.getresponse()
-        return reply.status, reply.read()
+        return reply.status, reply.read(), reply.getheader("Content-Type", "")
     finally:
         conn.close()
 
 
-def get_ok(server: Server, path: str) -> bytes:
+def get_ok(server: Server, path: str, headers: Optional[Mapping[str, str]] = None) -> bytes:
     """The body of a 200; anything else is a BenchError naming the server and path."""
+    return _get_ok(server, path, headers)[0]
+
+
+def _get_ok(server: Server, path: str, headers: Optional[Mapping[str, str]] = None) -> tuple[bytes, str]:
     try:
-        status, body = fetch(server, path)
+        status, body, content_type = _request(server, "GET", path, headers=headers)
     except (OSError, http.client.HTTPException) as exc:
         raise server.failure(f"GET {path} failed: {type(exc).__name__}: {exc}") from exc
     if status != 200:
         raise server.failure(f"GET {path} answered {status}, not 200: {page_text(body)!r}")
-    return body
+    return body, content_type
+
+
+def upload(server: Server, filename: str, data: bytes) -> float:
+    """Seconds of one ``file_upload`` POST of ``data`` as ``filename`` (multipart/form-data, as
+    twine sends it, without credentials); anything but a 200 is a BenchError."""
+    boundary = "gcssyncbenchboundary"
+    body = b"".join([
+        f'--{boundary}\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n'.encode(),
+        (f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{filename}"\r\n'
+         "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n",
+        f"--{boundary}--\r\n".encode(),
+    ])
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "User-Agent": "gcs-sync-bench"}
+    started = time.perf_counter()
+    try:
+        status, answer, _ = _request(server, "POST", "/", body=body, headers=headers)
+    except (OSError, http.client.HTTPException) as exc:
+        raise server.failure(f"upload of {filename} failed: {type(exc).__name__}: {exc}") from exc
+    elapsed = time.perf_counter() - started
+    if status != 200:
+        raise server.failure(f"upload of {filename} answered {status}, not 200: {page_text(answer)!r}")
+    return elapsed
 
 
 def link_count(body: bytes) -> int:
@@ -68,17 +106,20 @@ class Latency:
     p50: float  # seconds
     p99: float
     requests: int
+    content_type: str = ""  # of the last answer
 
 
 def latencies(server: Server, path: str, seconds: float,
-              min_requests: int = MIN_REQUESTS, max_requests: int = MAX_REQUESTS) -> Latency:
+              min_requests: int = MIN_REQUESTS, max_requests: int = MAX_REQUESTS,
+              headers: Optional[Mapping[str, str]] = None) -> Latency:
     samples: list[float] = []
+    content_type = ""
     deadline = time.perf_counter() + seconds
     while len(samples) < max_requests and (len(samples) < min_requests or time.perf_counter() < deadline):
         started = time.perf_counter()
-        get_ok(server, path)
+        _, content_type = _get_ok(server, path, headers)
         samples.append(time.perf_counter() - started)
-    return Latency(percentile(samples, 50), percentile(samples, 99), len(samples))
+    return Latency(percentile(samples, 50), percentile(samples, 99), len(samples), content_type)
 
 
 def throughput(server: Server, path: str, clients: int, seconds: float) -> float:

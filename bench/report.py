@@ -6,12 +6,15 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from .compare import SERVERS, ServerRun
+from .compare import CURRENT, JSON_ROUTE, STOCK, Extraction, ServerRun, UploadRun
 from .gcs_runs import MODES, ColdStart, Steady
 
 ROUTES = ("/simple/", "/simple/<p>/", "/packages/<file>")
 PROBE_ROUTE = "/simple/<p>/"
+TABLE_ROUTES = ("/simple/", "/simple/<p>/", JSON_ROUTE, "/packages/<file>")
 TARGET_N = 10_000
+BASELINE_SIMPLE_GOAL = 1.2  # current / baseline p50 of /simple/<p>/, HTML and JSON, at N=10,000
+BASELINE_UPLOAD_GOAL = 2.0  # current / baseline p50 of a 5 MB upload
 
 
 @dataclasses.dataclass
@@ -26,6 +29,17 @@ class Results:
     quick: bool
     started_utc: str
     wall_seconds: float = 0.0
+    baseline: Optional[str] = None  # "wrapper@REV" when the baseline ran
+    baseline_note: str = ""
+    uploads: list[UploadRun] = dataclasses.field(default_factory=list)
+    extraction: list[Extraction] = dataclasses.field(default_factory=list)
+
+    @property
+    def servers(self) -> list[str]:
+        return [STOCK] + ([self.baseline] if self.baseline else []) + [CURRENT]
+
+    def upload(self, server: Optional[str]) -> Optional[UploadRun]:
+        return next((u for u in self.uploads if u.server == server), None)
 
     def run(self, server: str, n: int) -> Optional[ServerRun]:
         return next((r for r in self.sizes if r.server == server and r.n == n), None)
@@ -57,6 +71,26 @@ def p50_ratio(stock: Optional[ServerRun], wrapper: Optional[ServerRun], route: s
     if not stock or not wrapper or route not in stock.routes or route not in wrapper.routes:
         return None
     return stock.routes[route].p50 / wrapper.routes[route].p50
+
+
+def route_label(run: ServerRun, route: str) -> str:
+    """``/simple/<p>/`` JSON, or JSON asked (HTML served) where the server does not speak PEP 691."""
+    if route != JSON_ROUTE:
+        return f"`{route}`"
+    if run.routes[route].json_served:
+        return f"`{PROBE_ROUTE}` JSON"
+    return f"`{PROBE_ROUTE}` JSON asked (HTML served)"
+
+
+def versus_baseline(results: "Results", n: int, route: str) -> Optional[float]:
+    """Current wrapper p50 / baseline p50 (the issue's 1.2x target)."""
+    base = results.run(results.baseline, n) if results.baseline else None
+    return p50_ratio(results.run(CURRENT, n), base, route)
+
+
+def upload_ratio(results: "Results") -> Optional[float]:
+    current, base = results.upload(CURRENT), results.upload(results.baseline)
+    return current.p50 / base.p50 if current and base else None
 
 
 # -- targets -------------------------------------------------------------------------------
@@ -112,6 +146,16 @@ def targets(results: Results) -> list[Target]:
         found.append(Target(f"cold start N={cold.n:,} ({cold.network}): SYNC_CONCURRENCY={MODES[0]} / "
                             f"={MODES[-1]}", times(cold.speedup), "≥ 4x", _check(cold.speedup, lambda v: v >= 4)))
 
+    base = results.baseline or "baseline (not run)"
+    for route in (PROBE_ROUTE, JSON_ROUTE):
+        ratio = versus_baseline(results, n, route)
+        what = "HTML" if route == PROBE_ROUTE else "JSON"
+        found.append(Target(f"`{PROBE_ROUTE}` {what} p50 at N={n:,}: wrapper / {base}", times(ratio),
+                            f"≤ {BASELINE_SIMPLE_GOAL:g}x", _check(ratio, lambda v: v <= BASELINE_SIMPLE_GOAL)))
+    ratio = upload_ratio(results)
+    found.append(Target(f"upload p50 of a {results.settings['upload_mb']} MB wheel: wrapper / {base}", times(ratio),
+                        f"≤ {BASELINE_UPLOAD_GOAL:g}x", _check(ratio, lambda v: v <= BASELINE_UPLOAD_GOAL)))
+
     rss = wrapper.peak_rss_mb if wrapper else None
     found.append(Target(f"wrapper peak RSS per worker at N={n:,}", "–" if rss is None else f"{rss:.0f} MB",
                         "≤ 150 MB", _check(rss, lambda v: v <= 150)))
@@ -131,7 +175,7 @@ def markdown(results: Results) -> str:
     m = results.machine
     minutes, seconds = divmod(round(results.wall_seconds), 60)
     out = [
-        "# Benchmark: stock pypiserver vs. the gcs_sync wrapper",
+        "# Benchmark: stock pypiserver vs. the gcs_sync wrapper (and the previous design)",
         "",
         f"- Command: `{results.command}`",
         f"- Machine: {m['cores']} cores, {m['cpu']}; {m['os']}; {m['python']}",
@@ -146,6 +190,9 @@ def markdown(results: Results) -> str:
         f"- Latency: one client, sequential, a new connection per request (as pip with sync workers), "
         f"{s['seconds']:g} s per route (at least 20, at most 2000 requests). Throughput: {s['clients']} "
         f"concurrent clients for {s['seconds']:g} s. Every answer was a 200.",
+        f"- Baseline: {results.baseline_note or 'not run'}. Same settings, same generated files (real wheels "
+        "with METADATA and Requires-Python); servers run in the order stock, baseline, wrapper (the wrapper's "
+        "pre-sync writes its records beside the files).",
     ]
     if results.quick:
         out.append("- **--quick**: a smoke run with small sizes and short windows; the targets are defined "
@@ -157,29 +204,35 @@ def markdown(results: Results) -> str:
     out += ["", "## Latency and throughput", ""]
     rows = []
     for n in results.ns:
-        for route in ROUTES:
-            stock, wrapper = results.run("stock", n), results.run("wrapper", n)
-            for run in (stock, wrapper):
+        for route in TABLE_ROUTES:
+            stock = results.run(STOCK, n)
+            for server in results.servers:
+                run = results.run(server, n)
                 if run is None or route not in run.routes:
                     continue
                 r = run.routes[route]
-                ratio = times(p50_ratio(stock, wrapper, route)) if run is wrapper else ""
-                rows.append([f"{n:,}", f"`{route}`", run.server, ms(r.p50), ms(r.p99), str(r.samples),
-                             "–" if r.rps is None else f"{r.rps:.0f}", ratio])
+                ratio = times(p50_ratio(stock, run, route)) if run is not stock else ""
+                versus = times(versus_baseline(results, n, route)) if server == CURRENT and results.baseline else ""
+                rows.append([f"{n:,}", route_label(run, route), run.server, ms(r.p50), ms(r.p99), str(r.samples),
+                             "–" if r.rps is None else f"{r.rps:.0f}", ratio, versus])
     out += _table(["N", "route", "server", "p50 ms", "p99 ms", "requests", f"req/s ({s['clients']} clients)",
-                   "stock p50 / wrapper p50"], rows)
+                   "stock p50 / this p50", "wrapper p50 / baseline p50"], rows)
     smallest, largest = results.run("wrapper", 100), results.run("wrapper", max(results.ns))
     if smallest and largest and largest is not smallest:
-        ratio = largest.routes[PROBE_ROUTE].p50 / smallest.routes[PROBE_ROUTE].p50
-        out += ["", f"Wrapper `{PROBE_ROUTE}` p50 at N={largest.n:,} / at N=100: {times(ratio)}."]
+        growth = largest.routes[PROBE_ROUTE].p50 / smallest.routes[PROBE_ROUTE].p50
+        out += ["", f"Wrapper `{PROBE_ROUTE}` p50 at N={largest.n:,} / at N=100: {times(growth)}."]
     out += ["", "`/simple/<p>/` is `/simple/proj-000/`, a project present at every N (1 file at N=100, "
             "N/500 files above 500); `/packages/<file>` is one of its 1-4 KB files. Files are spread over "
-            "min(500, N) projects."]
+            "min(500, N) projects. `JSON`: the same page asked with `Accept: application/vnd.pypi.simple.v1+json` "
+            "(PEP 691; latency only); a server that answers HTML to it is labelled `JSON asked (HTML served)`, "
+            "so its figure is its HTML page once more."]
+
+    out += _baseline_section(results)
 
     out += ["", "## Memory and bucket calls per server", ""]
     rows = []
     for n in results.ns:
-        for server in SERVERS:
+        for server in results.servers:
             run = results.run(server, n)
             if run is None:
                 continue
@@ -191,22 +244,27 @@ def markdown(results: Results) -> str:
     out += _table(["N", "server", "peak RSS per worker MB", "requests sent", "bucket calls (workers)",
                    "calls/request", "pre-sync s"], rows)
     out += ["", "Peak RSS is the largest VmHWM of the gunicorn workers (/proc/<pid>/status), read just before "
-            "stopping: Linux only. Bucket calls are those of the wrapper's workers (local backend here), "
-            "written by the worker_exit hook; the in-process pre-sync is not counted. Requests sent include "
-            "the readiness probes."]
+            "stopping: Linux only. Bucket calls are those of the wrappers' workers (local backend here), "
+            "written by the worker_exit hook; the pre-sync is not counted. Requests sent include "
+            "the readiness probes. Pre-sync: filling the wrapper's empty local folder from the bucket before "
+            "gunicorn starts (the cold-start work); the current wrapper's includes computing every file's "
+            "metadata record (opening each wheel) and storing it in the bucket, the baseline's (run in a "
+            "subprocess with its own code) does not."]
 
     out += ["", "## Hashing: one project of large files", ""]
     rows = []
     hashing = {r.server: r for r in results.hashing}
-    for server in SERVERS:
+    for server in results.servers:
         run = hashing.get(server)
         if run is None:
             continue
         r = run.routes[PROBE_ROUTE]
-        ratio = times(p50_ratio(hashing.get("stock"), run, PROBE_ROUTE)) if server == "wrapper" else ""
-        rows.append([f"{s['hash_files']} x {s['hash_mb']} MB", server, ms(r.p50), ms(r.p99), str(r.samples), ratio])
-    out += _table(["project", "server", "`/simple/<p>/` p50 ms", "p99 ms", "requests", "stock p50 / wrapper p50"],
-                  rows)
+        ratio = times(p50_ratio(hashing.get(STOCK), run, PROBE_ROUTE)) if server != STOCK else ""
+        presync = "–" if run.presync_seconds is None else f"{run.presync_seconds:.2f}"
+        rows.append([f"{s['hash_files']} x {s['hash_mb']} MB", server, ms(r.p50), ms(r.p99), str(r.samples), ratio,
+                     presync])
+    out += _table(["project", "server", "`/simple/<p>/` p50 ms", "p99 ms", "requests", "stock p50 / this p50",
+                   "pre-sync s"], rows)
     out += ["", "Stock pypiserver hashes every file of the project (sha256) on every `/simple/<p>/`."]
 
     steady = results.steady
@@ -240,6 +298,60 @@ def markdown(results: Results) -> str:
     return "\n".join(out) + "\n"
 
 
+def _baseline_section(results: Results) -> list[str]:
+    s = results.settings
+    out = ["", f"## Against the previous design ({results.baseline or 'baseline not run'})", ""]
+    rows = []
+    for n in results.ns:
+        for route in (PROBE_ROUTE, JSON_ROUTE):
+            current = results.run(CURRENT, n)
+            base = results.run(results.baseline, n) if results.baseline else None
+            if current is None or route not in current.routes:
+                continue
+            ratio = versus_baseline(results, n, route)
+            verdict = "" if n != results.target_n else (
+                "n/a" if ratio is None else ("pass" if ratio <= BASELINE_SIMPLE_GOAL else "FAIL"))
+            b = base.routes[route] if base and route in base.routes else None
+            c = current.routes[route]
+            rows.append([f"{n:,}", route_label(current, route),
+                         "–" if b is None else f"{ms(b.p50)} / {ms(b.p99)}" + (
+                             "" if route != JSON_ROUTE or b.json_served else " (HTML served)"),
+                         f"{ms(c.p50)} / {ms(c.p99)}", times(ratio), verdict])
+    out += _table(["N", "route", "baseline p50 / p99 ms", "wrapper p50 / p99 ms", "wrapper / baseline p50",
+                   f"≤ {BASELINE_SIMPLE_GOAL:g}x at N={results.target_n:,}"], rows)
+    out += ["", f"The issue's target is at N={TARGET_N:,}; smaller sizes are shown for the trend. The baseline "
+            "has no JSON: asked for it, it answers its HTML page, so that row compares the wrapper's JSON with "
+            "the baseline's HTML."]
+
+    if results.uploads:
+        out += ["", "### Uploads", ""]
+        rows = []
+        base_upload = results.upload(results.baseline)
+        for server in results.servers:
+            sent = results.upload(server)
+            if sent is None:
+                continue
+            versus = times(sent.p50 / base_upload.p50) if server == CURRENT and base_upload else ""
+            rows.append([server, f"{sent.count} x {sent.mb} MB", ms(sent.p50), ms(sent.p99), versus])
+        out += _table(["server", "uploads", "p50 ms", "p99 ms", f"wrapper / baseline p50 (≤ {BASELINE_UPLOAD_GOAL:g}x)"],
+                      rows)
+        out += ["", f"Distinct real wheels (METADATA with Requires-Python, an incompressible {s['upload_mb']} MB "
+                "payload), POSTed one after the other as multipart `file_upload` without credentials "
+                "(PASSWORD_FILE=. and AUTHENTICATE=. on the wrappers, `password_file=\".\", authenticate=[]` on "
+                "stock), each server on a fresh 100-wheel repository, the wrappers on the local backend; from "
+                "sending the request to the end of the 200. The wrapper's upload also opens the wheel to compute "
+                "its record, and stores the record and the METADATA beside the file."]
+    if results.extraction:
+        out += ["", "### What the extraction costs", ""]
+        out += _table(["file", "`compute_record` p50 ms", "runs"],
+                      [[f"{e.mb} MB {e.kind}", ms(e.p50), str(e.runs)] for e in results.extraction])
+        out += ["", "`gcs_sync.records.compute.compute_record` in the benchmark's process on a file already on "
+                "disk (warm page cache): what an upload adds to open the archive and read its core metadata. "
+                "A wheel's METADATA is found from the zip's central directory, so its cost hardly depends on "
+                "the wheel's size; an sdist is a gzip stream that is read (and checked) to its end."]
+    return out
+
+
 def _calls(calls) -> str:
     total = sum(calls.values())
     detail = ", ".join(f"{op} {count}" for op, count in sorted(calls.items()))
@@ -256,9 +368,11 @@ def chart(results: Results, path: Path) -> None:
 
     ns = results.ns
     fig, axes = plt.subplots(1, len(ROUTES), figsize=(5 * len(ROUTES), 4.2), sharey=True)
-    colors = {"stock": "tab:red", "wrapper": "tab:blue"}
+    colors = {STOCK: "tab:red", CURRENT: "tab:blue"}
+    if results.baseline:
+        colors[results.baseline] = "tab:green"
     for ax, route in zip(axes, ROUTES):
-        for server in SERVERS:
+        for server in results.servers:
             runs = [results.run(server, n) for n in ns]
             points = [(n, r.routes[route]) for n, r in zip(ns, runs) if r and route in r.routes]
             xs = [n for n, _ in points]
@@ -275,7 +389,8 @@ def chart(results: Results, path: Path) -> None:
     axes[0].set_ylabel("latency, ms (sequential, log scale)")
     axes[0].legend(fontsize="small")
     m = results.machine
-    fig.suptitle(f"stock pypiserver vs. gcs_sync wrapper, {results.settings['workers']} gunicorn workers "
+    versus = f" and {results.baseline}" if results.baseline else ""
+    fig.suptitle(f"stock pypiserver vs. gcs_sync wrapper{versus}, {results.settings['workers']} gunicorn workers "
                  f"({m['cores']} cores, {m['cpu']})", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from .progress import say
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = Path(__file__).resolve().with_name("gunicorn_hooks.py")
 READY_LINE = "bench: worker {pid} ready"
+SOURCE_LINE = re.compile(r"bench: worker \d+ gcs_sync from (\S+)")
 STOP_SECONDS = 45  # gunicorn's graceful timeout is 30 s
 
 
@@ -84,6 +86,18 @@ class Server:
     def ready_workers(self) -> int:
         log = self.log()
         return sum(READY_LINE.format(pid=pid) in log for pid in self.worker_pids())
+
+    def gcs_sync_sources(self) -> set[str]:
+        """The ``gcs_sync/__init__.py`` each worker imported, as its post_worker_init logged it."""
+        return set(SOURCE_LINE.findall(self.log()))
+
+    def check_source(self, tree: Path) -> str:
+        """That every worker imported ``gcs_sync`` from ``tree`` (a BenchError otherwise); the file."""
+        sources = self.gcs_sync_sources()
+        expected = str(tree.resolve() / "gcs_sync" / "__init__.py")
+        if sources != {expected}:
+            raise self.failure(f"its workers imported gcs_sync from {sorted(sources)}, not {expected}")
+        return expected
 
     def stop(self) -> None:
         """SIGTERM (graceful: workers finish their request and run worker_exit), then wait;

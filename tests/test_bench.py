@@ -1,5 +1,7 @@
 """Smoke test of the benchmark: ``python -m bench --quick`` runs end to end and writes a
-results table with numbers for both servers on every route, and a PNG chart."""
+results table with numbers for every server on every route (stock, the current wrapper and,
+where git has the commit, the baseline wrapper@41c5ef9), the JSON-asked rows, the uploads and
+the extraction cost, and a PNG chart. No wall-clock figure is asserted."""
 
 from __future__ import annotations
 
@@ -43,17 +45,45 @@ def test_quick_benchmark_writes_table_and_chart(tmp_path: Path) -> None:
 
     text = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert result.stdout == text  # the table on stdout is the file
-    for server in ("stock", "wrapper"):
+    baseline_ran = "Baseline: wrapper@41c5ef9: " in text
+    if not baseline_ran:  # a clone without that commit, or no git: said, and the rest still runs
+        assert "SKIPPED" in text, text
+    servers = ("stock", "wrapper@41c5ef9", "wrapper") if baseline_ran else ("stock", "wrapper")
+    for server in servers:
         for route in ROUTES:
-            # | N | route | server | p50 ms | p99 ms | requests | req/s | ratio |
-            row = re.compile(rf"^\| 100 \| `{re.escape(route)}` \| {server} \| ({NUMBER}) \| ({NUMBER}) \| "
-                             rf"(\d+) \| ({NUMBER}) \|", re.M)
+            # | N | route | server | p50 ms | p99 ms | requests | req/s | ratios |
+            row = re.compile(rf"^\| 100 \| `{re.escape(route)}` \| {re.escape(server)} \| ({NUMBER}) \| "
+                             rf"({NUMBER}) \| (\d+) \| ({NUMBER}) \|", re.M)
             match = row.search(text)
             assert match, f"no row with numbers for {server} {route} in:\n{text}"
             p50, p99, requests, rps = (float(g) for g in match.groups())
             assert 0 < p50 <= p99 and requests >= 20 and rps > 0
+        # /simple/<p>/ asked for PEP 691 JSON: latency only (no throughput)
+        json_row = re.compile(rf"^\| 100 \| `/simple/<p>/` JSON(?: asked \(HTML served\))? \| {re.escape(server)} \| "
+                              rf"({NUMBER}) \| ({NUMBER}) \| (\d+) \| – \|", re.M)
+        match = json_row.search(text)
+        assert match, f"no JSON row for {server} in:\n{text}"
+        assert 0 < float(match[1]) <= float(match[2]) and int(match[3]) >= 20
+        # | server | uploads | p50 ms | p99 ms | ratio |
+        upload = re.compile(rf"^\| {re.escape(server)} \| 3 x 5 MB \| ({NUMBER}) \| ({NUMBER}) \|", re.M)
+        match = upload.search(text)
+        assert match, f"no upload row for {server} in:\n{text}"
+        assert 0 < float(match[1]) <= float(match[2])
     assert "## Targets" in text
     assert re.search(r"^\| .*bucket calls per request.* \| \d+\.\d+ \|", text, re.M), text
+    for kind in ("wheel", r"sdist \(\.tar\.gz\)"):
+        assert re.search(rf"^\| 5 MB {kind} \| {NUMBER} \| 20 \|", text, re.M), text
+    if baseline_ran:
+        for what in ("HTML", "JSON"):
+            assert re.search(rf"^\| `/simple/<p>/` {what} p50 at N=100: wrapper / wrapper@41c5ef9 \| {NUMBER}x \| "
+                             r"≤ 1\.2x \| (pass|FAIL) \|", text, re.M), text
+        assert re.search(rf"^\| upload p50 of a 5 MB wheel: wrapper / wrapper@41c5ef9 \| {NUMBER}x \| ≤ 2x \| "
+                         r"(pass|FAIL) \|", text, re.M), text
+        assert "wrapper@41c5ef9 | 3 x 5 MB" in text
+
+    # the baseline's worktree is gone again
+    worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True)
+    assert "baseline-41c5ef9" not in worktrees.stdout
 
     png = tmp_path / "latency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
