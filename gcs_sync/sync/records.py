@@ -61,10 +61,17 @@ class RecordStore:
                 found[filename] = version
         return found
 
-    def read(self, filename: str) -> Optional[tuple[Optional[FileRecord], Version]]:
+    def read(self, filename: str, listed: Optional[Version] = None) -> Optional[tuple[Optional[FileRecord], Version]]:
         """The record of ``filename`` and its version; the record is None if the object is
-        not a readable record (logged: it is computed again). None if there is none."""
-        found = self.driver.read_note_versioned(record_object(filename))
+        not a readable record (logged: it is computed again). None if there is none.
+        ``listed``: the version a listing gave, taken as the version of the bytes read (one
+        request on every store): they are that version or a later one, which the next
+        listing shows as a change, and a write conditional on it then fails, as it should."""
+        if listed is not None:
+            data_only = self.driver.read_note(record_object(filename))
+            found = None if data_only is None else (data_only, listed)
+        else:
+            found = self.driver.read_note_versioned(record_object(filename))
         if found is None:
             return None
         data, version = found
@@ -195,7 +202,7 @@ class RecordKeeper:
         one computed here is kept here, until that record changes. Raises StorageError
         if the bucket fails."""
         entry = dataclasses.replace(entry, sha256=entry.sha256 or sha256_of(self.folder.file_path(name)))
-        found = self.store.read(name) if listed is not None else None
+        found = self.store.read(name, listed) if listed is not None else None
         if found is None:
             return self._compute(name, entry, modified, None, owner)
         theirs, version = found
