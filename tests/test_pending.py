@@ -22,7 +22,7 @@ from gcs_sync.errors import StorageError, StorageUnavailable
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.pending import PendingUploads
-from testkit.buckets import BucketProbe
+from testkit.buckets import PREFIX, BucketProbe
 from testkit.fault_proxy import Delay, FaultProxy, Respond
 from testkit.packages import make_wheel
 from testkit.servers import PASSWORD, USER, links, start_instance
@@ -44,10 +44,11 @@ def post_signed(url: str, wheel: Path, signature: bytes) -> int:
 
 def hold_the_signature(bucket: BucketProbe, proxy: FaultProxy) -> None:
     """Hold the .asc write for longer than the test (the proxy drops it when it stops)."""
-    if bucket.backend == "s3":
-        proxy.add_rule("PUT", r"\.asc$", Delay(600))
-    else:  # GCS names the object in the body: the intent and the wheel pass, the third upload waits
-        proxy.add_rule("POST", r"/upload/", Delay(0), times=2)
+    if bucket.backend == "s3":  # the signature itself, not its record (.gcs_sync/records/NAME.asc)
+        proxy.add_rule("PUT", rf"/{PREFIX}/[^/]+\.asc$", Delay(600))
+    else:  # GCS names the object in the body: the intent, the wheel's core metadata file, record
+        # and file, and the signature's record pass (each written before its file); the sixth waits
+        proxy.add_rule("POST", r"/upload/", Delay(0), times=5)
         proxy.add_rule("POST", r"/upload/", Delay(600))
 
 

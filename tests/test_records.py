@@ -313,3 +313,77 @@ def test_a_removal_keeps_a_record_written_since_by_a_new_upload_of_that_name(
     app.driver.put_note(record_object(wheel.name), newer.to_bytes())  # a new upload's, written before its file
     RecordStore(app.driver).forget(wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest())
     assert stored_record(bucket, wheel.name) == newer
+
+
+def test_a_refused_upload_racing_the_winner_puts_the_winners_record_back(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    """A and B upload other bytes under one name at once: B overwrites A's record, A's file
+    wins, B gets 409 and must put A's record back. (The interleaving is staged by wrapping
+    each instance's file write.)"""
+    import threading
+
+    a = App(bucket, tmp_path / "a", htpasswd)
+    b = App(bucket, tmp_path / "b", htpasswd)
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    other = make_wheel(tmp_path / "other", "demo", "1.0", value="other").read_bytes()
+    a_write, b_write = a.driver.upload, b.driver.upload
+    answers: dict[str, object] = {}
+
+    def a_upload(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def b_upload(b_name, *b_args, **b_kwargs):  # type: ignore[no-untyped-def]
+            answers["a_stored"] = a_write(name, *args, **kwargs)  # A's file lands first
+            return b_write(b_name, *b_args, **b_kwargs)  # B's create-only write: 409
+        b.driver.upload = b_upload  # type: ignore[method-assign]
+        thread = threading.Thread(target=lambda: answers.__setitem__("b", b.upload(wheel, data=other).status_code))
+        thread.start()
+        thread.join()
+        return answers["a_stored"]
+
+    a.driver.upload = a_upload  # type: ignore[method-assign]
+    assert a.upload(wheel).status_code == 200 and answers["b"] == 409
+    assert bucket.get(wheel.name) == wheel.read_bytes()
+    record = stored_record(bucket, wheel.name)
+    assert record.uploader == USER and record.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+def test_a_new_upload_replaces_a_record_left_behind_by_a_removed_file_of_the_same_bytes(
+    app: App, bucket: BucketProbe, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    ghost = FileRecord(wheel.name, wheel.stat().st_size, sha256, "2020-01-01T00:00:00.000000Z", uploader="ghost",
+                       yanked=True, yank_reason="old")
+    app.driver.put_note(record_object(wheel.name), ghost.to_bytes())  # its file is gone
+    assert app.upload(wheel).status_code == 200
+    record = stored_record(bucket, wheel.name)
+    assert record.uploader == USER and not record.yanked and record.upload_time != ghost.upload_time
+
+
+def test_an_undone_yank_is_seen_by_an_instance_that_read_the_yank(
+    app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    """On S3 a version is the bytes' MD5: unyanking gives the first record's version back."""
+    from gcs_sync.sync.records import RecordStore
+
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    other = App(bucket, tmp_path / "other", htpasswd)
+    other.client.sync()
+    store = RecordStore(app.driver)
+    store.set_yank(wheel.name, True, None)
+    other.client.sync()
+    assert indexed_record(other, wheel.name).yanked  # type: ignore[union-attr]
+    store.set_yank(wheel.name, False, None)
+    other.client.sync()
+    assert not indexed_record(other, wheel.name).yanked  # type: ignore[union-attr]
+
+
+def test_a_sync_replaces_an_unreadable_record(app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> None:
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0", requires_python=">=3.8")
+    assert app.upload(wheel).status_code == 200
+    app.driver.put_note(record_object(wheel.name), b"not json")
+    other = App(bucket, tmp_path / "other", htpasswd)
+    other.client.sync()
+    record = stored_record(bucket, wheel.name)
+    assert record.requires_python == ">=3.8" and indexed_record(other, wheel.name) == record

@@ -46,6 +46,10 @@ class StoredRecord:
     version: Version
     record_written: Optional[Version] = None
     metadata_written: Optional[Version] = None
+    # What this call's writes replaced (None: they created their objects), which an undo
+    # puts back: another upload's record overwritten by one whose file was then refused.
+    replaced_record: Optional[bytes] = None
+    replaced_metadata: Optional[bytes] = None
 
 
 class RecordStore:
@@ -61,17 +65,12 @@ class RecordStore:
                 found[filename] = version
         return found
 
-    def read(self, filename: str, listed: Optional[Version] = None) -> Optional[tuple[Optional[FileRecord], Version]]:
-        """The record of ``filename`` and its version; the record is None if the object is
-        not a readable record (logged: it is computed again). None if there is none.
-        ``listed``: the version a listing gave, taken as the version of the bytes read (one
-        request on every store): they are that version or a later one, which the next
-        listing shows as a change, and a write conditional on it then fails, as it should."""
-        if listed is not None:
-            data_only = self.driver.read_note(record_object(filename))
-            found = None if data_only is None else (data_only, listed)
-        else:
-            found = self.driver.read_note_versioned(record_object(filename))
+    def read(self, filename: str) -> Optional[tuple[Optional[FileRecord], Version]]:
+        """The record of ``filename`` and the version those bytes are (not a listing's: on
+        S3 a version is the bytes' MD5, so a yank undone gives the old version back); the
+        record is None if the object is not a readable record (logged: it is computed
+        again). None if there is none."""
+        found = self.driver.read_note_versioned(record_object(filename))
         if found is None:
             return None
         data, version = found
@@ -96,35 +95,41 @@ class RecordStore:
 
     def write(
         self, record: FileRecord, metadata: Optional[bytes], *,
-        create_only: bool = False, if_version: Optional[Version] = None,
+        create_only: bool = False, if_version: Optional[Version] = None, replacing: Optional[bytes] = None,
     ) -> StoredRecord:
         """Store the core metadata file, then the record (so a reader that finds the
         record finds the file it names). The record's write is conditional as asked
-        (ObjectExists, ObjectChanged); the metadata file is the same bytes for the same
-        package file, so it is written unless those very bytes are already there."""
-        metadata_written = None if metadata is None else self._write_metadata(record.filename, metadata)
+        (ObjectExists, ObjectChanged); ``replacing``: the bytes of the record at
+        ``if_version``, which an undo puts back. The metadata file is the same bytes for
+        the same package file, so it is written unless those very bytes are already there."""
+        metadata_written, replaced_metadata = (None, None) if metadata is None else \
+            self._write_metadata(record.filename, metadata)
         # A failed record write leaves the metadata file: for this name and these bytes it
         # is the same whoever wrote it, and a record another writer stored meanwhile may
         # name it. (A failed upload's undo removes it, at the version written.)
         version = self.driver.put_note(record_object(record.filename), record.to_bytes(),
                                        if_version=if_version, create_only=create_only)
-        return StoredRecord(record, version, version, metadata_written)
+        return StoredRecord(record, version, version, metadata_written,
+                            replacing if if_version is not None else None, replaced_metadata)
 
     def write_metadata(self, filename: str, data: bytes) -> Optional[Version]:
         """Store ``filename``'s core metadata file alone (its record names this digest)."""
-        return self._write_metadata(filename, data)
+        return self._write_metadata(filename, data)[0]
 
-    def _write_metadata(self, filename: str, data: bytes) -> Optional[Version]:
+    def _write_metadata(self, filename: str, data: bytes) -> tuple[Optional[Version], Optional[bytes]]:
+        """The version written (None: those very bytes were there) and the bytes it replaced."""
         name = metadata_object(filename)
         try:
-            return self.driver.put_note(name, data, create_only=True)
+            return self.driver.put_note(name, data, create_only=True), None
         except ObjectExists:
             found = self.driver.read_note_versioned(name)
             if found is not None and found[0] == data:
-                return None  # the same bytes, already there: not ours to undo
-            # Left by an earlier file of this name: replace it (at the version read).
-            return self.driver.put_note(name, data, if_version=None if found is None else found[1],
-                                        create_only=found is None)
+                return None, None  # the same bytes, already there: not ours to undo
+            # Another file's of this name (left behind, or the one an upload is refused
+            # against): replaced at the version read, and put back by an undo.
+            written = self.driver.put_note(name, data, if_version=None if found is None else found[1],
+                                           create_only=found is None)
+            return written, None if found is None else found[0]
 
     def set_yank(self, filename: str, yanked: bool, reason: Optional[str]) -> Optional[FileRecord]:
         """Mark a record yanked (with ``reason``) or not; only the record changes. Read,
@@ -168,11 +173,23 @@ class RecordStore:
                 self._delete_quietly(metadata_object(filename), metadata[1])
 
     def undo(self, stored: StoredRecord) -> None:
-        """Remove what ``write`` wrote (each only at the version it wrote)."""
+        """Undo what ``write`` wrote, each only at the version it wrote: what it replaced
+        is put back, what it created is removed."""
         if stored.record_written is not None:
-            self._delete_quietly(record_object(stored.record.filename), stored.record_written)
+            self._put_back(record_object(stored.record.filename), stored.record_written, stored.replaced_record)
         if stored.metadata_written is not None:
-            self._delete_quietly(metadata_object(stored.record.filename), stored.metadata_written)
+            self._put_back(metadata_object(stored.record.filename), stored.metadata_written, stored.replaced_metadata)
+
+    def _put_back(self, name: str, written: Version, replaced: Optional[bytes]) -> None:
+        if replaced is None:
+            self._delete_quietly(name, written)
+            return
+        try:
+            self.driver.put_note(name, replaced, if_version=written)
+        except ObjectChanged:
+            pass  # replaced since by another writer: theirs stays
+        except StorageError as exc:
+            log.error("could not put back %s (%s); the next sync or `backfill` computes it again", name, exc)
 
     def _delete_quietly(self, name: str, version: Version) -> None:
         try:
@@ -202,7 +219,7 @@ class RecordKeeper:
         one computed here is kept here, until that record changes. Raises StorageError
         if the bucket fails."""
         entry = dataclasses.replace(entry, sha256=entry.sha256 or sha256_of(self.folder.file_path(name)))
-        found = self.store.read(name, listed) if listed is not None else None
+        found = self.store.read(name) if listed is not None else None
         if found is None:
             return self._compute(name, entry, modified, None, owner)
         theirs, version = found
@@ -210,7 +227,9 @@ class RecordKeeper:
             if self._bring_metadata(theirs):
                 return entry.with_record(theirs, version)
             return self._repair_metadata(name, entry, theirs, version)
-        if owner:
+        if owner or theirs is None:
+            # Ours to replace: this instance wrote the file, or the object is not a readable
+            # record (no upload writes one of those).
             return self._compute(name, entry, modified, version, owner)
         record, metadata = self._computed(name, entry, modified)
         self._keep_metadata(name, metadata)
@@ -254,18 +273,18 @@ class RecordKeeper:
         or another: store the file again from these bytes. The record keeps its upload
         time, uploader and yank state; it is rewritten only if it names another digest."""
         computed, metadata = self._computed(name, entry, None)
+        repaired = dataclasses.replace(computed, upload_time=theirs.upload_time, uploader=theirs.uploader,
+                                       yanked=theirs.yanked, yank_reason=theirs.yank_reason)
         try:
             if computed.metadata_sha256 == theirs.metadata_sha256 and metadata is not None:
                 self.store.write_metadata(name, metadata)
                 self._keep_metadata(name, metadata)
                 return entry.with_record(theirs, version)
-            repaired = dataclasses.replace(computed, upload_time=theirs.upload_time, uploader=theirs.uploader,
-                                           yanked=theirs.yanked, yank_reason=theirs.yank_reason)
-            stored = self.store.write(repaired, metadata, if_version=version)
+            stored = self.store.write(repaired, metadata, if_version=version, replacing=theirs.to_bytes())
         except StoragePermissionDenied as exc:
             self._say_read_only(exc)
             self._keep_metadata(name, metadata)
-            return entry.with_record(theirs if computed.metadata_sha256 == theirs.metadata_sha256 else computed, version)
+            return entry.with_record(repaired, version)
         self._keep_metadata(name, metadata)
         log.warning("the core metadata file of %s was missing or another: stored again", name)
         return entry.with_record(repaired, stored.version)

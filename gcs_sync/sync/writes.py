@@ -102,11 +102,11 @@ class RequestWrites:
                 stored.append(remote)
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
-                if written is None and upload.record is not None:
-                    # Left until the file was ours (see _store_record): now it is.
-                    written = self._store_record(upload, file_is_ours=True)
-                    if written is not None:
-                        records[upload.name] = written
+                if upload.record is not None and (written is None or (remote.created and written.record_written is None)):
+                    # Left until the file was ours, or another's record kept: see _store_record.
+                    after = self._store_record_after(upload, remote)
+                    if after is not None:
+                        records[upload.name] = after
             for remote in stored:
                 if not remote.created:  # about to be covered by our 200: no clean-up may take it
                     self._pending.adopt(remote, intent)
@@ -153,30 +153,49 @@ class RequestWrites:
                       [u.name for u in staged], self.folder.path, exc)
         return stored
 
-    def _store_record(self, upload: StagedFile, *, file_is_ours: bool = False) -> Optional[StoredRecord]:
+    def _store_record(self, upload: StagedFile, *, file_is_ours: bool = False,
+                      created: bool = False) -> Optional[StoredRecord]:
         """Store ``upload``'s record and core metadata file, before the file itself. A
         record of these very bytes already there is kept (an identical retry keeps the
-        first upload's time and yank state). A record of other bytes is replaced at the
-        version read, unless its file is still there (``file_is_ours``: this request has
-        just stored it): then it is left to the file's write, which refuses other bytes
-        (409) and for the same bytes (or an overwrite) is followed by this again, so a
-        refused upload never touches another file's record. None: nothing stored (yet)."""
+        first upload's time and yank state), unless this request has just ``created`` the
+        file (the record was left by a file since removed: ours replaces it). A record of
+        other bytes is replaced at the version read (an undo puts it back), unless its
+        file is still there and not ours yet (``file_is_ours``): then it is left to the
+        file's write, which refuses other bytes (409), and for the same bytes (or an
+        overwrite) is followed by this again. None: nothing stored (yet)."""
         if upload.record is None:
             return None
         for _ in range(3):
             found = self._records.read(upload.name)
-            if found is not None and found[0] is not None and found[0].sha256 == upload.sha256:
-                return StoredRecord(found[0], found[1])
+            theirs = None if found is None else found[0]
+            if found is not None and theirs is not None and theirs.sha256 == upload.sha256 and not created:
+                return StoredRecord(theirs, found[1])
             if found is not None and not file_is_ours and self.driver.stat(upload.name) is not None:
                 return None
             try:
-                return self._records.write(upload.record, upload.metadata, create_only=found is None,
-                                           if_version=None if found is None else found[1])
+                return self._records.write(
+                    upload.record, upload.metadata, create_only=found is None,
+                    if_version=None if found is None else found[1],
+                    replacing=None if theirs is None else theirs.to_bytes(),
+                )
             except (ObjectExists, ObjectChanged):
                 continue  # another writer's record came between: look at it
         # Not ObjectExists: that would read as "this file is already there" (a 409).
         raise StorageError("upload", upload.name, "its metadata record kept changing while it was written: "
                            "another upload of this name is under way")
+
+    def _store_record_after(self, upload: StagedFile, remote: StoredObject) -> Optional[StoredRecord]:
+        """The record of a file now in the bucket, where it could not be stored before it
+        (a record of other bytes, with its file, was there) or was another's (this request
+        created the file). The file stays whatever happens here (another request may be
+        answered 200 for the same bytes): a failure is logged, and a sync computes the
+        record (``RecordMissing``)."""
+        try:
+            return self._store_record(upload, file_is_ours=True, created=remote.created)
+        except StorageError as exc:
+            log.error("%r is stored but its metadata record could not be (%s); the next sync computes it",
+                      upload.name, exc)
+            return None
 
     def _undo_records(self, records: dict[str, StoredRecord], stored: list[StoredObject], keep: set[str]) -> None:
         """Remove the records this failed request wrote, except those of files that stay
