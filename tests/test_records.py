@@ -387,3 +387,21 @@ def test_a_sync_replaces_an_unreadable_record(app: App, bucket: BucketProbe, tmp
     other.client.sync()
     record = stored_record(bucket, wheel.name)
     assert record.requires_python == ">=3.8" and indexed_record(other, wheel.name) == record
+
+
+def test_with_overwrite_an_identical_upload_keeps_the_record_and_other_bytes_get_theirs(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path
+) -> None:
+    from gcs_sync.sync.records import RecordStore
+
+    app = App(bucket, tmp_path / "packages", htpasswd, OVERWRITE=True)
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    assert app.upload(wheel).status_code == 200
+    RecordStore(app.driver).set_yank(wheel.name, True, "broken")
+    yanked = bucket.get(record_object(wheel.name))
+    assert app.upload(wheel).status_code == 200  # a twine retry
+    assert bucket.get(record_object(wheel.name)) == yanked
+    rebuilt = make_wheel(tmp_path / "rebuilt", "demo", "1.0", value="other bytes", requires_python=">=3.12")
+    assert app.upload(rebuilt).status_code == 200
+    record = stored_record(bucket, wheel.name)
+    assert record.sha256 == hashlib.sha256(rebuilt.read_bytes()).hexdigest() and record.requires_python == ">=3.12"

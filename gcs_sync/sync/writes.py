@@ -102,9 +102,12 @@ class RequestWrites:
                 stored.append(remote)
                 log_bucket_write(log, "store", upload.name, self.driver.url, meter,
                                  version=remote.version, size=upload.size)
-                if upload.record is not None and (written is None or (remote.created and written.record_written is None)):
+                # A new file (create-only: with OVERWRITE an identical upload also writes a
+                # version, and keeps the record) takes no record left by a removed one.
+                fresh = remote.created and not overwrite
+                if upload.record is not None and (written is None or (fresh and written.record_written is None)):
                     # Left until the file was ours, or another's record kept: see _store_record.
-                    after = self._store_record_after(upload, remote)
+                    after = self._store_record_after(upload, fresh)
                     if after is not None:
                         records[upload.name] = after
             for remote in stored:
@@ -184,14 +187,14 @@ class RequestWrites:
         raise StorageError("upload", upload.name, "its metadata record kept changing while it was written: "
                            "another upload of this name is under way")
 
-    def _store_record_after(self, upload: StagedFile, remote: StoredObject) -> Optional[StoredRecord]:
+    def _store_record_after(self, upload: StagedFile, fresh: bool) -> Optional[StoredRecord]:
         """The record of a file now in the bucket, where it could not be stored before it
         (a record of other bytes, with its file, was there) or was another's (this request
         created the file). The file stays whatever happens here (another request may be
         answered 200 for the same bytes): a failure is logged, and a sync computes the
         record (``RecordMissing``)."""
         try:
-            return self._store_record(upload, file_is_ours=True, created=remote.created)
+            return self._store_record(upload, file_is_ours=True, created=fresh)
         except StorageError as exc:
             log.error("%r is stored but its metadata record could not be (%s); the next sync computes it",
                       upload.name, exc)
