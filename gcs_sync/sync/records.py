@@ -233,8 +233,8 @@ class RecordKeeper:
             return self._compute(name, entry, modified, version, owner)
         record, metadata = self._computed(name, entry, modified)
         self._keep_metadata(name, metadata)
-        log.warning("the record of %s in the bucket describes other bytes or cannot be read; serving the "
-                    "one computed here until it changes (an upload or `backfill` replaces it)", name)
+        log.warning("the record of %s in the bucket describes other bytes; serving the one computed here "
+                    "until it changes (an upload or `backfill` replaces it)", name)
         return entry.with_record(record, version)
 
     def _computed(self, name: str, entry: SyncedFile, modified: Optional[float]) -> tuple[FileRecord, Optional[bytes]]:
@@ -291,7 +291,7 @@ class RecordKeeper:
 
     def _bring_metadata(self, record: FileRecord) -> bool:
         """Make the local core metadata file the one ``record`` names; False if the bucket
-        does not have it (then the record is computed again)."""
+        does not have it (then it is stored again: ``_repair_metadata``)."""
         path = self.folder.metadata_path(record.filename)
         if record.metadata_sha256 is None:
             self.folder.remove_metadata(record.filename)
