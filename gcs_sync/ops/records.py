@@ -30,8 +30,7 @@ from gcs_sync.errors import ObjectChanged, ObjectExists, StorageError
 from gcs_sync.files import sha256_of, temp_name
 from gcs_sync.ops.gather import list_bucket
 from gcs_sync.ops.transfers import Advance, no_progress, parallel
-from gcs_sync.records.compute import compute_record, compute_record_or_note_problem
-from gcs_sync.records.extract import DistributionError
+from gcs_sync.records.compute import compute_record_or_note_problem
 from gcs_sync.records.record import METADATA_FOLDER, FileRecord, metadata_object, upload_time
 from gcs_sync.sync.records import RecordStore
 
@@ -178,13 +177,9 @@ def computed_record(path: Path, filename: str, sha256: str, when: str) -> tuple[
     """The record (uploader None, uploaded ``when``) and core metadata file of the package
     file at ``path``, and, for a file that is not what its name says, the problem (its
     record then notes it and names no metadata; the file is still served)."""
-    size = path.stat().st_size
-    try:
-        record, metadata = compute_record(path, filename, sha256=sha256, size=size, upload_time=when, uploader=None)
-        return record, metadata, ""
-    except DistributionError as exc:
-        record, metadata = compute_record_or_note_problem(path, filename, sha256=sha256, size=size, upload_time=when)
-        return record, metadata, str(exc)
+    record, metadata, problem = compute_record_or_note_problem(
+        path, filename, sha256=sha256, size=path.stat().st_size, upload_time=when)
+    return record, metadata, problem or ""
 
 
 def write_record(

@@ -37,13 +37,16 @@ def compute_record(
 
 def compute_record_or_note_problem(
     path: Path, filename: str, *, sha256: str, size: int, upload_time: str,
-) -> tuple[FileRecord, Optional[bytes]]:
-    """As ``compute_record``, for a file already in the bucket (put there by another tool):
-    one that cannot be read gets a record without metadata that says why (logged), so it is
-    looked at once, not at every sync; the file itself is still served."""
+) -> tuple[FileRecord, Optional[bytes], Optional[str]]:
+    """As ``compute_record``, for a file already in the bucket (put there by another tool)
+    or pushed: one that cannot be read gets a record without metadata that says why
+    (logged, and returned third: None for a good file), so it is looked at once, not at
+    every sync; the file itself is still served."""
     try:
-        return compute_record(path, filename, sha256=sha256, size=size, upload_time=upload_time, uploader=None)
+        record, metadata = compute_record(path, filename, sha256=sha256, size=size, upload_time=upload_time,
+                                          uploader=None)
+        return record, metadata, None
     except DistributionError as exc:
         log.warning("%s has no usable core metadata, so it is served without any: %s", filename, exc)
         return FileRecord(filename=filename, size=size, sha256=sha256, upload_time=upload_time,
-                          metadata_problem=str(exc)), None
+                          metadata_problem=str(exc)), None, str(exc)

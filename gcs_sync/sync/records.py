@@ -240,10 +240,11 @@ class RecordKeeper:
     def _computed(self, name: str, entry: SyncedFile, modified: Optional[float]) -> tuple[FileRecord, Optional[bytes]]:
         assert entry.sha256 is not None
         path = self.folder.file_path(name)
-        return compute_record_or_note_problem(
+        record, metadata, _ = compute_record_or_note_problem(
             path, name, sha256=entry.sha256, size=path.stat().st_size,
             upload_time=upload_time(modified if modified is not None else time.time()),
         )
+        return record, metadata
 
     def _compute(self, name: str, entry: SyncedFile, modified: Optional[float], stale: Optional[Version],
                  owner: bool) -> SyncedFile:
@@ -261,9 +262,7 @@ class RecordKeeper:
                 raise
             stored = self.store.write(record, metadata, if_version=found[1])
         except StoragePermissionDenied as exc:
-            self._say_read_only(exc)
-            self._keep_metadata(name, metadata)
-            return entry.with_record(record, None)
+            return self._kept_here(exc, name, entry.with_record(record, None), metadata)
         self._keep_metadata(name, metadata)
         log.info("computed the record of %s (no record in the bucket described it)", name)
         return entry.with_record(record, stored.version)
@@ -282,9 +281,7 @@ class RecordKeeper:
                 return entry.with_record(theirs, version)
             stored = self.store.write(repaired, metadata, if_version=version, replacing=theirs.to_bytes())
         except StoragePermissionDenied as exc:
-            self._say_read_only(exc)
-            self._keep_metadata(name, metadata)
-            return entry.with_record(repaired, version)
+            return self._kept_here(exc, name, entry.with_record(repaired, version), metadata)
         self._keep_metadata(name, metadata)
         log.warning("the core metadata file of %s was missing or another: stored again", name)
         return entry.with_record(repaired, stored.version)
@@ -309,6 +306,12 @@ class RecordKeeper:
             self.folder.remove_metadata(name)
         else:
             self.folder.write_metadata(name, metadata)
+
+    def _kept_here(self, exc: StorageError, name: str, entry: SyncedFile, metadata: Optional[bytes]) -> SyncedFile:
+        """``entry``, whose record this instance may not store: kept here (said once)."""
+        self._say_read_only(exc)
+        self._keep_metadata(name, metadata)
+        return entry
 
     def _say_read_only(self, exc: StorageError) -> None:
         with self._warn_lock:
