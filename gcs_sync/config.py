@@ -72,12 +72,18 @@ class Settings:
     password_file: Optional[str] = None
     authenticate: tuple[str, ...] = ("update",)
     overwrite: bool = False
-    # Seconds a checked view counts as fresh: at most one check of the bucket's change
-    # marker (one metadata read) per interval per instance; a listing only if it moved.
+    # Seconds a checked view counts as fresh: at most one read of the bucket's change feed
+    # (one listing call from this instance's position) per interval per instance.
     sync_interval: float = 5.0
-    # Seconds between full listings even if the marker did not move: the bound for
+    # Seconds between full listings, whatever the feed says: the bound for
     # changes made straight in the bucket by other tools.
     full_sync_interval: float = 60.0
+    # How far apart two writers' clocks may be (seconds): every instance re-reads that much
+    # of the change feed before its position, so an entry named by a slow clock is not missed.
+    feed_clock_skew: float = 300.0
+    # How long change-feed entries are kept (seconds): an instance that has not read the feed
+    # for longer than this (less the skew) lists the whole bucket instead.
+    feed_retention: float = 86400.0
     # Transfers at a time during a sync (a cold start downloads everything).
     sync_concurrency: int = 8
     # Whether files added to or deleted from the local folder by hand reach the bucket
@@ -144,6 +150,14 @@ class Settings:
                 "FULL_SYNC_INTERVAL",
                 f"({full_sync_interval:g}s) must not be shorter than SYNC_INTERVAL ({sync_interval:g}s)",
             )
+        feed_clock_skew = reader.parsed("FEED_CLOCK_SKEW", _non_negative_float, 300.0)
+        feed_retention = reader.parsed("FEED_RETENTION", _positive_float, 86400.0)
+        if feed_retention < 2 * (feed_clock_skew + 60.0):
+            raise ConfigError(
+                "FEED_RETENTION",
+                f"({feed_retention:g}s) must be at least twice FEED_CLOCK_SKEW plus a minute "
+                f"({2 * (feed_clock_skew + 60.0):g}s): entries must outlive the window every instance re-reads",
+            )
         default_hash_algo: Optional[str] = "sha256"
         return cls(
             tier=tier,
@@ -158,6 +172,8 @@ class Settings:
             overwrite=reader.parsed("OVERWRITE", strtobool, False),
             sync_interval=sync_interval,
             full_sync_interval=full_sync_interval,
+            feed_clock_skew=feed_clock_skew,
+            feed_retention=feed_retention,
             sync_concurrency=reader.parsed("SYNC_CONCURRENCY", _concurrency, 8),
             push_local_changes=reader.parsed(
                 "PUSH_LOCAL_CHANGES", strtobool, defaults["PUSH_LOCAL_CHANGES"]

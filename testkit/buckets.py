@@ -14,6 +14,8 @@ PREFIX = "packages"
 MARKER = ".gcs_sync/changed"
 # Where each file's metadata record and core metadata file are kept (gcs_sync.records.record).
 RECORD_FOLDERS = (".gcs_sync/records/", ".gcs_sync/metadata/")
+# The change feed's entries (gcs_sync.sync.feed.FEED_FOLDER), spelled out for the same reason.
+FEED_FOLDER = ".gcs_sync/feed/"
 
 
 class BucketProbe:
@@ -49,9 +51,14 @@ class BucketProbe:
         raise NotImplementedError
 
     def names(self) -> set[str]:
-        """Every object under the prefix except the change marker and the files' metadata
-        records and core metadata files (``record_names``)."""
-        return {name for name in self.all_names() - {MARKER} if not name.startswith(RECORD_FOLDERS)}
+        """Every object under the prefix except the change marker, the change feed's
+        entries (``feed_names``) and the files' metadata records and core metadata files
+        (``record_names``)."""
+        return {name for name in self.all_names() - {MARKER} if not name.startswith(RECORD_FOLDERS + (FEED_FOLDER,))}
+
+    def feed_names(self) -> list[str]:
+        """The change feed's entries, in the order of their names."""
+        return sorted(name for name in self.all_names() if name.startswith(FEED_FOLDER))
 
     def record_names(self) -> set[str]:
         """The metadata records and core metadata files (``.gcs_sync/records/``, ``.gcs_sync/metadata/``)."""

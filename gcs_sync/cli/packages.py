@@ -85,8 +85,8 @@ def add_commands(commands: "argparse._SubParsersAction", parent: argparse.Argume
         description="Upload every package file of FOLDER (any folder, for example a stock pypiserver "
         "one; default LOCAL_PACKAGE_DIRECTORY) that the bucket lacks, create-only, with its sha256, "
         "SYNC_CONCURRENCY at a time, and store each file's record beside it (a file whose metadata "
-        "cannot be read is pushed anyway, with a record that says why); then rewrite the change marker, so running instances list the "
-        "bucket at their next check. A name the bucket has with the same content counts as done; "
+        "cannot be read is pushed anyway, with a record that says why); then add them to the change feed, so running instances "
+        "take them at their next check. A name the bucket has with the same content counts as done; "
         "with other content it is a conflict, reported and left alone unless --overwrite. Other "
         "files and sub-folders are skipped and listed. Never deletes. Exit 0 if every package file "
         "is in the bucket, 1 after a conflict or a failure.",
@@ -324,11 +324,11 @@ def _push_text(report: ops_push.PushReport, url: str) -> Iterator[str]:
     if report.hashed_by_download:
         yield (f"compared by downloading: {len(report.hashed_by_download)} bucket objects had no sha256 in the "
                "listing")
-    if report.marker_error is not None:
-        yield (f"warning: could not rewrite the change marker ({report.marker_error}); running instances "
+    if report.feed_error is not None:
+        yield (f"warning: could not add the change to the change feed ({report.feed_error}); running instances "
                "see the new files at their next full listing (FULL_SYNC_INTERVAL)")
     elif (uploaded or overwritten or report.records_stored) and not report.dry_run:
-        yield "change marker rewritten: running instances list the bucket at their next check"
+        yield "change feed written: running instances take the new files at their next check"
 
 
 # -- verify -----------------------------------------------------------------------------

@@ -33,10 +33,8 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   which ``list_objects`` never shows; ``delete`` removes them.
 - ``delete`` is idempotent: deleting a missing object succeeds. With ``if_version`` it
   deletes only that version and raises ``ObjectChanged`` if the object was replaced.
-- The change marker (``MARKER_NAME`` under the prefix, never listed) is rewritten by
-  ``touch_marker`` after every change this index makes; ``marker_version`` reads its
-  version with one metadata request (None if there is none), so an instance can tell
-  that nothing changed without listing the bucket.
+- ``list_note_names_after`` lists bookkeeping objects after a name, so an instance
+  reads only the change-feed entries added since it last looked (``sync/feed.py``).
 - Every failure is one of ``gcs_sync.errors.StorageError``'s subclasses, raised ``from``
   the SDK's exception, carrying the object name. Each driver maps its SDK's errors in
   one table-driven function; what a 404 or a 412 means depends on the call (``Meaning``):
@@ -77,8 +75,6 @@ log = logging.getLogger(__name__)
 # meets "412 already exists" recognise its own earlier attempt.
 SHA256_KEY = "sha256"
 UPLOAD_TOKEN_KEY = "upload-token"
-# Inside a sub-"folder" of the prefix, so listings (one level, "/" delimiter) never show it.
-MARKER_NAME = ".gcs_sync/changed"
 
 # An object's version, as its driver gives it: opaque, compared for equality only, and
 # passed back only to that driver (each driver's kind is a NewType of it).
@@ -300,18 +296,12 @@ class FileStoreDriver(abc.ABC):
     def list_note_versions(self, folder: str) -> dict[str, Version]:
         """The objects directly in ``folder`` (ending in "/"), by ``name``, with their versions."""
 
-    def marker_version(self) -> Optional[Version]:
-        """The change marker's current version; None if there is no marker yet."""
-        marker = self.stat(MARKER_NAME)
-        return None if marker is None else marker.version
-
     @abc.abstractmethod
-    def touch_marker(self) -> None:
-        """Rewrite the change marker (new content, so every store gives it a new version)."""
-
-    @staticmethod
-    def new_marker_content() -> bytes:
-        return f"{uuid.uuid4().hex}\n".encode()
+    def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
+        """The names of the objects directly in ``folder`` (ending in "/") that sort after
+        ``start_after`` (a ``name``), sorted: one request per 1,000 names where the store
+        can start a listing there (GCS ``start_offset``, S3 ``StartAfter``). What a change
+        feed reads (``sync/feed.py``): its cost is what was added since, not the folder."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"

@@ -24,7 +24,6 @@ from gcs_sync.drivers.base import (
     BUCKET,
     CREATE,
     DELETE,
-    MARKER_NAME,
     READ,
     REPLACE,
     SHA256_KEY,
@@ -255,12 +254,15 @@ class GCSDriver(FileStoreDriver):
                     found[blob.name[len(self._prefix):]] = _generation(blob)
         return found
 
-    def touch_marker(self) -> None:
-        key = self._key(MARKER_NAME)
-        self._count("upload")
-        # An unconditional write is safe to retry: any new generation does.
-        with _mapped("upload", key, BUCKET):
-            self._bucket.blob(key).upload_from_string(
-                self.new_marker_content(), content_type="text/plain",
+    def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
+        found: list[str] = []
+        with _mapped("list", self._key(folder), BUCKET):
+            blobs = self._client.list_blobs(
+                self._bucket, prefix=self._key(folder), delimiter="/", start_offset=self._key(start_after),
                 retry=self._retry, timeout=self._timeout,
             )
+            for page in blobs.pages:
+                self._count("list")
+                # start_offset is inclusive (and the emulator ignores it): filter here too.
+                found.extend(name for name in (blob.name[len(self._prefix):] for blob in page) if name > start_after)
+        return sorted(found)

@@ -16,7 +16,6 @@ from typing import Mapping, NewType, Optional
 
 from gcs_sync.drivers.base import (
     CREATE,
-    MARKER_NAME,
     READ,
     ErrorKind,
     Failure,
@@ -245,9 +244,14 @@ class LocalFolderDriver(FileStoreDriver):
                     continue  # deleted while we listed
         return found
 
-    def touch_marker(self) -> None:
-        self._count("upload")
-        marker = self._existing_folder("upload", MARKER_NAME) / MARKER_NAME
-        with _mapped("upload", MARKER_NAME, _FOLDER):
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(marker, self.new_marker_content())  # a new inode: a new version
+    def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
+        self._count("list")
+        with _mapped("list", folder, _FOLDER):
+            path = self._existing_folder("list", folder) / folder
+            try:
+                names = os.listdir(path)  # names only: no stat per entry
+            except FileNotFoundError:
+                return []
+        return sorted(
+            folder + name for name in names if not _is_own_temp(name) and folder + name > start_after
+        )

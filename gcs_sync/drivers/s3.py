@@ -19,7 +19,6 @@ from gcs_sync.drivers.base import (
     BUCKET,
     CREATE,
     DELETE,
-    MARKER_NAME,
     READ,
     REPLACE,
     SHA256_KEY,
@@ -244,8 +243,13 @@ class S3Driver(FileStoreDriver):
                     found[entry["Key"][len(self._prefix):]] = ETag(Version(str(entry["ETag"])))
         return found
 
-    def touch_marker(self) -> None:
-        key = self._key(MARKER_NAME)
-        self._count("upload")
-        with _mapped("upload", key, BUCKET):
-            self._client.put_object(Bucket=self._bucket, Key=key, Body=self.new_marker_content())
+    def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
+        found: list[str] = []
+        with _mapped("list", self._key(folder), BUCKET):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._key(folder), Delimiter="/", StartAfter=self._key(start_after),
+            )
+            for page in pages:
+                self._count("list")
+                found.extend(entry["Key"][len(self._prefix):] for entry in page.get("Contents", []))
+        return sorted(name for name in found if name > start_after)

@@ -7,7 +7,7 @@ inter-process file lock), so gunicorn workers sharing one folder never race.
              the state; leave out what is not a package and the files of uploads under way
     plan     plan_sync (pure), told which local files are still being written
     apply    the events' strategies, up to SYNC_CONCURRENCY at a time
-    record   the marker, a compaction, unservable files, the listing, the check
+    record   feed entries of pushes, a compaction, unservable files, the listing, the check
 """
 
 from __future__ import annotations
@@ -23,23 +23,36 @@ import filelock
 
 from gcs_sync.clock import Moment
 from gcs_sync.drivers.base import FileStoreDriver, RemoteObject, Version
-from gcs_sync.errors import StorageError, failure_reason
+from gcs_sync.errors import StorageError, StoragePermissionDenied, failure_reason
 from gcs_sync.listings import split_listing
-from gcs_sync.sync.events import ContentChangeEvent, LocalAdded, LocalChanged, LocalDeleted, RemoteAdded, RemoteChanged
+from gcs_sync.sync.events import (
+    Catalogued,
+    ContentChangeEvent,
+    LocalAdded,
+    LocalChanged,
+    LocalDeleted,
+    RecordRead,
+    RemoteAdded,
+    RemoteChanged,
+    Uncatalogued,
+)
+from gcs_sync.sync.feed import FEED_FOLDER, ChangeFeed, ChangeKind, FeedRead, PositionFile
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.sync.marker import ChangeMarker
 from gcs_sync.sync.pending import PendingUploads
-from gcs_sync.sync.plan import SyncPlan, plan_sync
+from gcs_sync.sync.plan import SyncPlan, plan_catalog, plan_sync
 from gcs_sync.sync.records import RecordKeeper, RecordStore
-from gcs_sync.sync.report import BucketMeter, SyncProgress, SyncReport, log_marker_check, log_sync
+from gcs_sync.sync.report import BucketMeter, SyncProgress, SyncReport, log_feed_check, log_sync
 from gcs_sync.sync.settle import SettleWatch
-from gcs_sync.sync.state import Listing, SyncedFile, TrackedState
+from gcs_sync.sync.state import CATALOGUED, Listing, SyncedFile, TrackedState
 from gcs_sync.sync.view import ViewRecord
 from gcs_sync.sync.warn_once import OnceWarnings
 
 log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
 
 Outcome = tuple[ContentChangeEvent, Optional[SyncedFile], Optional[StorageError]]
+# A record version no store gives: "read the record again" (plan_sync and plan_catalog
+# compare versions, and this one differs from every real one).
+_UNKNOWN = Version("?unknown")
 
 
 class SyncEngine:
@@ -51,7 +64,9 @@ class SyncEngine:
         lock: filelock.BaseFileLock,
         *,
         known_state: TrackedState,
-        marker: ChangeMarker,
+        feed: ChangeFeed,
+        positions: PositionFile,
+        catalog: bool,
         settle: SettleWatch,
         pending: PendingUploads,
         stopping: threading.Event,
@@ -59,6 +74,7 @@ class SyncEngine:
         push_local_changes: bool,
         concurrency: int,
         after_check: Callable[[bool], None],
+        push_allowed: bool = True,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -67,7 +83,13 @@ class SyncEngine:
         self._view = view
         self._lock = lock
         self._known_state = known_state
-        self._marker = marker
+        self.feed = feed
+        self._positions = positions
+        # PACKAGE_FILES cache or redirect: the state catalogues the bucket's files, which
+        # are not held here (plan_catalog); mirror: every file here (plan_sync).
+        self.catalog = catalog
+        # An instance that may not write (a read-only role) does not expire the feed.
+        self._write_refused = not push_allowed
         self._settle = settle
         self._pending = pending
         self._stopping = stopping
@@ -84,51 +106,64 @@ class SyncEngine:
         """List the bucket and sync now, whatever the interval; storage errors propagate."""
         with self._lock:
             began = Moment.now()
-            return self.sync_locked(self.driver.marker_version(), began, progress)
+            return self.sync_locked(began, progress)
 
     def refresh_locked(self) -> Optional[SyncReport]:
-        """One metadata read of the change marker; a full listing only if it moved, the
-        last listing was incomplete, or the periodic full listing is due (that one catches
-        changes made straight in the bucket by other tools)."""
+        """One listing of the change feed from this instance's position, and a sync of only
+        the files its new entries name. The whole bucket is listed instead if there is no
+        position (a cold start), the last listing was incomplete, the periodic full listing
+        is due (FULL_SYNC_INTERVAL: changes made straight in the bucket by other tools),
+        the folder lost files, or the feed cannot say (entries expired, a bulk change)."""
         began = Moment.now()
         meter = BucketMeter(self.driver)
-        marker = self.driver.marker_version()  # read before listing: a later change moves it again
+        position = self._positions.load()
         last = self._view.last_listing()
         listing_age = None if last is None else last.age()
         if (
-            marker is not None  # no marker (yet), or no bucket: only a listing can tell
-            and last is not None
-            and last.complete
-            and last.marker == marker
-            and listing_age is not None  # unknown (another boot, an older record): list
-            and listing_age < self.full_sync_interval
-            and self._folder_matches_state()
+            position is None
+            or last is None
+            or not last.complete
+            or listing_age is None  # unknown (another boot, an older record): list
+            or listing_age >= self.full_sync_interval
+            or not self._folder_matches_state()
         ):
-            self._after_check(False)
-            self._view.mark_checked(began)
-            log_marker_check(log, self.driver.url, meter)
-            return None
-        return self.sync_locked(marker, began)
+            return self.sync_locked(began)
+        read = self.feed.read(position)
+        if read.needs_listing:
+            return self.sync_locked(began)
+        report = self._apply_feed(read) if read.entries else None
+        if report is None or not report.failed:
+            # A failed change is read again at the next check: its entry stays unseen.
+            self._positions.save(read.position)
+        self._after_check(read.users_changed)
+        self._view.mark_checked(began)
+        if report is None:
+            log_feed_check(log, self.driver.url, meter)
+        return report
 
     def _folder_matches_state(self) -> bool:
         """Whether every recorded file is still in the folder and the state is usable: a
         file deleted by hand or by a /tmp cleaner must not stay listed until the next
         full listing. Names only (no stat per file): O(files) in memory per interval."""
+        if self.catalog:
+            return not self.state.needs_snapshot  # no files here to lose
         present = set(os.listdir(self.folder.path))
         return self._known_state.all_in(present) and not self.state.needs_snapshot
 
-    def sync_locked(
-        self, marker: Optional[str], began: Moment, progress: Optional[SyncProgress] = None
-    ) -> SyncReport:
+    def sync_locked(self, began: Moment, progress: Optional[SyncProgress] = None) -> SyncReport:
         started = time.monotonic()
         calls_before = sum(self.driver.calls.values())
         report = SyncReport()
+        # Before the listing: every change after this point is read from the feed.
+        position = self.feed.start()
         local, remote, synced = self._gather(report)
         # Listed after the packages: a record written with a file is then never missed.
         records = self.records.store.list_versions()
         plan = self._plan(local, remote, synced, records, report)
         state = self._apply_plan(plan, synced, report, progress)
-        self._record(marker, began, state, report)
+        self._record(began, state, report)
+        self._positions.save(position)
+        self._after_full_listing()
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
         log_sync(log, self.driver.url, report)
@@ -136,6 +171,88 @@ class SyncEngine:
             log.info("cold start: %d files from %s in %.2fs, %d transfers at a time",
                      len(report.applied), self.driver.url, report.seconds, self.concurrency)
         return report
+
+    # -- a sync of what the feed names -----------------------------------------------
+
+    def _apply_feed(self, read: FeedRead) -> SyncReport:
+        """Sync the files the feed's new entries name, each against the bucket's truth
+        (entries are hints, in no reliable order): O(those files), never O(the bucket)."""
+        started = time.monotonic()
+        calls_before = sum(self.driver.calls.values())
+        report = SyncReport()
+        names = read.filenames()
+        synced = self._known_state.lookup(names)
+        if self.catalog:
+            events = [event for name in sorted(names)
+                      if (event := self._catalog_change(name, read, synced.get(name), report)) is not None]
+            plan = SyncPlan(events, dict(synced), [])
+        else:
+            plan = self._mirror_changes(names, read, synced, report)
+        self._apply_plan(plan, synced, report, None, partial=True)
+        report.seconds = time.monotonic() - started
+        report.bucket_calls = sum(self.driver.calls.values()) - calls_before
+        log_sync(log, self.driver.url, report, listed=False)
+        return report
+
+    def _mirror_changes(self, names: set[str], read: FeedRead, synced: dict[str, SyncedFile],
+                        report: SyncReport) -> SyncPlan:
+        """The plan for the named files, from one ``stat`` each (and the folder)."""
+        remote: dict[str, RemoteObject] = {}
+        for name in sorted(names):
+            try:
+                found = self.driver.stat(name)
+            except StorageError as exc:
+                report.failed.append((RemoteAdded(name, RemoteObject(name, Version(""), 0)), exc))
+                continue
+            if found is not None:
+                remote[name] = found
+        remote = self._servable(remote, report)
+        local = {name: self.folder.fingerprint(name) for name in names if self.folder.file_path(name).is_file()}
+        # The record of a file the feed says changed is read again; others' stay as synced.
+        record_changed = {entry.filename for entry in read.entries if entry.kind is ChangeKind.RECORD}
+        records: dict[str, Version] = {
+            name: Version(synced[name].record_version or _UNKNOWN)
+            if name in synced and name not in record_changed else _UNKNOWN
+            for name in remote
+        }
+        # Not pushed from here: local changes are the full listing's to find.
+        return plan_sync(local, remote, synced, push_local_changes=False, records=records, partial=True)
+
+    def _catalog_change(self, name: str, read: FeedRead, before: Optional[SyncedFile],
+                        report: SyncReport) -> Optional[ContentChangeEvent]:
+        """The change of one named file when files are not held here. A file the feed only
+        says was added is read in one call (its record, which is written before the file
+        and names the same bytes as the entry); anything else is checked with a ``stat``."""
+        entries = [entry for entry in read.entries if entry.filename == name]
+        kinds = {entry.kind for entry in entries}
+        try:
+            if kinds == {ChangeKind.ADDED}:
+                newest = max(entries, key=lambda entry: entry.ms)
+                found = self.records.store.read(name)
+                record = None if found is None else found[0]
+                if found is not None and record is not None and newest.sha16 is not None \
+                        and record.sha256.startswith(newest.sha16) and record.filename == name:
+                    version = found[1]
+                    if before is not None and before.sha256 == record.sha256 and before.local_fingerprint == CATALOGUED:
+                        if before.record_version == version:
+                            return None  # already catalogued (our own upload, or an entry read twice)
+                        return RecordRead(name, before.with_record(record, version))
+                    # Its version is not known without a stat: the next full listing adds it.
+                    return RecordRead(name, SyncedFile(Version(""), CATALOGUED, record.sha256, record, version))
+            elif kinds == {ChangeKind.RECORD} and before is not None and before.record is not None:
+                found = self.records.store.read(name)
+                record = None if found is None else found[0]
+                if found is not None and record is not None and record.sha256 == before.sha256:
+                    return RecordRead(name, before.with_record(record, found[1]))
+            remote = self.driver.stat(name)
+        except StorageError as exc:
+            report.failed.append((Catalogued(name, RemoteObject(name, Version(""), 0)), exc))
+            return None
+        if remote is None:
+            return None if before is None else Uncatalogued(name)
+        # The record is read again whatever the state says: the entry may be a yank.
+        plan = plan_catalog({name: remote}, {} if before is None else {name: before}, {name: _UNKNOWN})
+        return plan.events[0] if plan.events else None
 
     # -- gather ----------------------------------------------------------------------
 
@@ -146,7 +263,7 @@ class SyncEngine:
         last-synced state."""
         self.folder.sweep_stale_temps()
         remote = self._servable(self.driver.list_objects(), report)
-        local = self.folder.scan()
+        local = {} if self.catalog else self.folder.scan()  # cache/redirect: no files here
         synced = self.state.load()
         remote = self._without_pending(remote, synced, report)
         return local, remote, synced
@@ -175,6 +292,8 @@ class SyncEngine:
         self, local: dict[str, str], remote: dict[str, RemoteObject], synced: dict[str, SyncedFile],
         records: dict[str, Version], report: SyncReport,
     ) -> SyncPlan:
+        if self.catalog:
+            return plan_catalog(remote, synced, records)
         plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes,
                          unsettled=self._unsettled(local, synced, report), records=records)
         if plan.state_reset:
@@ -197,11 +316,12 @@ class SyncEngine:
     # -- apply -----------------------------------------------------------------------
 
     def _apply_plan(
-        self, plan: SyncPlan, synced: dict[str, SyncedFile], report: SyncReport, progress: Optional[SyncProgress]
+        self, plan: SyncPlan, synced: dict[str, SyncedFile], report: SyncReport, progress: Optional[SyncProgress],
+        *, partial: bool = False,
     ) -> dict[str, SyncedFile]:
         """Apply the plan's events, recording each file's new state as it is done; return
-        the whole state after them."""
-        if plan.state_reset or self.state.needs_snapshot:
+        the whole state after them (``partial``: of the files planned only)."""
+        if (plan.state_reset or self.state.needs_snapshot) and not partial:
             self.state.save(plan.base_state)  # before any event, so no later sync reads the old state
         else:
             for name in synced.keys() - plan.base_state.keys():  # gone from both sides
@@ -258,13 +378,10 @@ class SyncEngine:
 
     # -- record ----------------------------------------------------------------------
 
-    def _record(self, marker: Optional[str], began: Moment, state: dict[str, SyncedFile], report: SyncReport) -> None:
-        """After the events: the change marker, a compaction, the files that could not be
-        fetched, the listing, and the check."""
-        if any(isinstance(event, (LocalAdded, LocalChanged, LocalDeleted)) for event in report.applied):
-            self._marker.announce()
-        elif marker is None:
-            self._marker.create()
+    def _record(self, began: Moment, state: dict[str, SyncedFile], report: SyncReport) -> None:
+        """After the events: the feed entries of what was pushed, a compaction, the files
+        that could not be fetched, the listing, and the check."""
+        self._announce_pushed(report)
         if self.state.should_compact():
             self.state.save(state)
         self._record_unservable(report, began)
@@ -272,10 +389,36 @@ class SyncEngine:
         # baseline: the next check lists again. Kept here if the record can't be written
         # (a full disk), or every check would list.
         complete = not report.failed and not report.deferred
-        recorded = self.state.record_listing(marker, began, complete=complete)
-        self._view.own_listing = None if recorded else Listing(marker, time.time(), complete, began)
+        recorded = self.state.record_listing(None, began, complete=complete)
+        self._view.own_listing = None if recorded else Listing(None, time.time(), complete, began)
         self._after_check(True)
         self._view.mark_checked(began)
+
+    def _announce_pushed(self, report: SyncReport) -> None:
+        """Local changes pushed (PUSH_LOCAL_CHANGES) are changes to the bucket like any
+        upload: one feed entry each."""
+        for event in report.applied:
+            if isinstance(event, (LocalAdded, LocalChanged)):
+                entry = self.state_lookup(event.name)
+                self.feed.announce_quietly(ChangeKind.ADDED, event.name, None if entry is None else entry.sha256)
+            elif isinstance(event, LocalDeleted):
+                self.feed.announce_quietly(ChangeKind.REMOVED, event.name)
+
+    def state_lookup(self, name: str) -> Optional[SyncedFile]:
+        return self._known_state.lookup([name]).get(name)
+
+    def _after_full_listing(self) -> None:
+        """After a full listing, by an instance that may write: expire old feed entries."""
+        if self._write_refused:
+            return
+        try:
+            self.feed.expire()
+        except StoragePermissionDenied as exc:
+            self._write_refused = True
+            log.info("this instance may not delete old change-feed entries (%s): another instance, or a lifecycle "
+                     "rule on %s, has to", exc, FEED_FOLDER)
+        except StorageError as exc:
+            log.warning("could not expire old change-feed entries (%s); the next full listing tries again", exc)
 
     def _record_unservable(self, report: SyncReport, began: Moment) -> None:
         """The bucket's files that this sync could not bring here: readiness reports them

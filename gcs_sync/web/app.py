@@ -66,6 +66,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
         folder,
         sync_interval=settings.sync_interval,
         full_sync_interval=settings.full_sync_interval,
+        feed_clock_skew=settings.feed_clock_skew,
+        feed_retention=settings.feed_retention,
         concurrency=settings.sync_concurrency,
         # A request waiting for a sibling's sync must still finish well within
         # gunicorn's 30 s worker timeout, after a bucket operation of its own.
