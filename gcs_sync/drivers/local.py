@@ -26,7 +26,7 @@ from gcs_sync.drivers.base import (
     mapped_errors,
 )
 from gcs_sync.errors import BucketNotFound, ObjectChanged, StorageError, StoragePermissionDenied
-from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, sha256_of, temp_name, write_atomically
+from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, sha256_of, temp_name
 
 # A file's inode, size and modification time (``gcs_sync.files.fingerprint``), as a Version.
 Fingerprint = NewType("Fingerprint", Version)
