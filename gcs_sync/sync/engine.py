@@ -53,6 +53,8 @@ Outcome = tuple[ContentChangeEvent, Optional[SyncedFile], Optional[StorageError]
 # A record version no store gives: "read the record again" (plan_sync and plan_catalog
 # compare versions, and this one differs from every real one).
 _UNKNOWN = Version("?unknown")
+# Seconds between two expiries of old feed entries by one process.
+EXPIRY_PAUSE = 3600.0
 
 
 class SyncEngine:
@@ -90,6 +92,7 @@ class SyncEngine:
         self.catalog = catalog
         # An instance that may not write (a read-only role) does not expire the feed.
         self._write_refused = not push_allowed
+        self._expired_at: Optional[float] = None  # time.monotonic() of the last expiry of old feed entries
         self._settle = settle
         self._pending = pending
         self._stopping = stopping
@@ -408,9 +411,14 @@ class SyncEngine:
         return self._known_state.lookup([name]).get(name)
 
     def _after_full_listing(self) -> None:
-        """After a full listing, by an instance that may write: expire old feed entries."""
+        """After a full listing, by an instance that may write: expire old feed entries, at
+        most once per EXPIRY_PAUSE per process (it lists the whole feed)."""
         if self._write_refused:
             return
+        if self._expired_at is not None and time.monotonic() - self._expired_at < min(
+                EXPIRY_PAUSE, self.feed.retention / 4):
+            return
+        self._expired_at = time.monotonic()
         try:
             self.feed.expire()
         except StoragePermissionDenied as exc:

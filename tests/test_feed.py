@@ -1,0 +1,228 @@
+"""The change feed (gcs_sync/sync/feed.py) between instances, on the three backends.
+
+Each instance here is a ``StorageClient`` in this process with its own folder and its own
+driver (so its bucket calls are its own), as a gunicorn instance has. What an instance
+serves is its state (what its index is built from). Clocks are the one thing no server
+can skew on demand: a writer's clock is given to its client (``wall_clock``), so entries
+it names carry that time, as a host with a wrong clock would write them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+from gcs_sync.drivers import FileStoreDriver, make_driver
+from gcs_sync.ops.records import set_yanked
+from gcs_sync.records.compute import compute_record
+from gcs_sync.records.record import upload_time
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.sync.feed import FEED_FOLDER, ChangeFeed, ChangeKind, parse_entry
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.state import CATALOGUED, SyncedFile
+from testkit.buckets import BucketProbe
+from testkit.packages import make_wheel
+
+from .conftest import settings_for
+from .views import age_listing, age_view
+
+SKEW = 300.0
+
+
+class Instance:
+    """One instance: a folder, a driver of its own, a client; ``catalog`` for
+    PACKAGE_FILES cache/redirect (no package file held here)."""
+
+    def __init__(self, bucket: BucketProbe, folder: Path, *, catalog: bool = False,
+                 wall_clock: Callable[[], float] = time.time, users_seen: Optional[list[bool]] = None) -> None:
+        self.driver: FileStoreDriver = make_driver(settings_for(bucket, folder))
+        self.folder = PackageFolder(folder)
+        self.users_seen = users_seen if users_seen is not None else []
+        self.client = StorageClient(
+            self.driver, self.folder, sync_interval=1, lock_timeout=5, full_sync_interval=3600,
+            catalog=catalog, feed_clock_skew=SKEW, wall_clock=wall_clock,
+            after_check=self.users_seen.append,
+        )
+
+    def upload(self, wheel: Path) -> None:
+        with wheel.open("rb") as stream:
+            staged = self.folder.stage(wheel.name, stream)
+        record, metadata = compute_record(staged.path, wheel.name, sha256=staged.sha256, size=staged.size,
+                                          upload_time=upload_time(time.time()), uploader=None)
+        self.client.publish([dataclasses.replace(staged, record=record, metadata=metadata)], overwrite=False)
+
+    def check(self) -> dict[str, int]:
+        """One check after SYNC_INTERVAL; the bucket calls it made, by operation."""
+        age_view(self.client, 2)
+        before = dict(self.driver.calls)
+        self.client.refresh_now()
+        return {op: n - before.get(op, 0) for op, n in self.driver.calls.items() if n - before.get(op, 0)}
+
+    def served(self) -> dict[str, SyncedFile]:
+        return self.client.state.load()
+
+
+@pytest.fixture
+def writer(bucket: BucketProbe, tmp_path: Path) -> Instance:
+    return Instance(bucket, tmp_path / "a")
+
+
+def _started(instance: Instance) -> Instance:
+    instance.client.sync()
+    return instance
+
+
+def test_an_upload_reaches_another_instance_with_one_feed_listing_and_no_full_listing(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    writer.upload(wheel)
+    calls = reader.check()
+    assert calls["list"] == 1, calls  # the feed, from where this instance stood: no listing of the bucket
+    assert wheel.name in reader.served() and (reader.folder.path / wheel.name).read_bytes() == wheel.read_bytes()
+    assert reader.served()[wheel.name].record is not None
+    assert reader.check().get("list") == 1  # nothing new: one listing call, nothing else
+    assert set(reader.check()) == {"list"}
+
+
+def test_catalog_instances_take_an_upload_in_two_bucket_calls_without_its_bytes(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    reader = _started(Instance(bucket, tmp_path / "b", catalog=True))
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    writer.upload(wheel)
+    calls = reader.check()
+    assert sum(calls.values()) <= 2 and calls["list"] == 1, calls  # the feed, then the file's record
+    entry = reader.served()[wheel.name]
+    assert entry.local_fingerprint == CATALOGUED and entry.record is not None
+    assert entry.record.sha256 == entry.sha256 and entry.record.size == wheel.stat().st_size
+    assert not (reader.folder.path / wheel.name).exists()  # no package bytes here
+
+
+@pytest.mark.parametrize("catalog", [False, True], ids=["mirror", "catalog"])
+def test_removal_yank_and_users_reach_another_instance_through_the_feed(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance, catalog: bool
+) -> None:
+    reader = _started(Instance(bucket, tmp_path / "b", catalog=catalog))
+    kept, removed = make_wheel(tmp_path / "dist", "demo", "1.0"), make_wheel(tmp_path / "dist", "demo", "2.0")
+    writer.upload(kept)
+    writer.upload(removed)
+    reader.check()
+    assert {kept.name, removed.name} <= set(reader.served())
+
+    writer.client.retract([removed.name])
+    set_yanked(writer.driver, "demo", "1.0", yanked=True, reason="broken")
+    ChangeFeed(writer.driver).announce(ChangeKind.USERS)  # what `users add` does after writing the object
+    reader.users_seen.clear()
+    calls = reader.check()
+    assert calls["list"] == 1 and "list_objects" not in calls, calls
+    served = reader.served()
+    assert removed.name not in served
+    record = served[kept.name].record
+    assert record is not None and record.yanked and record.yank_reason == "broken"
+    assert reader.users_seen == [True]  # told to read the users again
+    assert not (reader.folder.path / removed.name).exists()
+
+
+@pytest.mark.parametrize("offsets", [(200.0, -90.0), (-90.0, 200.0), (0.0, -SKEW + 70)],
+                         ids=["ahead-then-behind", "behind-then-ahead", "behind-by-the-bound"])
+def test_writers_whose_clocks_differ_by_up_to_the_bound_miss_nothing(
+    bucket: BucketProbe, tmp_path: Path, offsets: tuple[float, float]
+) -> None:
+    """Two writers 290 s apart at most (FEED_CLOCK_SKEW 300): a reader that has taken the
+    first one's entry (its position moves to that time) still lists the second's, named
+    up to 290 s earlier."""
+    first = Instance(bucket, tmp_path / "a", wall_clock=lambda: time.time() + offsets[0])
+    second = Instance(bucket, tmp_path / "c", wall_clock=lambda: time.time() + offsets[1])
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    one, two = make_wheel(tmp_path / "dist", "one", "1.0"), make_wheel(tmp_path / "dist", "two", "1.0")
+    first.upload(one)
+    reader.check()
+    assert one.name in reader.served()
+    second.upload(two)
+    calls = reader.check()
+    assert two.name in reader.served(), bucket.feed_names()
+    assert calls["list"] == 1
+
+
+def test_two_writers_at_the_same_millisecond_both_reach_the_reader(bucket: BucketProbe, tmp_path: Path) -> None:
+    frozen = time.time()
+    a = Instance(bucket, tmp_path / "a", wall_clock=lambda: frozen)
+    c = Instance(bucket, tmp_path / "c", wall_clock=lambda: frozen)
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    one, two = make_wheel(tmp_path / "dist", "one", "1.0"), make_wheel(tmp_path / "dist", "two", "1.0")
+    a.upload(one)
+    c.upload(two)
+    entries = [parse_entry(name) for name in bucket.feed_names()]
+    assert len({e.ms for e in entries if e is not None}) == 1 and len(entries) == 2
+    reader.check()
+    assert {one.name, two.name} <= set(reader.served())
+
+
+def test_an_entry_seen_once_is_not_applied_again(bucket: BucketProbe, tmp_path: Path, writer: Instance) -> None:
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    writer.upload(make_wheel(tmp_path / "dist", "demo", "1.0"))
+    assert reader.check().get("download", 0) >= 1
+    assert reader.check() == {"list": 1}  # the same entry is listed again (inside the window) and skipped
+
+
+def test_a_reader_whose_position_is_older_than_the_retention_lists_the_bucket(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    clock = [time.time()]
+    reader = _started(Instance(bucket, tmp_path / "b", wall_clock=lambda: clock[0]))
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    writer.upload(wheel)
+    clock[0] += 86400  # a day without reading the feed: its entries may have expired
+    age_listing(reader.folder.path, 0)  # (the listing itself is recent: only the feed says "too old")
+    before = reader.driver.calls["list"]
+    reader.check()
+    # A full listing: the feed's new start, the packages, (the pending uploads,) the records.
+    assert reader.driver.calls["list"] - before >= 3
+    assert wheel.name in reader.served()
+
+
+def test_entries_older_than_the_retention_are_deleted_by_a_full_listing(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    writer.upload(make_wheel(tmp_path / "dist", "demo", "1.0"))
+    assert len(bucket.feed_names()) == 1
+    later = Instance(bucket, tmp_path / "b", wall_clock=lambda: time.time() + 86400 + 1)
+    later.client.sync()
+    assert bucket.feed_names() == []
+
+
+def test_a_filename_too_long_for_an_entry_name_is_read_from_the_entry(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    reader = _started(Instance(bucket, tmp_path / "b", catalog=True))
+    wheel = make_wheel(tmp_path / "dist", "a" * 200, "1.0")
+    writer.upload(wheel)
+    (entry,) = bucket.feed_names()
+    assert entry.endswith(".~")
+    reader.check()
+    assert wheel.name in reader.served()
+
+
+def test_a_foreign_object_in_the_feed_folder_is_ignored(bucket: BucketProbe, tmp_path: Path, writer: Instance) -> None:
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    writer.driver.put_note(FEED_FOLDER + "9999999999999-zzz", b"not an entry")
+    writer.upload(make_wheel(tmp_path / "dist", "demo", "1.0"))
+    reader.check()
+    assert "demo-1.0-py3-none-any.whl" in reader.served()
+
+
+def test_a_catalog_cold_start_downloads_no_package_bytes(bucket: BucketProbe, tmp_path: Path, writer: Instance) -> None:
+    wheels = [make_wheel(tmp_path / "dist", f"p{i}", "1.0") for i in range(3)]
+    for wheel in wheels:
+        writer.upload(wheel)
+    cold = Instance(bucket, tmp_path / "b", catalog=True)
+    cold.client.sync()
+    assert set(cold.served()) == {w.name for w in wheels}
+    assert cold.driver.calls["download"] == 3  # the three records, never a package file
+    assert [p.name for p in cold.folder.path.iterdir() if not p.name.startswith(".")] == []
