@@ -64,6 +64,9 @@ BAD = [
     ({"SYNC_INTERVAL": "soon"}, "SYNC_INTERVAL"),
     ({"SYNC_INTERVAL": "-1"}, "SYNC_INTERVAL"),
     ({"STORAGE_TIMEOUT": "0"}, "STORAGE_TIMEOUT"),
+    ({"FEED_CLOCK_SKEW": "-5"}, "FEED_CLOCK_SKEW"),
+    ({"FEED_RETENTION": "0"}, "FEED_RETENTION"),
+    ({"FEED_RETENTION": "600"}, "FEED_RETENTION"),  # shorter than twice the window every reader re-reads
     ({"OVERWRITE": "perhaps"}, "OVERWRITE"),
     ({"DISABLE_FALLBACK": "2"}, "DISABLE_FALLBACK"),
     ({"AUTHENTICATE": "upload"}, "AUTHENTICATE"),

@@ -226,3 +226,31 @@ def test_a_catalog_cold_start_downloads_no_package_bytes(bucket: BucketProbe, tm
     assert set(cold.served()) == {w.name for w in wheels}
     assert cold.driver.calls["download"] == 3  # the three records, never a package file
     assert [p.name for p in cold.folder.path.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_a_catalog_cold_start_reads_one_snapshot_and_the_feed_since(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    wheels = [make_wheel(tmp_path / "dist", f"p{i}", "1.0") for i in range(3)]
+    for wheel in wheels[:2]:
+        writer.upload(wheel)
+    writer.client.sync()  # a complete full listing: the first snapshot of this bucket
+    assert len([n for n in bucket.all_names() if n.startswith(".gcs_sync/snapshots/")]) == 1
+    writer.upload(wheels[2])  # after the snapshot: only the feed has it
+
+    cold = Instance(bucket, tmp_path / "b", catalog=True)
+    cold.client.refresh_now()
+    assert set(cold.served()) == {w.name for w in wheels}
+    # The snapshots' listing, the snapshot, the feed, and the new file's record: never a
+    # listing of the bucket nor one read per file.
+    assert cold.driver.calls["list"] == 2 and cold.driver.calls["download"] == 2, dict(cold.driver.calls)
+    assert all(entry.record is not None for entry in cold.served().values())
+    assert cold.client.status()["status"] == "ok"
+    assert cold.check() == {"list": 1}  # then the feed as usual
+
+
+def test_a_snapshot_is_written_at_most_once_per_interval(bucket: BucketProbe, tmp_path: Path, writer: Instance) -> None:
+    writer.upload(make_wheel(tmp_path / "dist", "demo", "1.0"))
+    writer.client.sync()
+    writer.client.sync()
+    assert len([n for n in bucket.all_names() if n.startswith(".gcs_sync/snapshots/")]) == 1

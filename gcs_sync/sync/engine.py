@@ -36,13 +36,14 @@ from gcs_sync.sync.events import (
     RemoteChanged,
     Uncatalogued,
 )
-from gcs_sync.sync.feed import FEED_FOLDER, ChangeFeed, ChangeKind, FeedRead, PositionFile
+from gcs_sync.sync.feed import FEED_FOLDER, ChangeFeed, ChangeKind, FeedPosition, FeedRead, PositionFile
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.pending import PendingUploads
 from gcs_sync.sync.plan import SyncPlan, plan_catalog, plan_sync
 from gcs_sync.sync.records import RecordKeeper, RecordStore
 from gcs_sync.sync.report import BucketMeter, SyncProgress, SyncReport, log_feed_check, log_sync
 from gcs_sync.sync.settle import SettleWatch
+from gcs_sync.sync.snapshot import SnapshotStore
 from gcs_sync.sync.state import CATALOGUED, Listing, SyncedFile, TrackedState
 from gcs_sync.sync.view import ViewRecord
 from gcs_sync.sync.warn_once import OnceWarnings
@@ -87,6 +88,7 @@ class SyncEngine:
         self._known_state = known_state
         self.feed = feed
         self._positions = positions
+        self._snapshots = SnapshotStore(driver, feed.wall_clock)
         # PACKAGE_FILES cache or redirect: the state catalogues the bucket's files, which
         # are not held here (plan_catalog); mirror: every file here (plan_sync).
         self.catalog = catalog
@@ -120,6 +122,10 @@ class SyncEngine:
         began = Moment.now()
         meter = BucketMeter(self.driver)
         position = self._positions.load()
+        if position is None and self.catalog and not self._known_state.lookup_any():
+            started = self._start_from_snapshot(began)
+            if started is not None:
+                return started
         last = self._view.last_listing()
         listing_age = None if last is None else last.age()
         if (
@@ -166,13 +172,45 @@ class SyncEngine:
         state = self._apply_plan(plan, synced, report, progress)
         self._record(began, state, report)
         self._positions.save(position)
-        self._after_full_listing()
+        self._after_full_listing(position, state, complete=not report.failed and not report.deferred)
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
         log_sync(log, self.driver.url, report)
         if not synced and len(report.applied) > 1:
             log.info("cold start: %d files from %s in %.2fs, %d transfers at a time",
                      len(report.applied), self.driver.url, report.seconds, self.concurrency)
+        return report
+
+    # -- a cold start from a catalog snapshot --------------------------------------------
+
+    def _start_from_snapshot(self, began: Moment) -> Optional[SyncReport]:
+        """A new catalog instance: the newest snapshot, then the feed since it; None if
+        there is none (or it fails): then the bucket is listed. The first full listing is
+        due once the snapshot is FULL_SYNC_INTERVAL old (changes made by other tools)."""
+        started = time.monotonic()
+        try:
+            snapshot = self._snapshots.newest()
+            if snapshot is None:
+                return None
+            read = self.feed.read(snapshot.position)
+        except StorageError as exc:
+            log.warning("cold start from a catalog snapshot failed (%s): listing the bucket", exc)
+            return None
+        if read.needs_listing:
+            return None
+        self.state.save(snapshot.files)
+        report = self._apply_feed(read) if read.entries else SyncReport()
+        self._positions.save(read.position)
+        # As old as the snapshot: the periodic full listing comes when its listing would have.
+        age = max(self.feed.wall_clock() - snapshot.written_at, 0.0)
+        listed = Moment(began.monotonic - age, began.boot)
+        complete = not report.failed
+        recorded = self.state.record_listing(None, listed, complete=complete)
+        self._view.own_listing = None if recorded else Listing(None, time.time() - age, complete, listed)
+        self._after_check(True)
+        self._view.mark_checked(began)
+        log.info("cold start: %d files from catalog snapshot %s (%.0fs old) and %d feed entries in %.2fs",
+                 len(snapshot.files), snapshot.name, age, len(read.entries), time.monotonic() - started)
         return report
 
     # -- a sync of what the feed names -----------------------------------------------
@@ -410,11 +448,21 @@ class SyncEngine:
     def state_lookup(self, name: str) -> Optional[SyncedFile]:
         return self._known_state.lookup([name]).get(name)
 
-    def _after_full_listing(self) -> None:
-        """After a full listing, by an instance that may write: expire old feed entries, at
-        most once per EXPIRY_PAUSE per process (it lists the whole feed)."""
+    def _after_full_listing(self, position: FeedPosition, state: dict[str, SyncedFile], *, complete: bool) -> None:
+        """After a full listing, by an instance that may write: a catalog snapshot if one
+        is due (only of a complete listing), and the expiry of old feed entries, at most
+        once per EXPIRY_PAUSE per process (it lists the whole feed)."""
         if self._write_refused:
             return
+        if complete:
+            try:
+                self._snapshots.write_if_due(position, state)
+            except StoragePermissionDenied as exc:
+                self._write_refused = True
+                log.info("this instance may not write catalog snapshots (%s): new instances read every record", exc)
+                return
+            except StorageError as exc:
+                log.warning("could not write a catalog snapshot (%s); the next full listing tries again", exc)
         if self._expired_at is not None and time.monotonic() - self._expired_at < min(
                 EXPIRY_PAUSE, self.feed.retention / 4):
             return

@@ -433,6 +433,11 @@ class TrackedState:
             files = self._refresh()
             return {name: files[name] for name in names if name in files}
 
+    def lookup_any(self) -> bool:
+        """Whether the state records any file."""
+        with self._lock:
+            return bool(self._refresh())
+
     def all_in(self, present: set[str]) -> bool:
         """Whether every file the state records is among ``present``."""
         with self._lock:

@@ -1,0 +1,115 @@
+"""Catalog snapshots: the bucket's files and their records in one object, so a new
+instance (PACKAGE_FILES cache or redirect) is ready after reading one object and the
+feed, not one record per file.
+
+    .gcs_sync/snapshots/<ms>-<random>.json.gz
+
+Written by an instance after a complete full listing, when the newest snapshot is older
+than SNAPSHOT_INTERVAL; uniquely named, never rewritten; the newest few are kept. Each
+carries the feed position taken before its listing: a reader that loads it then reads
+the feed from there, which covers every change made through the index since. Changes
+made by other tools since the snapshot's listing are caught by the reader's first full
+listing, which is due as soon as the snapshot is older than FULL_SYNC_INTERVAL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import logging
+import time
+import uuid
+from typing import Callable, Optional
+
+from gcs_sync.drivers.base import FileStoreDriver
+from gcs_sync.errors import StorageError
+from gcs_sync.records.record import RecordError
+from gcs_sync.sync.feed import FeedPosition
+from gcs_sync.sync.state import CATALOGUED, SyncedFile
+
+log = logging.getLogger("gcs_sync.snapshot")  # the name operators' log queries know
+
+SNAPSHOTS_FOLDER = ".gcs_sync/snapshots/"
+_FORMAT = 1
+SNAPSHOT_INTERVAL = 600.0  # seconds between two snapshots of one bucket
+_KEEP = 3  # the newest snapshots kept; older ones are deleted
+_DELETE_AFTER = 3600.0  # never delete a snapshot younger than this: a reader may be reading it
+_SUFFIX = ".json.gz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    name: str
+    written_at: float  # the writer's clock, seconds since the epoch
+    position: FeedPosition
+    files: dict[str, SyncedFile]
+
+
+def _time_of(name: str) -> Optional[float]:
+    stem = name[len(SNAPSHOTS_FOLDER):]
+    try:
+        return int(stem.split("-", 1)[0]) / 1000 if stem.endswith(_SUFFIX) else None
+    except ValueError:
+        return None
+
+
+class SnapshotStore:
+    def __init__(self, driver: FileStoreDriver, wall_clock: Callable[[], float] = time.time) -> None:
+        self.driver = driver
+        self.wall_clock = wall_clock
+
+    def _names(self) -> list[str]:
+        """The snapshots, oldest first."""
+        return [name for name in self.driver.list_note_names_after(SNAPSHOTS_FOLDER, SNAPSHOTS_FOLDER)
+                if _time_of(name) is not None]
+
+    def newest(self) -> Optional[Snapshot]:
+        """The newest readable snapshot (an unreadable one is logged and the one before it
+        read); None if there is none. One listing and one read, usually."""
+        for name in reversed(self._names()):
+            try:
+                data = self.driver.read_note(name)
+                if data is None:
+                    continue  # deleted since the listing
+                return _decode(name, data)
+            except (StorageError, OSError, EOFError, ValueError, KeyError, TypeError, RecordError) as exc:
+                log.warning("catalog snapshot %s could not be read (%s): trying an older one", name, exc)
+        return None
+
+    def write_if_due(self, position: FeedPosition, files: dict[str, SyncedFile]) -> bool:
+        """Write a snapshot of ``files`` (the state after a complete full listing) if the
+        newest is older than SNAPSHOT_INTERVAL, then delete old ones; True if written.
+        Raises StorageError."""
+        names = self._names()
+        now = self.wall_clock()
+        newest = _time_of(names[-1]) if names else None
+        if newest is not None and now - newest < SNAPSHOT_INTERVAL:
+            return False
+        entries = {name: entry for name, entry in files.items()
+                   if entry.record is not None and entry.record_version is not None}
+        name = f"{SNAPSHOTS_FOLDER}{int(now * 1000):013d}-{uuid.uuid4().hex[:12]}{_SUFFIX}"
+        self.driver.put_note(name, _encode(position, entries, now), create_only=True)
+        log.info("catalog snapshot %s written: %d files", name, len(entries))
+        for old in names[:max(len(names) - (_KEEP - 1), 0)]:  # the new one and the _KEEP - 1 before it stay
+            written = _time_of(old)
+            if written is not None and now - written > _DELETE_AFTER:
+                self.driver.delete(old)
+        return True
+
+
+def _encode(position: FeedPosition, files: dict[str, SyncedFile], now: float) -> bytes:
+    payload = {
+        "format": _FORMAT, "written_at": now, "position": position.to_json(),
+        # Without the local fingerprint: what a file is here is each instance's own.
+        "files": {name: {**entry.to_json(), "local_fingerprint": CATALOGUED} for name, entry in files.items()},
+    }
+    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), compresslevel=5)
+
+
+def _decode(name: str, data: bytes) -> Snapshot:
+    raw = json.loads(gzip.decompress(data))
+    if raw.get("format") != _FORMAT:
+        raise ValueError(f"format {raw.get('format')!r}")
+    files = {filename: SyncedFile.from_json(entry) for filename, entry in raw["files"].items()}
+    return Snapshot(name, float(raw["written_at"]), FeedPosition.from_json(raw["position"]), files)
