@@ -424,7 +424,7 @@ class SyncEngine:
         that could not be fetched, the listing, and the check."""
         self._announce_pushed(report)
         if self.state.should_compact():
-            self.state.save(state)
+            self.state.compact(state)
         self._record_unservable(report, began)
         # An incomplete sync (a failure, files of a live upload deferred) is not a
         # baseline: the next check lists again. Kept here if the record can't be written

@@ -159,6 +159,10 @@ class StateFile:
         """The state, or only what changed since ``since`` if the snapshot is the same."""
         for _ in range(3):  # a compaction between our reads: start over
             snapshot = self._snapshot_id()
+            if since is not None and since.snapshot != snapshot:
+                followed = self._follow_compaction(since, snapshot)
+                if followed is not None:
+                    return followed
             if since is not None and since.snapshot == snapshot:
                 entries, offset = self._journal_entries(snapshot, since.journal_offset)
                 if self._snapshot_id() != snapshot:  # compacted meanwhile: that journal may be another's
@@ -179,6 +183,32 @@ class StateFile:
                         files[name] = entry
             return StateRead(StateCursor(snapshot, offset), files=files)
         raise OSError(f"state in {self.control} kept changing while being read")
+
+    def _follow_compaction(self, since: StateCursor, snapshot: tuple[int, int, int]) -> Optional[StateRead]:
+        """What changed since ``since`` when the snapshot was replaced by a compaction of
+        the very snapshot ``since`` stands on: the rest of its journal, then the new
+        journal, O(changes) instead of a whole read (the compaction's lineage file says
+        what it compacted). None if that cannot be told: then the whole state is read."""
+        try:
+            raw = json.loads(self._lineage_path(snapshot).read_text(encoding="utf-8"))
+            if tuple(raw["snapshot"]) != snapshot or tuple(raw["from"]) != since.snapshot:
+                return None
+            compacted_to = int(raw["journal_offset"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("compaction record of %s unreadable (%s): reading the whole state", self.control, exc)
+            return None
+        rest, offset = self._journal_entries(since.snapshot, since.journal_offset)
+        if offset != compacted_to:
+            return None  # the old journal is gone or not what was compacted: read it all
+        entries, new_offset = self._journal_entries(snapshot, 0)
+        if self._snapshot_id() != snapshot:
+            return None
+        return StateRead(StateCursor(snapshot, new_offset), entries=tuple(rest + entries))
+
+    def _lineage_path(self, snapshot: tuple[int, int, int]) -> Path:
+        return self.control / f"lineage-{snapshot[0]}.json"
 
     def _snapshot_id(self) -> tuple[int, int, int]:
         try:
@@ -259,21 +289,47 @@ class StateFile:
         return journal_size > max(_MIN_JOURNAL_BYTES_TO_COMPACT, snapshot[2])
 
     def save(self, files: dict[str, SyncedFile]) -> None:
-        """Write the whole state as a new snapshot with an empty journal."""
+        """Write the whole state as a new snapshot with an empty journal (readers then
+        read it whole)."""
+        self._write_snapshot(files, compacted=False)
+
+    def compact(self, files: dict[str, SyncedFile]) -> None:
+        """Write ``files``, which must be exactly the current snapshot plus its journal,
+        as a new snapshot, and say so in a lineage file: a reader that has read the old
+        journal goes on from the new one without reading the snapshot (O(changes))."""
+        self._write_snapshot(files, compacted=True)
+
+    def _write_snapshot(self, files: dict[str, SyncedFile], *, compacted: bool) -> None:
         payload = {
             "format": FORMAT_VERSION,
             "store": self._store_url,
             "files": {name: entry.to_json() for name, entry in sorted(files.items())},
         }
+        before = self._snapshot_id()
+        old_journal = self._journal_path(before)
+        try:
+            journal_size = old_journal.stat().st_size if before != _NO_SNAPSHOT else 0
+        except FileNotFoundError:
+            journal_size = 0
         with replacing(self.path) as temp:
             temp.write_text(json.dumps(payload, indent=0), encoding="utf-8")
-            # A journal left by a crash under the inode the new snapshot happens to reuse
-            # would otherwise be read as the new snapshot's.
-            self.control.joinpath(f"journal-{temp.stat().st_ino}.jsonl").unlink(missing_ok=True)
+            stat = temp.stat()
+            new = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            # A journal (or lineage) left by a crash under the inode the new snapshot happens
+            # to reuse would otherwise be read as the new snapshot's.
+            self._journal_path(new).unlink(missing_ok=True)
+            self._lineage_path(new).unlink(missing_ok=True)
+            if compacted and before != _NO_SNAPSHOT and not self.needs_snapshot:
+                write_json_atomically(self._lineage_path(new), {
+                    "snapshot": list(new), "from": list(before), "journal_offset": journal_size,
+                })
         self.needs_snapshot = False
-        current = self._journal_path(self._snapshot_id()).name
-        for old in self.control.glob("journal-*.jsonl"):
-            if old.name != current:
+        # The journal just compacted stays until the next compaction: readers finish it.
+        keep = {self._journal_path(new).name, self._lineage_path(new).name}
+        if compacted:
+            keep.add(old_journal.name)
+        for old in [*self.control.glob("journal-*.jsonl"), *self.control.glob("lineage-*.json")]:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
 
     # -- freshness -------------------------------------------------------------------
