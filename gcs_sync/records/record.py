@@ -84,7 +84,13 @@ class FileRecord:
         return dataclasses.replace(self, yanked=yanked, yank_reason=reason if yanked else None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": RECORD_FORMAT, **dataclasses.asdict(self)}
+        # Spelled out, not dataclasses.asdict: a cold start writes one per file.
+        return {
+            "format": RECORD_FORMAT, "filename": self.filename, "size": self.size, "sha256": self.sha256,
+            "upload_time": self.upload_time, "uploader": self.uploader, "requires_python": self.requires_python,
+            "metadata_sha256": self.metadata_sha256, "metadata_problem": self.metadata_problem,
+            "yanked": self.yanked, "yank_reason": self.yank_reason,
+        }
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True).encode("utf-8")
