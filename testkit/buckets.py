@@ -16,6 +16,8 @@ MARKER = ".gcs_sync/changed"
 RECORD_FOLDERS = (".gcs_sync/records/", ".gcs_sync/metadata/")
 # The change feed's entries (gcs_sync.sync.feed.FEED_FOLDER), spelled out for the same reason.
 FEED_FOLDER = ".gcs_sync/feed/"
+# Catalog snapshots (gcs_sync.sync.snapshot.SNAPSHOTS_FOLDER).
+SNAPSHOTS_FOLDER = ".gcs_sync/snapshots/"
 
 
 class BucketProbe:
@@ -52,9 +54,9 @@ class BucketProbe:
 
     def names(self) -> set[str]:
         """Every object under the prefix except the change marker, the change feed's
-        entries (``feed_names``) and the files' metadata records and core metadata files
-        (``record_names``)."""
-        return {name for name in self.all_names() - {MARKER} if not name.startswith(RECORD_FOLDERS + (FEED_FOLDER,))}
+        entries (``feed_names``), catalog snapshots and the files' metadata records and
+        core metadata files (``record_names``)."""
+        return {name for name in self.all_names() - {MARKER} if not name.startswith(RECORD_FOLDERS + (FEED_FOLDER, SNAPSHOTS_FOLDER))}
 
     def feed_names(self) -> list[str]:
         """The change feed's entries, in the order of their names."""
