@@ -135,7 +135,7 @@ class FileCache:
         caller holds ``file_lock(sha256)``."""
         if not self.fits(size):
             return None
-        with filelock.FileLock(str(self._locks / "space.lock"), thread_local=False):
+        with self._space_lock():
             cached: list[tuple[int, int, Path]] = []  # (last used, size, path)
             used = 0
             for entry in self._entries():
@@ -148,8 +148,11 @@ class FileCache:
                     used += stat.st_size
                 elif temp := _TEMP_NAME.match(entry.name):
                     if self._is_abandoned(temp["sha256"], sha256):
-                        log.warning("cache: removing %s, left by a fetch that died", entry.name)
-                        Path(entry.path).unlink(missing_ok=True)
+                        try:
+                            Path(entry.path).unlink()
+                            log.warning("cache: removed %s, left by a fetch that died", entry.name)
+                        except FileNotFoundError:
+                            pass  # its fetch failed and removed it just now
                     else:
                         used += max(stat.st_size, int(temp["size"]))
                 else:
@@ -166,6 +169,15 @@ class FileCache:
             temp_path = self.directory / f".{sha256}.{size}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
             temp_path.touch(exist_ok=False)
             return temp_path
+
+    def commit(self, temp: Path, sha256: str) -> None:
+        """Rename a whole, checked temp file into the cache. Under the space lock, as the
+        reservations: a scan never sees a temp file vanish and its cached file not yet there."""
+        with self._space_lock():
+            os.replace(temp, self.directory / sha256)
+
+    def _space_lock(self) -> filelock.BaseFileLock:
+        return filelock.FileLock(str(self._locks / "space.lock"), thread_local=False)
 
     def _is_abandoned(self, temp_sha256: str, own_sha256: str) -> bool:
         """Whether the fetch that made a temp file of ``temp_sha256`` is over: its per-file
@@ -213,7 +225,7 @@ class FileCache:
         if hit is not None or temp is None:
             lock.release()
         return Transfer(filename, sha256, size, source, hit=hit,
-                        cache=(self.directory / sha256, temp, lock) if temp is not None else None)
+                        cache=(self, temp, lock) if temp is not None else None)
 
 
 class Transfer:
@@ -222,7 +234,7 @@ class Transfer:
 
     def __init__(
         self, filename: str, sha256: str, size: int, source: Source, *, hit: Optional[Hit] = None,
-        cache: Optional[tuple[Path, Path, filelock.BaseFileLock]] = None,
+        cache: Optional[tuple[FileCache, Path, filelock.BaseFileLock]] = None,
     ) -> None:
         self.filename = filename
         self.sha256 = sha256
@@ -230,11 +242,11 @@ class Transfer:
         self.hit = hit
         self.started = time.time()
         self._source = source
-        self._target: Optional[Path] = None
+        self._cache: Optional[FileCache] = None
         self._temp: Optional[Path] = None
         self._lock: Optional[filelock.BaseFileLock] = None
         if cache is not None:
-            self._target, self._temp, self._lock = cache
+            self._cache, self._temp, self._lock = cache
         self._out: Optional[BinaryIO] = None
         self._stack = contextlib.ExitStack()
         self._chunks: Optional[Iterator[bytes]] = None
@@ -334,12 +346,12 @@ class Transfer:
         if digest != self.sha256:
             raise StorageError("download", self.filename,
                                f"its bytes have sha256 {digest}, not the {self.sha256} the index serves")
-        if self._temp is not None and self._target is not None and self._out is not None:
+        if self._temp is not None and self._cache is not None and self._out is not None:
             try:
                 self._out.close()
                 seconds = int(self.started)  # the Last-Modified the first answer carried
                 os.utime(self._temp, ns=(time.time_ns(), seconds * 1_000_000_000))
-                os.replace(self._temp, self._target)
+                self._cache.commit(self._temp, self.sha256)
                 self.cached = True
             except OSError as exc:
                 log.warning("%s: cannot move it into the cache (%s); served, not cached", self.filename, exc)
