@@ -24,6 +24,8 @@ from typing import Optional
 import pytest
 
 from gcs_sync.drivers import FileStoreDriver, make_driver
+from gcs_sync.drivers.base import Version
+from gcs_sync.errors import StorageError
 from gcs_sync.sync.cache import FileCache
 from testkit.buckets import BucketProbe
 from testkit.cache_server import CacheServer, Entry, make_app
@@ -325,6 +327,40 @@ def test_bytes_other_than_the_index_says_are_never_served_whole_nor_cached(
     assert status == 200 and declared == 3 * MIB and len(body) < declared
     assert cached(folder) == set() and leftovers(folder) == []
     assert any("stale-1.0.tar.gz" in r.getMessage() and "sha256" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("bucket", ["local", "s3"], indirect=True)
+def test_a_small_file_with_other_bytes_is_a_503_before_any_byte(
+    bucket: BucketProbe, make_driver_for, tmp_path: Path
+) -> None:
+    driver = make_driver_for()
+    entry = put_files(bucket, driver, {"small-1.0.tar.gz.metadata": b"Metadata-Version: 2.1\n"})["small-1.0.tar.gz.metadata"]
+    catalog = {"small-1.0.tar.gz.metadata": Entry(hashlib.sha256(b"other").hexdigest(), entry.size, entry.version)}
+    folder = tmp_path / "cache"
+    with serve(FileCache(folder, MIB), driver, catalog) as server:
+        status, _headers, body = get(f"{server.url}/packages/small-1.0.tar.gz.metadata")
+    # All of it was in hand before the first byte: checked, and refused whole.
+    assert status == 503 and b"small-1.0.tar.gz.metadata" in body
+    assert cached(folder) == set() and leftovers(folder) == []
+
+
+@pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
+def test_a_driver_stream_broken_after_its_first_chunk_raises_naming_the_object(
+    bucket: BucketProbe, proxy: FaultProxy, make_driver_for
+) -> None:
+    driver = make_driver_for()
+    data = payload("broken", 9 * MIB)  # over two of the GCS driver's ranges
+    version = put_files(bucket, driver, {"broken-1.0.tar.gz": data})["broken-1.0.tar.gz"].version
+    if bucket.backend == "s3":  # one request: its body breaks off
+        proxy.add_rule("GET", r"broken-1\.0\.tar\.gz", Truncate(5 * MIB))
+    received = b""
+    with pytest.raises(StorageError, match="broken-1.0.tar.gz"):
+        with driver.open_stream("broken-1.0.tar.gz", Version(version)) as chunks:
+            for chunk in chunks:
+                if not received and bucket.backend == "gcs":  # the next ranges break off, every retry
+                    proxy.add_rule("GET", r"broken-1\.0\.tar\.gz", Truncate(1000))
+                received += chunk
+    assert 0 < len(received) < len(data) and data.startswith(received)
 
 
 @pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)

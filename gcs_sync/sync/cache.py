@@ -242,6 +242,8 @@ class Transfer:
         self.hit = hit
         self.started = time.time()
         self._source = source
+        # Whether this transfer was given room in the cache (it may still fail to cache).
+        self.caching = cache is not None
         self._cache: Optional[FileCache] = None
         self._temp: Optional[Path] = None
         self._lock: Optional[filelock.BaseFileLock] = None
@@ -253,42 +255,45 @@ class Transfer:
         self._digest = hashlib.sha256()
         self._read = 0
         self._first: Optional[bytes] = None
+        self._second: Optional[bytes] = None
+        self._finished = False
         self.cached = False
 
-    @property
-    def caching(self) -> bool:
-        return self._temp is not None
 
     def start(self) -> None:
-        """Open the source and read the first chunk: what the bucket says before the first
-        byte is raised here (a StorageError), with everything let go."""
+        """Open the source and read the first two chunks: what the bucket says before the
+        first byte is raised here (a StorageError), with everything let go. A file that is
+        all in hand by then (most metadata files, small sdists) is checked here too, so a
+        wrong one is a clear error rather than a short body."""
         try:
             if self._temp is not None:
                 self._out = self._stack.enter_context(open(self._temp, "wb"))
             self._chunks = self._stack.enter_context(self._source())
             self._first = self._next()
+            self._second = None if self._first is None else self._next()
+            if self._second is None:
+                self._finish()
         except BaseException:
             self.close()
             raise
 
     def chunks(self) -> Iterator[bytes]:
-        """The file's bytes, for the response body (after ``start``). The last chunk comes
-        only once the whole file is checked (and cached)."""
+        """The file's bytes, for the response body (after ``start``). A chunk is sent once
+        the next one is in hand, and the last one only once the whole file is checked (and
+        cached): a mismatch or a break is never a complete body."""
         try:
-            pending = self._first
+            pending, following = self._first, self._second
             while pending is not None:
-                following = self._next()
-                if following is None:
+                if following is None and not self._finished:
                     self._finish()  # raises on a mismatch: the last chunk is never sent
                 try:
                     yield pending
                 except GeneratorExit:
-                    if following is not None and self.caching:
+                    if not self._finished and self.caching:
                         self._complete_quietly("the client went away")
                     raise
                 pending = following
-            if self._first is None:
-                self._finish()  # an empty file
+                following = None if pending is None or self._finished else self._next()
         except (StorageError, OSError) as exc:
             log.error("%s: stopped after %d of %d bytes read from the bucket; the client gets a short body "
                       "and nothing is cached: %s", self.filename, self._read, self.size, exc)
@@ -300,17 +305,18 @@ class Transfer:
         """Read the whole file into the cache without sending it (a Range request on a miss);
         raises as ``chunks`` does, with nothing cached."""
         try:
-            while self._next() is not None:
-                pass
-            self._finish()
+            self._read_rest()
         finally:
             self.close()
 
+    def _read_rest(self) -> None:
+        while not self._finished:
+            if self._next() is None:
+                self._finish()
+
     def _complete_quietly(self, why: str) -> None:
         try:
-            while self._next() is not None:
-                pass
-            self._finish()
+            self._read_rest()
         except (StorageError, OSError) as exc:
             log.error("%s: %s, and reading the rest into the cache failed; nothing cached: %s",
                       self.filename, why, exc)
@@ -340,6 +346,7 @@ class Transfer:
 
     def _finish(self) -> None:
         """The whole file is read: check it, then rename it into the cache."""
+        self._finished = True
         if self._read != self.size:
             raise StorageError("download", self.filename, f"ended at {self._read} of {self.size} bytes")
         digest = self._digest.hexdigest()

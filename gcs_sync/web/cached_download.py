@@ -60,7 +60,8 @@ def cached_response(
             served = _from_cache(cache, cache.lookup(sha256), filename, etag, cache_control)
             if served is not None:
                 return served
-            raise StorageError("download", filename, "evicted again as soon as it was cached")
+            # Not cached after all (the folder failed: logged), and the bytes are spent.
+            raise StorageError("download", filename, "read, but it could not be cached to serve a range")
     except StorageError as exc:
         log.error("%s: cannot be read from the bucket, answered 503: %s", filename, exc)
         raise HTTPError(503, f"Bucket read failed for {filename} ({failure_reason(exc)})") from exc
