@@ -285,6 +285,37 @@ def test_two_processes_sharing_the_folder_read_the_bucket_once(
     assert len(reads) == 1
 
 
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)
+def test_a_fetch_whose_process_died_frees_its_file_and_its_room(
+    bucket: BucketProbe, make_driver_for, tmp_path: Path
+) -> None:
+    driver = make_driver_for()
+    files = {"orphan-1.0.tar.gz": payload("orphan", 600 * KIB), "next-1.0.tar.gz": payload("next", 600 * KIB)}
+    catalog = put_files(bucket, driver, files)
+    folder = tmp_path / "cache"
+    cache = FileCache(folder, 1 * MIB, wait_seconds=20)
+    sha256 = catalog["orphan-1.0.tar.gz"].sha256
+    # A worker that took the file's lock and reserved its room, then was killed mid-fetch.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import filelock, sys, time\n"
+        f"filelock.FileLock({str(folder / '.locks' / (sha256 + '.lock'))!r}).acquire()\n"
+        f"open({str(folder / ('.' + sha256 + '.614400.0abc.part'))!r}, 'wb').write(b'x' * 1000)\n"
+        "print('holding', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    with serve(cache, driver, catalog) as server:
+        # Another file needs the room the dead fetch reserved: it gets it.
+        assert get(f"{server.url}/packages/next-1.0.tar.gz")[2] == files["next-1.0.tar.gz"]
+        assert cached(folder) == {catalog["next-1.0.tar.gz"].sha256} and leftovers(folder) == []
+        # And the file it was fetching is fetched again, not waited for.
+        assert get(f"{server.url}/packages/orphan-1.0.tar.gz")[2] == files["orphan-1.0.tar.gz"]
+        assert cached(folder) == {sha256} and folder_bytes(folder) <= cache.max_bytes
+
+
 # --- a fetch that fails ------------------------------------------------------------------------
 
 

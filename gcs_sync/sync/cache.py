@@ -27,10 +27,12 @@ cannot get room (other fetches in flight hold it), or whose lock is held too lon
 streamed through without being cached.
 
 A ``Transfer`` is one read of a file from the bucket: chunks to the client and, when it
-caches, into the temp file. It withholds the last chunk until the whole file's sha256 and
-size are checked, so a client never receives a complete body of the wrong bytes: a broken
-stream or a mismatch raises mid-stream (the server cuts the connection; Content-Length tells
-the client the body is short) and leaves nothing in the cache. A client that goes away
+caches, into the temp file. It sends a chunk only once the next one is in hand, and the last
+one only once the whole file's sha256 and size are checked, so a client never receives a
+complete body of the wrong bytes: a file all in hand before its first byte (up to two
+chunks) is checked before the answer starts (a mismatch is a 503); a longer one that breaks
+off or does not match raises mid-stream (the server cuts the connection; Content-Length
+tells the client the body is short). Either way nothing is left in the cache. A client that goes away
 mid-stream does not stop a caching transfer: it reads the rest into the cache (the
 requests waiting on its lock are then served from there) before it lets go.
 """
@@ -200,7 +202,7 @@ class FileCache:
     def transfer(self, filename: str, sha256: str, size: int, source: Source) -> "Transfer":
         """A transfer of the file ``filename`` (these bytes) from the bucket: cached on the way
         if it may be (it takes the file's lock, waiting for another fetch of it), else
-        streamed through. Call ``Transfer.hit`` first: a wait may end with the file cached."""
+        streamed through. Check ``Transfer.hit`` first: a wait may end with the file cached."""
         if not self.fits(size):
             self.say_too_large(filename, size)
             return Transfer(filename, sha256, size, source)
@@ -215,8 +217,9 @@ class FileCache:
             hit = self.lookup(sha256)
             temp = None if hit is not None else self.reserve(sha256, size)
         except OSError as exc:  # the cache folder failed (full, unwritable): serve all the same
+            lock.release()
             log.warning("%s: cannot make room in the cache (%s); streamed without caching", filename, exc)
-            hit, temp = None, None
+            return Transfer(filename, sha256, size, source)
         except BaseException:
             lock.release()
             raise
@@ -258,7 +261,6 @@ class Transfer:
         self._second: Optional[bytes] = None
         self._finished = False
         self.cached = False
-
 
     def start(self) -> None:
         """Open the source and read the first two chunks: what the bucket says before the
