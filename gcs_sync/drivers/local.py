@@ -6,17 +6,19 @@ the name exists) or a rename (overwrite). Its own temporary files are never list
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import shutil
 from pathlib import Path
 from stat import S_ISREG
-from typing import Mapping, NewType, Optional
+from typing import BinaryIO, Iterator, Mapping, NewType, Optional
 
 from gcs_sync.drivers.base import (
     CREATE,
     READ,
+    STREAM_CHUNK,
     ErrorKind,
     Failure,
     FileStoreDriver,
@@ -255,3 +257,27 @@ class LocalFolderDriver(FileStoreDriver):
         return sorted(
             folder + name for name in names if not _is_own_temp(name) and folder + name > start_after
         )
+
+    @contextlib.contextmanager
+    def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:
+        self._count("download")
+        path = self._existing_folder("download", name) / name
+        with _mapped("download", name, READ):
+            source = open(path, "rb")
+        try:
+            # Files are replaced by rename, never rewritten in place: the open file is
+            # the version whose fingerprint it has, to the end.
+            if _fingerprint(os.fstat(source.fileno())) != version:
+                raise ObjectChanged("download", name, "changed since it was listed")
+            yield self._chunks(name, source)
+        finally:
+            source.close()
+
+    @staticmethod
+    def _chunks(name: str, source: BinaryIO) -> Iterator[bytes]:
+        while True:
+            with _mapped("download", name, READ):
+                chunk = source.read(STREAM_CHUNK)
+            if not chunk:
+                return
+            yield chunk
