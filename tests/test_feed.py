@@ -254,3 +254,29 @@ def test_a_snapshot_is_written_at_most_once_per_interval(bucket: BucketProbe, tm
     writer.client.sync()
     writer.client.sync()
     assert len([n for n in bucket.all_names() if n.startswith(".gcs_sync/snapshots/")]) == 1
+
+
+def test_an_upload_through_a_catalog_instance_keeps_no_file_here(bucket: BucketProbe, tmp_path: Path) -> None:
+    catalog = _started(Instance(bucket, tmp_path / "a", catalog=True))
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    catalog.upload(wheel)
+    entry = catalog.served()[wheel.name]
+    assert entry.local_fingerprint == CATALOGUED and entry.record is not None
+    assert [p.name for p in catalog.folder.path.iterdir() if not p.name.startswith(".")] == []
+    assert bucket.get(wheel.name) == wheel.read_bytes()
+
+
+def test_a_folder_catalogued_then_mirrored_with_push_local_changes_deletes_nothing(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    """PACKAGE_FILES switched from cache back to mirror: the catalogued files were never
+    here, so their absence is not a deletion (dev's PUSH_LOCAL_CHANGES pushes deletions)."""
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    writer.upload(wheel)
+    _started(Instance(bucket, tmp_path / "b", catalog=True))
+    mirror = Instance(bucket, tmp_path / "b")
+    mirror.client.push_local_changes = True  # as dev's default
+    mirror.client._engine.push_local_changes = True
+    mirror.client.sync()
+    assert bucket.get(wheel.name) == wheel.read_bytes()
+    assert (mirror.folder.path / wheel.name).read_bytes() == wheel.read_bytes()

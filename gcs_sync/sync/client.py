@@ -82,7 +82,7 @@ class StorageClient:
         self._writes = RequestWrites(
             driver, folder, self.state, self._lock, known_state=known_state,
             breaker=WriteBreaker(folder.control, storage_timeout), pending=pending, feed=self.feed,
-            records=self._engine.records.store,
+            records=self._engine.records.store, catalog=catalog,
         )
 
     # -- freshness -------------------------------------------------------------------

@@ -79,6 +79,10 @@ def plan_sync(
     listed = records or {}
     for name in sorted(set(local) | set(remote)):
         here, there, before = local.get(name), remote.get(name), synced.get(name)
+        if before is not None and before.local_fingerprint == CATALOGUED:
+            # Catalogued while files were not held here (PACKAGE_FILES cache or redirect):
+            # never a file that was here, so its absence is no deletion to push.
+            before = None
         if there is not None and here is None:
             if push_local_changes and before is not None and before.remote_version == there.version:
                 events.append(LocalDeleted(name, there.version))

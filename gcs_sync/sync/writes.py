@@ -27,7 +27,7 @@ from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 from gcs_sync.sync.pending import ClaimReason, Intent, PendingUploads
 from gcs_sync.sync.records import RecordStore, StoredRecord
 from gcs_sync.sync.report import BucketMeter, log_bucket_write
-from gcs_sync.sync.state import StateFile, SyncedFile, TrackedState
+from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
 
@@ -50,6 +50,7 @@ class RequestWrites:
         pending: PendingUploads,
         feed: ChangeFeed,
         records: RecordStore,
+        catalog: bool = False,
     ) -> None:
         self.driver = driver
         self._records = records
@@ -61,6 +62,9 @@ class RequestWrites:
         self._breaker = breaker
         self._pending = pending
         self._feed = feed
+        # PACKAGE_FILES cache or redirect: an upload is catalogued here, not kept (the
+        # cache fetches it on its first download, within its bound).
+        self._catalog = catalog
 
     def publish(self, staged: Sequence[StagedFile], *, overwrite: bool) -> list[StoredObject]:
         """Store a request's uploads in the bucket (create-only unless ``overwrite``), then
@@ -147,10 +151,14 @@ class RequestWrites:
             with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
                 for upload, remote in zip(staged, stored):
                     kept = records.get(upload.name)
-                    if upload.metadata is not None:
-                        self.folder.write_metadata(upload.name, upload.metadata)
-                    local = self.folder.install(upload.path, upload.name)
-                    entry = SyncedFile(remote.version, local, upload.sha256)
+                    if self._catalog:
+                        upload.path.unlink(missing_ok=True)
+                        entry = SyncedFile(remote.version, CATALOGUED, upload.sha256)
+                    else:
+                        if upload.metadata is not None:
+                            self.folder.write_metadata(upload.name, upload.metadata)
+                        local = self.folder.install(upload.path, upload.name)
+                        entry = SyncedFile(remote.version, local, upload.sha256)
                     if kept is not None:
                         entry = entry.with_record(kept.record, kept.version)
                     self.state.record(upload.name, entry)
