@@ -274,6 +274,8 @@ def test_a_folder_catalogued_then_mirrored_with_push_local_changes_deletes_nothi
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
     writer.upload(wheel)
     _started(Instance(bucket, tmp_path / "b", catalog=True))
+    # A file of its own in the folder (so it is not an emptied folder, which starts afresh).
+    (tmp_path / "b" / "own-1.0.tar.gz").write_bytes(b"own")
     mirror = Instance(bucket, tmp_path / "b")
     mirror.client.push_local_changes = True  # as dev's default
     mirror.client._engine.push_local_changes = True
