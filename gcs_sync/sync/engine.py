@@ -325,7 +325,7 @@ class SyncEngine:
         self.folder.sweep_stale_temps()
         remote = self._servable(self.driver.list_objects(), report)
         local = {} if self.catalog else self.folder.scan()  # cache/redirect: no files here
-        synced = self.state.load()
+        synced = self._known_state.current()
         remote = self._without_pending(remote, synced, report)
         return local, remote, synced
 
