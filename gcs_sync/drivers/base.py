@@ -47,6 +47,10 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   credentials may not list it (or cannot be loaded), ``StorageUnavailable`` if the
   store did not answer; it is what an instance asks at start-up.
 - ``calls`` counts the API requests made, by operation, for logs and benchmarks.
+- ``signed_url`` gives a URL that lets anyone GET object ``name`` for ``expires_seconds``
+  (PACKAGE_FILES=redirect or cache); ``check_signing`` makes sure one can be made, at
+  start-up. Both raise ``SigningUnavailable`` where the store or the credentials cannot
+  sign, ``SigningNotPermitted`` (naming the role missing) where the signer was refused.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from gcs_sync.errors import (
     ObjectChanged,
     ObjectExists,
     ObjectNotFound,
+    SigningUnavailable,
     StorageError,
     StorageUnavailable,
 )
@@ -315,3 +320,13 @@ class FileStoreDriver(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"
+
+    # Signed URLs (PACKAGE_FILES=redirect, and cache mode's large files).
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        """A URL that lets anyone GET object ``name`` for ``expires_seconds``."""
+        raise SigningUnavailable("sign", self._key(name), f"{type(self).__name__} cannot sign URLs")
+
+    def check_signing(self) -> None:
+        """Make sure a URL can be signed (at start-up); raises what ``signed_url`` would."""
+        self.signed_url(MARKER_NAME, 60)

@@ -26,7 +26,7 @@ from gcs_sync.drivers.base import (
     Version,
     mapped_errors,
 )
-from gcs_sync.errors import BucketNotFound, ObjectChanged, StorageError, StoragePermissionDenied
+from gcs_sync.errors import BucketNotFound, ObjectChanged, SigningUnavailable, StorageError, StoragePermissionDenied
 from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, sha256_of, temp_name, write_atomically
 
 # A file's inode, size and modification time (``gcs_sync.files.fingerprint``), as a Version.
@@ -251,3 +251,12 @@ class LocalFolderDriver(FileStoreDriver):
         with _mapped("upload", MARKER_NAME, _FOLDER):
             marker.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(marker, self.new_marker_content())  # a new inode: a new version
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        raise SigningUnavailable(
+            "sign", self._key(name),
+            "a local folder cannot sign URLs (PACKAGE_FILES=redirect needs STORAGE_BACKEND=gcs or s3)",
+        )
+
+    def check_signing(self) -> None:
+        self.signed_url(MARKER_NAME, 60)
