@@ -37,6 +37,7 @@ log = logging.getLogger("gcs_sync.state")  # the name operators' log queries kno
 
 FORMAT_VERSION = 3  # 3: entries may carry a metadata record
 _READABLE_FORMATS = (2, FORMAT_VERSION)  # a format-2 state is read as entries without records
+CATALOGUED = ""  # a state entry's local_fingerprint when the file is known from the bucket, not held here
 # Compact the journal into a new snapshot once it outgrows this or the snapshot: every
 # worker then re-reads the snapshot once, so the cost stays O(1) per change on average.
 _MIN_JOURNAL_BYTES_TO_COMPACT = 256 * 1024
