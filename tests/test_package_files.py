@@ -343,3 +343,38 @@ def test_s3_presigns_with_the_clients_keys(s3_server: str) -> None:
     url = S3Driver("some-bucket", "packages", timeout=10).signed_url("a-1.0.tar.gz", 300)
     assert "/some-bucket/packages/a-1.0.tar.gz?" in url or "some-bucket." in url
     assert query(url)["X-Amz-Expires"] == "300" and query(url)["X-Amz-Credential"].startswith("testing/")
+
+
+# -- the index in cache and redirect mode ------------------------------------------------
+
+
+def test_the_index_lists_catalogued_files_only_outside_mirror_mode(tmp_path: Path) -> None:
+    from gcs_sync.records.record import FileRecord
+    from gcs_sync.sync.folder import PackageFolder
+    from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile
+    from gcs_sync.web.index import PackageIndex
+
+    folder = PackageFolder(tmp_path / "packages")
+    state = StateFile(folder.control, "gs://b/packages")
+
+    def entry(name: str, size: int, version: str) -> SyncedFile:
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        record = FileRecord(filename=name, size=size, sha256=digest, upload_time="2026-01-01T00:00:00Z")
+        return SyncedFile(version, CATALOGUED, digest, record=record, record_version="1")
+
+    state.save({"cat-1.0.tar.gz": entry("cat-1.0.tar.gz", 1234, "17")})
+    catalog = PackageIndex(folder, StateFile(folder.control, "gs://b/packages"), "sha256", catalogued=True)
+    mirror = PackageIndex(folder, StateFile(folder.control, "gs://b/packages"), "sha256")
+    catalog.refresh()
+    mirror.refresh()
+    pkg = catalog.get("cat-1.0.tar.gz")
+    assert pkg is not None and not (folder.path / "cat-1.0.tar.gz").exists()
+    assert (pkg.size, pkg.remote_version, pkg.digest) == (1234, "17", f"sha256={pkg.sha256}")
+    assert [p.relfn for p in catalog.project_packages("cat")] == ["cat-1.0.tar.gz"]
+    assert len(mirror) == 0  # a mirror serves only files in place
+    # A journal line (another worker's sync) reaches the index the same way.
+    state.record("cat-2.0.tar.gz", entry("cat-2.0.tar.gz", 99, "18"))
+    catalog.refresh()
+    mirror.refresh()
+    assert sorted(p.relfn for p in catalog.project_packages("cat")) == ["cat-1.0.tar.gz", "cat-2.0.tar.gz"]
+    assert len(mirror) == 0
