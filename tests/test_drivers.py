@@ -16,7 +16,7 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from gcs_sync.drivers import FileStoreDriver, gcs, make_driver, s3
-from gcs_sync.drivers.base import BUCKET, CREATE, DELETE, READ, REPLACE, Meaning
+from gcs_sync.drivers.base import BUCKET, CREATE, DELETE, READ, REPLACE, STREAM_CHUNK, Meaning
 from gcs_sync.errors import (
     BucketNotFound,
     ObjectChanged,
@@ -291,6 +291,36 @@ class DriverContract:
         assert listed is not None and stated is not None and stated.modified is not None
         # The store's clock, at a second's precision on some stores.
         assert before - 5 < listed < time.time() + 5 and abs(stated.modified - listed) < 1
+
+    # The cache's read (PACKAGE_FILES=cache): the bytes of one version in bounded chunks.
+    # Sizes around the GCS driver's request range (4 MiB) and the chunk (1 MiB): empty,
+    # less than a chunk, an exact number of ranges, and some more.
+    @pytest.mark.parametrize("size", [0, 1000, 8 << 20, (9 << 20) + 7])
+    def test_a_stream_gives_the_bytes_of_the_version_in_bounded_chunks(
+        self, driver: FileStoreDriver, bucket: BucketProbe, size: int
+    ) -> None:
+        payload = hashlib.sha256(str(size).encode()).digest() * (size // 32) + b"x" * (size % 32)
+        bucket.put("demo-1.0.tar.gz", payload)
+        version = driver.list_objects()["demo-1.0.tar.gz"].version
+        with driver.open_stream("demo-1.0.tar.gz", version) as chunks:
+            received = list(chunks)
+        assert b"".join(received) == payload
+        assert all(0 < len(chunk) <= STREAM_CHUNK for chunk in received)
+
+    def test_a_stream_of_what_is_gone_or_replaced_fails_before_the_first_chunk_naming_it(
+        self, driver: FileStoreDriver, bucket: BucketProbe
+    ) -> None:
+        bucket.put("demo-1.0.tar.gz", b"one")
+        version = driver.list_objects()["demo-1.0.tar.gz"].version
+        bucket.put("demo-1.0.tar.gz", b"two, longer")
+        with pytest.raises(ObjectChanged, match="demo-1.0.tar.gz"):
+            with driver.open_stream("demo-1.0.tar.gz", version):
+                pytest.fail("entered the stream of a replaced object")
+        bucket.delete("demo-1.0.tar.gz")
+        with pytest.raises(ObjectNotFound, match="demo-1.0.tar.gz"):
+            with driver.open_stream("demo-1.0.tar.gz", version):
+                pytest.fail("entered the stream of a deleted object")
+
 
 
 class MetadataDriverContract(DriverContract):

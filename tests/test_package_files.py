@@ -315,7 +315,7 @@ def test_a_refused_sign_blob_names_the_role(fake_iam: tuple[str, type[FakeIam]],
     url, handler = fake_iam
     handler.answer = (403, {"error": {
         "code": 403, "status": "PERMISSION_DENIED",
-        "message": f"Permission 'iam.serviceAccounts.signBlob' denied on resource (or it may not exist).",
+        "message": "Permission 'iam.serviceAccounts.signBlob' denied on resource (or it may not exist).",
     }})
     driver = iam_driver(url, gcs_emulator)
     with pytest.raises(SigningNotPermitted) as refused:

@@ -46,6 +46,12 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   ``BucketNotFound`` if the bucket does not exist, ``StoragePermissionDenied`` if the
   credentials may not list it (or cannot be loaded), ``StorageUnavailable`` if the
   store did not answer; it is what an instance asks at start-up.
+- ``open_stream`` gives the bytes of an object at a version as an iterator of chunks of
+  at most ``STREAM_CHUNK`` bytes, never the whole object in memory (the package-file
+  cache streams a file to a client while it writes it). What the store says before the
+  first byte (``ObjectNotFound``, ``ObjectChanged``, ``StorageUnavailable``) is raised by
+  entering the context; a connection that breaks later raises ``StorageError`` (mostly
+  ``StorageUnavailable``) from the iterator. The caller checks the sha256.
 - ``calls`` counts the API requests made, by operation, for logs and benchmarks.
 - ``signed_url`` gives a URL that lets anyone GET object ``name`` for ``expires_seconds``
   (PACKAGE_FILES=redirect or cache); ``check_signing`` makes sure one can be made, at
@@ -64,7 +70,7 @@ import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, NewType, Optional, Union
+from typing import Callable, ContextManager, Iterator, Mapping, NewType, Optional, Union
 
 from gcs_sync.errors import (
     BucketNotFound,
@@ -84,6 +90,8 @@ SHA256_KEY = "sha256"
 UPLOAD_TOKEN_KEY = "upload-token"
 # Inside a sub-"folder" of the prefix, so listings (one level, "/" delimiter) never show it.
 MARKER_NAME = ".gcs_sync/changed"
+# The most ``open_stream`` hands over at once.
+STREAM_CHUNK = 1 << 20
 
 # An object's version, as its driver gives it: opaque, compared for equality only, and
 # passed back only to that driver (each driver's kind is a NewType of it).
@@ -320,6 +328,13 @@ class FileStoreDriver(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"
+
+    def open_stream(self, name: str, version: Version) -> ContextManager[Iterator[bytes]]:
+        """The bytes of object ``name`` at ``version`` in chunks (at most ``STREAM_CHUNK``),
+        without holding the whole object in memory; raises ObjectNotFound / ObjectChanged /
+        StorageUnavailable (typed, with the name) before the first chunk where the store says
+        so, and StorageError mid-stream if the connection breaks. The caller checks the sha256."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream {name!r}")
 
     # Signed URLs (PACKAGE_FILES=redirect, and cache mode's large files).
 

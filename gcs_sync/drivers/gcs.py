@@ -15,12 +15,13 @@ only signing uses the standard credentials; the URLs then point at the emulator.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import functools
 import threading
 from pathlib import Path
-from typing import Any, Mapping, NewType, Optional
+from typing import Any, Iterator, Mapping, NewType, Optional
 
 import google.auth
 import google.auth.credentials
@@ -41,6 +42,7 @@ from gcs_sync.drivers.base import (
     READ,
     REPLACE,
     SHA256_KEY,
+    STREAM_CHUNK,
     UPLOAD_TOKEN_KEY,
     ErrorKind,
     Failure,
@@ -76,6 +78,11 @@ _UNAVAILABLE = (
     ConnectionError,
     TimeoutError,
 )
+
+# A streamed download asks for this much per request (each with the driver's retry and
+# timeout, so a broken connection is retried from where it broke), handed over in
+# STREAM_CHUNK pieces: a few requests per package file, a bounded amount in memory.
+_STREAM_RANGE = 4 * STREAM_CHUNK
 
 # The SDK's errors and what each is, the first match winning; anything else is a StorageError.
 _ERRORS: tuple[tuple[tuple[type[BaseException], ...], ErrorKind], ...] = (
@@ -350,6 +357,43 @@ class GCSDriver(FileStoreDriver):
                 self.new_marker_content(), content_type="text/plain",
                 retry=self._retry, timeout=self._timeout,
             )
+
+    @contextlib.contextmanager
+    def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:
+        key = self._key(name)
+        blob = self._bucket.blob(key)
+        # The first range is read here, so what the store says of the object (gone,
+        # replaced, unreachable) is raised before the caller has sent anything.
+        first = self._range(blob, key, version, 0)
+        yield self._chunks(blob, key, version, first)
+
+    def _chunks(self, blob: storage.Blob, key: str, version: Version, data: bytes) -> Iterator[bytes]:
+        start = 0
+        while True:
+            view = memoryview(data)
+            for offset in range(0, len(data), STREAM_CHUNK):
+                yield bytes(view[offset:offset + STREAM_CHUNK])
+            if len(data) < _STREAM_RANGE:
+                return  # a short range is the object's end
+            start += len(data)
+            data = self._range(blob, key, version, start)
+
+    def _range(self, blob: storage.Blob, key: str, version: Version, start: int) -> bytes:
+        """Bytes ``start`` onward (at most ``_STREAM_RANGE``) of generation ``version``;
+        empty past the end. Every range names the generation, so an object replaced
+        mid-stream is ``ObjectChanged``, never a mix of two versions."""
+        self._count("download")
+        with _mapped("download", key, READ):
+            try:
+                data: bytes = blob.download_as_bytes(
+                    start=start, end=start + _STREAM_RANGE - 1, if_generation_match=int(version),
+                    # The SDK cannot check a range against the object's crc32c: the
+                    # caller checks the whole file's sha256.
+                    checksum=None, retry=self._retry, timeout=self._timeout,
+                )
+            except gexc.RequestRangeNotSatisfiable:
+                return b""  # the previous range ended exactly at the object's end
+        return data
 
     def signed_url(self, name: str, expires_seconds: int) -> str:
         key = self._key(name)

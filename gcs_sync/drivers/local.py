@@ -6,18 +6,20 @@ the name exists) or a rename (overwrite). Its own temporary files are never list
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import shutil
 from pathlib import Path
 from stat import S_ISREG
-from typing import Mapping, NewType, Optional
+from typing import BinaryIO, Iterator, Mapping, NewType, Optional
 
 from gcs_sync.drivers.base import (
     CREATE,
     MARKER_NAME,
     READ,
+    STREAM_CHUNK,
     ErrorKind,
     Failure,
     FileStoreDriver,
@@ -251,6 +253,30 @@ class LocalFolderDriver(FileStoreDriver):
         with _mapped("upload", MARKER_NAME, _FOLDER):
             marker.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(marker, self.new_marker_content())  # a new inode: a new version
+
+    @contextlib.contextmanager
+    def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:
+        self._count("download")
+        path = self._existing_folder("download", name) / name
+        with _mapped("download", name, READ):
+            source = open(path, "rb")
+        try:
+            # Files are replaced by rename, never rewritten in place: the open file is
+            # the version whose fingerprint it has, to the end.
+            if _fingerprint(os.fstat(source.fileno())) != version:
+                raise ObjectChanged("download", name, "changed since it was listed")
+            yield self._chunks(name, source)
+        finally:
+            source.close()
+
+    @staticmethod
+    def _chunks(name: str, source: BinaryIO) -> Iterator[bytes]:
+        while True:
+            with _mapped("download", name, READ):
+                chunk = source.read(STREAM_CHUNK)
+            if not chunk:
+                return
+            yield chunk
 
     def signed_url(self, name: str, expires_seconds: int) -> str:
         raise SigningUnavailable(

@@ -6,10 +6,11 @@ MinIO, R2, moto and friends; the standard credential chain and ``AWS_REGION``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from pathlib import Path
-from typing import Any, Mapping, NewType, Optional
+from typing import Any, Iterator, Mapping, NewType, Optional
 
 import boto3
 import botocore.exceptions
@@ -23,6 +24,7 @@ from gcs_sync.drivers.base import (
     READ,
     REPLACE,
     SHA256_KEY,
+    STREAM_CHUNK,
     UPLOAD_TOKEN_KEY,
     ErrorKind,
     Failure,
@@ -256,6 +258,38 @@ class S3Driver(FileStoreDriver):
         self._count("upload")
         with _mapped("upload", key, BUCKET):
             self._client.put_object(Bucket=self._bucket, Key=key, Body=self.new_marker_content())
+
+    @contextlib.contextmanager
+    def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:
+        key = self._key(name)
+        self._count("download")
+        with _mapped("download", key, READ):
+            # IfMatch: the bytes must be that version (a 412 is ObjectChanged, a 404 gone).
+            reply = self._client.get_object(Bucket=self._bucket, Key=key, IfMatch=version)
+        try:
+            yield self._chunks(key, reply)
+        finally:
+            reply["Body"].close()  # a stream left early must not keep its connection
+
+    @staticmethod
+    def _chunks(key: str, reply: Mapping[str, Any]) -> Iterator[bytes]:
+        chunks = reply["Body"].iter_chunks(STREAM_CHUNK)
+        md5 = hashlib.md5()
+        read = 0
+        while True:
+            # A broken connection or a body shorter than its Content-Length (botocore
+            # checks at the end) is StorageUnavailable, raised mid-stream.
+            with _mapped("download", key, READ):
+                chunk: bytes = next(chunks, b"")
+            if not chunk:
+                break
+            md5.update(chunk)
+            read += len(chunk)
+            yield chunk
+        if read != reply["ContentLength"]:
+            raise StorageUnavailable("download", key, f"body truncated at {read} of {reply['ContentLength']} bytes")
+        if _etag_is_md5(reply) and md5.hexdigest() != reply["ETag"].strip('"'):
+            raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
 
     def signed_url(self, name: str, expires_seconds: int) -> str:
         # Presigning is local (SigV4 with the client's keys, no request): it fails only

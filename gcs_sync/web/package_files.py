@@ -28,7 +28,15 @@ from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
 
 from gcs_sync.config import Settings
 from gcs_sync.drivers import FileStoreDriver
-from gcs_sync.errors import ConfigError, ObjectNotFound, SigningNotPermitted, SigningUnavailable, StorageError, StorageUnavailable
+from gcs_sync.drivers.base import Version
+from gcs_sync.errors import (
+    ConfigError,
+    SigningNotPermitted,
+    SigningUnavailable,
+    StorageError,
+    StorageUnavailable,
+    failure_reason,
+)
 from gcs_sync.records.record import METADATA_SUFFIX, metadata_object
 from gcs_sync.sync.cache import FileCache
 from gcs_sync.web.cached_download import cached_response
@@ -72,11 +80,8 @@ def _why(exc: SigningUnavailable) -> str:
 
 
 @contextlib.contextmanager
-def _note_stream(driver: FileStoreDriver, name: str) -> t.Iterator[t.Iterator[bytes]]:
-    """A small bucket object as the cache reads a source (one read, one chunk)."""
-    data = driver.read_note(name)
-    if data is None:
-        raise ObjectNotFound("download", name, "no such object in the bucket")
+def _bytes_stream(data: bytes) -> t.Iterator[t.Iterator[bytes]]:
+    """Bytes already read (a small bucket object), as the cache reads a source."""
     yield iter((data,))
 
 
@@ -150,7 +155,7 @@ class PackageFilesPlugin:
         driver = self.driver
         return cached_response(
             self.cache, filename, sha256=pkg.sha256, size=pkg.size,
-            open_source=lambda: driver.open_stream(filename, version),  # type: ignore[attr-defined]
+            open_source=lambda: driver.open_stream(filename, Version(version)),
             cache_control=self.cache_control,
         )
 
@@ -161,11 +166,25 @@ class PackageFilesPlugin:
         record = None if package is None else package.record
         if record is None or not record.metadata_sha256 or self.cache is None:
             return None
-        driver, name = self.driver, metadata_object(record.filename)
+        sha256, name = record.metadata_sha256, metadata_object(record.filename)
+        hit = self.cache.lookup(sha256)
+        if hit is not None:
+            data, size = b"", hit.size  # served from the cache: the source is not read
+        else:
+            # Small: read whole, once, for its size; the cache keeps it from then on.
+            try:
+                found = self.driver.read_note(name)
+            except StorageError as exc:
+                log.error("GET /packages/%s: cannot be read from the bucket, answered 503: %s", filename, exc)
+                raise HTTPError(503, f"Bucket read failed for {filename} ({failure_reason(exc)})") from exc
+            if found is None:
+                log.warning("GET /packages/%s: its record names a metadata file, but the bucket has none (%s)",
+                            filename, name)
+                return None
+            data, size = found, len(found)
         return cached_response(
-            self.cache, filename, sha256=record.metadata_sha256, size=-1,
-            open_source=lambda: _note_stream(driver, name),
-            cache_control=self.cache_control,
+            self.cache, filename, sha256=sha256, size=size,
+            open_source=lambda: _bytes_stream(data), cache_control=self.cache_control,
         )
 
 
