@@ -162,6 +162,7 @@ def test_pip_and_uv_install_through_a_signed_url(cloud_bucket: BucketProbe, tmp_
     # Both got the file through the redirect: the index served no package bytes itself.
     assert instance.log().count(f"GET /packages/{wheel.name} 302") >= 2, instance.log()[-3000:]
     assert f"GET /packages/{wheel.name} 200" not in instance.log()
+    assert json.loads(fetch(f"{instance.url}/ready")[2])["package_files"] == "redirect"
 
 
 @pytest.mark.slow
@@ -228,6 +229,12 @@ def test_cache_mode_redirects_large_files_and_serves_small_ones(cloud_bucket: Bu
     # The core metadata file (PEP 658) comes through the cache, never redirected.
     status, headers, body = fetch(f"{instance.url}/packages/{large.name}.metadata")
     assert status == 200 and b"Name: mixedpkg" in body and b"Version: 2.0" in body
+    # /ready says the mode, and what the cache holds: the small file and the metadata file.
+    status, _, body = fetch(f"{instance.url}/ready")
+    ready = json.loads(body)
+    assert ready["package_files"] == "cache"
+    assert ready["cache"]["files"] == 2 and ready["cache"]["max_bytes"] == 256 * 1024**2
+    assert ready["cache"]["bytes"] >= len(small.read_bytes())
 
 
 # -- signing: the drivers -------------------------------------------------------------
