@@ -205,6 +205,29 @@ def test_redirect_on_a_local_folder_stops_the_start(tmp_path: Path) -> None:
     assert "gcs_sync configuration error: PACKAGE_FILES: redirect needs a bucket that signs URLs" in str(failed.value)
 
 
+@pytest.mark.slow
+def test_without_credentials_that_sign_redirect_stops_and_cache_serves_everything_itself(
+        gcs_emulator: str, tmp_path: Path, started: list[Instance]) -> None:
+    """On the emulator without a key file (no GOOGLE_APPLICATION_CREDENTIALS) nothing can sign."""
+    from testkit.buckets import GCSProbe
+
+    bucket = GCSProbe(gcs_emulator)
+    env = {k: v for k, v in index_env(bucket, tmp_path).items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
+    with pytest.raises(RuntimeError) as failed:
+        start_instance({**env, "PACKAGE_FILES": "redirect"}, tmp_path / "redirect", tmp_path)
+    assert "gcs_sync configuration error: PACKAGE_FILES: redirect needs signed URLs" in str(failed.value)
+    assert "no credentials to sign with" in str(failed.value)
+
+    instance = start_instance({**env, "PACKAGE_FILES": "cache", "REDIRECT_MIN_BYTES": "1KiB"},
+                              tmp_path / "cache", tmp_path)
+    started.append(instance)
+    assert "served through this instance; App Engine and Cloud Run refuse responses over 32 MB" in instance.log()
+    wheel = make_wheel(tmp_path / "dist", "unsignedpkg", "1.0", padding=4096)
+    shown = publish(instance, tmp_path, wheel)
+    status, _, body = fetch(f"{instance.url}/packages/{wheel.name}")
+    assert status == 200 and hashlib.sha256(body).hexdigest() == shown[wheel.name]
+
+
 # -- cache ---------------------------------------------------------------------------------
 
 
