@@ -252,6 +252,7 @@ def test_cache_mode_redirects_large_files_and_serves_small_ones(cloud_bucket: Bu
     # The core metadata file (PEP 658) comes through the cache, never redirected.
     status, headers, body = fetch(f"{instance.url}/packages/{large.name}.metadata")
     assert status == 200 and b"Name: mixedpkg" in body and b"Version: 2.0" in body
+    assert fetch(f"{instance.url}/packages/{large.name}.metadata")[2] == body  # now a cache hit
     # /ready says the mode, and what the cache holds: the small file and the metadata file.
     status, _, body = fetch(f"{instance.url}/ready")
     ready = json.loads(body)

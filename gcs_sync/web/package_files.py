@@ -31,6 +31,7 @@ from gcs_sync.drivers import FileStoreDriver
 from gcs_sync.drivers.base import Version
 from gcs_sync.errors import (
     ConfigError,
+    ObjectNotFound,
     SigningNotPermitted,
     SigningUnavailable,
     StorageError,
@@ -82,6 +83,15 @@ def _why(exc: SigningUnavailable) -> str:
 @contextlib.contextmanager
 def _bytes_stream(data: bytes) -> t.Iterator[t.Iterator[bytes]]:
     """Bytes already read (a small bucket object), as the cache reads a source."""
+    yield iter((data,))
+
+
+@contextlib.contextmanager
+def _note_stream(driver: FileStoreDriver, name: str) -> t.Iterator[t.Iterator[bytes]]:
+    """A small bucket object read when the cache asks for it (one read, one chunk)."""
+    data = driver.read_note(name)
+    if data is None:
+        raise ObjectNotFound("download", name, "no such object in the bucket")
     yield iter((data,))
 
 
@@ -167,9 +177,12 @@ class PackageFilesPlugin:
         if record is None or not record.metadata_sha256 or self.cache is None:
             return None
         sha256, name = record.metadata_sha256, metadata_object(record.filename)
+        driver = self.driver
+        source: t.Callable[[], t.ContextManager[t.Iterator[bytes]]]
         hit = self.cache.lookup(sha256)
         if hit is not None:
-            data, size = b"", hit.size  # served from the cache: the source is not read
+            # Served from the cache; read from the bucket only if evicted in the meantime.
+            size, source = hit.size, lambda: _note_stream(driver, name)
         else:
             # Small: read whole, once, for its size; the cache keeps it from then on.
             try:
@@ -181,11 +194,9 @@ class PackageFilesPlugin:
                 log.warning("GET /packages/%s: its record names a metadata file, but the bucket has none (%s)",
                             filename, name)
                 return None
-            data, size = found, len(found)
-        return cached_response(
-            self.cache, filename, sha256=sha256, size=size,
-            open_source=lambda: _bytes_stream(data), cache_control=self.cache_control,
-        )
+            size, source = len(found), lambda: _bytes_stream(found)
+        return cached_response(self.cache, filename, sha256=sha256, size=size, open_source=source,
+                               cache_control=self.cache_control)
 
 
 def _authorize(config: "RunConfig", action: str) -> None:
