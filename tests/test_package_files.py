@@ -311,7 +311,7 @@ def fake_iam() -> Iterator[tuple[str, type[FakeIam]]]:
     server.server_close()
 
 
-def iam_driver(iam_url: str, gcs_emulator: str):  # type: ignore[no-untyped-def]
+def iam_driver(iam_url: str, gcs_emulator: str, bucket: str = "some-bucket"):  # type: ignore[no-untyped-def]
     """A driver whose credentials hold a token but no key (as App Engine's and Cloud
     Run's metadata-server credentials), signing as SA_EMAIL through ``iam_url``."""
     import google.oauth2.credentials
@@ -321,7 +321,7 @@ def iam_driver(iam_url: str, gcs_emulator: str):  # type: ignore[no-untyped-def]
 
     credentials = google.oauth2.credentials.Credentials(token="runtime-token")
     client = storage.Client(project="test", credentials=credentials)
-    return GCSDriver("some-bucket", "packages", timeout=10, client=client, signing_account=SA_EMAIL,
+    return GCSDriver(bucket, "packages", timeout=10, client=client, signing_account=SA_EMAIL,
                      iam_endpoint=iam_url)
 
 
@@ -359,6 +359,38 @@ def test_a_refused_sign_blob_names_the_role(fake_iam: tuple[str, type[FakeIam]],
     with caplog.at_level(logging.WARNING, logger="gcs_sync.package_files"):
         assert check_package_files(Settings.from_env({**base, "PACKAGE_FILES": "cache"}), driver) is False
     assert "roles/iam.serviceAccountTokenCreator" in caplog.text and "32 MB" in caplog.text
+
+
+def test_a_redirect_that_cannot_be_signed_now_is_a_503_naming_the_file(
+        fake_iam: tuple[str, type[FakeIam]], gcs_emulator: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """IAM signs at start-up, then fails (no emulator has IAM: a local stand-in answers as
+    IAM does): each download says so with a 503 naming the file, and the log says why."""
+    from werkzeug.test import Client
+
+    from gcs_sync import build_app
+    from testkit.buckets import GCSProbe
+    from tests.conftest import settings_for
+
+    url, handler = fake_iam
+    handler.answer = (200, {"keyId": "k", "signedBlob": base64.b64encode(b"sig").decode()})
+    bucket = GCSProbe(gcs_emulator)
+    settings = settings_for(bucket, tmp_path / "packages", PACKAGE_FILES="redirect",
+                            PASSWORD_FILE=write_htpasswd(tmp_path / "htpasswd"))
+    http = Client(build_app(settings, iam_driver(url, gcs_emulator, bucket.name)))
+    wheel = make_wheel(tmp_path / "dist", "iampkg", "1.0")
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+    uploaded = http.post("/", data={":action": "file_upload", "content": (wheel.open("rb"), wheel.name)}, headers=auth)
+    assert uploaded.status_code == 200, uploaded.text
+    reply = http.get(f"/packages/{wheel.name}")
+    assert reply.status_code == 302 and query(reply.headers["Location"])["X-Goog-Signature"] == b"sig".hex()
+
+    handler.answer = (503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "try later"}})
+    with caplog.at_level(logging.ERROR, logger="gcs_sync.package_files"):
+        reply = http.get(f"/packages/{wheel.name}")
+    assert reply.status_code == 503 and "Location" not in reply.headers
+    assert f"Cannot serve {wheel.name}" in reply.text
+    assert f"GET /packages/{wheel.name}: no signed URL" in caplog.text and "IAM signBlob answered 503" in caplog.text
 
 
 def test_a_local_folder_cannot_sign(tmp_path: Path) -> None:
