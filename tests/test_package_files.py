@@ -21,7 +21,7 @@ import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import pytest
 
@@ -42,6 +42,9 @@ from testkit.servers import (
 )
 from testkit.storage_servers import write_htpasswd
 from testkit.wait import eventually
+
+if TYPE_CHECKING:
+    from gcs_sync.drivers.gcs import GCSDriver
 
 SA_EMAIL = "index-signer@test-project.iam.gserviceaccount.com"
 
@@ -311,7 +314,7 @@ def fake_iam() -> Iterator[tuple[str, type[FakeIam]]]:
     server.server_close()
 
 
-def iam_driver(iam_url: str, gcs_emulator: str, bucket: str = "some-bucket"):  # type: ignore[no-untyped-def]
+def iam_driver(iam_url: str, gcs_emulator: str, bucket: str = "some-bucket") -> "GCSDriver":
     """A driver whose credentials hold a token but no key (as App Engine's and Cloud
     Run's metadata-server credentials), signing as SA_EMAIL through ``iam_url``."""
     import google.oauth2.credentials
