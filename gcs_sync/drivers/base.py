@@ -343,5 +343,9 @@ class FileStoreDriver(abc.ABC):
         raise SigningUnavailable("sign", self._key(name), f"{type(self).__name__} cannot sign URLs")
 
     def check_signing(self) -> None:
-        """Make sure a URL can be signed (at start-up); raises what ``signed_url`` would."""
-        self.signed_url(MARKER_NAME, 60)
+        """Make sure a URL can be signed (at start-up); raises what ``signed_url`` would,
+        naming the store rather than the object signed to find out."""
+        try:
+            self.signed_url(MARKER_NAME, 60)
+        except StorageError as exc:
+            raise type(exc)("sign URLs for", self.url, exc.cause) from exc

@@ -404,16 +404,13 @@ class GCSDriver(FileStoreDriver):
                 version="v4", expiration=datetime.timedelta(seconds=expires_seconds), method="GET",
                 credentials=signer,
             )
-        except StorageError as exc:  # the signer's, naming the account: now the object too
-            raise type(exc)("sign", key, f"{exc.object_name}: {exc.cause}") from exc
+        except StorageError as exc:  # the signer's (its cause names the account): now the object's
+            raise type(exc)("sign", key, exc.cause) from exc
         except (google.auth.exceptions.GoogleAuthError, AttributeError, ValueError) as exc:
             # AttributeError: the SDK's "you need a private key" for credentials that cannot sign.
             raise SigningUnavailable("sign", key, f"{type(exc).__name__}: {exc}") from exc
         self._count("sign")
         return url
-
-    def check_signing(self) -> None:
-        self.signed_url(MARKER_NAME, 60)
 
     def _signing_credentials(self) -> google.auth.credentials.Signing:
         """What signs: the credentials themselves if they hold a key of the account to

@@ -307,6 +307,3 @@ class S3Driver(FileStoreDriver):
         except botocore.exceptions.BotoCoreError as exc:
             raise SigningUnavailable("sign", key, f"cannot presign: {type(exc).__name__}: {exc}") from exc
         return url
-
-    def check_signing(self) -> None:
-        self.signed_url(MARKER_NAME, 60)
