@@ -31,6 +31,15 @@ BACKENDS = ("gcs", "s3", "local")
 READY_DETAILS = ("authenticated", "public")
 DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024**2  # PyPI's own default limit for one file
 DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")  # gunicorn's default: a proxy on the same host
+# How package files reach clients: a local copy of every file ("mirror"), files fetched
+# from the bucket on demand into a bounded cache ("cache"), or a redirect to a signed URL
+# ("redirect"). See README, "Package files: mirror, cache or redirect".
+PACKAGE_FILES_MODES = ("mirror", "cache", "redirect")
+DEFAULT_CACHE_MAX_BYTES = 256 * 1024**2
+# App Engine and Cloud Run cap a response at 32 MB: larger files must be redirected there.
+DEFAULT_REDIRECT_MIN_BYTES = 30 * 1024**2
+DEFAULT_SIGNED_URL_EXPIRY = 300
+MAX_SIGNED_URL_EXPIRY = 604800  # GCS V4 signed URLs live at most 7 days (S3 SigV4 too)
 
 class _TierDefaults(TypedDict):
     STORAGE_BACKEND: str
@@ -119,6 +128,16 @@ class Settings:
     # Peers whose X-Forwarded-Proto/-For count (gunicorn's forwarded_allow_ips, which
     # gunicorn reads from the same variable); "*" trusts every peer. forwarded.py.
     forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
+    # "mirror" (every file held locally), "cache" (fetched on demand, at most
+    # cache_max_bytes kept) or "redirect" (a signed URL of the bucket's object).
+    package_files: str = "mirror"
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
+    # In cache mode, files at least this large are redirected when signing works.
+    redirect_min_bytes: int = DEFAULT_REDIRECT_MIN_BYTES
+    signed_url_expiry: int = DEFAULT_SIGNED_URL_EXPIRY
+    # The service account whose signature signed URLs carry (GCS, through IAM signBlob);
+    # None: the runtime credentials' own account.
+    signing_service_account: Optional[str] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -195,6 +214,11 @@ class Settings:
             ready_details=reader.choice("READY_DETAILS", READY_DETAILS, "authenticated"),
             create_bucket_folder=create_bucket_folder,
             forwarded_allow_ips=reader.parsed("FORWARDED_ALLOW_IPS", _parse_allow_ips, DEFAULT_FORWARDED_ALLOW_IPS),
+            package_files=_package_files(reader, tier, backend),
+            cache_max_bytes=reader.parsed("CACHE_MAX_BYTES", _byte_size, DEFAULT_CACHE_MAX_BYTES),
+            redirect_min_bytes=reader.parsed("REDIRECT_MIN_BYTES", _byte_size, DEFAULT_REDIRECT_MIN_BYTES),
+            signed_url_expiry=reader.parsed("SIGNED_URL_EXPIRY", _signed_url_expiry, DEFAULT_SIGNED_URL_EXPIRY),
+            signing_service_account=reader.parsed("SIGNING_SERVICE_ACCOUNT", _service_account, None),
         )
 
     @property
@@ -283,6 +307,34 @@ def _byte_size(value: str) -> int:
                          "of 1000) or KiB, MiB, GiB (powers of 1024), e.g. 100MiB")
     unit = match[2].lower() if match[2] else None
     return int(match[1]) * _UNITS[unit]
+
+
+def _package_files(reader: _EnvReader, tier: str, backend: str) -> str:
+    """PACKAGE_FILES: a VM or a dev checkout has a disk, so it mirrors; App Engine and
+    Cloud Run (prod on a cloud bucket) keep files in memory, so they cache."""
+    default = "cache" if tier == "prod" and backend != "local" else "mirror"
+    mode = reader.choice("PACKAGE_FILES", PACKAGE_FILES_MODES, default)
+    if mode == "redirect" and backend == "local":
+        raise ConfigError("PACKAGE_FILES", "redirect needs a bucket that signs URLs (STORAGE_BACKEND=gcs or s3); "
+                          "a local folder cannot: use mirror or cache")
+    return mode
+
+
+def _signed_url_expiry(value: str) -> int:
+    seconds = int(value)
+    if not 1 <= seconds <= MAX_SIGNED_URL_EXPIRY:
+        raise ValueError(f"must be a whole number of seconds from 1 to {MAX_SIGNED_URL_EXPIRY} (7 days, "
+                         "the longest a V4 signed URL lives)")
+    return seconds
+
+
+_SERVICE_ACCOUNT = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _service_account(value: str) -> str:
+    if _SERVICE_ACCOUNT.fullmatch(value) is None:
+        raise ValueError("must be a service account's email, e.g. index@PROJECT.iam.gserviceaccount.com")
+    return value
 
 
 def _parse_hash_algo(value: str) -> Optional[str]:

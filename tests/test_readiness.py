@@ -35,7 +35,8 @@ from .test_app import AUTH, App
 
 FILES = {"ready-1.0.tar.gz": b"one", "ready-2.0.tar.gz": b"two"}
 # What anyone may read; the details (the bucket, messages, file names) need credentials.
-REPORT_KEYS = {"status", "files", "last_sync", "lag_seconds", "unservable_files", "reason"}
+# package_files: PACKAGE_FILES (mirror here; cache mode adds "cache", its usage).
+REPORT_KEYS = {"status", "files", "last_sync", "lag_seconds", "unservable_files", "reason", "package_files"}
 DETAIL_KEYS = {"backend", "last_error", "unservable"}
 
 
@@ -89,7 +90,7 @@ def test_ready_is_starting_until_the_first_sync_then_ok_with_the_whole_report(
     a = App(filled, tmp_path / "a", htpasswd)
     status, body = report(a, auth=False)
     assert status == 503 and body == {"status": "starting", "files": 0, "last_sync": None, "lag_seconds": None,
-                                      "unservable_files": 0, "reason": None}
+                                      "unservable_files": 0, "reason": None, "package_files": "mirror"}
     status, body = report(a)
     assert status == 503 and body.keys() == REPORT_KEYS | DETAIL_KEYS
     assert body["backend"] == a.driver.url and body["last_error"] is None and body["unservable"] == {}

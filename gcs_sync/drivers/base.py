@@ -51,6 +51,10 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   entering the context; a connection that breaks later raises ``StorageError`` (mostly
   ``StorageUnavailable``) from the iterator. The caller checks the sha256.
 - ``calls`` counts the API requests made, by operation, for logs and benchmarks.
+- ``signed_url`` gives a URL that lets anyone GET object ``name`` for ``expires_seconds``
+  (PACKAGE_FILES=redirect or cache); ``check_signing`` makes sure one can be made, at
+  start-up. Both raise ``SigningUnavailable`` where the store or the credentials cannot
+  sign, ``SigningNotPermitted`` (naming the role missing) where the signer was refused.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ from gcs_sync.errors import (
     ObjectChanged,
     ObjectExists,
     ObjectNotFound,
+    SigningUnavailable,
     StorageError,
     StorageUnavailable,
 )
@@ -320,3 +325,17 @@ class FileStoreDriver(abc.ABC):
         StorageUnavailable (typed, with the name) before the first chunk where the store says
         so, and StorageError mid-stream if the connection breaks. The caller checks the sha256."""
         raise NotImplementedError(f"{type(self).__name__} cannot stream {name!r}")
+
+    # Signed URLs (PACKAGE_FILES=redirect, and cache mode's large files).
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        """A URL that lets anyone GET object ``name`` for ``expires_seconds``."""
+        raise SigningUnavailable("sign", self._key(name), f"{type(self).__name__} cannot sign URLs")
+
+    def check_signing(self) -> None:
+        """Make sure a URL can be signed (at start-up); raises what ``signed_url`` would,
+        naming the store rather than the object signed to find out."""
+        try:
+            self.signed_url(".gcs_sync/signing-check", 60)  # signing needs no object: none is read
+        except StorageError as exc:
+            raise type(exc)("sign URLs for", self.url, exc.cause) from exc

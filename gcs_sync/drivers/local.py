@@ -27,7 +27,7 @@ from gcs_sync.drivers.base import (
     Version,
     mapped_errors,
 )
-from gcs_sync.errors import BucketNotFound, ObjectChanged, StorageError, StoragePermissionDenied
+from gcs_sync.errors import BucketNotFound, ObjectChanged, SigningUnavailable, StorageError, StoragePermissionDenied
 from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, sha256_of, temp_name
 
 # A file's inode, size and modification time (``gcs_sync.files.fingerprint``), as a Version.
@@ -281,3 +281,9 @@ class LocalFolderDriver(FileStoreDriver):
             if not chunk:
                 return
             yield chunk
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        raise SigningUnavailable(
+            "sign", self._key(name),
+            "a local folder cannot sign URLs (PACKAGE_FILES=redirect needs STORAGE_BACKEND=gcs or s3)",
+        )

@@ -33,7 +33,14 @@ from gcs_sync.drivers.base import (
     mapped_errors,
     served_sha256,
 )
-from gcs_sync.errors import BucketNotFound, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
+from gcs_sync.errors import (
+    BucketNotFound,
+    ObjectNotFound,
+    SigningUnavailable,
+    StorageError,
+    StoragePermissionDenied,
+    StorageUnavailable,
+)
 
 # An object's ETag, quotes and all, as a Version (S3 gives a new one to every write of
 # other bytes; the MD5 of the bytes for most, so equal bytes give equal ETags).
@@ -287,3 +294,20 @@ class S3Driver(FileStoreDriver):
             raise StorageUnavailable("download", key, f"body truncated at {read} of {reply['ContentLength']} bytes")
         if _etag_is_md5(reply) and md5.hexdigest() != reply["ETag"].strip('"'):
             raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        # Presigning is local (SigV4 with the client's keys, no request): it fails only
+        # without credentials. Whether those keys may read the object (s3:GetObject) only
+        # the GET through the URL tells.
+        key = self._key(name)
+        try:
+            url: str = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_seconds,
+            )
+        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError) as exc:
+            raise SigningUnavailable(
+                "sign", key, f"the credentials are missing or incomplete, so no URL can be presigned: {exc}",
+            ) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise SigningUnavailable("sign", key, f"cannot presign: {type(exc).__name__}: {exc}") from exc
+        return url

@@ -7,7 +7,10 @@ calls when nothing did, the new journal lines when something did (O(changes)), a
 read only after a compaction. A project's page then costs O(that project's files).
 
 Only files present in the folder with the fingerprint the state recorded are listed: the
-index never offers a file that is missing, partial or not yet recorded.
+index never offers a file that is missing, partial or not yet recorded. With
+PACKAGE_FILES=cache or redirect (``catalogued=True``), entries the sync knows from the
+bucket's records alone (``local_fingerprint == CATALOGUED``) are listed too, without any
+look at the folder: their bytes come from the bucket (``package_files.py``).
 
 Each listed file is an ``IndexedFile``: pypiserver's ``PkgFile`` plus what the simple API
 (``simple_api.py``) shows of it, all known from the state: its sha256, its size and its
@@ -27,7 +30,7 @@ from pypiserver.pkg_helpers import guess_pkgname_and_version
 from gcs_sync.files import fingerprint
 from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.sync.state import Entry, StateCursor, StateFile, SyncedFile
+from gcs_sync.sync.state import CATALOGUED, Entry, StateCursor, StateFile, SyncedFile
 
 log = logging.getLogger("gcs_sync.index")  # the name operators' log queries know
 
@@ -35,19 +38,25 @@ log = logging.getLogger("gcs_sync.index")  # the name operators' log queries kno
 class IndexedFile(PkgFile):
     """A listed package file, with what the state knows of it (nothing read on a request)."""
 
-    __slots__ = ("sha256", "size", "record")
+    __slots__ = ("sha256", "size", "record", "remote_version")
 
     def __init__(self, pkgname: str, version: str, fn: str, root: str, relfn: str, *,
-                 sha256: Optional[str], size: Optional[int], record: Optional[FileRecord]) -> None:
+                 sha256: Optional[str], size: Optional[int], record: Optional[FileRecord],
+                 remote_version: Optional[str] = None) -> None:
         super().__init__(pkgname=pkgname, version=version, fn=fn, root=root, relfn=relfn)
         self.sha256 = sha256
         self.size = size  # the record's, else the size in the fingerprint the state recorded
         self.record = record  # None: not known yet (or it describes other bytes)
+        # The bucket object's version the state recorded: what a cache reads (package_files.py).
+        self.remote_version = remote_version
 
 
 class PackageIndex:
-    def __init__(self, folder: PackageFolder, state: StateFile, hash_algo: Optional[str]) -> None:
+    def __init__(self, folder: PackageFolder, state: StateFile, hash_algo: Optional[str],
+                 catalogued: bool = False) -> None:
         self._folder = folder
+        # Whether entries held only in the bucket are listed (PACKAGE_FILES other than mirror).
+        self._catalogued = catalogued
         self._state = state
         self._hash_algo = hash_algo
         self._cursor: Optional[StateCursor] = None
@@ -113,11 +122,13 @@ class PackageIndex:
 
     def _rebuild(self, files: dict[str, SyncedFile]) -> None:
         # Built aside and swapped in, so readers see the old index or the new one.
-        present = self._folder.scan()
+        # A catalogued state needs no look at the folder (no stat per file).
+        present = {} if self._catalogued and _all_catalogued(files) else self._folder.scan()
         by_name: dict[str, IndexedFile] = {}
         names_by_project: dict[str, set[str]] = {}
         for name, entry in files.items():
-            pkg = self._package(name, entry) if present.get(name) == entry.local_fingerprint else None
+            listed = present.get(name) == entry.local_fingerprint or self._is_catalogued(entry)
+            pkg = self._package(name, entry) if listed else None
             if pkg is not None:
                 by_name[name] = pkg
                 names_by_project.setdefault(pkg.pkgname_norm, set()).add(name)
@@ -141,7 +152,12 @@ class PackageIndex:
                 self._names_by_project.pop(project, None)
                 self._projects.pop(project, None)
 
+    def _is_catalogued(self, entry: SyncedFile) -> bool:
+        return self._catalogued and entry.local_fingerprint == CATALOGUED
+
     def _is_in_place(self, name: str, entry: SyncedFile) -> bool:
+        if self._is_catalogued(entry):
+            return True  # served from the bucket: nothing to look for here
         try:
             return fingerprint(os.stat(self._folder.file_path(name))) == entry.local_fingerprint
         except FileNotFoundError:
@@ -168,7 +184,7 @@ class PackageIndex:
             root=str(self._folder.path), relfn=name,
             sha256=entry.sha256 or (record.sha256 if record is not None else None),
             size=record.size if record is not None else _fingerprint_size(entry.local_fingerprint),
-            record=record,
+            record=record, remote_version=entry.remote_version,
         )
         if self._hash_algo == "sha256" and entry.sha256:
             pkg.digest = f"sha256={entry.sha256}"  # what pypiserver would compute, already known
@@ -183,6 +199,10 @@ class PackageIndex:
 
     def _project_tuple(self, project: str) -> tuple[IndexedFile, ...]:
         return tuple(self._files[name] for name in sorted(self._names_by_project[project]))
+
+
+def _all_catalogued(files: dict[str, SyncedFile]) -> bool:
+    return all(entry.local_fingerprint == CATALOGUED for entry in files.values())
 
 
 def _fingerprint_size(value: str) -> Optional[int]:
