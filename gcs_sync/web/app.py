@@ -72,6 +72,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
         full_sync_interval=settings.full_sync_interval,
         feed_clock_skew=settings.feed_clock_skew,
         feed_retention=settings.feed_retention,
+        # cache and redirect: the sync catalogues the bucket's files and fetches none.
+        catalog=settings.package_files != "mirror",
         concurrency=settings.sync_concurrency,
         # A request waiting for a sibling's sync must still finish well within
         # gunicorn's 30 s worker timeout, after a bucket operation of its own.

@@ -95,6 +95,20 @@ def _note_stream(driver: FileStoreDriver, name: str) -> t.Iterator[t.Iterator[by
     yield iter((data,))
 
 
+@contextlib.contextmanager
+def _object_stream(driver: FileStoreDriver, name: str, version: str) -> t.Iterator[t.Iterator[bytes]]:
+    """The object's bytes at ``version``; at its current version if that is not known yet
+    (catalogued from a feed entry: its version comes with the next full listing). The
+    cache checks the sha256 either way, so another file's bytes are never served."""
+    if not version:
+        found = driver.stat(name)
+        if found is None:
+            raise ObjectNotFound("download", name, "no such object in the bucket")
+        version = found.version
+    with driver.open_stream(name, Version(version)) as chunks:
+        yield chunks
+
+
 class PackageFilesPlugin:
     """Around pypiserver's download route, in cache and redirect mode (mirror leaves the
     route as it is). pypiserver's own auth check comes first, on its config: the same
@@ -165,7 +179,7 @@ class PackageFilesPlugin:
         driver = self.driver
         return cached_response(
             self.cache, filename, sha256=pkg.sha256, size=pkg.size,
-            open_source=lambda: driver.open_stream(filename, Version(version)),
+            open_source=lambda: _object_stream(driver, filename, version),
             cache_control=self.cache_control,
         )
 
