@@ -28,6 +28,8 @@ def pull_client(driver: FileStoreDriver, settings: Settings, lock_wait: float) -
         concurrency=settings.sync_concurrency,
         push_local_changes=PUSH_LOCAL_CHANGES,
         may_write=False,
+        # PACKAGE_FILES cache or redirect: a pull brings the catalog, not the files.
+        catalog=settings.package_files != "mirror",
     )
 
 

@@ -70,6 +70,11 @@ LOCKS = ".locks"
 DEFAULT_WAIT_SECONDS = 60.0
 
 
+def is_cached_name(name: str) -> bool:
+    """Whether ``name`` in the cache folder is a cached file (not a fetch in flight or a lock)."""
+    return _CACHED_NAME.match(name) is not None
+
+
 @dataclasses.dataclass(frozen=True)
 class Hit:
     """A cached file: its path, and when it was fetched (its ``Last-Modified``)."""
