@@ -66,6 +66,7 @@ class StorageClient:
         self._view = ViewRecord(self.state, sync_interval)
         # The synced state as last read, kept current by reading only what changed.
         known_state = TrackedState(self.state)
+        self.tracked_state = known_state  # the worker's one copy of the state; the index reads it
         pending = PendingUploads(driver, pending_expiry)
         # Every change through this index adds a feed entry; every check reads the new ones.
         self.feed = ChangeFeed(driver, clock_skew=feed_clock_skew, retention=feed_retention, wall_clock=wall_clock)

@@ -41,6 +41,8 @@ CATALOGUED = ""  # a state entry's local_fingerprint when the file is known from
 # Compact the journal into a new snapshot once it outgrows this or the snapshot: every
 # worker then re-reads the snapshot once, so the cost stays O(1) per change on average.
 _MIN_JOURNAL_BYTES_TO_COMPACT = 256 * 1024
+# Changes a TrackedState keeps for its readers (the index) before the oldest are dropped.
+_MAX_CHANGE_LOG = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -477,25 +479,53 @@ def _write_state_json(out: TextIO, store_url: str, files: dict[str, SyncedFile])
 
 class TrackedState:
     """A reader's copy of the state, kept current by reading only what changed. Safe for
-    the threads of one worker: each question refreshes and answers under one lock."""
+    the threads of one worker: each question refreshes and answers under one lock.
+
+    It is the worker's one copy: the in-memory index reads it too (``read``), so each
+    entry (and its record) is held once per worker, not once for the sync and again for
+    the index. It keeps the entries that changed since its last whole read (a bounded
+    log), so the index gets only those."""
 
     def __init__(self, state: StateFile) -> None:
         self._state = state
         self._cursor: Optional[StateCursor] = None
         self._files: dict[str, SyncedFile] = {}
         self._lock = threading.Lock()
+        # Bumped at every whole read; the changes since it, from absolute position _log_start.
+        self._generation = 0
+        self._log: list[Entry] = []
+        self._log_start = 0
 
     def _refresh(self) -> dict[str, SyncedFile]:
         read = self._state.read(self._cursor)
         if read.files is not None:
             self._files = read.files
+            self._generation += 1
+            self._log_start += len(self._log)
+            self._log = []
         for name, entry in read.entries:
             if entry is None:
                 self._files.pop(name, None)
             else:
                 self._files[name] = entry
+        self._log.extend(read.entries)
+        if len(self._log) > _MAX_CHANGE_LOG:  # a reader this far behind reads the whole copy
+            dropped = len(self._log) // 2
+            self._log_start += dropped
+            self._log = self._log[dropped:]
         self._cursor = read.cursor
         return self._files
+
+    def read(self, since: Optional[StateCursor] = None) -> StateRead:
+        """What ``StateFile.read`` answers, from this copy (its cursors are its own): the
+        whole state (a shallow copy: the entries are shared), or the entries that changed
+        since ``since``."""
+        with self._lock:
+            files = self._refresh()
+            cursor = StateCursor((self._generation, 0, 0), self._log_start + len(self._log))
+            if since is None or since.snapshot != cursor.snapshot or since.journal_offset < self._log_start:
+                return StateRead(cursor, files=dict(files))
+            return StateRead(cursor, entries=tuple(self._log[since.journal_offset - self._log_start:]))
 
     def lookup(self, names: Iterable[str]) -> dict[str, SyncedFile]:
         """The current entries of ``names`` that the state has."""

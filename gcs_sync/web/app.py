@@ -21,7 +21,6 @@ from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.cache import FileCache
 from gcs_sync.sync.readiness import ReadinessStatus, is_ready, readiness_answer
-from gcs_sync.sync.state import StateFile
 from gcs_sync.web.backend import SyncedFolderBackend
 from gcs_sync.web.body_guard import RequestBodyGuard
 from gcs_sync.web.forwarded import TrustedForwardedHeaders
@@ -109,7 +108,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
         config.auther = HtpasswdChecker(password_file)
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
-    index = PackageIndex(folder, StateFile(folder.control, driver.url), settings.hash_algo,
+    # The index reads the client's copy of the state: each entry is held once per worker.
+    index = PackageIndex(folder, client.tracked_state, settings.hash_algo,
                          catalogued=settings.package_files != "mirror")
     # Files (cache mode) and core metadata files (cache and redirect) fetched from the bucket.
     cache = None if settings.package_files == "mirror" else FileCache(

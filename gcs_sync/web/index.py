@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Protocol
 
 from pypiserver.core import PkgFile, normalize_pkgname
 from pypiserver.pkg_helpers import guess_pkgname_and_version
@@ -30,7 +30,14 @@ from pypiserver.pkg_helpers import guess_pkgname_and_version
 from gcs_sync.files import fingerprint
 from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.sync.state import CATALOGUED, Entry, StateCursor, StateFile, SyncedFile
+from gcs_sync.sync.state import CATALOGUED, Entry, StateCursor, StateRead, SyncedFile
+
+
+class StateSource(Protocol):
+    """Where the index reads the state: the worker's ``TrackedState`` (the entries are then
+    held once per worker), or a ``StateFile`` of its own."""
+
+    def read(self, since: Optional[StateCursor] = None) -> StateRead: ...
 
 log = logging.getLogger("gcs_sync.index")  # the name operators' log queries know
 
@@ -52,7 +59,7 @@ class IndexedFile(PkgFile):
 
 
 class PackageIndex:
-    def __init__(self, folder: PackageFolder, state: StateFile, hash_algo: Optional[str],
+    def __init__(self, folder: PackageFolder, state: StateSource, hash_algo: Optional[str],
                  catalogued: bool = False) -> None:
         self._folder = folder
         # Whether entries held only in the bucket are listed (PACKAGE_FILES other than mirror).
