@@ -17,6 +17,7 @@ computed again.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import datetime
 import json
 from typing import Any, Optional
@@ -66,7 +67,7 @@ def filename_of_record(object_name: str) -> Optional[str]:
     return filename if is_package_filename(filename) else None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: one per file in every worker's memory
 class FileRecord:
     filename: str
     size: int
@@ -112,6 +113,9 @@ class FileRecord:
                 raise RecordError(name, f"{key} is {type(value).__name__}, not {kind.__name__}")
             if kind is int and isinstance(value, bool):
                 raise RecordError(name, f"{key} is a boolean, not a number")
+        for key in _FEW_VALUES:  # the same few strings in thousands of records: held once
+            if isinstance(values.get(key), str):
+                values[key] = sys.intern(values[key])
         return cls(**values)
 
     @classmethod
@@ -126,6 +130,8 @@ class FileRecord:
 
 
 _REQUIRED = ("filename", "size", "sha256", "upload_time")
+# Fields with few distinct values across a repository (interned when read).
+_FEW_VALUES = ("uploader", "requires_python", "metadata_problem", "yank_reason")
 _TYPES: dict[str, type] = {
     "filename": str, "size": int, "sha256": str, "upload_time": str, "uploader": str,
     "requires_python": str, "metadata_sha256": str, "metadata_problem": str,

@@ -111,5 +111,5 @@ def _decode(name: str, data: bytes) -> Snapshot:
     raw = json.loads(gzip.decompress(data))
     if raw.get("format") != _FORMAT:
         raise ValueError(f"format {raw.get('format')!r}")
-    files = {filename: SyncedFile.from_json(entry) for filename, entry in raw["files"].items()}
+    files = {filename: SyncedFile.from_json(entry, filename) for filename, entry in raw["files"].items()}
     return Snapshot(name, float(raw["written_at"]), FeedPosition.from_json(raw["position"]), files)

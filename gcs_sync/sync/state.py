@@ -45,7 +45,7 @@ _MIN_JOURNAL_BYTES_TO_COMPACT = 256 * 1024
 _MAX_CHANGE_LOG = 20_000
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: one per file in every worker's memory
 class SyncedFile:
     remote_version: str
     local_fingerprint: str
@@ -70,13 +70,18 @@ class SyncedFile:
         return raw
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "SyncedFile":
+    def from_json(cls, raw: dict[str, Any], name: Optional[str] = None) -> "SyncedFile":
         """Raises KeyError, TypeError or ValueError (RecordError) if ``raw`` is malformed.
         Entries written before records existed (format 2) simply have none."""
-        record = raw.get("record")
+        raw_record = raw.get("record")
+        record = None if raw_record is None else FileRecord.from_json(raw_record, "state entry")
+        sha256 = raw.get("sha256")
+        if record is not None and sha256 == record.sha256:
+            sha256 = record.sha256  # one string for both (50,000 files: 6 MB less per worker)
+        if record is not None and name is not None and record.filename == name:
+            object.__setattr__(record, "filename", name)  # the same value: one string for the key and the record
         return cls(
-            raw["remote_version"], raw["local_fingerprint"], raw.get("sha256"),
-            None if record is None else FileRecord.from_json(record, "state entry"),
+            raw["remote_version"], raw["local_fingerprint"], sha256, record,
             raw.get("record_version") if record is not None else None,
         )
 
@@ -238,7 +243,7 @@ class StateFile:
             )
             return None
         try:
-            return {name: SyncedFile.from_json(entry) for name, entry in raw["files"].items()}
+            return {name: SyncedFile.from_json(entry, name) for name, entry in raw["files"].items()}
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
             return None
@@ -262,7 +267,8 @@ class StateFile:
             try:
                 record = json.loads(line)
                 entry = record["entry"]
-                entries.append((record["name"], None if entry is None else SyncedFile.from_json(entry)))
+                name = record["name"]
+                entries.append((name, None if entry is None else SyncedFile.from_json(entry, name)))
             except (ValueError, KeyError, TypeError) as exc:
                 # Left by a worker killed mid-append; the next append ended the torn line.
                 log.warning("ignoring a torn line in the state journal of %s: %s", self.control, exc)

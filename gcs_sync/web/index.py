@@ -25,7 +25,7 @@ import threading
 from typing import Iterable, Iterator, Optional, Protocol
 
 from pypiserver.core import PkgFile, normalize_pkgname
-from pypiserver.pkg_helpers import guess_pkgname_and_version
+from pypiserver.pkg_helpers import guess_pkgname_and_version, parse_version
 
 from gcs_sync.files import fingerprint
 from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
@@ -43,11 +43,30 @@ log = logging.getLogger("gcs_sync.index")  # the name operators' log queries kno
 
 
 class IndexedFile(PkgFile):
-    """A listed package file, with what the state knows of it (nothing read on a request)."""
+    """A listed package file, with what the state knows of it (nothing read on a request).
+
+    Its full path (``fn``) and parsed version are worked out when asked for, not kept: at
+    50,000 files they would be 20 MB per worker, and a request asks for a few of them."""
 
     __slots__ = ("sha256", "size", "record", "remote_version")
 
-    def __init__(self, pkgname: str, version: str, fn: str, root: str, relfn: str, *,
+    @property
+    def fn(self) -> Optional[str]:
+        return None if self.root is None or self.relfn is None else os.path.join(self.root, self.relfn)
+
+    @fn.setter
+    def fn(self, value: Optional[str]) -> None:
+        pass  # always root/relfn (PkgFile.__init__ sets it)
+
+    @property
+    def parsed_version(self) -> tuple:
+        return parse_version(self.version)
+
+    @parsed_version.setter
+    def parsed_version(self, value: tuple) -> None:
+        pass  # parsed when asked (PkgFile.__init__ sets it)
+
+    def __init__(self, pkgname: str, version: str, fn: Optional[str], root: str, relfn: str, *,
                  sha256: Optional[str], size: Optional[int], record: Optional[FileRecord],
                  remote_version: Optional[str] = None) -> None:
         super().__init__(pkgname=pkgname, version=version, fn=fn, root=root, relfn=relfn)
@@ -62,6 +81,7 @@ class PackageIndex:
     def __init__(self, folder: PackageFolder, state: StateSource, hash_algo: Optional[str],
                  catalogued: bool = False) -> None:
         self._folder = folder
+        self._root = str(folder.path)  # one string, shared by every IndexedFile
         # Whether entries held only in the bucket are listed (PACKAGE_FILES other than mirror).
         self._catalogued = catalogued
         self._state = state
@@ -187,8 +207,7 @@ class PackageIndex:
         if record is not None and (record.filename != name or (entry.sha256 and record.sha256 != entry.sha256)):
             record = None  # a stale record, of an earlier file of that name: not these bytes
         pkg = IndexedFile(
-            pkgname=pkgname, version=version, fn=str(self._folder.file_path(name)),
-            root=str(self._folder.path), relfn=name,
+            pkgname=pkgname, version=version, fn=None, root=self._root, relfn=name,
             sha256=entry.sha256 or (record.sha256 if record is not None else None),
             size=record.size if record is not None else _fingerprint_size(entry.local_fingerprint),
             record=record, remote_version=entry.remote_version,
