@@ -368,7 +368,8 @@ def _cold_run(design: Design, env: dict[str, str], repo: Repository, projects: i
         seconds = until_complete(server, "/simple", repo.probe_files, projects, started)
         held = package_bytes(local)
         say(f"cold: {design.label} ({mode}): {seconds:.2f}s to a full index, {_mb(held):.1f} MB of package files local")
-        rows = [Row("cold", design.label, seconds, f"{seconds:.2f} s, {_mb(held):.1f} MB of packages",
+        held_text = "no package bytes" if held == 0 else f"{_mb(held):.1f} MB of packages"
+        rows = [Row("cold", design.label, seconds, f"{seconds:.2f} s, {held_text}",
                     {"files": len(repo.files), "mode": mode, "package_bytes": held})]
         if more:
             warm_up(server, "/simple", repo.routes["/packages/<file>"])
@@ -548,8 +549,7 @@ def measure_cache(designs: list[Design], args, workdir: Path) -> list[Row]:
                   f"{_mb(peak[0]):.0f} MB ({mode}) of a {_mb(bucket_bytes):.0f} MB bucket",
                   {"mode": mode, "bound_mb": _mb(bound), "bucket_mb": _mb(bucket_bytes),
                    "files": count, "seconds": time.monotonic() - started})
-        say(f"cache: {design.label}: local folder at most {row.text} while serving every file of a "
-            f"{_mb(bucket_bytes):.0f} MB bucket once")
+        say(f"cache: {design.label}: local folder at most {row.text}, every file served once")
         rows.append(row)
         shutil.rmtree(base, ignore_errors=True)
     return rows
