@@ -15,6 +15,16 @@ Rules (``proxy.add_rule(method, path_regex, action, times)``; the first match ap
 - ``ResetAfterForward()``: the request lands but the reply is lost on the way back.
 - ``Truncate(after_bytes)``: the reply breaks off mid-body (the declared Content-Length
   is kept, so the client can tell).
+- ``OneWritePerSecond(window)``: GCS's limit of about one write per second to one object
+  name. A write (POST/PUT/PATCH) naming an object that was accepted less than ``window``
+  seconds ago is answered 429 with GCS's JSON error (``rateLimitExceeded``) and never
+  reaches the store; other requests, and writes whose name cannot be told, are forwarded.
+  GCS is modelled (S3 answers 503 SlowDown instead and applies no such per-object limit).
+  The object name is read where google-cloud-storage puts it: the ``name`` query parameter
+  (media uploads), the JSON metadata of a resumable upload's start, or the JSON part of a
+  ``multipart/related`` upload; a resumable upload's data PUTs (``upload_id``) are not
+  writes of a name on their own (the start was counted). ``accepted`` and ``throttled``
+  list the names, in order.
 
 The proxy keeps the client's Host header rather than naming the upstream: the GCS emulator
 builds resumable-upload URLs and each object's mediaLink from it, so they lead back through
@@ -26,13 +36,16 @@ SigV4 signature covers Host too.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping, Optional, Union
+from urllib.parse import parse_qs, urlsplit
 
 SOCKET_TIMEOUT = 10.0  # every socket, toward the client and the upstream, so nothing waits forever
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -66,7 +79,70 @@ class Truncate:
     after_bytes: int
 
 
-Action = Union[Respond, Delay, Reset, ResetAfterForward, Truncate]
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+# The body GCS's JSON API answers when one object is written too often.
+GCS_RATE_LIMITED = json.dumps({"error": {"code": 429, "message": "The object exceeded the rate limit for object "
+                                         "mutation operations (create, update, and delete).",
+                                         "errors": [{"message": "rate limit", "domain": "usageLimits",
+                                                     "reason": "rateLimitExceeded"}]}}).encode()
+
+
+@dataclass(eq=False)
+class OneWritePerSecond:
+    """GCS's one-write-per-second-per-object limit (see the module docstring)."""
+
+    window: float = 1.0
+    accepted: list[str] = field(default_factory=list)  # names of writes let through, in order
+    throttled: list[str] = field(default_factory=list)  # names of writes answered 429
+    _last: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def admit(self, name: str) -> bool:
+        """Whether a write of ``name`` now is within the limit (then it counts as accepted)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(name)
+            if last is not None and now - last < self.window:
+                self.throttled.append(name)
+                return False
+            self._last[name] = now
+            self.accepted.append(name)
+            return True
+
+
+def written_object(method: str, path: str, content_type: str, body: bytes) -> Optional[str]:
+    """The object name a GCS JSON-API write names, or None (not a write, or not told)."""
+    if method not in WRITE_METHODS:
+        return None
+    query = parse_qs(urlsplit(path).query)
+    if "upload_id" in query:
+        return None  # the data of a resumable upload: its start named the object
+    if query.get("name"):
+        return query["name"][0]
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/json":
+        return _json_name(body)
+    if kind == "multipart/related":
+        boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+        if boundary is None:
+            return None
+        for part in body.split(b"--" + boundary.group(1).encode()):
+            head, _, payload = part.partition(b"\r\n\r\n")
+            if b"application/json" in head.lower():
+                return _json_name(payload.strip())
+    return None
+
+
+def _json_name(data: bytes) -> Optional[str]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    name = value.get("name") if isinstance(value, dict) else None
+    return name if isinstance(name, str) else None
+
+
+Action = Union[Respond, Delay, Reset, ResetAfterForward, Truncate, OneWritePerSecond]
 
 
 @dataclass(eq=False)
@@ -182,6 +258,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _act(self, proxy: FaultProxy, action: Optional[Action], body: bytes) -> None:
         if proxy._sleep(proxy.latency):
             return  # stopping: drop the request
+        if isinstance(action, OneWritePerSecond):
+            name = written_object(self.command, self.path, self.headers.get("Content-Type", ""), body)
+            if name is not None and not action.admit(name):
+                self._reply(429, [("Content-Type", "application/json; charset=UTF-8")], GCS_RATE_LIMITED)
+                return
         if isinstance(action, Respond):
             self._reply(action.status, list(action.headers.items()), action.body)
         elif isinstance(action, Reset):

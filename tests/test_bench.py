@@ -5,6 +5,7 @@ the extraction cost, and a PNG chart. No wall-clock figure is asserted."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -87,3 +88,40 @@ def test_quick_benchmark_writes_table_and_chart(tmp_path: Path) -> None:
 
     png = tmp_path / "latency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+SCALE_FIGURES = ("one upload elsewhere: work per instance", "cold start to full index, cache/redirect",
+                 "cold start, mirror, local-folder bucket", "RSS of one instance (master + workers)",
+                 "`/simple/<p>/` over the scale window: p99.9", "local disk in cache mode (max)",
+                 "uploads/s with the one-write-per-second limit modelled", "`/simple/<p>/` p50")
+
+
+def test_quick_scale_reports_every_figure_for_now_and_today(tmp_path: Path) -> None:
+    """``python -m bench scale --quick``: every issue-13 figure, for this checkout and for the
+    baseline worktree (5b48c80) where git has it, in the table and as JSON rows."""
+    done = subprocess.run([sys.executable, "-m", "bench", "scale", "--quick", "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-3000:]}"
+    text = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert done.stdout == text
+    rows = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["rows"]
+    baseline_ran = any(row["subject"] == "today (5b48c80)" for row in rows)
+    if not baseline_ran:  # a clone without that commit: said, and "now" still runs
+        assert "SKIPPED" in done.stderr, done.stderr[-3000:]
+    for title in SCALE_FIGURES:
+        # | figure | files | today | now | now / today | goal | met | peers |
+        line = next((line for line in text.splitlines() if line.startswith(f"| {title} |")), None)
+        assert line, f"no row for {title!r} in:\n{text}"
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert re.match(NUMBER, cells[3]), line  # now: a number first
+        if baseline_ran:
+            assert re.match(NUMBER, cells[2]) and re.match(rf"{NUMBER}x$", cells[4]), line
+        assert cells[6] in ("yes", "NO"), line
+    subjects = {"now", "today (5b48c80)"} if baseline_ran else {"now"}
+    for figure in ("elsewhere", "cold_catalog", "cold_mirror", "rss", "latency", "cache_disk", "throttle", "p50"):
+        measured = {row["subject"] for row in rows if row["figure"] == figure and row["value"] is not None}
+        assert measured == subjects, (figure, measured)
+    elsewhere = next(row for row in rows if row["figure"] == "elsewhere" and row["subject"] == "now")
+    assert all(r["listed"] and sum(r["calls"].values()) >= 1 for r in elsewhere["detail"]["rounds"])
+    rss = next(row for row in rows if row["figure"] == "rss" and row["subject"] == "now")
+    assert rss["detail"]["processes"] == 3 and 0 < rss["detail"]["pss_mb"] <= rss["value"]

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from testkit.fault_proxy import Delay, FaultProxy, Reset, ResetAfterForward, Respond, Truncate
+from testkit.fault_proxy import (Delay, FaultProxy, OneWritePerSecond, Reset, ResetAfterForward, Respond, Truncate,
+                                 written_object)
 from testkit.wait import eventually
 
 pytestmark = pytest.mark.slow  # the SDKs under injected faults: retries and timeouts take seconds
@@ -145,6 +146,41 @@ def test_a_delayed_request_does_not_block_others_and_stop_is_prompt(echo: tuple[
     assert time.monotonic() - started < 1
     thread.join(timeout=5)
     assert outcome and isinstance(outcome[0], Exception)  # the delayed request was dropped, not answered
+
+
+MULTIPART = (b'--==b==\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n{"name": "p/.gcs_sync/marker"}\r\n'
+             b"--==b==\r\ncontent-type: application/octet-stream\r\n\r\n{\"name\": \"not this\"}\r\n--==b==--")
+
+
+@pytest.mark.parametrize("method, path, content_type, body, name", [
+    ("POST", "/upload/storage/v1/b/B/o?uploadType=media&name=p%2Fa.whl", "", b"x", "p/a.whl"),
+    ("POST", "/upload/storage/v1/b/B/o?uploadType=multipart", 'multipart/related; boundary="==b=="', MULTIPART,
+     "p/.gcs_sync/marker"),
+    ("POST", "/upload/storage/v1/b/B/o?uploadType=resumable", "application/json", b'{"name": "p/big.whl"}',
+     "p/big.whl"),
+    ("PUT", "/upload/storage/v1/b/B/o?uploadType=resumable&upload_id=9", "application/octet-stream", b"x", None),
+    ("GET", "/storage/v1/b/B/o?name=p%2Fa.whl", "", b"", None),
+    ("POST", "/upload/storage/v1/b/B/o?uploadType=multipart", "multipart/related", MULTIPART, None),  # no boundary
+    ("POST", "/x", "application/json", b"not json", None),
+])
+def test_written_object_names_what_gcs_writes(method: str, path: str, content_type: str, body: bytes,
+                                              name: str | None) -> None:
+    assert written_object(method, path, content_type, body) == name
+
+
+def test_one_write_per_second_answers_429_to_a_second_write_of_a_name(echo_proxy: FaultProxy) -> None:
+    limit = OneWritePerSecond(window=0.5)
+    echo_proxy.add_rule(None, "", limit)
+    first = "/upload/storage/v1/b/B/o?uploadType=media&name=a"
+    statuses = [_call(echo_proxy, "POST", first, b"1")[0].status,
+                _call(echo_proxy, "POST", "/upload/storage/v1/b/B/o?uploadType=media&name=b", b"1")[0].status,
+                _call(echo_proxy, "GET", "/storage/v1/b/B/o/a")[0].status]
+    reply, body = _call(echo_proxy, "POST", first, b"2")
+    assert statuses == [201, 201, 201]  # other names and reads pass
+    assert reply.status == 429 and json.loads(body)["error"]["errors"][0]["reason"] == "rateLimitExceeded"
+    assert eventually(lambda: _call(echo_proxy, "POST", first, b"3")[0].status == 201, 3)  # after the window
+    assert limit.throttled.count("a") >= 1 and limit.accepted == ["a", "b", "a"]
+    assert sum(1 for method, _ in echo_proxy.requests if method == "POST") == len(limit.accepted) + len(limit.throttled)
 
 
 # --- google-cloud-storage against gcp-storage-emulator --------------------------------------
@@ -309,3 +345,16 @@ def test_s3_latency_is_added_to_each_request(s3) -> None:
     client.head_bucket(Bucket=bucket)
     client.head_bucket(Bucket=bucket)
     assert time.monotonic() - started >= 0.6
+
+
+def test_gcs_second_write_of_one_object_within_a_second_is_rate_limited(gcs_bucket, gcs_proxy: FaultProxy) -> None:
+    from google.api_core.exceptions import TooManyRequests
+
+    limit = OneWritePerSecond()
+    gcs_proxy.add_rule(None, "", limit)
+    gcs_bucket.blob("marker").upload_from_string(b"1")  # multipart upload: the name is in the body
+    gcs_bucket.blob("other").upload_from_string(b"1")
+    with pytest.raises(TooManyRequests):
+        gcs_bucket.blob("marker").upload_from_string(b"2", retry=None)
+    assert gcs_bucket.blob("marker").download_as_bytes() == b"1"  # the refused write never landed
+    assert limit.accepted == ["marker", "other"] and limit.throttled == ["marker"]
