@@ -166,6 +166,7 @@ def test_pip_and_uv_install_through_a_signed_url(cloud_bucket: BucketProbe, tmp_
     assert instance.log().count(f"GET /packages/{wheel.name} 302") >= 2, instance.log()[-3000:]
     assert f"GET /packages/{wheel.name} 200" not in instance.log()
     assert json.loads(fetch(f"{instance.url}/ready")[2])["package_files"] == "redirect"
+    assert not list(instance.folder.glob("*.whl"))  # the instance holds no package file
 
 
 @pytest.mark.slow
@@ -262,6 +263,16 @@ def test_cache_mode_redirects_large_files_and_serves_small_ones(cloud_bucket: Bu
     assert ready["package_files"] == "cache"
     assert ready["cache"]["files"] == 2 and ready["cache"]["max_bytes"] == 256 * 1024**2
     assert ready["cache"]["bytes"] >= len(small.read_bytes())
+    assert not list(instance.folder.glob("*.whl"))  # only the cache holds package bytes
+
+    # A new instance on the same bucket starts from the bucket's catalog, without a file.
+    cold = start_instance(
+        index_env(cloud_bucket, tmp_path, PACKAGE_FILES="cache", REDIRECT_MIN_BYTES="200KiB"),
+        tmp_path / "cold", tmp_path)
+    started.append(cold)
+    assert eventually(lambda: links(cold, "mixedpkg") == shown, 10)
+    assert fetch(f"{cold.url}/packages/{small.name}")[2] == small.read_bytes()
+    assert fetch(f"{cold.url}/packages/{large.name}")[0] == 302
 
 
 # -- signing: the drivers -------------------------------------------------------------
