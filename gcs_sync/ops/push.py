@@ -45,6 +45,8 @@ class PushOutcome:
     record: str = ""
     # A file that is not what its name says (pushed anyway): the problem its record notes.
     problem: str = ""
+    # The sha256 of the bytes pushed (for the change feed's entry); None if not known.
+    sha256: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -111,6 +113,7 @@ def push(
                                             hashed_by_download)
                 if dry_run or outcome.result in (Pushed.CONFLICT, Pushed.FAILED):
                     return outcome
+                outcome = dataclasses.replace(outcome, sha256=sha256)
                 return _with_record(store, outcome, local, sha256, there, local.name in records)
             except StorageError as exc:
                 return PushOutcome(local.name, Pushed.FAILED, local.size, str(exc))
@@ -122,10 +125,10 @@ def push(
         outcomes = parallel(push_one, sorted(scan.files.values(), key=lambda f: f.name), concurrency)
     report = PushReport(scan, outcomes, dry_run, sorted(hashed_by_download))
     if not dry_run and (report.named(Pushed.UPLOADED) or report.named(Pushed.OVERWRITTEN) or report.records_stored):
-        changed = {outcome.name for outcome in outcomes if outcome.result in (Pushed.UPLOADED, Pushed.OVERWRITTEN)} \
-            | {outcome.name for outcome in report.records_stored}
+        changed = {outcome.name: outcome.sha256 for outcome in outcomes
+                   if outcome.result in (Pushed.UPLOADED, Pushed.OVERWRITTEN) or outcome in report.records_stored}
         try:
-            ChangeFeed(driver).announce_files(ChangeKind.ADDED, ((name, None) for name in sorted(changed)))
+            ChangeFeed(driver).announce_files(ChangeKind.ADDED, sorted(changed.items()))
         except StorageError as exc:
             report.feed_error = exc
     return report
