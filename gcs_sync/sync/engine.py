@@ -218,7 +218,8 @@ class SyncEngine:
             return None
         if read.needs_listing:
             return None
-        self.state.save(snapshot.files)
+        self.state.save_raw(snapshot.raw_files)
+        self._known_state.adopt(dict(snapshot.files), self.state.snapshot_cursor())
         report = self._apply_feed(read) if read.entries else SyncReport()
         self._positions.save(read.position)
         # As old as the snapshot: the periodic full listing comes when its listing would have.

@@ -45,6 +45,7 @@ class Snapshot:
     written_at: float  # the writer's clock, seconds since the epoch
     position: FeedPosition
     files: dict[str, SyncedFile]
+    raw_files: dict[str, dict[str, object]]  # the same, as JSON: what the state file is written from
 
 
 def _time_of(name: str) -> Optional[float]:
@@ -121,4 +122,4 @@ def _decode(name: str, data: bytes) -> Snapshot:
     if raw.get("format") != _FORMAT:
         raise ValueError(f"format {raw.get('format')!r}")
     files = {filename: SyncedFile.from_json(entry, filename) for filename, entry in raw["files"].items()}
-    return Snapshot(name, float(raw["written_at"]), FeedPosition.from_json(raw["position"]), files)
+    return Snapshot(name, float(raw["written_at"]), FeedPosition.from_json(raw["position"]), files, raw["files"])

@@ -310,6 +310,26 @@ class StateFile:
         read it whole)."""
         self._write_snapshot(files, compacted=False)
 
+    def save_raw(self, files: dict[str, dict[str, Any]]) -> None:
+        """``save`` from entries already in their JSON form (a catalog snapshot's), in one
+        write: only at a cold start, before the instance serves anything."""
+        payload = {"format": FORMAT_VERSION, "store": self._store_url, "files": files}
+        with replacing(self.path) as temp:
+            temp.write_text(json.dumps(payload), encoding="utf-8")
+            stat = temp.stat()
+            new = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            self._journal_path(new).unlink(missing_ok=True)
+            self._lineage_path(new).unlink(missing_ok=True)
+        self.needs_snapshot = False
+        keep = {self._journal_path(new).name}
+        for old in [*self.control.glob("journal-*.jsonl"), *self.control.glob("lineage-*.json")]:
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
+    def snapshot_cursor(self) -> StateCursor:
+        """Where a reader of the snapshot just written stands (nothing appended since)."""
+        return StateCursor(self._snapshot_id(), 0)
+
     def compact(self, files: dict[str, SyncedFile]) -> None:
         """Write ``files``, which must be exactly the current snapshot plus its journal,
         as a new snapshot, and say so in a lineage file: a reader that has read the old
@@ -538,6 +558,16 @@ class TrackedState:
         with self._lock:
             files = self._refresh()
             return {name: files[name] for name in names if name in files}
+
+    def adopt(self, files: dict[str, SyncedFile], cursor: StateCursor) -> None:
+        """Take ``files`` as the state at ``cursor`` (just written by this process): a cold
+        start does not parse what it has just written."""
+        with self._lock:
+            self._files = files
+            self._generation += 1
+            self._log_start += len(self._log)
+            self._log = []
+            self._cursor = cursor
 
     def current(self) -> dict[str, SyncedFile]:
         """A copy of the whole state as last read (only what changed is read): what a full

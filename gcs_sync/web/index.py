@@ -19,6 +19,7 @@ metadata record (``records/record.py``), when the state has one for these bytes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -40,6 +41,12 @@ class StateSource(Protocol):
     def read(self, since: Optional[StateCursor] = None) -> StateRead: ...
 
 log = logging.getLogger("gcs_sync.index")  # the name operators' log queries know
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalized(pkgname: str) -> str:
+    """PEP 503's name, worked out once per spelling (a project has many files)."""
+    return normalize_pkgname(pkgname)
 
 
 class IndexedFile(PkgFile):
@@ -69,7 +76,13 @@ class IndexedFile(PkgFile):
     def __init__(self, pkgname: str, version: str, fn: Optional[str], root: str, relfn: str, *,
                  sha256: Optional[str], size: Optional[int], record: Optional[FileRecord],
                  remote_version: Optional[str] = None) -> None:
-        super().__init__(pkgname=pkgname, version=version, fn=fn, root=root, relfn=relfn)
+        # PkgFile's own __init__, without what it would compute for every file of a cold
+        # start and keep (the parsed version, the path: properties here); same attributes.
+        # (setattr: mypy does not see the slots PkgFile declares as a list.)
+        for slot, value in (("pkgname", pkgname), ("pkgname_norm", _normalized(pkgname)), ("version", version),
+                            ("root", root), ("relfn", relfn), ("relfn_unix", relfn.replace("\\", "/")),
+                            ("replaces", None), ("digest", None), ("digester", None)):
+            setattr(self, slot, value)
         self.sha256 = sha256
         self.size = size  # the record's, else the size in the fingerprint the state recorded
         self.record = record  # None: not known yet (or it describes other bytes)
