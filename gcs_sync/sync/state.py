@@ -41,6 +41,9 @@ CATALOGUED = ""  # a state entry's local_fingerprint when the file is known from
 # Compact the journal into a new snapshot once it outgrows this or the snapshot: every
 # worker then re-reads the snapshot once, so the cost stays O(1) per change on average.
 _MIN_JOURNAL_BYTES_TO_COMPACT = 256 * 1024
+# A snapshot written one entry per line starts so (its header, then the files).
+_LINES_HEADER_START = '{"format": '
+_LINES_FILES_KEY = ', "files": {'
 # Changes a TrackedState keeps for its readers (the index) before the oldest are dropped.
 _MAX_CHANGE_LOG = 20_000
 
@@ -228,25 +231,43 @@ class StateFile:
         return self.control / f"journal-{snapshot[0]}.jsonl"
 
     def _load_snapshot(self) -> Optional[dict[str, SyncedFile]]:
-        """The snapshot's files; None if it is foreign or damaged (then so is its journal)."""
+        """The snapshot's files; None if it is foreign or damaged (then so is its journal).
+        A snapshot written a file per line (``_write_state_json``) is read a line at a
+        time: parsing 50,000 entries in one ``json.loads`` would build them all as dicts
+        first (a transient of several times the state, left as fragmented memory)."""
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            with open(self.path, encoding="utf-8") as source:
+                first = source.readline()
+                if first.startswith(_LINES_HEADER_START) and first.endswith(_LINES_FILES_KEY + "\n"):
+                    header = json.loads(first[: first.rindex(_LINES_FILES_KEY)] + "}")
+                    if not self._is_ours(header):
+                        return None
+                    return _entries_by_line(source)
+                raw = json.loads(first + source.read())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
             log.error("state file %s is unreadable (%s); starting from an empty state", self.path, exc)
             return None
-        if raw.get("format") not in _READABLE_FORMATS or raw.get("store") != self._store_url:
-            log.warning(
-                "state file %s belongs to %s (format %s), not %s; starting from an empty state",
-                self.path, raw.get("store"), raw.get("format"), self._store_url,
-            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
+            return None
+        if not isinstance(raw, dict) or not self._is_ours(raw):
             return None
         try:
             return {name: SyncedFile.from_json(entry, name) for name, entry in raw["files"].items()}
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
             return None
+
+    def _is_ours(self, raw: dict[str, Any]) -> bool:
+        if raw.get("format") not in _READABLE_FORMATS or raw.get("store") != self._store_url:
+            log.warning(
+                "state file %s belongs to %s (format %s), not %s; starting from an empty state",
+                self.path, raw.get("store"), raw.get("format"), self._store_url,
+            )
+            return False
+        return True
 
     def _journal_entries(self, snapshot: tuple[int, int, int], offset: int) -> tuple[list[Entry], int]:
         """Whole lines appended since ``offset``, and the offset after them. A line still
@@ -311,11 +332,10 @@ class StateFile:
         self._write_snapshot(files, compacted=False)
 
     def save_raw(self, files: dict[str, dict[str, Any]]) -> None:
-        """``save`` from entries already in their JSON form (a catalog snapshot's), in one
-        write: only at a cold start, before the instance serves anything."""
-        payload = {"format": FORMAT_VERSION, "store": self._store_url, "files": files}
+        """``save`` from entries already in their JSON form (a catalog snapshot's)."""
         with replacing(self.path) as temp:
-            temp.write_text(json.dumps(payload), encoding="utf-8")
+            with open(temp, "w", encoding="utf-8") as out:
+                _write_state_lines(out, self._store_url, files.items())
             stat = temp.stat()
             new = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             self._journal_path(new).unlink(missing_ok=True)
@@ -495,12 +515,30 @@ class StateFile:
 
 
 def _write_state_json(out: TextIO, store_url: str, files: dict[str, SyncedFile]) -> None:
-    """The snapshot's JSON, written one entry at a time: a single ``json.dumps`` of 50,000
-    entries holds the GIL (every request thread of the worker) for half a second."""
-    out.write(json.dumps({"format": FORMAT_VERSION, "store": store_url})[:-1] + ', "files": {\n')
-    for index, name in enumerate(sorted(files)):
-        out.write(("," if index else "") + json.dumps(name) + ": " + json.dumps(files[name].to_json()) + "\n")
+    """The snapshot's JSON, written one entry per line (read back a line at a time:
+    ``_entries_by_line``): a single ``json.dumps`` of 50,000 entries holds the GIL (every
+    request thread of the worker) for half a second."""
+    _write_state_lines(out, store_url, ((name, files[name].to_json()) for name in sorted(files)))
+
+
+def _write_state_lines(out: TextIO, store_url: str, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    out.write(json.dumps({"format": FORMAT_VERSION, "store": store_url, "lines": 1})[:-1] + _LINES_FILES_KEY + "\n")
+    for index, (name, entry) in enumerate(entries):
+        out.write(("," if index else "") + json.dumps(name) + ": " + json.dumps(entry) + "\n")
     out.write("}}\n")
+
+
+def _entries_by_line(source: TextIO) -> dict[str, SyncedFile]:
+    """The entries of a snapshot written by ``_write_state_lines``, one line each. Raises
+    ValueError, KeyError or TypeError if a line is not one."""
+    files: dict[str, SyncedFile] = {}
+    for line in source:
+        line = line.strip()
+        if not line or line == "}}":
+            continue
+        name, entry = next(iter(json.loads("{" + line.removeprefix(",") + "}").items()))
+        files[name] = SyncedFile.from_json(entry, name)
+    return files
 
 
 class TrackedState:
