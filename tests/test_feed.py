@@ -10,6 +10,7 @@ it names carry that time, as a host with a wrong clock would write them.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,14 +22,15 @@ from gcs_sync.ops.records import set_yanked
 from gcs_sync.records.compute import compute_record
 from gcs_sync.records.record import upload_time
 from gcs_sync.sync.client import StorageClient
-from gcs_sync.sync.feed import FEED_FOLDER, ChangeFeed, ChangeKind, parse_entry
+from gcs_sync.clock import Moment
+from gcs_sync.sync.feed import FEED_FOLDER, ChangeFeed, ChangeKind, PositionFile, parse_entry
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.state import CATALOGUED, SyncedFile
 from testkit.buckets import BucketProbe
 from testkit.packages import make_wheel
 
 from .conftest import settings_for
-from .views import age_listing, age_view
+from .views import age_view
 
 SKEW = 300.0
 
@@ -58,8 +60,10 @@ class Instance:
     def check(self) -> dict[str, int]:
         """One check after SYNC_INTERVAL; the bucket calls it made, by operation."""
         age_view(self.client, 2)
+        assert self.client.wait_for_maintenance()  # an earlier full listing's snapshot: not this check's calls
         before = dict(self.driver.calls)
         self.client.refresh_now()
+        assert self.client.wait_for_maintenance()
         return {op: n - before.get(op, 0) for op, n in self.driver.calls.items() if n - before.get(op, 0)}
 
     def served(self) -> dict[str, SyncedFile]:
@@ -73,6 +77,7 @@ def writer(bucket: BucketProbe, tmp_path: Path) -> Instance:
 
 def _started(instance: Instance) -> Instance:
     instance.client.sync()
+    assert instance.client.wait_for_maintenance()
     return instance
 
 
@@ -174,12 +179,16 @@ def test_an_entry_seen_once_is_not_applied_again(bucket: BucketProbe, tmp_path: 
 def test_a_reader_whose_position_is_older_than_the_retention_lists_the_bucket(
     bucket: BucketProbe, tmp_path: Path, writer: Instance
 ) -> None:
-    clock = [time.time()]
-    reader = _started(Instance(bucket, tmp_path / "b", wall_clock=lambda: clock[0]))
+    reader = _started(Instance(bucket, tmp_path / "b"))
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
     writer.upload(wheel)
-    clock[0] += 86400  # a day without reading the feed: its entries may have expired
-    age_listing(reader.folder.path, 0)  # (the listing itself is recent: only the feed says "too old")
+    # A day without reading the feed (by this boot's monotonic clock): its entries may
+    # have expired. The listing itself is recent: only the feed says "too old".
+    positions = PositionFile(reader.folder.control, reader.driver.url)
+    position = positions.load()
+    assert position is not None and position.read_at is not None
+    positions.save(dataclasses.replace(position, read_at=Moment(position.read_at.monotonic - 86400,
+                                                                 position.read_at.boot)))
     before = reader.driver.calls["list"]
     reader.check()
     # A full listing: the feed's new start, the packages, (the pending uploads,) the records.
@@ -187,14 +196,26 @@ def test_a_reader_whose_position_is_older_than_the_retention_lists_the_bucket(
     assert wheel.name in reader.served()
 
 
-def test_entries_older_than_the_retention_are_deleted_by_a_full_listing(
+def test_entries_older_than_the_retention_by_the_stores_clock_are_deleted_by_a_full_listing(
     bucket: BucketProbe, tmp_path: Path, writer: Instance
 ) -> None:
+    """Expiry goes by the store's times of the entries (no host's clock decides): an entry
+    stored more than FEED_RETENTION before the newest one goes; a host whose clock is a
+    day ahead deletes nothing newer."""
+    feed = ChangeFeed(writer.driver, retention=86400.0)
     writer.upload(make_wheel(tmp_path / "dist", "demo", "1.0"))
-    assert len(bucket.feed_names()) == 1
-    later = Instance(bucket, tmp_path / "b", wall_clock=lambda: time.time() + 86400 + 1)
-    later.client.sync()
-    assert bucket.feed_names() == []
+    ahead = Instance(bucket, tmp_path / "b", wall_clock=lambda: time.time() + 86400 + 1)
+    ahead.client.sync()
+    assert ahead.client.wait_for_maintenance()
+    assert len(bucket.feed_names()) == 1  # a clock a day ahead deletes nothing
+    if bucket.backend != "local":
+        return  # the store's times can only be set back on a folder
+    (old,) = bucket.feed_names()
+    path = Path(bucket.name) / "packages" / old
+    os.utime(path, (time.time() - 86400 - 60, time.time() - 86400 - 60))
+    writer.upload(make_wheel(tmp_path / "dist", "demo", "2.0"))  # the newest entry: now
+    assert feed.expire() == 1
+    assert old not in bucket.feed_names() and len(bucket.feed_names()) == 1
 
 
 def test_a_filename_too_long_for_an_entry_name_is_read_from_the_entry(
@@ -235,6 +256,7 @@ def test_a_catalog_cold_start_reads_one_snapshot_and_the_feed_since(
     for wheel in wheels[:2]:
         writer.upload(wheel)
     writer.client.sync()  # a complete full listing: the first snapshot of this bucket
+    assert writer.client.wait_for_maintenance()
     assert len([n for n in bucket.all_names() if n.startswith(".gcs_sync/snapshots/")]) == 1
     writer.upload(wheels[2])  # after the snapshot: only the feed has it
 
@@ -252,7 +274,9 @@ def test_a_catalog_cold_start_reads_one_snapshot_and_the_feed_since(
 def test_a_snapshot_is_written_at_most_once_per_interval(bucket: BucketProbe, tmp_path: Path, writer: Instance) -> None:
     writer.upload(make_wheel(tmp_path / "dist", "demo", "1.0"))
     writer.client.sync()
+    assert writer.client.wait_for_maintenance()
     writer.client.sync()
+    assert writer.client.wait_for_maintenance()
     assert len([n for n in bucket.all_names() if n.startswith(".gcs_sync/snapshots/")]) == 1
 
 
@@ -282,3 +306,170 @@ def test_a_folder_catalogued_then_mirrored_with_push_local_changes_deletes_nothi
     mirror.client.sync()
     assert bucket.get(wheel.name) == wheel.read_bytes()
     assert (mirror.folder.path / wheel.name).read_bytes() == wheel.read_bytes()
+
+
+# -- clocks, failures and half uploads (an adversarial review's findings) ----------------
+
+HOUR = 3600.0
+
+
+def _snapshots(bucket: BucketProbe) -> list[str]:
+    return sorted(n for n in bucket.all_names() if n.startswith(".gcs_sync/snapshots/"))
+
+
+def test_a_reader_whose_own_clock_is_ahead_still_takes_uploads_from_the_feed(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    """Only the writers' clocks name entries: a reader 10 minutes ahead misses nothing."""
+    reader = _started(Instance(bucket, tmp_path / "b", wall_clock=lambda: time.time() + 600))
+    wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    writer.upload(wheel)
+    calls = reader.check()
+    assert calls["list"] == 1, calls  # the feed only
+    assert wheel.name in reader.served()
+
+
+def test_an_entry_from_a_clock_far_ahead_does_not_cost_others_their_skew_allowance(
+    bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """A host an hour ahead: its entry is applied, but the position does not move to it,
+    so a host 2 minutes behind is still read."""
+    fast = Instance(bucket, tmp_path / "fast", wall_clock=lambda: time.time() + HOUR)
+    slow = Instance(bucket, tmp_path / "slow", wall_clock=lambda: time.time() - 120)
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    fast_wheel, slow_wheel = make_wheel(tmp_path / "dist", "fast", "1.0"), make_wheel(tmp_path / "dist", "slow", "1.0")
+    fast.upload(fast_wheel)
+    reader.check()
+    slow.upload(slow_wheel)
+    calls = reader.check()
+    assert calls["list"] == 1, calls
+    assert {fast_wheel.name, slow_wheel.name} <= set(reader.served())
+
+
+def test_a_writer_an_hour_behind_names_its_entries_after_what_it_has_read(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    """A host whose clock is an hour behind (more than FEED_CLOCK_SKEW) names its entries
+    no earlier than the newest it has read, so readers' windows still hold them."""
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    behind = _started(Instance(bucket, tmp_path / "c", wall_clock=lambda: time.time() - HOUR))
+    writer.upload(make_wheel(tmp_path / "dist", "first", "1.0"))
+    reader.check()
+    behind.check()  # it has read the first entry
+    wheel = make_wheel(tmp_path / "dist", "late", "1.0")
+    behind.upload(wheel)
+    calls = reader.check()
+    assert calls["list"] == 1, calls
+    assert wheel.name in reader.served()
+
+
+def test_a_cold_catalog_instance_skips_a_snapshot_named_by_a_fast_clock(
+    bucket: BucketProbe, tmp_path: Path
+) -> None:
+    fast = Instance(bucket, tmp_path / "fast", wall_clock=lambda: time.time() + 2 * HOUR)
+    fast.upload(make_wheel(tmp_path / "dist", "early", "1.0"))
+    fast.client.sync()
+    assert fast.client.wait_for_maintenance() and len(_snapshots(bucket)) == 1
+    correct = Instance(bucket, tmp_path / "correct")
+    later = make_wheel(tmp_path / "dist", "later", "1.0")
+    correct.upload(later)
+    cold = Instance(bucket, tmp_path / "cold", catalog=True)
+    cold.client.refresh_now()
+    assert later.name in cold.served()
+
+
+def test_a_snapshot_is_not_written_while_a_file_lacks_a_stored_record(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record that could not be read this time (the file is served all the same): a
+    snapshot then would leave the file out for every new catalog instance."""
+    from gcs_sync.errors import StorageError
+    from gcs_sync.sync.records import RecordKeeper
+
+    wheels = [make_wheel(tmp_path / "dist", f"p{i}", "1.0") for i in range(2)]
+    for wheel in wheels:
+        writer.upload(wheel)
+    mirror = Instance(bucket, tmp_path / "m")
+    real_attach = RecordKeeper.attach
+
+    def flaky(self: RecordKeeper, name: str, *args: object, **kwargs: object) -> object:
+        if name == wheels[1].name:
+            raise StorageError("download", name, "503 from the bucket (once)")
+        return real_attach(self, name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RecordKeeper, "attach", flaky)  # no server fails one read on demand
+    mirror.client.sync()
+    assert mirror.client.wait_for_maintenance()
+    monkeypatch.setattr(RecordKeeper, "attach", real_attach)
+    assert wheels[1].name in mirror.served() and _snapshots(bucket) == []
+    cold = Instance(bucket, tmp_path / "cold", catalog=True)
+    cold.client.refresh_now()
+    assert {w.name for w in wheels} <= set(cold.served())
+
+
+def test_one_file_that_keeps_failing_does_not_make_every_check_redo_every_later_change(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The position moves on; the failing file alone is tried again at each check."""
+    from gcs_sync.errors import StorageError
+
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    bad = make_wheel(tmp_path / "dist", "bad", "1.0")
+    writer.upload(bad)
+    real_download = type(reader.driver).download
+
+    def failing(self: object, name: str, *args: object, **kwargs: object) -> object:
+        if name == bad.name:
+            raise StorageError("download", name, "403: this object is not readable by this instance")
+        return real_download(self, name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(reader.driver), "download", failing)  # a store refusing one object
+    reader.check()
+    for i in range(5):
+        writer.upload(make_wheel(tmp_path / "dist", f"good{i}", "1.0"))
+    reader.check()
+    calls = reader.check()  # nothing new since: the failing file is tried once more, nothing else
+    assert calls.get("stat", 0) <= 1 and calls.get("download", 0) <= 1, calls
+    monkeypatch.undo()
+    reader.check()
+    assert bad.name in reader.served()
+
+
+def test_a_failed_signed_upload_is_not_served_half_through_the_feed(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wheel of a wheel+.asc upload that failed (the undo could not claim its intent
+    back) stays hidden under its intent: no feed entry makes another instance serve it."""
+    import io
+
+    from gcs_sync.drivers.base import FileStoreDriver
+    from gcs_sync.errors import StorageError, StorageUnavailable
+    from gcs_sync.sync.pending import PendingUploads
+
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
+    with wheel.open("rb") as stream:
+        staged = writer.folder.stage(wheel.name, stream)
+    record, metadata = compute_record(staged.path, wheel.name, sha256=staged.sha256, size=staged.size,
+                                      upload_time=upload_time(time.time()), uploader=None)
+    staged = dataclasses.replace(staged, record=record, metadata=metadata)
+    signature = writer.folder.stage(wheel.name + ".asc", io.BytesIO(b"-----BEGIN PGP SIGNATURE-----\n"))
+    real_upload = type(writer.driver).upload
+
+    def upload(self: FileStoreDriver, name: str, *args: object, **kwargs: object) -> object:
+        if name.endswith(".asc"):
+            raise StorageUnavailable("upload", name, "503 Service Unavailable")
+        return real_upload(self, name, *args, **kwargs)  # type: ignore[arg-type]
+
+    def claim(self: PendingUploads, *args: object, **kwargs: object) -> object:
+        raise StorageUnavailable("upload", "intent", "503 Service Unavailable")
+
+    # No server fails one write and then the next on demand: the two calls are replaced.
+    monkeypatch.setattr(type(writer.driver), "upload", upload)
+    monkeypatch.setattr(PendingUploads, "claim", claim)
+    with pytest.raises(StorageError):
+        writer.client.publish([staged, signature], overwrite=False)
+    monkeypatch.undo()
+    assert bucket.get(wheel.name) is not None  # the wheel stayed, under its live intent
+    reader.check()
+    assert wheel.name not in reader.served()

@@ -33,8 +33,9 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   which ``list_objects`` never shows; ``delete`` removes them.
 - ``delete`` is idempotent: deleting a missing object succeeds. With ``if_version`` it
   deletes only that version and raises ``ObjectChanged`` if the object was replaced.
-- ``list_note_names_after`` lists bookkeeping objects after a name, so an instance
-  reads only the change-feed entries added since it last looked (``sync/feed.py``).
+- ``list_notes_after`` lists bookkeeping objects after a name, with the store's time of
+  each, so an instance reads only the change-feed entries added since it last looked
+  (``sync/feed.py``), and can tell a writer whose clock is off.
 - Every failure is one of ``gcs_sync.errors.StorageError``'s subclasses, raised ``from``
   the SDK's exception, carrying the object name. Each driver maps its SDK's errors in
   one table-driven function; what a 404 or a 412 means depends on the call (``Meaning``):
@@ -310,11 +311,17 @@ class FileStoreDriver(abc.ABC):
         """The objects directly in ``folder`` (ending in "/"), by ``name``, with their versions."""
 
     @abc.abstractmethod
+    def list_notes_after(self, folder: str, start_after: str) -> list[tuple[str, Optional[float]]]:
+        """The objects directly in ``folder`` (ending in "/") whose names sort after
+        ``start_after`` (a ``name``), sorted by name, each with when the store wrote it
+        (seconds since the epoch by the store's clock: GCS timeCreated, S3 LastModified, a
+        file's mtime; None if unknown): one request per 1,000 names where the store can
+        start a listing there (GCS ``start_offset``, S3 ``StartAfter``). What a change feed
+        reads (``sync/feed.py``): its cost is what was added since, not the folder."""
+
     def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
-        """The names of the objects directly in ``folder`` (ending in "/") that sort after
-        ``start_after`` (a ``name``), sorted: one request per 1,000 names where the store
-        can start a listing there (GCS ``start_offset``, S3 ``StartAfter``). What a change
-        feed reads (``sync/feed.py``): its cost is what was added since, not the folder."""
+        """``list_notes_after``'s names."""
+        return [name for name, _ in self.list_notes_after(folder, start_after)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"

@@ -347,8 +347,8 @@ class GCSDriver(FileStoreDriver):
                     found[blob.name[len(self._prefix):]] = _generation(blob)
         return found
 
-    def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
-        found: list[str] = []
+    def list_notes_after(self, folder: str, start_after: str) -> list[tuple[str, Optional[float]]]:
+        found: list[tuple[str, Optional[float]]] = []
         with _mapped("list", self._key(folder), BUCKET):
             blobs = self._client.list_blobs(
                 self._bucket, prefix=self._key(folder), delimiter="/", start_offset=self._key(start_after),
@@ -356,8 +356,11 @@ class GCSDriver(FileStoreDriver):
             )
             for page in blobs.pages:
                 self._count("list")
-                # start_offset is inclusive (and the emulator ignores it): filter here too.
-                found.extend(name for name in (blob.name[len(self._prefix):] for blob in page) if name > start_after)
+                for blob in page:
+                    name = blob.name[len(self._prefix):]
+                    # start_offset is inclusive (and the emulator ignores it): filter here too.
+                    if name > start_after:
+                        found.append((name, None if blob.time_created is None else blob.time_created.timestamp()))
         return sorted(found)
 
     @contextlib.contextmanager

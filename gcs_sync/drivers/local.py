@@ -246,17 +246,25 @@ class LocalFolderDriver(FileStoreDriver):
                     continue  # deleted while we listed
         return found
 
-    def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
+    def list_notes_after(self, folder: str, start_after: str) -> list[tuple[str, Optional[float]]]:
         self._count("list")
+        found: list[tuple[str, Optional[float]]] = []
         with _mapped("list", folder, _FOLDER):
             path = self._existing_folder("list", folder) / folder
             try:
-                names = os.listdir(path)  # names only: no stat per entry
+                names = os.listdir(path)  # names first: a stat only for those after start_after
             except FileNotFoundError:
                 return []
-        return sorted(
-            folder + name for name in names if not _is_own_temp(name) and folder + name > start_after
-        )
+            for name in names:
+                if _is_own_temp(name) or folder + name <= start_after:
+                    continue
+                try:
+                    stat = os.stat(path / name)
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+                if S_ISREG(stat.st_mode):  # objects only, as a bucket lists them: no sub-folder
+                    found.append((folder + name, stat.st_mtime))
+        return sorted(found)
 
     @contextlib.contextmanager
     def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:

@@ -252,16 +252,18 @@ class S3Driver(FileStoreDriver):
                     found[entry["Key"][len(self._prefix):]] = ETag(Version(str(entry["ETag"])))
         return found
 
-    def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
-        found: list[str] = []
+    def list_notes_after(self, folder: str, start_after: str) -> list[tuple[str, Optional[float]]]:
+        found: list[tuple[str, Optional[float]]] = []
         with _mapped("list", self._key(folder), BUCKET):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=self._key(folder), Delimiter="/", StartAfter=self._key(start_after),
             )
             for page in pages:
                 self._count("list")
-                found.extend(entry["Key"][len(self._prefix):] for entry in page.get("Contents", []))
-        return sorted(name for name in found if name > start_after)
+                for entry in page.get("Contents", []):
+                    modified = entry.get("LastModified")
+                    found.append((entry["Key"][len(self._prefix):], None if modified is None else modified.timestamp()))
+        return sorted(note for note in found if note[0] > start_after)
 
     @contextlib.contextmanager
     def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:

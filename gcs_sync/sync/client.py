@@ -67,12 +67,14 @@ class StorageClient:
         # The synced state as last read, kept current by reading only what changed.
         known_state = TrackedState(self.state)
         self.tracked_state = known_state  # the worker's one copy of the state; the index reads it
-        pending = PendingUploads(driver, pending_expiry)
         # Every change through this index adds a feed entry; every check reads the new ones.
-        self.feed = ChangeFeed(driver, clock_skew=feed_clock_skew, retention=feed_retention, wall_clock=wall_clock)
+        positions = PositionFile(folder.control, driver.url)
+        self.feed = ChangeFeed(driver, clock_skew=feed_clock_skew, retention=feed_retention, wall_clock=wall_clock,
+                               newest_seen=positions.newest_ms)
+        pending = PendingUploads(driver, pending_expiry, self.feed)
         self._engine = SyncEngine(
             driver, folder, self._view, self._lock,
-            known_state=known_state, feed=self.feed, positions=PositionFile(folder.control, driver.url),
+            known_state=known_state, feed=self.feed, positions=positions,
             catalog=catalog, push_allowed=may_write, settle=SettleWatch(settle_seconds), pending=pending,
             stopping=self._stopping, full_sync_interval=full_sync_interval,
             push_local_changes=push_local_changes, concurrency=concurrency,
@@ -129,6 +131,10 @@ class StorageClient:
 
     def wait_until_started(self, timeout: float) -> bool:
         return self._checker.wait_until_started(timeout)
+
+    def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
+        """Wait for the catalog snapshot and feed expiry that follow a full listing."""
+        return self._engine.wait_for_maintenance(timeout)
 
     def stop(self) -> None:
         """Let a sync under way finish the transfers in flight and skip the rest, so a

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Iterator, Optional, Sequence
 
 import filelock
@@ -36,7 +36,15 @@ from gcs_sync.sync.events import (
     RemoteChanged,
     Uncatalogued,
 )
-from gcs_sync.sync.feed import FEED_FOLDER, ChangeFeed, ChangeKind, FeedPosition, FeedRead, PositionFile
+from gcs_sync.sync.feed import (
+    FEED_FOLDER,
+    WRITE_DELAY_ALLOWANCE,
+    ChangeFeed,
+    ChangeKind,
+    FeedPosition,
+    FeedRead,
+    PositionFile,
+)
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.pending import PendingUploads
 from gcs_sync.sync.plan import SyncPlan, plan_catalog, plan_sync
@@ -60,6 +68,11 @@ _BATCH_SECONDS = 0.2
 EXPIRY_PAUSE = 3600.0
 
 
+def _only_added(read: FeedRead, name: str) -> bool:
+    kinds = {entry.kind for entry in read.entries if entry.filename == name}
+    return kinds == {ChangeKind.ADDED}
+
+
 class _JournalBatch:
     """State entries written at most _BATCH_SECONDS or _BATCH_SIZE apart."""
 
@@ -70,7 +83,13 @@ class _JournalBatch:
 
     def add(self, name: str, entry: Optional[SyncedFile]) -> None:
         self._entries.append((name, entry))
-        if len(self._entries) >= _BATCH_SIZE or time.monotonic() - self._since >= _BATCH_SECONDS:
+        if len(self._entries) >= _BATCH_SIZE:
+            self.flush()
+        else:
+            self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        if self._entries and time.monotonic() - self._since >= _BATCH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -115,6 +134,8 @@ class SyncEngine:
         # An instance that may not write (a read-only role) does not expire the feed.
         self._write_refused = not push_allowed
         self._expired_at: Optional[float] = None  # time.monotonic() of the last expiry of old feed entries
+        self._maintenance: Optional[threading.Thread] = None
+        self._maintenance_lock = threading.Lock()
         self._settle = settle
         self._pending = pending
         self._stopping = stopping
@@ -160,10 +181,11 @@ class SyncEngine:
         read = self.feed.read(position)
         if read.needs_listing:
             return self.sync_locked(began)
-        report = self._apply_feed(read) if read.entries else None
-        if report is None or not report.failed:
-            # A failed change is read again at the next check: its entry stays unseen.
-            self._positions.save(read.position)
+        report = self._apply_feed(read) if read.entries or read.position.retry else None
+        # The position always moves on; a file whose change failed is tried again at each
+        # check (by name: one call), not every entry since.
+        failed = {event.name for event, _ in report.failed} | set(report.deferred) if report is not None else set()
+        self._positions.save(read.position.with_retry(failed))
         self._after_check(read.users_changed)
         self._view.mark_checked(began)
         if report is None:
@@ -184,7 +206,7 @@ class SyncEngine:
         calls_before = sum(self.driver.calls.values())
         report = SyncReport()
         # Before the listing: every change after this point is read from the feed.
-        position = self.feed.start()
+        position = self.feed.start(self._positions.load())
         local, remote, synced = self._gather(report)
         # Listed after the packages: a record written with a file is then never missed.
         records = self.records.store.list_versions()
@@ -192,7 +214,7 @@ class SyncEngine:
         state = self._apply_plan(plan, synced, report, progress)
         self._record(began, state, report)
         self._positions.save(position)
-        self._after_full_listing(position, state, complete=not report.failed and not report.deferred)
+        self._maintain_after(position, state, complete=not report.failed and not report.deferred)
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
         log_sync(log, self.driver.url, report)
@@ -209,10 +231,17 @@ class SyncEngine:
         due once the snapshot is FULL_SYNC_INTERVAL old (changes made by other tools)."""
         started = time.monotonic()
         try:
-            snapshot = self._snapshots.newest()
+            snapshot = self._snapshots.newest(self.feed.clock_skew)
             if snapshot is None:
                 return None
-            read = self.feed.read(snapshot.position)
+            # Its age by the store's clock: entries since it may have expired if it is older
+            # than the retention (less the window).
+            age = max(self.feed.wall_clock() - snapshot.stored_at, 0.0)
+            if age > self.feed.retention - self.feed.clock_skew - WRITE_DELAY_ALLOWANCE:
+                log.info("catalog snapshot %s is %.0fs old, older than FEED_RETENTION allows: listing the bucket",
+                         snapshot.name, age)
+                return None
+            read = self.feed.read(snapshot.position.anywhere())
         except StorageError as exc:
             log.warning("cold start from a catalog snapshot failed (%s): listing the bucket", exc)
             return None
@@ -221,9 +250,8 @@ class SyncEngine:
         self.state.save_raw(snapshot.raw_files)
         self._known_state.adopt(dict(snapshot.files), self.state.snapshot_cursor())
         report = self._apply_feed(read) if read.entries else SyncReport()
-        self._positions.save(read.position)
+        self._positions.save(read.position.with_retry(event.name for event, _ in report.failed))
         # As old as the snapshot: the periodic full listing comes when its listing would have.
-        age = max(self.feed.wall_clock() - snapshot.written_at, 0.0)
         listed = Moment(began.monotonic - age, began.boot)
         complete = not report.failed
         recorded = self.state.record_listing(None, listed, complete=complete)
@@ -251,6 +279,7 @@ class SyncEngine:
         else:
             plan = self._mirror_changes(names, read, synced, report)
         self._apply_plan(plan, synced, report, None, partial=True)
+        self._update_unservable(names, report)
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
         log_sync(log, self.driver.url, report, listed=False)
@@ -269,6 +298,14 @@ class SyncEngine:
             if found is not None:
                 remote[name] = found
         remote = self._servable(remote, report)
+        # An entry other than "added" may name a file of a multi-file upload still under way
+        # (an "added" one is written only once its upload is done): hidden like a listing's.
+        suspect = {name: obj for name, obj in remote.items() if not _only_added(read, name)}
+        if suspect:
+            hidden = self._pending.hide(suspect, synced)
+            report.deferred.extend(sorted(hidden))
+            remote = {name: obj for name, obj in remote.items() if name not in hidden}
+            names = names - hidden
         local = {name: self.folder.fingerprint(name) for name in names if self.folder.file_path(name).is_file()}
         # The record of a file the feed says changed is read again; others' stay as synced.
         record_changed = {entry.filename for entry in read.entries if entry.kind is ChangeKind.RECORD}
@@ -312,6 +349,11 @@ class SyncEngine:
             return None
         if remote is None:
             return None if before is None else Uncatalogued(name)
+        if not split_listing({name: remote})[0]:
+            return None  # not a package file name (another tool's object): never served
+        if before is None and name in self._pending.hide({name: remote}, {}):
+            report.deferred.append(name)  # a multi-file upload still under way: hidden, tried again
+            return None
         # The record is read again whatever the state says: the entry may be a yank.
         plan = plan_catalog({name: remote}, {} if before is None else {name: before}, {name: _UNKNOWN})
         return plan.events[0] if plan.events else None
@@ -396,7 +438,11 @@ class SyncEngine:
         # it finished, and the workers' indexes show each file within a fraction of a
         # second; one journal write per file would cost a cold start more than the copies.
         batch = _JournalBatch(self.state)
-        for event, entry, error in self._apply(plan.events):
+        for outcome in self._apply(plan.events):
+            if outcome is None:
+                batch.flush_if_due()
+                continue
+            event, entry, error = outcome
             if progress is not None:
                 progress.finished(event, error)
             if error is not None:
@@ -416,7 +462,7 @@ class SyncEngine:
                         len(report.failed), len(plan.events))
         return state
 
-    def _apply(self, events: Sequence[ContentChangeEvent]) -> Iterator[Outcome]:
+    def _apply(self, events: Sequence[ContentChangeEvent]) -> Iterator[Optional[Outcome]]:
         """Apply each event's strategy, up to ``concurrency`` at a time; yield outcomes
         as they finish (in this thread, so only this thread writes the state)."""
         if self.concurrency <= 1 or len(events) <= 1:
@@ -425,8 +471,13 @@ class SyncEngine:
             return
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="gcs-sync") as pool:
             futures = {pool.submit(self._apply_one, event): event for event in events}
-            for future in as_completed(futures):
-                yield (futures[future], *future.result())
+            waiting = set(futures)
+            while waiting:
+                done, waiting = wait(waiting, timeout=_BATCH_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield (futures[future], *future.result())
+                if not done:
+                    yield None  # a pause (slow transfers): time to record what is finished
 
     def _apply_one(self, event: ContentChangeEvent) -> tuple[Optional[SyncedFile], Optional[StorageError]]:
         if self._stopping.is_set():
@@ -472,12 +523,34 @@ class SyncEngine:
     def state_lookup(self, name: str) -> Optional[SyncedFile]:
         return self._known_state.lookup([name]).get(name)
 
-    def _after_full_listing(self, position: FeedPosition, state: dict[str, SyncedFile], *, complete: bool) -> None:
-        """After a full listing, by an instance that may write: a catalog snapshot if one
-        is due (only of a complete listing), and the expiry of old feed entries, at most
-        once per EXPIRY_PAUSE per process (it lists the whole feed)."""
+    def _maintain_after(self, position: FeedPosition, state: dict[str, SyncedFile], *, complete: bool) -> None:
+        """After a full listing, by an instance that may write: a catalog snapshot and the
+        expiry of old feed entries, in a thread of their own (one at a time), so neither
+        holds the folder lock (uploads wait for it) nor delays the check."""
         if self._write_refused:
             return
+        with self._maintenance_lock:
+            if self._maintenance is not None and self._maintenance.is_alive():
+                return  # the last one is still at work: this listing's turn is skipped
+            self._maintenance = threading.Thread(
+                target=self._after_full_listing, args=(position, state), kwargs={"complete": complete},
+                name="gcs-sync-maintenance", daemon=True,
+            )
+            self._maintenance.start()
+
+    def wait_for_maintenance(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the snapshot and expiry after the last full
+        listing (for tools and tests); True once none is under way."""
+        with self._maintenance_lock:
+            thread = self._maintenance
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
+
+    def _after_full_listing(self, position: FeedPosition, state: dict[str, SyncedFile], *, complete: bool) -> None:
+        """A catalog snapshot if one is due (only of a complete listing), and the expiry
+        of old feed entries, at most once per EXPIRY_PAUSE per process (it lists the whole
+        feed)."""
         if complete:
             try:
                 self._snapshots.write_if_due(position, state)
@@ -499,6 +572,22 @@ class SyncEngine:
                      "rule on %s, has to", exc, FEED_FOLDER)
         except StorageError as exc:
             log.warning("could not expire old change-feed entries (%s); the next full listing tries again", exc)
+
+    def _update_unservable(self, names: set[str], report: SyncReport) -> None:
+        """After a sync of named files: those it could not bring here join the files
+        readiness reports; those it brought leave them (a full listing rewrites the list)."""
+        if self._stopping.is_set():
+            return
+        before = self.state.unservable()
+        failed = {event.name: {"error": str(error), "reason": failure_reason(error)}
+                  for event, error in report.failed if isinstance(event, (RemoteAdded, RemoteChanged, Catalogued))}
+        if not failed and not (names & before.keys()):
+            return
+        unservable = {name: why for name, why in before.items() if name not in names} | failed
+        if self.state.record_unservable(unservable):
+            self._view.unrecorded_unservable = None
+        else:
+            self._view.unrecorded_unservable = (Moment.now(), unservable)
 
     def _record_unservable(self, report: SyncReport, began: Moment) -> None:
         """The bucket's files that this sync could not bring here: readiness reports them

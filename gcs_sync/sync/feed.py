@@ -42,7 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from gcs_sync.clock import rfc3339
+from gcs_sync.clock import Moment, rfc3339
 from gcs_sync.drivers.base import FileStoreDriver
 from gcs_sync.errors import ObjectExists, StorageError
 from gcs_sync.files import write_json_atomically
@@ -104,8 +104,13 @@ class ChangeFeed:
     """Appends entries (``announce``) and reads what is new since a position (``read``)."""
 
     def __init__(self, driver: FileStoreDriver, *, clock_skew: float = DEFAULT_CLOCK_SKEW,
-                 retention: float = DEFAULT_RETENTION, wall_clock: Callable[[], float] = time.time) -> None:
+                 retention: float = DEFAULT_RETENTION, wall_clock: Callable[[], float] = time.time,
+                 newest_seen: Callable[[], int] = lambda: 0) -> None:
         self.driver = driver
+        # The newest entry time this instance has read (its position): a new entry is
+        # named no earlier, so a host whose clock is behind still writes after what the
+        # readers have seen (their window starts just before that).
+        self._newest_seen = newest_seen
         self.clock_skew = clock_skew
         self.retention = retention
         # The clock entries are named by: injectable, so tests can skew one writer.
@@ -129,8 +134,9 @@ class ChangeFeed:
         raise StorageError("upload", FEED_FOLDER, "could not name a new feed entry (three collisions)")
 
     def _entry_name(self, kind: ChangeKind, filename: Optional[str], sha256: Optional[str]) -> str:
-        ms = int(self.wall_clock() * 1000)
-        shown = "-" if filename is None else filename if len(filename) <= _MAX_NAME_IN_ENTRY else "~"
+        ms = max(int(self.wall_clock() * 1000), self._newest_seen() + 1)
+        # In bytes: a folder "bucket" allows 255 bytes in a name, whatever its characters.
+        shown = "-" if filename is None else filename if len(filename.encode()) <= _MAX_NAME_IN_ENTRY else "~"
         sha16 = sha256[:16] if kind is ChangeKind.ADDED and sha256 else "-"
         return f"{FEED_FOLDER}{ms:013d}-{uuid.uuid4().hex[:12]}.{kind.value}.{sha16}.{shown}"
 
@@ -157,40 +163,57 @@ class ChangeFeed:
 
     # -- reading ---------------------------------------------------------------------
 
-    def start(self) -> "FeedPosition":
+    def start(self, previous: Optional["FeedPosition"] = None) -> "FeedPosition":
         """A position from which every later change is read: taken before a full listing,
-        which covers everything before it. One listing call."""
-        now_ms = int(self.wall_clock() * 1000)
-        names = self.driver.list_note_names_after(FEED_FOLDER, _position_name(now_ms - self.window_ms))
-        newest = max([now_ms] + [self._trusted_ms(entry, now_ms) for entry in _entries(names)])
-        return FeedPosition(newest, frozenset(names), self.wall_clock())
+        which covers everything before it. One listing call: from ``previous`` if this
+        instance has read the feed lately, else of the whole feed (a cold start). No
+        reader's clock is used: the position is the writers' newest entry time."""
+        if previous is not None and not self._too_old(previous):
+            read = self.read(previous)
+            return dataclasses.replace(read.position, retry=frozenset())
+        notes = self.driver.list_notes_after(FEED_FOLDER, FEED_FOLDER)
+        newest = max([0] + [ms for ms in (self._trusted_ms(entry, written) for entry, written in _entries(notes))
+                            if ms is not None])
+        keep_after = _position_name(newest - self.window_ms) if newest else FEED_FOLDER
+        return FeedPosition(newest, frozenset(name for name, _ in notes if name > keep_after), Moment.now())
+
+    def _too_old(self, position: "FeedPosition") -> bool:
+        """Whether entries written since ``position`` was read may have expired: it was read
+        longer ago than the retention (less the window), by this boot's monotonic clock
+        (unknown after a restart: too old)."""
+        age = None if position.read_at is None else position.read_at.age()
+        return age is None or age > self.retention - self.clock_skew - WRITE_DELAY_ALLOWANCE
 
     def read(self, position: "FeedPosition") -> "FeedRead":
         """The entries added since ``position``, and the position after them. One listing
         call (a page per 1,000 entries), plus one read per entry whose name was too long.
         ``FeedRead.too_old`` if entries since may have expired: list the whole bucket."""
-        now = self.wall_clock()
-        if now - position.read_at > self.retention - self.clock_skew - WRITE_DELAY_ALLOWANCE:
+        if self._too_old(position):
             return FeedRead((), position, too_old=True)
-        start_after = _position_name(position.newest_ms - self.window_ms)
-        names = self.driver.list_note_names_after(FEED_FOLDER, start_after)
-        fresh = [name for name in names if name not in position.seen]
-        entries = [self._complete(entry) for entry in _entries(fresh)]
-        now_ms = int(now * 1000)
-        newest = max([position.newest_ms] + [self._trusted_ms(entry, now_ms) for entry in entries])
-        keep_after = _position_name(newest - self.window_ms)
-        seen = frozenset(name for name in (*position.seen, *fresh) if name > keep_after)
-        return FeedRead(tuple(entries), FeedPosition(newest, seen, now))
+        start_after = _position_name(position.newest_ms - self.window_ms) if position.newest_ms else FEED_FOLDER
+        notes = self.driver.list_notes_after(FEED_FOLDER, start_after)
+        fresh = [(name, written) for name, written in notes if name not in position.seen]
+        parsed = _entries(fresh)
+        entries = [self._complete(entry) for entry, _ in parsed]
+        newest = max([position.newest_ms] + [ms for ms in (self._trusted_ms(entry, written) for entry, written in parsed)
+                                             if ms is not None])
+        keep_after = _position_name(newest - self.window_ms) if newest else FEED_FOLDER
+        seen = frozenset(name for name in (*position.seen, *(name for name, _ in fresh)) if name > keep_after)
+        return FeedRead(tuple(entries), FeedPosition(newest, seen, Moment.now(), position.retry))
 
-    def _trusted_ms(self, entry: FeedEntry, now_ms: int) -> int:
-        """An entry's time as far as it may move the position: a writer whose clock is
-        ahead of ours by more than the bound must not push the window past entries still
-        to come from the others (its entry is applied all the same)."""
-        limit = now_ms + int(self.clock_skew * 1000)
-        if entry.ms > limit:
-            log.warning("feed entry %s is %.0fs ahead of this instance's clock, more than FEED_CLOCK_SKEW (%gs): "
-                        "check the writers' clocks", entry.object_name, (entry.ms - now_ms) / 1000, self.clock_skew)
-            return limit
+    def _trusted_ms(self, entry: FeedEntry, written: Optional[float]) -> Optional[int]:
+        """An entry's time as far as it may move the position, checked against the store's
+        own time of the entry (``written``): a writer whose clock is more than the bound
+        off the store's must not move the window (an entry far ahead would push it past the
+        others' entries still to come); its entry is applied all the same. None: not used."""
+        if written is None:
+            return entry.ms
+        off = entry.ms / 1000 - written
+        if abs(off) > self.clock_skew:
+            log.warning("feed entry %s was named by a clock %.0fs %s the store's, more than FEED_CLOCK_SKEW (%gs): "
+                        "fix that host's clock", entry.object_name, abs(off), "ahead of" if off > 0 else "behind",
+                        self.clock_skew)
+            return None
         return entry.ms
 
     def _complete(self, entry: FeedEntry) -> FeedEntry:
@@ -210,50 +233,69 @@ class ChangeFeed:
     # -- expiry ----------------------------------------------------------------------
 
     def expire(self, limit: int = 1000) -> int:
-        """Delete up to ``limit`` entries older than the retention (by this clock); the
+        """Delete up to ``limit`` entries written more than the retention before the
+        newest entry, by the store's clock (no writer's or reader's clock decides); the
         number deleted. For the instance running the periodic full listing."""
-        cutoff = _position_name(int((self.wall_clock() - self.retention) * 1000))
-        names = [name for name in self.driver.list_note_names_after(FEED_FOLDER, FEED_FOLDER) if name < cutoff]
-        for name in names[:limit]:
+        notes = self.driver.list_notes_after(FEED_FOLDER, FEED_FOLDER)
+        times = [written for _, written in notes if written is not None]
+        if not times:
+            return 0
+        cutoff = max(times) - self.retention
+        old = [name for name, written in notes if written is not None and written < cutoff][:limit]
+        for name in old:
             self.driver.delete(name)
-        if names:
-            log.info("feed: %d entries older than FEED_RETENTION (%gs) deleted", min(len(names), limit), self.retention)
-        return min(len(names), limit)
+        if old:
+            log.info("feed: %d entries older than FEED_RETENTION (%gs) deleted", len(old), self.retention)
+        return len(old)
 
 
-def _entries(names: Iterable[str]) -> list[FeedEntry]:
+def _entries(notes: Iterable[tuple[str, Optional[float]]]) -> list[tuple[FeedEntry, Optional[float]]]:
     entries = []
-    for name in names:
+    for name, written in notes:
         entry = parse_entry(name)
         if entry is None:
             log.warning("%s in the change feed is not an entry this index wrote: ignored", name)
         else:
-            entries.append(entry)
+            entries.append((entry, written))
     return entries
 
 
 @dataclasses.dataclass(frozen=True)
 class FeedPosition:
-    """Where a reader stands in the feed: the newest entry time seen (capped at its own
-    clock plus the skew bound), the entries seen in the window before it, and when it last
-    read the feed (its own clock: the retention fallback)."""
+    """Where a reader stands in the feed: the newest entry time seen (by the writers'
+    clocks, each checked against the store's; 0: none yet), the entries seen in the
+    window before it, when it last read the feed (this boot's monotonic clock: the
+    retention fallback), and the files whose change failed here (tried again at each
+    check until they succeed or a full listing covers them)."""
 
     newest_ms: int
     seen: frozenset[str]
-    read_at: float
+    read_at: Optional[Moment]
+    retry: frozenset[str] = frozenset()
 
     def to_json(self) -> dict[str, object]:
-        return {"format": _FORMAT, "newest_ms": self.newest_ms, "seen": sorted(self.seen), "read_at": self.read_at}
+        return {"format": _FORMAT, "newest_ms": self.newest_ms, "seen": sorted(self.seen),
+                "read_at": None if self.read_at is None else self.read_at.to_json(), "retry": sorted(self.retry)}
 
     @classmethod
     def from_json(cls, raw: dict[str, object]) -> "FeedPosition":
         """Raises KeyError, TypeError or ValueError if ``raw`` is not a position."""
         if raw.get("format") != _FORMAT:
             raise ValueError(f"feed position format {raw.get('format')!r}")
-        seen = raw["seen"]
-        if not isinstance(seen, list) or not all(isinstance(name, str) for name in seen):
-            raise TypeError("seen: a list of entry names")
-        return cls(int(str(raw["newest_ms"])), frozenset(seen), float(str(raw["read_at"])))
+        seen, retry, read_at = raw["seen"], raw.get("retry", []), raw.get("read_at")
+        if not isinstance(seen, list) or not isinstance(retry, list) \
+                or not all(isinstance(name, str) for name in [*seen, *retry]):
+            raise TypeError("seen, retry: lists of names")
+        moment = Moment.from_json(read_at) if isinstance(read_at, dict) else None
+        return cls(int(str(raw["newest_ms"])), frozenset(seen), moment, frozenset(retry))
+
+    def with_retry(self, names: Iterable[str]) -> "FeedPosition":
+        return dataclasses.replace(self, retry=frozenset(names))
+
+    def anywhere(self) -> "FeedPosition":
+        """This position, read from another instance (a catalog snapshot's): its moment
+        means nothing here, so it counts as read now (the caller has checked its age)."""
+        return dataclasses.replace(self, read_at=Moment.now(), retry=frozenset())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,8 +310,10 @@ class FeedRead:
         return self.too_old or any(entry.kind is ChangeKind.BULK for entry in self.entries)
 
     def filenames(self) -> set[str]:
-        return {entry.filename for entry in self.entries
-                if entry.filename is not None and entry.kind in (ChangeKind.ADDED, ChangeKind.REMOVED, ChangeKind.RECORD)}
+        """The files the new entries name, and those whose change failed before."""
+        named = {entry.filename for entry in self.entries
+                 if entry.filename is not None and entry.kind in (ChangeKind.ADDED, ChangeKind.REMOVED, ChangeKind.RECORD)}
+        return named | self.position.retry
 
     @property
     def users_changed(self) -> bool:
@@ -295,6 +339,11 @@ class PositionFile:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("feed position %s unreadable (%s): the next check lists the bucket", self.path, exc)
             return None
+
+    def newest_ms(self) -> int:
+        """The newest entry time this instance has read; 0 if none (or unreadable)."""
+        position = self.load()
+        return 0 if position is None else position.newest_ms
 
     def save(self, position: FeedPosition) -> bool:
         """False if it could not be written (a full disk): the next check lists again."""

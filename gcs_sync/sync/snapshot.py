@@ -43,6 +43,7 @@ _SUFFIX = ".json.gz"
 class Snapshot:
     name: str
     written_at: float  # the writer's clock, seconds since the epoch
+    stored_at: float  # the store's clock: when the object was written
     position: FeedPosition
     files: dict[str, SyncedFile]
     raw_files: dict[str, dict[str, object]]  # the same, as JSON: what the state file is written from
@@ -61,41 +62,55 @@ class SnapshotStore:
         self.driver = driver
         self.wall_clock = wall_clock
 
-    def _names(self) -> list[str]:
-        """The snapshots, oldest first."""
-        return [name for name in self.driver.list_note_names_after(SNAPSHOTS_FOLDER, SNAPSHOTS_FOLDER)
-                if _time_of(name) is not None]
+    def _listed(self) -> list[tuple[str, float]]:
+        """The snapshots with the store's time of each, oldest first by that time (never
+        by their names: a writer's clock may be off)."""
+        notes = self.driver.list_notes_after(SNAPSHOTS_FOLDER, SNAPSHOTS_FOLDER)
+        return sorted(((name, written if written is not None else _time_of(name) or 0.0)
+                       for name, written in notes if _time_of(name) is not None), key=lambda note: note[1])
 
-    def newest(self) -> Optional[Snapshot]:
-        """The newest readable snapshot (an unreadable one is logged and the one before it
-        read); None if there is none. One listing and one read, usually."""
-        for name in reversed(self._names()):
+    def newest(self, clock_skew: float) -> Optional[Snapshot]:
+        """The newest readable snapshot by the store's clock, written by a host whose clock
+        was within ``clock_skew`` of the store's (its feed position is then trustworthy);
+        an unreadable or untrustworthy one is logged and the one before it read. None if
+        there is none. One listing and one read, usually."""
+        for name, stored_at in reversed(self._listed()):
+            named = _time_of(name)
+            if named is not None and abs(named - stored_at) > clock_skew:
+                log.warning("catalog snapshot %s was named by a clock %.0fs off the store's (more than "
+                            "FEED_CLOCK_SKEW): not used", name, abs(named - stored_at))
+                continue
             try:
                 data = self.driver.read_note(name)
                 if data is None:
                     continue  # deleted since the listing
-                return _decode(name, data)
+                return _decode(name, data, stored_at)
             except (StorageError, OSError, EOFError, ValueError, KeyError, TypeError, RecordError) as exc:
                 log.warning("catalog snapshot %s could not be read (%s): trying an older one", name, exc)
         return None
 
     def write_if_due(self, position: FeedPosition, files: dict[str, SyncedFile]) -> bool:
         """Write a snapshot of ``files`` (the state after a complete full listing) if the
-        newest is older than SNAPSHOT_INTERVAL, then delete old ones; True if written.
-        Raises StorageError."""
-        names = self._names()
+        newest is older than SNAPSHOT_INTERVAL, then delete old ones; True if written. Not
+        if a file has no record stored in the bucket (a record that could not be read this
+        time): a new instance would not list it. Raises StorageError."""
+        listed = self._listed()
         now = self.wall_clock()
-        newest = _time_of(names[-1]) if names else None
-        if newest is not None and now - newest < SNAPSHOT_INTERVAL:
+        if listed and now - listed[-1][1] < SNAPSHOT_INTERVAL:
             return False
-        entries = {name: entry for name, entry in files.items()
-                   if entry.record is not None and entry.record_version is not None}
+        missing = [name for name, entry in files.items() if entry.record is None or entry.record_version is None]
+        if missing:
+            log.info("no catalog snapshot this time: %d files have no record stored in the bucket (e.g. %s)",
+                     len(missing), missing[0])
+            return False
         name = f"{SNAPSHOTS_FOLDER}{int(now * 1000):013d}-{uuid.uuid4().hex[:12]}{_SUFFIX}"
-        self.driver.put_note(name, _encode(position, entries, now), create_only=True)
-        log.info("catalog snapshot %s written: %d files", name, len(entries))
-        for old in names[:max(len(names) - (_KEEP - 1), 0)]:  # the new one and the _KEEP - 1 before it stay
-            written = _time_of(old)
-            if written is not None and now - written > _DELETE_AFTER:
+        self.driver.put_note(name, _encode(position, files, now), create_only=True)
+        log.info("catalog snapshot %s written: %d files", name, len(files))
+        # The new one and the _KEEP - 1 newest before it stay; older ones go once they are
+        # _DELETE_AFTER older than the newest (a reader may still be reading them).
+        newest_at = listed[-1][1] if listed else None
+        for old, stored_at in listed[:max(len(listed) - (_KEEP - 1), 0)]:
+            if newest_at is not None and newest_at - stored_at > _DELETE_AFTER:
                 self.driver.delete(old)
         return True
 
@@ -117,9 +132,10 @@ def _encode(position: FeedPosition, files: dict[str, SyncedFile], now: float) ->
     return out.getvalue()
 
 
-def _decode(name: str, data: bytes) -> Snapshot:
+def _decode(name: str, data: bytes, stored_at: float) -> Snapshot:
     raw = json.loads(gzip.decompress(data))
     if raw.get("format") != _FORMAT:
         raise ValueError(f"format {raw.get('format')!r}")
     files = {filename: SyncedFile.from_json(entry, filename) for filename, entry in raw["files"].items()}
-    return Snapshot(name, float(raw["written_at"]), FeedPosition.from_json(raw["position"]), files, raw["files"])
+    return Snapshot(name, float(raw["written_at"]), stored_at, FeedPosition.from_json(raw["position"]), files,
+                    raw["files"])

@@ -137,10 +137,15 @@ class RequestWrites:
             # again on a bucket that just failed; if that write landed late, other
             # instances see it at their next full listing.
             for remote in stored:
-                if remote.created:
-                    stays = remote.name in exc.changed_before_failure
-                    self._feed.announce_quietly(ChangeKind.ADDED if stays else ChangeKind.REMOVED, remote.name,
-                                                remote.sha256)
+                if not remote.created:
+                    continue
+                if remote.name not in exc.changed_before_failure:
+                    self._feed.announce_quietly(ChangeKind.REMOVED, remote.name)
+                elif intent is None:
+                    self._feed.announce_quietly(ChangeKind.ADDED, remote.name, remote.sha256)
+                # A file that stays under its intent is hidden until the intent is done
+                # with: the clean-up (pending.py) announces what it deletes; a retry that
+                # adopts it, what it keeps.
             raise
         self._breaker.answered()
         # After the files: an entry is only ever read once its file is in place. The upload
