@@ -215,7 +215,6 @@ class Interleaved(FileStoreDriver):
     def list_notes(self, *args, **kwargs): return self.real.list_notes(*args, **kwargs)
     def list_note_names_after(self, *args, **kwargs): return self.real.list_note_names_after(*args, **kwargs)
     def list_note_versions(self, *args, **kwargs): return self.real.list_note_versions(*args, **kwargs)
-    def touch_marker(self): return self.real.touch_marker()
 
 
 def stage_signed(folder: PackageFolder, wheel: Path, signature: bytes):

@@ -265,9 +265,6 @@ class FailsOnce(FileStoreDriver):
     def delete(self, name, if_version=None):
         return self.real.delete(name, if_version=if_version)
 
-    def marker_version(self):
-        return self.real.marker_version()
-
     def put_note(self, name, data, if_version=None, create_only=False):
         return self.real.put_note(name, data, if_version=if_version, create_only=create_only)
 
@@ -283,8 +280,8 @@ class FailsOnce(FileStoreDriver):
     def list_note_versions(self, folder):
         return self.real.list_note_versions(folder)
 
-    def touch_marker(self):
-        return self.real.touch_marker()
+    def list_note_names_after(self, folder, start_after):
+        return self.real.list_note_names_after(folder, start_after)
 
 
 def test_refilling_a_wiped_folder_never_deletes_from_the_bucket(driver, bucket, folder) -> None:
