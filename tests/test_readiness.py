@@ -227,14 +227,14 @@ def test_anonymous_ready_names_no_bucket_user_or_file_unless_the_operator_opts_i
 
 def test_files_a_full_disk_kept_out_stay_reported_until_a_listing_fetches_everything(tmp_path: Path) -> None:
     # One worker's sync could not fetch a file nor record that (the disk was full); a
-    # sibling's check that finds the marker unmoved, or a listing that failed too, does
-    # not make the file servable: only a complete listing does. (Before, any check by a
-    # sibling made readiness say "ok" while the file still answered 404.)
+    # sibling's check that finds no new entry in the change feed, or a listing that failed
+    # too, does not make the file servable: only a complete listing does. (Before, any
+    # check by a sibling made readiness say "ok" while the file still answered 404.)
     state = StateFile(tmp_path / "control", "file:///bucket")
     (tmp_path / "control").mkdir()
     view = ViewRecord(state, sync_interval=5.0)
     first = Moment.now()
-    state.record_listing("m1", first, complete=False)
+    state.record_listing(None, first, complete=False)
     view.unrecorded_unservable = (first, {"later-1.0.tar.gz": {"error": "No space left", "reason": "local disk full"}})
     view.mark_checked(first)
 
@@ -243,9 +243,9 @@ def test_files_a_full_disk_kept_out_stay_reported_until_a_listing_fetches_everyt
         return str(status["status"]), int(status["unservable_files"])
 
     assert answer() == ("degraded", 1)
-    state.mark_pulled(Moment.now())  # a sibling's check: the marker has not moved
+    state.mark_pulled(Moment.now())  # a sibling's check: no new feed entry
     assert answer() == ("degraded", 1)
-    state.record_listing("m1", Moment.now(), complete=False)  # a sibling's listing that failed as well
+    state.record_listing(None, Moment.now(), complete=False)  # a sibling's listing that failed as well
     assert answer() == ("degraded", 1)
-    state.record_listing("m1", Moment.now(), complete=True)  # one that fetched everything
+    state.record_listing(None, Moment.now(), complete=True)  # one that fetched everything
     assert answer() == ("ok", 0)
