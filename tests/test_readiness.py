@@ -23,6 +23,7 @@ import pytest
 
 from gcs_sync.clock import Moment
 from gcs_sync.sync import readiness
+from gcs_sync.sync.feed import ChangeKind
 from gcs_sync.sync.state import StateFile
 from gcs_sync.sync.view import ViewRecord
 from gcs_sync.web import app as app_module
@@ -31,6 +32,7 @@ from testkit.fault_proxy import FaultProxy, Respond
 from testkit.servers import links, start_instance
 from testkit.wait import eventually
 
+from .conftest import announce
 from .test_app import AUTH, App
 
 FILES = {"ready-1.0.tar.gz": b"one", "ready-2.0.tar.gz": b"two"}
@@ -171,6 +173,35 @@ def test_ready_reports_degraded_with_the_reason_and_recovers_by_itself(
     proxy.clear_rules()
     status, body = wait_for_status(a, "ok")  # past the back-off, with no restart
     assert status == 200 and body["last_error"] is None
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_a_file_the_change_feed_names_that_cannot_be_fetched_is_reported_until_it_is(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
+) -> None:
+    """Between full listings changes arrive by the change feed: a file an entry names that
+    cannot be fetched here shows in /ready as after a listing (else readiness says "ok"
+    while the file answers 404), and stops showing once it is fetched. A proxy in front of
+    moto fails the file's download, nothing else."""
+    bucket.put("have-1.0.tar.gz", b"have")
+    a = App(bucket, tmp_path / "a", htpasswd, STORAGE_TIMEOUT="2", FULL_SYNC_INTERVAL="3600")
+    assert wait_for_status(a, "ok")[1]["files"] == 1
+    proxy.add_rule("GET", r"/packages/later-1\.0\.tar\.gz$", Respond(503, b"unavailable"))
+    bucket.put("later-1.0.tar.gz", b"later")
+    announce(bucket, ChangeKind.ADDED, "later-1.0.tar.gz")  # as an upload through another instance
+    a.age_view()
+    a.checked_get("/simple/")
+    assert a.http.get("/packages/later-1.0.tar.gz").status_code == 404
+    status, body = report(a)
+    assert (status, body["status"], body["unservable_files"]) == (200, "degraded", 1)
+    assert list(body["unservable"]) == ["later-1.0.tar.gz"]
+
+    proxy.clear_rules()
+    a.age_view()
+    a.checked_get("/simple/")
+    assert a.http.get("/packages/later-1.0.tar.gz").get_data() == b"later"
+    status, body = report(a)
+    assert (status, body["status"], body["unservable_files"]) == (200, "ok", 0)
 
 
 @pytest.mark.slow
