@@ -51,7 +51,14 @@ class App:
         return self.wsgi.config["gcs_sync.client"]
 
     def age_view(self) -> None:
-        """Pretend the last check of the bucket was longer ago than SYNC_INTERVAL."""
+        """Pretend the last check of the bucket was longer ago than SYNC_INTERVAL. A check
+        still under way in the background is let finish first: it marks the view checked
+        before it counts itself done, so it could undo the aging, or end the wait of the
+        next ``checked_get`` in place of the check that one starts (a check of the change
+        feed is quick enough to be in that state when ``checked_get`` returns)."""
+        under_way = self.client._checker._one_check
+        if under_way is not None:
+            under_way.join(30)
         age_view(self.client, 2 * max(self.settings.sync_interval, 1))
 
     def checked_get(self, path: str, **kwargs: object):
