@@ -24,7 +24,7 @@ from gcs_sync.errors import (
     ObjectNotFound,
     StorageError,
 )
-from testkit.buckets import MARKER, BucketProbe
+from testkit.buckets import BucketProbe
 
 from .conftest import new_probe, settings_for
 
@@ -177,18 +177,35 @@ class DriverContract:
         digest = driver.download("demo-1.0.tar.gz", tmp_path / "out", listed.version, listed_sha256=claimed)
         assert (tmp_path / "out").read_bytes() == b"payload" and digest == hashlib.sha256(b"payload").hexdigest()
 
-    def test_the_change_marker_gets_a_new_version_on_every_touch_and_is_never_listed(
+    def test_note_names_after_a_name_are_the_folders_own_sorted_and_strictly_after_it(
         self, driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
     ) -> None:
-        assert driver.marker_version() is None
-        versions = []
-        for _ in range(3):
-            driver.touch_marker()
-            versions.append(driver.marker_version())
-        assert None not in versions and len(set(versions)) == 3
-        driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"abc"), create_only=True, metadata={})
-        assert list(driver.list_objects()) == ["demo-1.0.tar.gz"]
-        assert MARKER in bucket.all_names()
+        """What the change feed reads at every check: the entries after its position, in
+        one listing call, and nothing from any other folder."""
+        feed = ".gcs_sync/feed/"
+        assert driver.list_note_names_after(feed, feed) == []  # no folder yet
+        assert driver.list_note_names_after(feed, "") == []
+        written = [f"{feed}{stamp}-{tag}.a.-.demo-1.0.tar.gz"
+                   for stamp, tag in (("0000000000300", "c"), ("0000000000100", "a"), ("0000000000200", "b"))]
+        for name in written:  # written out of name order: the answer is sorted all the same
+            driver.put_note(name, b"{}", create_only=True)
+        # Names that share the folder's prefix, sit beside or below it, or are packages.
+        driver.put_note(".gcs_sync/feedback/0000000000400-d.a.-.x", b"{}", create_only=True)
+        driver.put_note(".gcs_sync/records/0000000000500-e.a.-.x", b"{}", create_only=True)
+        driver.put_note(f"{feed}sub/0000000000600-f.a.-.x", b"{}", create_only=True)
+        bucket.put("0000000000700-g.tar.gz", b"a package file")
+        in_order = sorted(written)
+        driver.calls.clear()
+        assert driver.list_note_names_after(feed, feed) == in_order
+        assert dict(driver.calls) == {"list": 1}  # one request for a page of names
+        assert driver.list_note_names_after(feed, "") == in_order
+        assert driver.list_note_names_after(feed, in_order[0]) == in_order[1:]  # strictly after: not itself
+        assert driver.list_note_names_after(feed, f"{feed}0000000000200") == in_order[1:]  # a position's name
+        assert driver.list_note_names_after(feed, f"{feed}0000000000201") == in_order[2:]
+        assert driver.list_note_names_after(feed, in_order[-1]) == []
+        assert driver.list_note_names_after(".gcs_sync/empty/", "") == []  # an empty folder
+        assert set(written) <= bucket.all_names()
+        assert "demo-1.0.tar.gz" not in driver.list_objects()  # entries are never package files
 
     def test_download_returns_the_sha256_of_the_bytes(
         self, driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
