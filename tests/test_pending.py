@@ -213,7 +213,7 @@ class Interleaved(FileStoreDriver):
     def read_note(self, *args, **kwargs): return self.real.read_note(*args, **kwargs)
     def read_note_versioned(self, *args, **kwargs): return self.real.read_note_versioned(*args, **kwargs)
     def list_notes(self, *args, **kwargs): return self.real.list_notes(*args, **kwargs)
-    def list_note_names_after(self, *args, **kwargs): return self.real.list_note_names_after(*args, **kwargs)
+    def list_notes_after(self, *args, **kwargs): return self.real.list_notes_after(*args, **kwargs)
     def list_note_versions(self, *args, **kwargs): return self.real.list_note_versions(*args, **kwargs)
 
 

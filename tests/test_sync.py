@@ -280,8 +280,8 @@ class FailsOnce(FileStoreDriver):
     def list_note_versions(self, folder):
         return self.real.list_note_versions(folder)
 
-    def list_note_names_after(self, folder, start_after):
-        return self.real.list_note_names_after(folder, start_after)
+    def list_notes_after(self, folder, start_after):
+        return self.real.list_notes_after(folder, start_after)
 
 
 def test_refilling_a_wiped_folder_never_deletes_from_the_bucket(driver, bucket, folder) -> None:
