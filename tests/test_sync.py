@@ -210,6 +210,7 @@ def _age_view(client: StorageClient, seconds: float = 2) -> None:
 def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket, folder, caplog) -> None:
     bucket.put(A, b"alpha")
     client.sync()
+    assert client.wait_for_maintenance()
     bucket.remove_bucket()
     _age_view(client)
     with caplog.at_level(logging.ERROR, logger="gcs_sync"):
@@ -221,6 +222,7 @@ def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket
 def test_no_bucket_call_while_fresh_then_one_feed_listing_and_no_download(client, bucket, driver) -> None:
     bucket.put(A, b"alpha")
     client.refresh_now()
+    assert client.wait_for_maintenance()  # the snapshot after that first (full) listing
     calls = dict(driver.calls)
     for _ in range(50):
         client.refresh_now()
@@ -333,6 +335,7 @@ def test_a_sync_with_a_failed_transfer_lists_again_at_the_next_check(driver, buc
     assert visible_files(folder) == {A: b"alpha"}
     client.refresh_now()  # no feed entry names B, but the last listing was incomplete
     assert visible_files(folder) == {A: b"alpha", B: b"beta"}
+    assert client.wait_for_maintenance()  # the snapshot after that complete listing
     lists = driver.calls["list"]
     client.refresh_now()  # complete now: one listing of the feed is enough
     assert driver.calls["list"] == lists + 1
