@@ -203,8 +203,8 @@ def test_a_yank_reaches_another_instance_through_the_feed_and_only_the_record_ch
     file_version = other.client.state.load()[wheel.name].remote_version
     RecordStore(app.driver).set_yank(wheel.name, True, "broken")
     ChangeFeed(app.driver).announce(ChangeKind.RECORD, wheel.name)  # what `yank` does after the record
+    other.age_view()  # (after the snapshot that followed its full listing)
     calls = dict(other.driver.calls)
-    other.age_view()
     other.client.refresh_now()  # a check: it reads the feed, and the record its entry names
     record = indexed_record(other, wheel.name)
     assert record is not None and record.yanked and record.yank_reason == "broken"
