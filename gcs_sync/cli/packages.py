@@ -182,12 +182,7 @@ def _status_text(c: Comparison) -> Iterator[str]:
     exists = "" if c.folder.exists else " (does not exist yet)"
     yield f"folder: {c.folder.folder}{exists}, {len(c.folder.files)} package files"
     yield f"bucket: {c.bucket_url}, {len(c.bucket.objects)} package files"
-    if c.last_sync is None:
-        yield "last sync: never (no sync has recorded this folder as current)"
-    else:
-        yield f"last sync: {_when(c.last_sync)} (current as of {c.lag_seconds:.1f} s ago)"
-    if c.last_error is not None:
-        yield f"last error: {c.last_error.get('error')} (at {_when(c.last_error.get('at')) or 'an unknown time'})"
+    yield from _last_sync_lines(c.last_sync, c.lag_seconds, c.last_error)
     yield from section("only in the bucket (a pull downloads them)",
                         [f"{o.name} ({human_bytes(o.size)})" for o in c.only_in_bucket])
     yield from section("removed from the bucket since the last sync (a pull removes them here)",
@@ -201,6 +196,17 @@ def _status_text(c: Comparison) -> Iterator[str]:
         yield f"differences: {differing} files; {len(c.same)} agree"
     else:
         yield f"in sync: all {len(c.same)} files agree"
+
+
+def _last_sync_lines(last_sync: Optional[float], lag_seconds: Optional[float],
+                     last_error: Optional[dict[str, object]]) -> Iterator[str]:
+    """When the folder was last found current, and the last error its server recorded."""
+    if last_sync is None or lag_seconds is None:
+        yield "last sync: never (no sync has recorded this folder as current)"
+    else:
+        yield f"last sync: {_when(last_sync)} (current as of {lag_seconds:.1f} s ago)"
+    if last_error is not None:
+        yield f"last error: {last_error.get('error')} (at {_when(last_error.get('at')) or 'an unknown time'})"
 
 
 def _catalog_json(c: CatalogComparison) -> dict[str, object]:
@@ -230,12 +236,7 @@ def _catalog_text(c: CatalogComparison) -> Iterator[str]:
     else:
         yield (f"cache: {c.cache['files']} files, {human_bytes(c.cache['bytes'])} of "
                f"{human_bytes(c.cache['max_bytes'])} (CACHE_MAX_BYTES)")
-    if c.last_sync is None:
-        yield "last sync: never (no sync has recorded this folder as current)"
-    else:
-        yield f"last sync: {_when(c.last_sync)} (current as of {c.lag_seconds:.1f} s ago)"
-    if c.last_error is not None:
-        yield f"last error: {c.last_error.get('error')} (at {_when(c.last_error.get('at')) or 'an unknown time'})"
+    yield from _last_sync_lines(c.last_sync, c.lag_seconds, c.last_error)
     yield from section("in the bucket, not catalogued yet (the next check or a pull adds them)", c.not_catalogued)
     yield from section("changed in the bucket, file or record (the next check reads them)", c.changed)
     yield from section("catalogued, gone from the bucket (the next check forgets them)", c.gone)
