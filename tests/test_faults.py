@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,10 @@ def test_a_single_failed_request_is_retried_and_never_seen_by_the_client(
             assert bucket.get("fresh-1.0-py3-none-any.whl") is None
         else:
             bucket.put("later-1.0.tar.gz", b"later")
-            bucket.put(".gcs_sync/changed", b"moved by another tool")
+            # Another instance's feed entry for it, written straight to the store (not
+            # through the proxy, whose one fault is for this instance's check).
+            bucket.put(f".gcs_sync/feed/{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:12]}.a.-.later-1.0.tar.gz",
+                       b"{}")
             a.age_view()
             assert a.checked_get("/simple/later/").status_code == 200
         assert rule.hits == 1, operation
