@@ -67,6 +67,7 @@ class StorageClient:
         # The synced state as last read, kept current by reading only what changed.
         known_state = TrackedState(self.state)
         self.tracked_state = known_state  # the worker's one copy of the state; the index reads it
+        self._view.recorded = lambda names: known_state.lookup(names).keys()
         # Every change through this index adds a feed entry; every check reads the new ones.
         positions = PositionFile(folder.control, driver.url)
         self.feed = ChangeFeed(driver, clock_skew=feed_clock_skew, retention=feed_retention, wall_clock=wall_clock,

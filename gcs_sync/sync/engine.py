@@ -578,7 +578,8 @@ class SyncEngine:
         readiness reports; those it brought leave them (a full listing rewrites the list)."""
         if self._stopping.is_set():
             return
-        before = self.state.unservable()
+        unrecorded = self._view.unrecorded_unservable  # a full disk: what this process could not record
+        before = {**self.state.unservable(), **({} if unrecorded is None else unrecorded[1])}
         failed = {event.name: {"error": str(error), "reason": failure_reason(error)}
                   for event, error in report.failed if isinstance(event, (RemoteAdded, RemoteChanged, Catalogued))}
         if not failed and not (names & before.keys()):

@@ -9,7 +9,7 @@ one record, so they agree on the view's age, the back-off and the last listing.
 from __future__ import annotations
 
 import time
-from typing import Optional, TypeVar
+from typing import Callable, Collection, Iterable, Optional, TypeVar
 
 from gcs_sync.clock import Moment
 from gcs_sync.sync.state import Listing, StateFile
@@ -35,6 +35,8 @@ class ViewRecord:
         self.unrecorded_unservable: Optional[tuple[Moment, dict[str, dict[str, str]]]] = None
         # The last listing as this process made it (see ``last_listing``).
         self.own_listing: Optional[Listing] = None
+        # Which of some files the synced state records (the client's TrackedState.lookup).
+        self.recorded: Callable[[Iterable[str]], Collection[str]] = lambda names: ()
 
     def is_fresh(self) -> bool:
         """Whether a worker of this instance found the folder current within SYNC_INTERVAL."""
@@ -84,9 +86,10 @@ class ViewRecord:
 
     def unservable_not_fetched(self) -> Optional[dict[str, dict[str, str]]]:
         """The files this process could not fetch and could not record (a full disk),
-        until a complete listing has begun since: only a listing that fetched everything
-        makes them servable. A sibling's check that merely found the marker unmoved, or a
-        listing that failed as well, does not (its own failures are its to record)."""
+        until a complete listing has begun since (only a listing that fetched everything
+        makes them all servable), less those the state now records as here (a sibling's
+        check fetched them, named by the change feed). A sibling's check that found nothing
+        new, or a listing that failed as well, does not clear them."""
         if self.unrecorded_unservable is None:
             return None
         moment, files = self.unrecorded_unservable
@@ -94,7 +97,9 @@ class ViewRecord:
         since, listed = moment.age(), None if listing is None or not listing.complete else listing.age()
         if since is not None and listed is not None and listed < since:
             return None
-        return files
+        fetched = self.recorded(files)
+        left = {name: why for name, why in files.items() if name not in fetched}
+        return left or None
 
     def not_superseded(self, unrecorded: Optional[tuple[Moment, _T]]) -> Optional[_T]:
         """What this process could not record for its siblings (``unrecorded_*``, with
