@@ -7,7 +7,7 @@ Public names; the modules behind them:
     sync.events         ContentChangeEvent kinds and their strategies
     sync.client         StorageClient: the facade over the engine (sync.engine: gather,
                         plan, apply, record), the freshness gate and checker, readiness,
-                        the change marker and a request's own writes
+                        the change feed and a request's own writes
     sync.state          StateFile: the last-synced state, a snapshot plus a journal
     sync.report         SyncReport and the sync's log lines
     logs                logging setup: text in dev, Cloud Logging JSON in prod

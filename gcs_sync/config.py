@@ -31,6 +31,15 @@ BACKENDS = ("gcs", "s3", "local")
 READY_DETAILS = ("authenticated", "public")
 DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024**2  # PyPI's own default limit for one file
 DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")  # gunicorn's default: a proxy on the same host
+# How package files reach clients: a local copy of every file ("mirror"), files fetched
+# from the bucket on demand into a bounded cache ("cache"), or a redirect to a signed URL
+# ("redirect"). See README, "Package files: mirror, cache or redirect".
+PACKAGE_FILES_MODES = ("mirror", "cache", "redirect")
+DEFAULT_CACHE_MAX_BYTES = 256 * 1024**2
+# App Engine and Cloud Run cap a response at 32 MB: larger files must be redirected there.
+DEFAULT_REDIRECT_MIN_BYTES = 30 * 1024**2
+DEFAULT_SIGNED_URL_EXPIRY = 300
+MAX_SIGNED_URL_EXPIRY = 604800  # GCS V4 signed URLs live at most 7 days (S3 SigV4 too)
 
 class _TierDefaults(TypedDict):
     STORAGE_BACKEND: str
@@ -72,12 +81,18 @@ class Settings:
     password_file: Optional[str] = None
     authenticate: tuple[str, ...] = ("update",)
     overwrite: bool = False
-    # Seconds a checked view counts as fresh: at most one check of the bucket's change
-    # marker (one metadata read) per interval per instance; a listing only if it moved.
+    # Seconds a checked view counts as fresh: at most one read of the bucket's change feed
+    # (one listing call from this instance's position) per interval per instance.
     sync_interval: float = 5.0
-    # Seconds between full listings even if the marker did not move: the bound for
+    # Seconds between full listings, whatever the feed says: the bound for
     # changes made straight in the bucket by other tools.
     full_sync_interval: float = 60.0
+    # How far apart two writers' clocks may be (seconds): every instance re-reads that much
+    # of the change feed before its position, so an entry named by a slow clock is not missed.
+    feed_clock_skew: float = 300.0
+    # How long change-feed entries are kept (seconds): an instance that has not read the feed
+    # for longer than this (less the skew) lists the whole bucket instead.
+    feed_retention: float = 86400.0
     # Transfers at a time during a sync (a cold start downloads everything).
     sync_concurrency: int = 8
     # Whether files added to or deleted from the local folder by hand reach the bucket
@@ -113,6 +128,16 @@ class Settings:
     # Peers whose X-Forwarded-Proto/-For count (gunicorn's forwarded_allow_ips, which
     # gunicorn reads from the same variable); "*" trusts every peer. forwarded.py.
     forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
+    # "mirror" (every file held locally), "cache" (fetched on demand, at most
+    # cache_max_bytes kept) or "redirect" (a signed URL of the bucket's object).
+    package_files: str = "mirror"
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
+    # In cache mode, files at least this large are redirected when signing works.
+    redirect_min_bytes: int = DEFAULT_REDIRECT_MIN_BYTES
+    signed_url_expiry: int = DEFAULT_SIGNED_URL_EXPIRY
+    # The service account whose signature signed URLs carry (GCS, through IAM signBlob);
+    # None: the runtime credentials' own account.
+    signing_service_account: Optional[str] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
@@ -144,6 +169,14 @@ class Settings:
                 "FULL_SYNC_INTERVAL",
                 f"({full_sync_interval:g}s) must not be shorter than SYNC_INTERVAL ({sync_interval:g}s)",
             )
+        feed_clock_skew = reader.parsed("FEED_CLOCK_SKEW", _non_negative_float, 300.0)
+        feed_retention = reader.parsed("FEED_RETENTION", _positive_float, 86400.0)
+        if feed_retention < 2 * (feed_clock_skew + 60.0):
+            raise ConfigError(
+                "FEED_RETENTION",
+                f"({feed_retention:g}s) must be at least twice FEED_CLOCK_SKEW plus a minute "
+                f"({2 * (feed_clock_skew + 60.0):g}s): entries must outlive the window every instance re-reads",
+            )
         default_hash_algo: Optional[str] = "sha256"
         return cls(
             tier=tier,
@@ -158,6 +191,8 @@ class Settings:
             overwrite=reader.parsed("OVERWRITE", strtobool, False),
             sync_interval=sync_interval,
             full_sync_interval=full_sync_interval,
+            feed_clock_skew=feed_clock_skew,
+            feed_retention=feed_retention,
             sync_concurrency=reader.parsed("SYNC_CONCURRENCY", _concurrency, 8),
             push_local_changes=reader.parsed(
                 "PUSH_LOCAL_CHANGES", strtobool, defaults["PUSH_LOCAL_CHANGES"]
@@ -179,6 +214,11 @@ class Settings:
             ready_details=reader.choice("READY_DETAILS", READY_DETAILS, "authenticated"),
             create_bucket_folder=create_bucket_folder,
             forwarded_allow_ips=reader.parsed("FORWARDED_ALLOW_IPS", _parse_allow_ips, DEFAULT_FORWARDED_ALLOW_IPS),
+            package_files=_package_files(reader, tier, backend),
+            cache_max_bytes=reader.parsed("CACHE_MAX_BYTES", _byte_size, DEFAULT_CACHE_MAX_BYTES),
+            redirect_min_bytes=reader.parsed("REDIRECT_MIN_BYTES", _byte_size, DEFAULT_REDIRECT_MIN_BYTES),
+            signed_url_expiry=reader.parsed("SIGNED_URL_EXPIRY", _signed_url_expiry, DEFAULT_SIGNED_URL_EXPIRY),
+            signing_service_account=reader.parsed("SIGNING_SERVICE_ACCOUNT", _service_account, None),
         )
 
     @property
@@ -267,6 +307,34 @@ def _byte_size(value: str) -> int:
                          "of 1000) or KiB, MiB, GiB (powers of 1024), e.g. 100MiB")
     unit = match[2].lower() if match[2] else None
     return int(match[1]) * _UNITS[unit]
+
+
+def _package_files(reader: _EnvReader, tier: str, backend: str) -> str:
+    """PACKAGE_FILES: a VM or a dev checkout has a disk, so it mirrors; App Engine and
+    Cloud Run (prod on a cloud bucket) keep files in memory, so they cache."""
+    default = "cache" if tier == "prod" and backend != "local" else "mirror"
+    mode = reader.choice("PACKAGE_FILES", PACKAGE_FILES_MODES, default)
+    if mode == "redirect" and backend == "local":
+        raise ConfigError("PACKAGE_FILES", "redirect needs a bucket that signs URLs (STORAGE_BACKEND=gcs or s3); "
+                          "a local folder cannot: use mirror or cache")
+    return mode
+
+
+def _signed_url_expiry(value: str) -> int:
+    seconds = int(value)
+    if not 1 <= seconds <= MAX_SIGNED_URL_EXPIRY:
+        raise ValueError(f"must be a whole number of seconds from 1 to {MAX_SIGNED_URL_EXPIRY} (7 days, "
+                         "the longest a V4 signed URL lives)")
+    return seconds
+
+
+_SERVICE_ACCOUNT = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _service_account(value: str) -> str:
+    if _SERVICE_ACCOUNT.fullmatch(value) is None:
+        raise ValueError("must be a service account's email, e.g. index@PROJECT.iam.gserviceaccount.com")
+    return value
 
 
 def _parse_hash_algo(value: str) -> Optional[str]:

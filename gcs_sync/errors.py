@@ -9,8 +9,11 @@
         │                                      a conditional read, write or delete)
         ├── BucketNotFound                     the bucket (or local bucket folder) is missing
         ├── StoragePermissionDenied (PermissionError)
-        └── StorageUnavailable (ConnectionError)   network error, timeout, 5xx after retries
-            └── WritesSuspended                    not tried: a write failed as unavailable just before
+        ├── StorageUnavailable (ConnectionError)   network error, timeout, 5xx after retries
+        │   └── WritesSuspended                    not tried: a write failed as unavailable just before
+        └── SigningUnavailable                 no signed URL can be made here (a local folder;
+            │                                  credentials without a key or an account to sign as)
+            └── SigningNotPermitted (also StoragePermissionDenied)   the signer was refused; names the role
 
 Drivers translate their SDK's errors into these at the boundary, each in one table read
 as the call means it (``drivers.base.Meaning``), always ``from`` the original, so the
@@ -78,6 +81,16 @@ class StorageUnavailable(StorageError, ConnectionError):
 class WritesSuspended(StorageUnavailable):
     """A write refused without a try: one failed as unavailable moments ago (the write
     breaker, ``breaker.py``). Nothing was sent, so nothing changed."""
+
+
+class SigningUnavailable(StorageError):
+    """A signed URL of the object cannot be made here: the store cannot sign (a local
+    folder), or the credentials cannot (no key, no service account to sign as)."""
+
+
+class SigningNotPermitted(SigningUnavailable, StoragePermissionDenied):
+    """The credentials may not sign: the message names the role or permission missing
+    (GCS: ``roles/iam.serviceAccountTokenCreator`` on the service account)."""
 
 
 def failure_reason(exc: BaseException) -> str:

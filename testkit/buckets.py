@@ -9,11 +9,22 @@ from pathlib import Path
 from typing import Optional
 
 PREFIX = "packages"
-# The change marker the index rewrites on every change (gcs_sync.drivers.base.MARKER_NAME),
-# spelled out here so a renamed marker fails these tests instead of hiding from them.
-MARKER = ".gcs_sync/changed"
 # Where each file's metadata record and core metadata file are kept (gcs_sync.records.record).
 RECORD_FOLDERS = (".gcs_sync/records/", ".gcs_sync/metadata/")
+# The change feed's entries (gcs_sync.sync.feed.FEED_FOLDER), spelled out here so a moved
+# feed fails these tests instead of hiding from them.
+FEED_FOLDER = ".gcs_sync/feed/"
+# Catalog snapshots (gcs_sync.sync.snapshot.SNAPSHOTS_FOLDER).
+SNAPSHOTS_FOLDER = ".gcs_sync/snapshots/"
+
+
+def feed_change(entry_name: str) -> tuple[str, str]:
+    """What a feed entry's name says: its kind (a added, d removed, r record, u users,
+    b list everything) and its filename ("-" for none), read as the feed's docstring
+    describes ``<ms>-<random>.<kind>.<sha16>.<filename>`` (independently of its parser)."""
+    assert entry_name.startswith(FEED_FOLDER), entry_name
+    _, kind, _, filename = entry_name[len(FEED_FOLDER):].split(".", 3)
+    return kind, filename
 
 
 class BucketProbe:
@@ -49,19 +60,25 @@ class BucketProbe:
         raise NotImplementedError
 
     def names(self) -> set[str]:
-        """Every object under the prefix except the change marker and the files' metadata
-        records and core metadata files (``record_names``)."""
-        return {name for name in self.all_names() - {MARKER} if not name.startswith(RECORD_FOLDERS)}
+        """Every object under the prefix except the change feed's entries (``feed_names``),
+        catalog snapshots and the files' metadata records and core metadata files
+        (``record_names``)."""
+        return {name for name in self.all_names() if not name.startswith(RECORD_FOLDERS + (FEED_FOLDER, SNAPSHOTS_FOLDER))}
+
+    def feed_names(self) -> list[str]:
+        """The change feed's entries, in the order of their names."""
+        return sorted(name for name in self.all_names() if name.startswith(FEED_FOLDER))
+
+    def feed_since(self, before: list[str]) -> list[tuple[str, str]]:
+        """The (kind, filename) of each feed entry added since ``before`` (a ``feed_names``),
+        in the order of their names: what a running instance would be told."""
+        return [feed_change(name) for name in self.feed_names() if name not in set(before)]
 
     def record_names(self) -> set[str]:
         """The metadata records and core metadata files (``.gcs_sync/records/``, ``.gcs_sync/metadata/``)."""
         return {name for name in self.all_names() if name.startswith(RECORD_FOLDERS)}
 
     def all_names(self) -> set[str]:
-        raise NotImplementedError
-
-    def marker_version(self) -> Optional[str]:
-        """The change marker's version as the store reports it; None if absent."""
         raise NotImplementedError
 
     def remove_bucket(self) -> None:
@@ -108,15 +125,7 @@ class LocalProbe(BucketProbe):
         folder = self.root / PREFIX
         if not folder.exists():
             return set()
-        return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                } | ({MARKER} if (folder / MARKER).is_file() else set())
-
-    def marker_version(self) -> Optional[str]:
-        path = self.root / PREFIX / MARKER
-        if not path.is_file():
-            return None
-        stat = path.stat()
-        return f"{stat.st_ino}:{stat.st_mtime_ns}"
+        return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
     def remove_bucket(self) -> None:
         shutil.rmtree(self.root)
@@ -167,10 +176,6 @@ class GCSProbe(BucketProbe):
     def all_names(self) -> set[str]:
         return {b.name[len(PREFIX) + 1:] for b in self.client.list_blobs(self.name, prefix=f"{PREFIX}/")}
 
-    def marker_version(self) -> Optional[str]:
-        blob = self.bucket.get_blob(f"{PREFIX}/{MARKER}")
-        return None if blob is None else str(blob.generation)
-
     def remove_bucket(self) -> None:
         self.bucket.delete(force=True)
 
@@ -219,12 +224,6 @@ class S3Probe(BucketProbe):
     def all_names(self) -> set[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=f"{PREFIX}/")
         return {o["Key"][len(PREFIX) + 1:] for page in pages for o in page.get("Contents", [])}
-
-    def marker_version(self) -> Optional[str]:
-        try:
-            return self.client.head_object(Bucket=self.name, Key=f"{PREFIX}/{MARKER}")["ETag"]
-        except self.client.exceptions.ClientError:
-            return None
 
     def remove_bucket(self) -> None:
         for name in self.all_names():

@@ -1,8 +1,12 @@
-"""Make gcp-storage-emulator honour ``ifGenerationMatch`` on uploads, downloads and deletes.
+"""Make gcp-storage-emulator honour ``ifGenerationMatch`` on uploads, downloads and deletes,
+and send ``x-goog-generation`` with a download, as GCS does.
 
 The emulator ignores preconditions, so a create-only upload would silently overwrite.
-Real GCS answers 412; this wraps the emulator's handlers to do the same. It is the one
-place the tests change a storage server, for a thing the emulator cannot do.
+Real GCS answers 412; this wraps the emulator's handlers to do the same. Real GCS also
+says which generation a download's bytes are (the header), so one request reads an
+object and its version; without it the driver needs a second request, and tests that
+count bucket calls would count the emulator's gap. It is the one place the tests change
+a storage server, for things the emulator cannot do.
 """
 
 from __future__ import annotations
@@ -50,11 +54,27 @@ def _with_generation_precondition(handler: Callable[..., Any], creates: bool) ->
     return checked
 
 
+def _with_generation_header(handler: Callable[..., Any]) -> Callable[..., Any]:
+    def answered(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
+        result = handler(request, response, storage, *args, **kwargs)
+        if response.status in (HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT, 200, 206):
+            try:
+                obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+                response["x-goog-generation"] = str(obj["generation"])
+            except (NotFound, KeyError):
+                pass  # nothing was sent: no header to add
+        return result
+
+    return answered
+
+
 def enforce_generation_preconditions() -> None:
     checked = {
         original: _with_generation_precondition(original, creates=original is objects.insert)
-        for original in (objects.insert, objects.download, objects.get, objects.delete)
+        for original in (objects.insert, objects.get, objects.delete)
     }
+    checked[objects.download] = _with_generation_header(
+        _with_generation_precondition(objects.download, creates=False))
     for _pattern, handlers in emulator_server.HANDLERS:
         for method, handler in list(handlers.items()):
             if handler in checked:

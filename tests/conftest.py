@@ -4,12 +4,13 @@ over the three drivers."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
 from gcs_sync import Settings
 from gcs_sync.drivers import FileStoreDriver, make_driver
+from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 from testkit import storage_servers
 from testkit.buckets import PREFIX, BucketProbe, GCSProbe, LocalProbe, S3Probe
 from testkit.fault_proxy import FaultProxy
@@ -56,6 +57,13 @@ def settings_for(bucket: BucketProbe, folder: Path, **overrides: object) -> Sett
     return Settings.from_env(env)
 
 
+def announce(bucket: BucketProbe, kind: ChangeKind, filename: Optional[str] = None,
+             sha256: Optional[str] = None) -> None:
+    """What another instance adds to the bucket's change feed after a change it made
+    (an upload, a removal, ``users add``): one entry, written by the index's own feed."""
+    ChangeFeed(make_driver(settings_for(bucket, Path("unused")))).announce(kind, filename, sha256)
+
+
 @pytest.fixture
 def driver(bucket: BucketProbe, tmp_path: Path) -> FileStoreDriver:
     """Our driver for ``bucket``."""
@@ -89,4 +97,4 @@ def htpasswd(tmp_path: Path) -> Path:
     return storage_servers.write_htpasswd(tmp_path / "htpasswd")
 
 
-__all__ = ["PREFIX", "settings_for"]
+__all__ = ["PREFIX", "announce", "settings_for"]

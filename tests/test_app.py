@@ -51,7 +51,14 @@ class App:
         return self.wsgi.config["gcs_sync.client"]
 
     def age_view(self) -> None:
-        """Pretend the last check of the bucket was longer ago than SYNC_INTERVAL."""
+        """Pretend the last check of the bucket was longer ago than SYNC_INTERVAL. A check
+        still under way in the background is let finish first: it marks the view checked
+        before it counts itself done, so it could undo the aging, or end the wait of the
+        next ``checked_get`` in place of the check that one starts (a check of the change
+        feed is quick enough to be in that state when ``checked_get`` returns)."""
+        under_way = self.client._checker._one_check
+        if under_way is not None:
+            under_way.join(30)
         age_view(self.client, 2 * max(self.settings.sync_interval, 1))
 
     def checked_get(self, path: str, **kwargs: object):
@@ -102,6 +109,7 @@ def test_failed_bucket_write_is_a_503_naming_the_file_and_nothing_is_kept(
 ) -> None:
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
     app.http.get("/simple/")
+    assert app.client.wait_for_maintenance()  # the catalog snapshot after the cold start's listing
     bucket.remove_bucket()
     with caplog.at_level(logging.ERROR, logger="gcs_sync"):
         reply = app.upload(wheel)
@@ -187,52 +195,53 @@ def test_health_never_touches_the_bucket(app: App) -> None:
     assert dict(app.driver.calls) == {"check": 1}  # the start-up check only
 
 
-def test_steady_state_costs_one_marker_read_per_interval_and_no_listing(app: App, bucket: BucketProbe) -> None:
+def test_steady_state_costs_one_feed_listing_per_interval_and_no_full_listing(app: App, bucket: BucketProbe) -> None:
     bucket.put("demo-1.0.tar.gz", b"demo")
     assert app.http.get("/simple/demo/").status_code == 200
-    # Another tool filled the bucket: no change marker yet, so the first sync writes one
-    # and the next check lists once more to take its version as the baseline. ("check"
-    # is the start-up check that the bucket exists; a listing that finds a new object
-    # also lists the intents of unfinished multi-file uploads, PREFIX/.gcs_sync/pending/.)
-    # Each listing of the packages is followed by one of the records folder
-    # (PREFIX/.gcs_sync/records/); the file another tool put there has no record, so the
-    # sync computes one and stores it: +1 upload (these bytes are no real sdist, so the
-    # record notes the problem and there is no core metadata file to store with it).
-    assert dict(app.driver.calls) == {"check": 1, "stat": 1, "list": 3, "download": 1, "upload": 2}
-    app.age_view()
-    app.checked_get("/simple/")
+    assert app.client.wait_for_maintenance()
+    # The cold start lists the whole bucket: the change feed (the position later checks
+    # read from), the packages, the intents of unfinished multi-file uploads
+    # (PREFIX/.gcs_sync/pending/: a listing that finds a new object lists them), the
+    # records folder (PREFIX/.gcs_sync/records/). Then, in a thread of its own, the
+    # catalog snapshots (one is written: +1 upload) and the feed once more, to expire
+    # entries older than FEED_RETENTION. ("check" is the start-up check that the bucket
+    # exists.) The file another tool put there has no record, so the sync computes one
+    # and stores it: +1 upload (these bytes are no real sdist, so the record notes the
+    # problem and there is no core metadata file to store with it).
     first = dict(app.driver.calls)
-    # +2 list: the packages and the records folder, listed again for the baseline.
-    assert first == {"check": 1, "stat": 2, "list": 5, "download": 1, "upload": 2}
+    assert first == {"check": 1, "list": 6, "download": 1, "upload": 2}
     for path in ["/simple/", "/simple/demo/", "/packages/", "/packages/demo-1.0.tar.gz", "/"] * 10:
         assert app.http.get(path).status_code == 200
     assert dict(app.driver.calls) == first
     for check in range(1, 4):
         app.age_view()
         app.checked_get("/simple/")
-        assert dict(app.driver.calls) == {**first, "stat": first["stat"] + check}  # no listing
+        # One listing of the feed from this instance's position, which has no new entry:
+        # nothing else, and never the packages.
+        assert dict(app.driver.calls) == {**first, "list": first["list"] + check}
 
 
-def test_a_change_through_another_instance_moves_the_marker_and_is_listed(
+def test_a_change_through_another_instance_arrives_by_the_feed_without_a_full_listing(
     app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:
     assert app.http.get("/simple/").status_code == 200
     other = App(bucket, tmp_path / "other-instance", htpasswd)
     wheel = make_wheel(tmp_path / "dist", "demo", "1.0")
+    feed = bucket.feed_names()
     assert other.upload(wheel).status_code == 200
+    assert bucket.feed_since(feed) == [("a", wheel.name)]  # what every instance is told
     assert app.http.get("/simple/demo/").status_code == 404  # within the interval: not checked yet
     calls = dict(app.driver.calls)
     app.age_view()
     page = app.checked_get("/simple/demo/")
     assert page.status_code == 200 and wheel.name in page.get_data(as_text=True)
-    # One listing of the packages, one of the records folder, and one of the intents (a
-    # new object was listed).
-    assert app.driver.calls["list"] == calls["list"] + 3
-    # Three downloads: the wheel, its record and its core metadata file (on the GCS
-    # emulator each of those two small reads is two downloads: it sends no generation
-    # header, drivers/gcs.py read_note_versioned). The wheel came with its record:
-    # nothing to compute or store.
-    assert app.driver.calls["download"] == 1 + 2 * (2 if bucket.backend == "gcs" else 1)
+    # One listing: the feed from this instance's position. Then a stat of the file its
+    # entry names (the bucket's truth, not the entry's word).
+    assert app.driver.calls["list"] == calls["list"] + 1
+    # Three downloads: the wheel, its record and its core metadata file. The wheel came
+    # with its record: nothing to compute or store.
+    assert app.driver.calls["stat"] == calls.get("stat", 0) + 1
+    assert app.driver.calls["download"] == calls.get("download", 0) + 3
     assert app.driver.calls["upload"] == calls.get("upload", 0)
 
 
@@ -263,21 +272,23 @@ def test_a_change_made_straight_in_the_bucket_appears_with_the_full_listing(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:
     app = App(bucket, tmp_path / "packages", htpasswd, FULL_SYNC_INTERVAL=3)
-    assert app.http.get("/simple/").status_code == 200  # this sync creates the marker
-    app.age_view()
-    assert app.checked_get("/simple/").status_code == 200  # this one takes its version
-    bucket.put("demo-1.0.tar.gz", b"demo")  # another tool: the marker does not move
+    assert app.http.get("/simple/").status_code == 200  # the cold start lists the bucket
+    assert app.client.wait_for_maintenance()
+    cold = app.driver.calls["list"]
+    bucket.put("demo-1.0.tar.gz", b"demo")  # another tool: no feed entry tells of it
     app.age_view()
     assert app.checked_get("/simple/demo/").status_code == 404
-    # The two syncs above each listed the packages and the records folder; the marker
-    # check said nothing changed since.
-    assert app.driver.calls["list"] == 4
+    # The check since the cold start read the feed only, which said nothing changed.
+    assert app.driver.calls["list"] == cold + 1
     uploads = app.driver.calls["upload"]
     age_listing(app.folder, 3)
     app.age_view()
     assert app.checked_get("/simple/demo/").status_code == 200
-    # The packages, the records folder, and the intents (a new object)...
-    assert app.driver.calls["list"] == 7
+    assert app.client.wait_for_maintenance()
+    # A full listing: the feed from this instance's position, the packages, the intents
+    # (a new object), the records folder; then the catalog snapshots (one was written a
+    # moment ago: none now; expiry runs at most hourly)...
+    assert app.driver.calls["list"] == cold + 1 + 5
     # ...and +1 upload: the record computed for the file another tool put there.
     assert app.driver.calls["upload"] == uploads + 1
 
@@ -352,7 +363,7 @@ def test_a_request_of_several_files_stores_all_or_none(bucket: BucketProbe, tmp_
 
 
 @pytest.mark.parametrize("bucket", ["s3"], indirect=True)
-def test_an_upload_undone_after_a_failure_still_moves_the_change_marker(
+def test_an_upload_undone_after_a_failure_still_tells_the_feed_it_is_gone(
     bucket: BucketProbe, s3_server: str, tmp_path: Path, htpasswd: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The wheel was in the bucket for a moment before its signature failed and it was
@@ -363,8 +374,8 @@ def test_an_upload_undone_after_a_failure_still_moves_the_change_marker(
         proxy.add_rule("PUT", r"\.asc$", Respond(503))
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         app = App(bucket, tmp_path / "packages", htpasswd)
-        app.http.get("/simple/")  # the first sync creates the marker
-        before = bucket.marker_version()
+        app.http.get("/simple/")
+        before = bucket.feed_names()
         wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
         reply = app.http.post("/", headers=AUTH, data={
             ":action": "file_upload",
@@ -375,15 +386,17 @@ def test_an_upload_undone_after_a_failure_still_moves_the_change_marker(
     # No package stays; the signature's write got no answer, so its claimed intent stays
     # (pending.py), for the clean-up to remove that file should the write land late.
     assert {name for name in bucket.names() if not name.startswith(".gcs_sync/")} == set()
-    assert before is not None and bucket.marker_version() != before
+    # The wheel was created, then deleted again: instances that listed it meanwhile
+    # learn from the feed that it is gone.
+    assert bucket.feed_since(before) == [("d", wheel.name)]
 
 
 def test_a_file_deleted_by_hand_is_not_listed_after_the_next_check(
     bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:
-    app = App(bucket, tmp_path / "packages", htpasswd, TIER="prod", FULL_SYNC_INTERVAL=3600)
+    app = App(bucket, tmp_path / "packages", htpasswd, TIER="prod", FULL_SYNC_INTERVAL=3600, PACKAGE_FILES="mirror")
     bucket.put("demo-1.0.tar.gz", b"demo")
-    for _ in range(2):  # the second check takes the new marker's version: steady state
+    for _ in range(2):  # the second check reads the feed only: steady state
         app.checked_get("/simple/")
         app.age_view()
     (app.folder / "demo-1.0.tar.gz").unlink()  # a /tmp cleaner

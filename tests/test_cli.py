@@ -74,9 +74,9 @@ def folder_snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def bucket_snapshot(bucket: BucketProbe) -> tuple[dict[str, Optional[bytes]], Optional[str]]:
-    """Every object with its bytes, and the change marker's version."""
-    return {name: bucket.get(name) for name in bucket.names()}, bucket.marker_version()
+def bucket_snapshot(bucket: BucketProbe) -> tuple[dict[str, Optional[bytes]], list[str]]:
+    """Every object with its bytes, and the change feed's entries."""
+    return {name: bucket.get(name) for name in bucket.names()}, bucket.feed_names()
 
 
 def package_files(folder: Path) -> dict[str, bytes]:
@@ -150,7 +150,7 @@ def test_status_as_a_process_on_a_folder_that_does_not_exist_yet(bucket: BucketP
     assert run.code == 1, run.err
     assert "(does not exist yet)" in run.out and "only in the bucket (a pull downloads them): 1" in run.out
     assert "last sync: never" in run.out
-    assert not folder.exists() and bucket.marker_version() is None  # nothing created anywhere
+    assert not folder.exists() and bucket.all_names() == {"one-1.0.tar.gz"}  # nothing created anywhere
 
 
 # -- pull ------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_pull_into_an_empty_folder_makes_it_identical_and_writes_nothing_to_the_
     assert run.out.startswith("pulled 5 files") and "removed 0, 0 failed" in run.out
     assert "skipped 1 bucket objects that are not package filenames: README.txt" in run.out
     assert package_files(folder) == files
-    assert bucket_snapshot(bucket) == before  # not even a change marker was written
+    assert bucket_snapshot(bucket) == before  # not even a change-feed entry was written
     status = run_cli_process(env, "status", "--json")
     assert status.code == 0 and status.json()["same"] == 5
 
@@ -296,7 +296,7 @@ def test_push_of_a_stock_folder_uploads_what_the_bucket_lacks_and_reports_the_co
 ) -> None:
     stock = tmp_path / "stock"
     env = env_for(bucket, tmp_path / "server-folder")
-    marker_before = bucket.marker_version()
+    feed_before = bucket.feed_names()
 
     run = run_cli_process(env, "push", str(stock))
     assert run.code == 1, run.err
@@ -315,20 +315,24 @@ def test_push_of_a_stock_folder_uploads_what_the_bucket_lacks_and_reports_the_co
         if bucket.backend != "local":  # a folder keeps no metadata
             assert bucket.sha256_metadata(name) == sha256(stock_folder[name])
     assert bucket.get("clash-1.0.tar.gz") == b"theirs"  # not overwritten
-    assert bucket.marker_version() not in (None, marker_before)
+    # Running instances are told of each file whose bytes or record are new: the two
+    # uploaded, and the one already there that got its record.
+    assert sorted(bucket.feed_since(feed_before)) == [
+        ("a", name) for name in sorted(name for name in stock_folder if name != "clash-1.0.tar.gz")]
+    assert "change feed written: running instances take the new files at their next check" in run.out
     assert not (stock / ".gcs_sync").exists()  # any folder will do: it is not made a synced one
 
-    again = run_cli(env, "push", str(stock))  # idempotent: nothing new, so the marker stays
-    marker = bucket.marker_version()
+    feed = bucket.feed_names()
+    again = run_cli(env, "push", str(stock))  # idempotent: nothing new, so no feed entry
     assert again.code == 1 and "0 uploaded" in again.out and "3 already there, 1 conflicts" in again.out
-    assert bucket.marker_version() == marker
+    assert bucket.feed_names() == feed and "change feed written" not in again.out
 
     forced = run_cli(env, "push", str(stock), "--overwrite")
     assert forced.code == 0, forced.out
     assert "0 uploaded, 1 overwritten" in forced.out and "overwritten (--overwrite): 1\n  clash-1.0.tar.gz" in forced.out
     assert {name: bucket.get(name) for name in bucket.names()} == stock_folder
     assert ".gcs_sync/records/clash-1.0.tar.gz" in bucket.record_names()
-    assert bucket.marker_version() != marker
+    assert bucket.feed_since(feed) == [("a", "clash-1.0.tar.gz")]
 
 
 def test_push_dry_run_writes_nothing(
@@ -351,8 +355,8 @@ def test_push_defaults_to_the_servers_folder_and_running_instances_serve_the_fil
     folder = tmp_path / "packages"
     first = make_wheel(folder, "demo", "1.0")
     env = env_for(bucket, folder)
-    assert run_cli_process(env, "push").code == 0  # the bucket now has a change marker
-    # No full listings during the test: only a moved change marker can make it list again.
+    assert run_cli_process(env, "push").code == 0
+    # No full listings during the test: only the change feed can tell the instance.
     server_env = {**bucket.env(), "SYNC_INTERVAL": "1", "FULL_SYNC_INTERVAL": "3600"}
     instance = start_instance(server_env, tmp_path / "instance", tmp_path)
     try:
@@ -360,9 +364,9 @@ def test_push_defaults_to_the_servers_folder_and_running_instances_serve_the_fil
         second = make_wheel(folder, "demo", "2.0")
         run = run_cli_process(env, "push")
         assert run.code == 0, run.out + run.err
-        assert "1 uploaded" in run.out and "1 already there" in run.out and "change marker rewritten" in run.out
+        assert "1 uploaded" in run.out and "1 already there" in run.out and "change feed written" in run.out
         both = {first.name: sha256(first.read_bytes()), second.name: sha256(second.read_bytes())}
-        # The freshness bound for a change that moved the marker: SYNC_INTERVAL plus one check.
+        # The freshness bound for a change in the feed: SYNC_INTERVAL plus one check.
         assert eventually(lambda: links(instance, "demo") == both, 1.0 + 2.0)
         assert instance.get(f"/packages/{second.name}") == (200, second.read_bytes())
     finally:

@@ -64,6 +64,9 @@ BAD = [
     ({"SYNC_INTERVAL": "soon"}, "SYNC_INTERVAL"),
     ({"SYNC_INTERVAL": "-1"}, "SYNC_INTERVAL"),
     ({"STORAGE_TIMEOUT": "0"}, "STORAGE_TIMEOUT"),
+    ({"FEED_CLOCK_SKEW": "-5"}, "FEED_CLOCK_SKEW"),
+    ({"FEED_RETENTION": "0"}, "FEED_RETENTION"),
+    ({"FEED_RETENTION": "600"}, "FEED_RETENTION"),  # shorter than twice the window every reader re-reads
     ({"OVERWRITE": "perhaps"}, "OVERWRITE"),
     ({"DISABLE_FALLBACK": "2"}, "DISABLE_FALLBACK"),
     ({"AUTHENTICATE": "upload"}, "AUTHENTICATE"),
@@ -86,6 +89,16 @@ BAD = [
     ({"READY_DETAILS": "everyone"}, "READY_DETAILS"),
     ({"WELCOME": "/nonexistent/welcome.html"}, "WELCOME"),
     ({"WELCOME": "/etc"}, "WELCOME"),
+    ({"PACKAGE_FILES": "copy"}, "PACKAGE_FILES"),
+    ({"PACKAGE_FILES": "redirect"}, "PACKAGE_FILES"),  # the dev default: a local folder signs nothing
+    ({"STORAGE_BACKEND": "local", "BUCKET_NAME": "/tmp", "PACKAGE_FILES": "redirect"}, "PACKAGE_FILES"),
+    ({"CACHE_MAX_BYTES": "0"}, "CACHE_MAX_BYTES"),
+    ({"CACHE_MAX_BYTES": "a lot"}, "CACHE_MAX_BYTES"),
+    ({"REDIRECT_MIN_BYTES": "30 megs"}, "REDIRECT_MIN_BYTES"),
+    ({"SIGNED_URL_EXPIRY": "0"}, "SIGNED_URL_EXPIRY"),
+    ({"SIGNED_URL_EXPIRY": "604801"}, "SIGNED_URL_EXPIRY"),
+    ({"SIGNED_URL_EXPIRY": "5m"}, "SIGNED_URL_EXPIRY"),
+    ({"SIGNING_SERVICE_ACCOUNT": "index"}, "SIGNING_SERVICE_ACCOUNT"),
 ]
 
 
@@ -129,6 +142,39 @@ def test_max_upload_size_takes_bytes_or_a_unit(value: str, size: int) -> None:
     settings = Settings.from_env({} if value is None else {"MAX_UPLOAD_SIZE": value})
     assert settings.max_upload_size == size
     assert DEFAULT_MAX_UPLOAD_SIZE == 100 * 1024**2  # PyPI's own default limit for a file
+
+
+@pytest.mark.parametrize("environ, mode", [
+    ({}, "mirror"),  # dev: a checkout with a disk
+    ({"TIER": "prod", "STORAGE_BACKEND": "local", "BUCKET_NAME": "/tmp"}, "mirror"),
+    ({"TIER": "prod", "BUCKET_NAME": "b"}, "cache"),  # App Engine / Cloud Run: memory, 32 MB responses
+    ({"TIER": "prod", "STORAGE_BACKEND": "s3", "BUCKET_NAME": "b"}, "cache"),
+    ({"STORAGE_BACKEND": "gcs", "BUCKET_NAME": "b"}, "mirror"),  # dev tier on a cloud bucket
+    ({"TIER": "prod", "BUCKET_NAME": "b", "PACKAGE_FILES": "Redirect"}, "redirect"),
+    ({"TIER": "prod", "BUCKET_NAME": "b", "PACKAGE_FILES": "mirror"}, "mirror"),
+    ({"PACKAGE_FILES": "cache"}, "cache"),  # a local folder can be cached from, not signed
+])
+def test_package_files_default_follows_the_host(environ: dict[str, str], mode: str) -> None:
+    assert Settings.from_env(environ).package_files == mode
+
+
+def test_package_files_settings_defaults_and_units() -> None:
+    settings = Settings.from_env({})
+    assert settings.cache_max_bytes == 256 * 1024**2
+    assert settings.redirect_min_bytes == 30 * 1024**2  # under App Engine's 32 MB response cap
+    assert settings.signed_url_expiry == 300 and settings.signing_service_account is None
+    settings = Settings.from_env({
+        "CACHE_MAX_BYTES": "1GiB", "REDIRECT_MIN_BYTES": "10MB", "SIGNED_URL_EXPIRY": "604800",
+        "SIGNING_SERVICE_ACCOUNT": "index@proj.iam.gserviceaccount.com",
+    })
+    assert settings.cache_max_bytes == 1 << 30 and settings.redirect_min_bytes == 10_000_000
+    assert settings.signed_url_expiry == 604800
+    assert settings.signing_service_account == "index@proj.iam.gserviceaccount.com"
+
+
+def test_redirect_on_a_local_folder_says_why() -> None:
+    with pytest.raises(ConfigError, match="PACKAGE_FILES: redirect needs a bucket that signs URLs"):
+        Settings.from_env({"PACKAGE_FILES": "redirect"})
 
 
 # An htpasswd file that pypiserver would read but cannot use: each stops the start.

@@ -111,7 +111,7 @@ def test_a_worker_killed_mid_upload_never_answers_200_and_shows_nothing_partial(
         eventually(lambda: proxy.in_flight == 0, DEADLINE)
         stored = bucket.get("killed-1.0.tar.gz")
         assert stored in (None, data)  # all or nothing in the bucket
-        # A write that landed after its worker died was never announced (no marker): the
+        # A write that landed after its worker died was never announced (no feed entry): the
         # folder follows the bucket at the next full listing, and the same upload is accepted.
         time.sleep(2.5)  # past FULL_SYNC_INTERVAL: the bound under test, so a sleep
         assert instance.get("/simple/")[0] == 200

@@ -114,3 +114,6 @@ def test_app_yaml_is_a_valid_production_configuration(tmp_path: Path) -> None:
     assert settings.max_upload_size == 32 * 1024**2 and not settings.push_local_changes
     assert settings.password_file == "gs://my-bucket/config/htpasswd"  # users kept in the bucket
     assert settings.forwarded_allow_ips == ("*",)  # only App Engine's front end reaches the instance
+    # Files from the bucket on demand, large ones redirected: /tmp holds the cache only.
+    assert settings.package_files == "cache" and settings.cache_max_bytes == 256 * 1024**2
+    assert settings.redirect_min_bytes < 32_000_000  # under App Engine's response cap

@@ -19,10 +19,13 @@ from typing import Iterator
 
 import pytest
 
-from testkit.buckets import MARKER, BucketProbe
+from gcs_sync.sync.feed import ChangeKind
+from testkit.buckets import BucketProbe
 from testkit.packages import make_wheel
 from testkit.servers import start_instance, upload_form
 from testkit.wait import eventually
+
+from .conftest import announce
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +74,7 @@ def test_a_full_disk_keeps_reads_served_and_says_so(
         assert eventually(lambda: instance.get("/simple/have/")[0] == 200, 20)
         filler = fill(small_disk)
         bucket.put("later-1.0.tar.gz", b"x" * 200_000)
-        bucket.put(MARKER, b"moved")
+        announce(bucket, ChangeKind.ADDED, "later-1.0.tar.gz")  # as an upload through another instance
 
         # Nothing can be written to share it, so each worker learns it at its own next
         # check: wait until every answer (either worker's) says so.

@@ -16,7 +16,7 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from gcs_sync.drivers import FileStoreDriver, gcs, make_driver, s3
-from gcs_sync.drivers.base import BUCKET, CREATE, DELETE, READ, REPLACE, Meaning
+from gcs_sync.drivers.base import BUCKET, CREATE, DELETE, READ, REPLACE, STREAM_CHUNK, Meaning
 from gcs_sync.errors import (
     BucketNotFound,
     ObjectChanged,
@@ -24,7 +24,7 @@ from gcs_sync.errors import (
     ObjectNotFound,
     StorageError,
 )
-from testkit.buckets import MARKER, BucketProbe
+from testkit.buckets import BucketProbe
 
 from .conftest import new_probe, settings_for
 
@@ -177,18 +177,35 @@ class DriverContract:
         digest = driver.download("demo-1.0.tar.gz", tmp_path / "out", listed.version, listed_sha256=claimed)
         assert (tmp_path / "out").read_bytes() == b"payload" and digest == hashlib.sha256(b"payload").hexdigest()
 
-    def test_the_change_marker_gets_a_new_version_on_every_touch_and_is_never_listed(
+    def test_note_names_after_a_name_are_the_folders_own_sorted_and_strictly_after_it(
         self, driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
     ) -> None:
-        assert driver.marker_version() is None
-        versions = []
-        for _ in range(3):
-            driver.touch_marker()
-            versions.append(driver.marker_version())
-        assert None not in versions and len(set(versions)) == 3
-        driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"abc"), create_only=True, metadata={})
-        assert list(driver.list_objects()) == ["demo-1.0.tar.gz"]
-        assert MARKER in bucket.all_names()
+        """What the change feed reads at every check: the entries after its position, in
+        one listing call, and nothing from any other folder."""
+        feed = ".gcs_sync/feed/"
+        assert driver.list_note_names_after(feed, feed) == []  # no folder yet
+        assert driver.list_note_names_after(feed, "") == []
+        written = [f"{feed}{stamp}-{tag}.a.-.demo-1.0.tar.gz"
+                   for stamp, tag in (("0000000000300", "c"), ("0000000000100", "a"), ("0000000000200", "b"))]
+        for name in written:  # written out of name order: the answer is sorted all the same
+            driver.put_note(name, b"{}", create_only=True)
+        # Names that share the folder's prefix, sit beside or below it, or are packages.
+        driver.put_note(".gcs_sync/feedback/0000000000400-d.a.-.x", b"{}", create_only=True)
+        driver.put_note(".gcs_sync/records/0000000000500-e.a.-.x", b"{}", create_only=True)
+        driver.put_note(f"{feed}sub/0000000000600-f.a.-.x", b"{}", create_only=True)
+        bucket.put("0000000000700-g.tar.gz", b"a package file")
+        in_order = sorted(written)
+        driver.calls.clear()
+        assert driver.list_note_names_after(feed, feed) == in_order
+        assert dict(driver.calls) == {"list": 1}  # one request for a page of names
+        assert driver.list_note_names_after(feed, "") == in_order
+        assert driver.list_note_names_after(feed, in_order[0]) == in_order[1:]  # strictly after: not itself
+        assert driver.list_note_names_after(feed, f"{feed}0000000000200") == in_order[1:]  # a position's name
+        assert driver.list_note_names_after(feed, f"{feed}0000000000201") == in_order[2:]
+        assert driver.list_note_names_after(feed, in_order[-1]) == []
+        assert driver.list_note_names_after(".gcs_sync/empty/", "") == []  # an empty folder
+        assert set(written) <= bucket.all_names()
+        assert "demo-1.0.tar.gz" not in driver.list_objects()  # entries are never package files
 
     def test_download_returns_the_sha256_of_the_bytes(
         self, driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path
@@ -291,6 +308,36 @@ class DriverContract:
         assert listed is not None and stated is not None and stated.modified is not None
         # The store's clock, at a second's precision on some stores.
         assert before - 5 < listed < time.time() + 5 and abs(stated.modified - listed) < 1
+
+    # The cache's read (PACKAGE_FILES=cache): the bytes of one version in bounded chunks.
+    # Sizes around the GCS driver's request range (4 MiB) and the chunk (1 MiB): empty,
+    # less than a chunk, an exact number of ranges, and some more.
+    @pytest.mark.parametrize("size", [0, 1000, 8 << 20, (9 << 20) + 7])
+    def test_a_stream_gives_the_bytes_of_the_version_in_bounded_chunks(
+        self, driver: FileStoreDriver, bucket: BucketProbe, size: int
+    ) -> None:
+        payload = hashlib.sha256(str(size).encode()).digest() * (size // 32) + b"x" * (size % 32)
+        bucket.put("demo-1.0.tar.gz", payload)
+        version = driver.list_objects()["demo-1.0.tar.gz"].version
+        with driver.open_stream("demo-1.0.tar.gz", version) as chunks:
+            received = list(chunks)
+        assert b"".join(received) == payload
+        assert all(0 < len(chunk) <= STREAM_CHUNK for chunk in received)
+
+    def test_a_stream_of_what_is_gone_or_replaced_fails_before_the_first_chunk_naming_it(
+        self, driver: FileStoreDriver, bucket: BucketProbe
+    ) -> None:
+        bucket.put("demo-1.0.tar.gz", b"one")
+        version = driver.list_objects()["demo-1.0.tar.gz"].version
+        bucket.put("demo-1.0.tar.gz", b"two, longer")
+        with pytest.raises(ObjectChanged, match="demo-1.0.tar.gz"):
+            with driver.open_stream("demo-1.0.tar.gz", version):
+                pytest.fail("entered the stream of a replaced object")
+        bucket.delete("demo-1.0.tar.gz")
+        with pytest.raises(ObjectNotFound, match="demo-1.0.tar.gz"):
+            with driver.open_stream("demo-1.0.tar.gz", version):
+                pytest.fail("entered the stream of a deleted object")
+
 
 
 class MetadataDriverContract(DriverContract):

@@ -172,8 +172,8 @@ def test_a_new_instance_fills_its_folder_before_any_request(start: StartInstance
     c = start("warm")  # only /health has been asked, and it never syncs
 
     def filled_and_ready() -> bool:
-        # The files are in place before the sync ends (it still writes the change marker),
-        # and its lines are logged once it has.
+        # The files are in place before the sync ends (it still records the listing and
+        # expires old feed entries), and its lines are logged once it has.
         return {p.name for p in c.folder.glob("*.tar.gz")} == names and "ready: " in c.log()
 
     eventually(filled_and_ready, 20)

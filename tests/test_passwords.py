@@ -21,13 +21,14 @@ from werkzeug.test import Client
 
 from gcs_sync import ConfigError, build_app
 from gcs_sync.cli import main
-from testkit.buckets import MARKER, BucketProbe
+from gcs_sync.sync.feed import ChangeKind
+from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
 from testkit.packages import sdist_bytes
 from testkit.servers import Instance, start_instance, upload_form
 from testkit.wait import eventually
 
-from .conftest import settings_for
+from .conftest import announce, settings_for
 from .test_app import App
 
 pytestmark = pytest.mark.parametrize("bucket", ["gcs", "s3"], indirect=True)
@@ -52,9 +53,10 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def move_marker(bucket: BucketProbe) -> None:
-    """What ``users add|remove`` does after writing the object: rewrite the change marker."""
-    bucket.put(MARKER, f"{next(_names)}\n".encode())
+def announce_users(bucket: BucketProbe) -> None:
+    """What ``users add|remove`` does after writing the object: a change-feed entry of kind
+    "users", which tells every instance to look at the object at its next check."""
+    announce(bucket, ChangeKind.USERS)
 
 
 def cli(bucket: BucketProbe, folder: Path, monkeypatch: pytest.MonkeyPatch, *argv: str, stdin: str = "") -> int:
@@ -106,7 +108,7 @@ def test_a_user_change_costs_bucket_calls_per_change_not_per_request(
     bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "alice", "--password-stdin", stdin="s3cret\n") == 0
-    server = Server(bucket, tmp_path / "packages", SYNC_INTERVAL=0)  # every request checks the marker
+    server = Server(bucket, tmp_path / "packages", SYNC_INTERVAL=0)  # every request reads the feed
     calls = server.passwords.driver.calls
     assert dict(calls) == {"stat": 1, "download": 1}  # at start
     server.check()  # the first sync lists the bucket: one more stat, same version
@@ -114,15 +116,18 @@ def test_a_user_change_costs_bucket_calls_per_change_not_per_request(
     calls.clear()
     for _ in range(20):
         server.check()
-    assert dict(calls) == {}  # the marker did not move: nothing read for the users
+    assert dict(calls) == {}  # no new feed entry: nothing read for the users
 
+    feed = bucket.feed_names()
     assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "bob", "--password-stdin", stdin="bob's\n") == 0
-    server.check()  # the marker moved: one listing
+    assert bucket.feed_since(feed) == [("u", "-")]
+    server.check()  # the feed says the users changed: one stat, and the new version read
     assert dict(calls) == {"stat": 1, "download": 1}
-    assert server.upload("bob", "bob's") == 200  # a change too: the next check lists, one stat
+    assert server.upload("bob", "bob's") == 200
     for _ in range(20):
         server.check()
-    assert dict(calls) == {"stat": 2, "download": 1}  # the same version: not downloaded again
+    # The upload's feed entry names a package file, not the users: nothing read for them.
+    assert dict(calls) == {"stat": 1, "download": 1}
 
 
 def test_a_missing_or_unusable_object_stops_the_start_naming_it(bucket: BucketProbe, tmp_path: Path) -> None:
@@ -147,7 +152,7 @@ def test_a_bad_new_version_keeps_the_users_and_is_reported_until_fixed(
     good_copy = (tmp_path / "packages" / ".gcs_sync" / "htpasswd").read_bytes()
     server.check()
     bucket.put_key(KEY, DAMAGED)
-    move_marker(bucket)
+    announce_users(bucket)
     with caplog.at_level(logging.INFO, logger="gcs_sync"):
         server.check()
         report = server.ready()
@@ -163,7 +168,7 @@ def test_a_bad_new_version_keeps_the_users_and_is_reported_until_fixed(
     assert len(errors) == 1 and bucket.url(KEY) in errors[0]  # once per problem, not per check
     assert "garbage" not in caplog.text
 
-    bucket.put_key(KEY, htpasswd(alice="s3cret", bob="bob's"))  # fixed, by another tool: no marker
+    bucket.put_key(KEY, htpasswd(alice="s3cret", bob="bob's"))  # fixed, by another tool: no feed entry
     server.check()  # while a version is refused, every check looks for the next one
     report = server.ready()
     assert report["status"] == "ok" and report["last_error"] is None
@@ -265,7 +270,7 @@ def test_a_bad_new_version_keeps_the_users_and_shows_in_ready(
     instance = started()
     assert upload_status(instance, "alice", "s3cret") == 200
     bucket.put_key(KEY, DAMAGED)
-    move_marker(bucket)
+    announce_users(bucket)
 
     def reported() -> bool:
         status, body = instance.get("/ready", auth=True)  # the details need credentials
@@ -285,5 +290,5 @@ def test_a_user_written_by_another_tool_works_after_the_full_listing(
     bucket.put_key(KEY, htpasswd(alice="s3cret"))
     instance = started(FULL_SYNC_INTERVAL="2")
     assert upload_status(instance, "carol", "carol's") == 403
-    bucket.put_key(KEY, htpasswd(alice="s3cret", carol="carol's"))  # gsutil cp: the marker stays
+    bucket.put_key(KEY, htpasswd(alice="s3cret", carol="carol's"))  # gsutil cp: no feed entry
     assert eventually(lambda: upload_status(instance, "carol", "carol's") == 200, POLL_SECONDS, PAUSE), instance.log()

@@ -65,7 +65,7 @@ def test_a_worker_killed_between_the_wheel_and_its_signature_leaves_no_release(
     a = start_instance({**common, **proxied}, tmp_path / "a", tmp_path, workers=1)
     b = start_instance({**common, **direct}, tmp_path / "b", tmp_path, workers=1)  # another instance
     try:
-        assert a.get("/simple/")[0] == 200 and b.get("/simple/")[0] == 200  # the marker exists
+        assert a.get("/simple/")[0] == 200 and b.get("/simple/")[0] == 200  # both have a feed position
         wheel = make_wheel(tmp_path / "dist", "signed", "1.0")
         hold_the_signature(bucket, proxy)
         outcome: dict[str, object] = {}
@@ -213,8 +213,8 @@ class Interleaved(FileStoreDriver):
     def read_note(self, *args, **kwargs): return self.real.read_note(*args, **kwargs)
     def read_note_versioned(self, *args, **kwargs): return self.real.read_note_versioned(*args, **kwargs)
     def list_notes(self, *args, **kwargs): return self.real.list_notes(*args, **kwargs)
+    def list_notes_after(self, *args, **kwargs): return self.real.list_notes_after(*args, **kwargs)
     def list_note_versions(self, *args, **kwargs): return self.real.list_note_versions(*args, **kwargs)
-    def touch_marker(self): return self.real.touch_marker()
 
 
 def stage_signed(folder: PackageFolder, wheel: Path, signature: bytes):

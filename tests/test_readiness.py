@@ -23,6 +23,7 @@ import pytest
 
 from gcs_sync.clock import Moment
 from gcs_sync.sync import readiness
+from gcs_sync.sync.feed import ChangeKind
 from gcs_sync.sync.state import StateFile
 from gcs_sync.sync.view import ViewRecord
 from gcs_sync.web import app as app_module
@@ -31,11 +32,13 @@ from testkit.fault_proxy import FaultProxy, Respond
 from testkit.servers import links, start_instance
 from testkit.wait import eventually
 
+from .conftest import announce
 from .test_app import AUTH, App
 
 FILES = {"ready-1.0.tar.gz": b"one", "ready-2.0.tar.gz": b"two"}
 # What anyone may read; the details (the bucket, messages, file names) need credentials.
-REPORT_KEYS = {"status", "files", "last_sync", "lag_seconds", "unservable_files", "reason"}
+# package_files: PACKAGE_FILES (mirror here; cache mode adds "cache", its usage).
+REPORT_KEYS = {"status", "files", "last_sync", "lag_seconds", "unservable_files", "reason", "package_files"}
 DETAIL_KEYS = {"backend", "last_error", "unservable"}
 
 
@@ -89,7 +92,7 @@ def test_ready_is_starting_until_the_first_sync_then_ok_with_the_whole_report(
     a = App(filled, tmp_path / "a", htpasswd)
     status, body = report(a, auth=False)
     assert status == 503 and body == {"status": "starting", "files": 0, "last_sync": None, "lag_seconds": None,
-                                      "unservable_files": 0, "reason": None}
+                                      "unservable_files": 0, "reason": None, "package_files": "mirror"}
     status, body = report(a)
     assert status == 503 and body.keys() == REPORT_KEYS | DETAIL_KEYS
     assert body["backend"] == a.driver.url and body["last_error"] is None and body["unservable"] == {}
@@ -173,6 +176,35 @@ def test_ready_reports_degraded_with_the_reason_and_recovers_by_itself(
     assert status == 200 and body["last_error"] is None
 
 
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_a_file_the_change_feed_names_that_cannot_be_fetched_is_reported_until_it_is(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, htpasswd: Path
+) -> None:
+    """Between full listings changes arrive by the change feed: a file an entry names that
+    cannot be fetched here shows in /ready as after a listing (else readiness says "ok"
+    while the file answers 404), and stops showing once it is fetched. A proxy in front of
+    moto fails the file's download, nothing else."""
+    bucket.put("have-1.0.tar.gz", b"have")
+    a = App(bucket, tmp_path / "a", htpasswd, STORAGE_TIMEOUT="2", FULL_SYNC_INTERVAL="3600")
+    assert wait_for_status(a, "ok")[1]["files"] == 1
+    proxy.add_rule("GET", r"/packages/later-1\.0\.tar\.gz$", Respond(503, b"unavailable"))
+    bucket.put("later-1.0.tar.gz", b"later")
+    announce(bucket, ChangeKind.ADDED, "later-1.0.tar.gz")  # as an upload through another instance
+    a.age_view()
+    a.checked_get("/simple/")
+    assert a.http.get("/packages/later-1.0.tar.gz").status_code == 404
+    status, body = report(a)
+    assert (status, body["status"], body["unservable_files"]) == (200, "degraded", 1)
+    assert list(body["unservable"]) == ["later-1.0.tar.gz"]
+
+    proxy.clear_rules()
+    a.age_view()
+    a.checked_get("/simple/")
+    assert a.http.get("/packages/later-1.0.tar.gz").get_data() == b"later"
+    status, body = report(a)
+    assert (status, body["status"], body["unservable_files"]) == (200, "ok", 0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gcs"], indirect=True)
 def test_under_gunicorn_warmup_returns_once_every_file_is_served(
@@ -227,14 +259,14 @@ def test_anonymous_ready_names_no_bucket_user_or_file_unless_the_operator_opts_i
 
 def test_files_a_full_disk_kept_out_stay_reported_until_a_listing_fetches_everything(tmp_path: Path) -> None:
     # One worker's sync could not fetch a file nor record that (the disk was full); a
-    # sibling's check that finds the marker unmoved, or a listing that failed too, does
-    # not make the file servable: only a complete listing does. (Before, any check by a
-    # sibling made readiness say "ok" while the file still answered 404.)
+    # sibling's check that finds no new entry in the change feed, or a listing that failed
+    # too, does not make the file servable: only a complete listing does. (Before, any
+    # check by a sibling made readiness say "ok" while the file still answered 404.)
     state = StateFile(tmp_path / "control", "file:///bucket")
     (tmp_path / "control").mkdir()
     view = ViewRecord(state, sync_interval=5.0)
     first = Moment.now()
-    state.record_listing("m1", first, complete=False)
+    state.record_listing(None, first, complete=False)
     view.unrecorded_unservable = (first, {"later-1.0.tar.gz": {"error": "No space left", "reason": "local disk full"}})
     view.mark_checked(first)
 
@@ -243,9 +275,9 @@ def test_files_a_full_disk_kept_out_stay_reported_until_a_listing_fetches_everyt
         return str(status["status"]), int(status["unservable_files"])
 
     assert answer() == ("degraded", 1)
-    state.mark_pulled(Moment.now())  # a sibling's check: the marker has not moved
+    state.mark_pulled(Moment.now())  # a sibling's check: no new feed entry
     assert answer() == ("degraded", 1)
-    state.record_listing("m1", Moment.now(), complete=False)  # a sibling's listing that failed as well
+    state.record_listing(None, Moment.now(), complete=False)  # a sibling's listing that failed as well
     assert answer() == ("degraded", 1)
-    state.record_listing("m1", Moment.now(), complete=True)  # one that fetched everything
+    state.record_listing(None, Moment.now(), complete=True)  # one that fetched everything
     assert answer() == ("ok", 0)

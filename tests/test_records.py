@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gcs_sync.records.record import FileRecord, metadata_object, record_object
+from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import FaultProxy, Respond
 from testkit.packages import make_wheel
@@ -109,7 +110,7 @@ def test_a_file_put_there_by_another_tool_gets_its_record_once(
     second = App(bucket, tmp_path / "second", htpasswd)
     second.driver.calls.clear()
     second.client.sync()
-    assert second.driver.calls["upload"] <= 1  # the change marker at most: the record is read, not computed
+    assert second.driver.calls["upload"] == 0  # the record is read, not computed
     assert indexed_record(second, wheel.name) == record
 
 
@@ -190,7 +191,7 @@ def test_an_instance_that_may_not_write_records_keeps_them_and_says_so(
     assert "may not write metadata records" in caplog.text
 
 
-def test_a_yank_reaches_another_instance_through_its_sync_and_only_the_record_changes(
+def test_a_yank_reaches_another_instance_through_the_feed_and_only_the_record_changes(
     app: App, bucket: BucketProbe, tmp_path: Path, htpasswd: Path
 ) -> None:
     from gcs_sync.sync.records import RecordStore
@@ -201,12 +202,14 @@ def test_a_yank_reaches_another_instance_through_its_sync_and_only_the_record_ch
     other.client.sync()
     file_version = other.client.state.load()[wheel.name].remote_version
     RecordStore(app.driver).set_yank(wheel.name, True, "broken")
-    app.driver.touch_marker()
-    report = other.client.sync()
-    assert [type(event).__name__ for event in report.applied] == ["RecordChanged"]
+    ChangeFeed(app.driver).announce(ChangeKind.RECORD, wheel.name)  # what `yank` does after the record
+    calls = dict(other.driver.calls)
+    other.age_view()
+    other.client.refresh_now()  # a check: it reads the feed, and the record its entry names
     record = indexed_record(other, wheel.name)
     assert record is not None and record.yanked and record.yank_reason == "broken"
     assert other.client.state.load()[wheel.name].remote_version == file_version  # the file was not fetched again
+    assert other.driver.calls["list"] == calls["list"] + 1  # the feed only: no full listing
 
 
 def test_a_wheel_with_the_longest_name_is_stored_with_a_record_and_served_without_a_metadata_file(

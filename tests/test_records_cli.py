@@ -62,10 +62,10 @@ def packages(bucket: BucketProbe) -> set[str]:
     return bucket.names()
 
 
-def snapshot(bucket: BucketProbe) -> tuple[dict[str, Optional[bytes]], Optional[str]]:
+def snapshot(bucket: BucketProbe) -> tuple[dict[str, Optional[bytes]], list[str]]:
     """Every object with its bytes, the records and core metadata files included, and the
-    change marker's version."""
-    return {name: bucket.get(name) for name in bucket.names() | bucket.record_names()}, bucket.marker_version()
+    change feed's entries."""
+    return {name: bucket.get(name) for name in bucket.names() | bucket.record_names()}, bucket.feed_names()
 
 
 def object_versions(env: dict[str, str]) -> dict[str, str]:
@@ -101,7 +101,7 @@ def test_backfill_computes_each_missing_record_once_and_notes_a_bad_file(
     bucket.put(".gcs_sync/records/gone-1.0.tar.gz", json.dumps(orphan).encode())
     time.sleep(1.2)  # so that "now" and the objects' times differ
     env = env_for(bucket, tmp_path / "server-folder")
-    marker = bucket.marker_version()
+    feed = bucket.feed_names()
 
     run = run_cli(env, "backfill")
     assert run.code == 0, run.out + run.err
@@ -111,7 +111,9 @@ def test_backfill_computes_each_missing_record_once_and_notes_a_bad_file(
         in run.out
     assert "records without a package file (left alone): 1\n  gone-1.0.tar.gz" in run.out
     assert "ok: every package file has its record" in run.out
-    assert bucket.marker_version() not in (None, marker)
+    # Running instances are told of each new record (not of the orphan, left alone).
+    assert "change feed written: running instances take the records at their next check" in run.out
+    assert sorted(bucket.feed_since(feed)) == [("r", name) for name in sorted((BAD, WHEEL, SDIST))]
 
     for name, data, requires in ((WHEEL, wheel, ">=3.9"), (SDIST, sdist, ">=3.8")):
         record = record_of(bucket, name)
@@ -200,7 +202,7 @@ def test_yank_and_unyank_change_only_the_records(bucket: BucketProbe, tmp_path: 
     env = env_for(bucket, tmp_path / "server-folder")
     versions = object_versions(env)
     files = {name: bucket.get(name) for name in packages(bucket)}
-    marker = bucket.marker_version()
+    feed = bucket.feed_names()
 
     yank = run_cli(env, "yank", "demo", "1.0", "--reason", "broken on Windows")
     assert yank.code == 0, yank.out + yank.err
@@ -212,8 +214,9 @@ def test_yank_and_unyank_change_only_the_records(bucket: BucketProbe, tmp_path: 
     assert record_of(bucket, "demo-2.0.tar.gz") is None and record_of(bucket, "other-1.0.tar.gz") is None
     assert {name: bucket.get(name) for name in packages(bucket)} == files
     assert object_versions(env) == versions  # the package objects were not rewritten
-    yanked_marker = bucket.marker_version()
-    assert yanked_marker not in (None, marker)
+    # One entry per file whose record changed: running instances read those records again.
+    assert sorted(bucket.feed_since(feed)) == sorted([("r", SDIST), ("r", WHEEL)])
+    feed = bucket.feed_names()
 
     unyank = run_cli(env, "unyank", "DEMO", "1.0")  # any spelling PEP 503 normalises alike
     assert unyank.code == 0, unyank.out + unyank.err
@@ -223,7 +226,7 @@ def test_yank_and_unyank_change_only_the_records(bucket: BucketProbe, tmp_path: 
         assert record is not None and record["yanked"] is False and record["yank_reason"] is None
     assert object_versions(env) == versions
     assert {name: bucket.get(name) for name in packages(bucket)} == files
-    assert bucket.marker_version() not in (None, yanked_marker)
+    assert sorted(bucket.feed_since(feed)) == sorted([("r", SDIST), ("r", WHEEL)])
 
 
 def test_yank_of_a_release_the_bucket_does_not_have_exits_1_and_changes_nothing(
@@ -270,7 +273,7 @@ def test_push_leaves_every_file_with_its_record_and_pushes_a_bad_one_anyway(
     assert record_of(bucket, "broken-1.0.tar.gz")["metadata_problem"]  # type: ignore[index]
 
     before = snapshot(bucket)
-    again = run_cli(env, "push", str(stock))  # nothing new: no record rewritten, the marker stays
+    again = run_cli(env, "push", str(stock))  # nothing new: no record rewritten, no feed entry
     assert again.code == 0, again.out
     assert "0 uploaded" in again.out and "4 already there" in again.out and "records stored" not in again.out
     assert snapshot(bucket) == before

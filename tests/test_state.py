@@ -75,3 +75,35 @@ def test_a_snapshot_of_another_store_is_empty_and_its_journal_ignored(state: Sta
     StateFile(tmp_path, "s3://elsewhere/").record("a", entry(1))
     assert state.load() == {} and state.needs_snapshot
     assert state.should_compact()
+
+
+def test_after_a_compaction_a_reader_goes_on_from_where_it_stood_without_the_whole_state(
+    state: StateFile, tmp_path: Path
+) -> None:
+    """A compaction writes what the snapshot and its journal say: a reader that was part way
+    through the old journal gets its rest and the new journal's lines, not the snapshot
+    (at 50,000 files that would be a whole read in some request)."""
+    state.save({"a": entry(1)})
+    reader = StateFile(tmp_path, STORE)
+    first = reader.read()
+    state.record("b", entry(2))
+    second = reader.read(first.cursor)
+    state.record("c", entry(3))  # not seen by the reader before the compaction
+    state.compact({"a": entry(1), "b": entry(2), "c": entry(3)})
+    state.record("a", None)
+    third = reader.read(second.cursor)
+    assert third.files is None and third.entries == (("c", entry(3)), ("a", None))
+    assert reader.read(third.cursor).entries == ()
+    assert reader.load() == {"b": entry(2), "c": entry(3)}
+
+
+def test_a_reader_of_an_older_snapshot_than_the_compacted_one_reads_the_whole_state(
+    state: StateFile, tmp_path: Path
+) -> None:
+    state.save({"a": entry(1)})
+    reader = StateFile(tmp_path, STORE)
+    first = reader.read()
+    state.compact({"a": entry(1)})
+    state.compact({"a": entry(1)})  # two compactions: the reader's snapshot is not the one compacted
+    state.record("b", entry(2))
+    assert reader.read(first.cursor).files == {"a": entry(1), "b": entry(2)}

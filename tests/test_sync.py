@@ -210,6 +210,7 @@ def _age_view(client: StorageClient, seconds: float = 2) -> None:
 def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket, folder, caplog) -> None:
     bucket.put(A, b"alpha")
     client.sync()
+    assert client.wait_for_maintenance()
     bucket.remove_bucket()
     _age_view(client)
     with caplog.at_level(logging.ERROR, logger="gcs_sync"):
@@ -218,19 +219,20 @@ def test_an_unreachable_bucket_is_logged_and_the_local_copy_stays(client, bucket
     assert visible_files(folder) == {A: b"alpha"}
 
 
-def test_no_bucket_call_while_fresh_then_one_listing_and_no_download(client, bucket, driver) -> None:
+def test_no_bucket_call_while_fresh_then_one_feed_listing_and_no_download(client, bucket, driver) -> None:
     bucket.put(A, b"alpha")
     client.refresh_now()
+    assert client.wait_for_maintenance()  # the snapshot after that first (full) listing
     calls = dict(driver.calls)
     for _ in range(50):
         client.refresh_now()
     assert dict(driver.calls) == calls  # fresh: no bucket call at all
-    _age_view(client)
-    client.refresh_now()
-    # One listing of the packages, then one of the records folder.
-    assert driver.calls["list"] == calls["list"] + 2
-    assert driver.calls["download"] == calls.get("download", 0)  # nothing changed: nothing moved
-    assert driver.calls["upload"] == calls.get("upload", 0)  # the record computed at first stays
+    for check in range(1, 4):
+        _age_view(client)
+        client.refresh_now()
+        # One listing of the change feed from this instance's position, which has no new
+        # entry: nothing listed, downloaded or uploaded (the record computed at first stays).
+        assert dict(driver.calls) == {**calls, "list": calls["list"] + check}
 
 
 class FailsOnce(FileStoreDriver):
@@ -265,9 +267,6 @@ class FailsOnce(FileStoreDriver):
     def delete(self, name, if_version=None):
         return self.real.delete(name, if_version=if_version)
 
-    def marker_version(self):
-        return self.real.marker_version()
-
     def put_note(self, name, data, if_version=None, create_only=False):
         return self.real.put_note(name, data, if_version=if_version, create_only=create_only)
 
@@ -283,8 +282,8 @@ class FailsOnce(FileStoreDriver):
     def list_note_versions(self, folder):
         return self.real.list_note_versions(folder)
 
-    def touch_marker(self):
-        return self.real.touch_marker()
+    def list_notes_after(self, folder, start_after):
+        return self.real.list_notes_after(folder, start_after)
 
 
 def test_refilling_a_wiped_folder_never_deletes_from_the_bucket(driver, bucket, folder) -> None:
@@ -334,11 +333,12 @@ def test_a_sync_with_a_failed_transfer_lists_again_at_the_next_check(driver, buc
     client = StorageClient(FailsOnce(driver, B), folder, sync_interval=0, lock_timeout=5, concurrency=4)
     client.refresh_now()
     assert visible_files(folder) == {A: b"alpha"}
-    client.refresh_now()  # the marker did not move, but the last listing was incomplete
+    client.refresh_now()  # no feed entry names B, but the last listing was incomplete
     assert visible_files(folder) == {A: b"alpha", B: b"beta"}
+    assert client.wait_for_maintenance()  # the snapshot after that complete listing
     lists = driver.calls["list"]
-    client.refresh_now()  # complete now: the marker check is enough
-    assert driver.calls["list"] == lists
+    client.refresh_now()  # complete now: one listing of the feed is enough
+    assert driver.calls["list"] == lists + 1
 
 
 class BreaksOn(FailsOnce):

@@ -11,7 +11,10 @@ from gcs_sync.sync.client import StorageClient
 
 
 def age_view(client: StorageClient, seconds: float) -> None:
-    """Pretend the instance's last check of the bucket was ``seconds`` ago."""
+    """Pretend the instance's last check of the bucket was ``seconds`` ago (once the
+    snapshot and expiry after its last full listing, in their own thread, are done: their
+    bucket calls are not the next check's)."""
+    assert client.wait_for_maintenance(), "the maintenance after a full listing did not end"
     past = Moment(now() - seconds, boot_id())
     client.state.mark_pulled(past)
     client._checked = past  # this process's own memory of it, too

@@ -9,8 +9,8 @@ replaces that copy atomically. The bucket stays the source of truth.
 
 When a new version is looked for, so that bucket calls stay O(changes), not O(requests):
 
-- after every listing of the bucket by the package sync (the change marker moved, which
-  ``users add|remove`` makes it do, or the periodic FULL_SYNC_INTERVAL listing, which
+- after every listing of the bucket by the package sync (a change-feed entry says the
+  users changed, which ``users add|remove`` writes, or the periodic FULL_SYNC_INTERVAL listing, which
   catches an object rewritten by another tool): one metadata read, and a download only
   if the version is not the copy's;
 - at every check (SYNC_INTERVAL) while the copy is not current: the last look failed,

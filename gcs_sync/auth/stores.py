@@ -26,6 +26,7 @@ from gcs_sync.drivers import FileStoreDriver, make_driver
 from gcs_sync.drivers.base import SHA256_KEY, Version
 from gcs_sync.errors import ConfigError, ObjectChanged, ObjectExists
 from gcs_sync.files import fingerprint, replacing
+from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +99,13 @@ class LocalHtpasswd:
 
 
 class BucketHtpasswd:
-    """An htpasswd object in the bucket; the change marker tells the servers."""
+    """An htpasswd object in the bucket; the change feed tells the servers."""
 
     def __init__(self, url: str, driver: FileStoreDriver, name: str, packages: FileStoreDriver) -> None:
         self.where = url
         self._driver = driver  # for the object's folder
         self._name = name
-        self._packages = packages  # for the package folder's change marker
+        self._packages = packages  # for the package folder's change feed
 
     def read(self) -> Optional[Content]:
         found = self._driver.stat(self._name)
@@ -127,7 +128,7 @@ class BucketHtpasswd:
                 raise ObjectChanged("upload", self.where, "created while this command ran") from exc
 
     def announce(self) -> bool:
-        self._packages.touch_marker()
+        ChangeFeed(self._packages).announce(ChangeKind.USERS)
         return True
 
 
@@ -140,7 +141,7 @@ def open_store(password_file: Optional[str], bucket_settings: Callable[[], Setti
         raise ConfigError("PASSWORD_FILE", "is '.' (no authentication): there are no users to manage")
     if not is_object_url(password_file):
         return LocalHtpasswd(Path(password_file))
-    # The bucket settings: the object's store, and the package folder's change marker.
+    # The bucket settings: the object's store, and the package folder's change feed.
     settings = bucket_settings()
     location = parse_password_object(password_file, settings.storage_backend)
     assert location is not None  # a URL: an object, or ConfigError

@@ -33,18 +33,21 @@ from gcs_sync.cli.common import (
 )
 from gcs_sync.clock import rfc3339
 from gcs_sync.config import Settings
+from gcs_sync.drivers import make_driver
 from gcs_sync.errors import StorageError
 from gcs_sync.ops import push as ops_push
 from gcs_sync.ops import verify as ops_verify
 from gcs_sync.ops.gather import scan_folder
 from gcs_sync.ops.pull import download_size, pull_client
 from gcs_sync.ops.push import Pushed
-from gcs_sync.ops.status import Comparison, compare
+from gcs_sync.listings import CONTROL_FOLDER
+from gcs_sync.ops.status import CatalogComparison, Comparison, compare, compare_catalog
 from gcs_sync.ops.verify import Verified
 from gcs_sync.sync.client import StorageClient
-from gcs_sync.sync.events import ContentChangeEvent, RemoteDeleted
+from gcs_sync.sync.events import ContentChangeEvent, RemoteDeleted, Uncatalogued
 from gcs_sync.sync.plan import SyncPlan
 from gcs_sync.sync.readiness import view_times
+from gcs_sync.sync.state import StateFile
 
 # How long pull waits for the folder's lock, which a running server holds during its
 # syncs (a cold start of a large repository can take minutes).
@@ -85,8 +88,8 @@ def add_commands(commands: "argparse._SubParsersAction", parent: argparse.Argume
         description="Upload every package file of FOLDER (any folder, for example a stock pypiserver "
         "one; default LOCAL_PACKAGE_DIRECTORY) that the bucket lacks, create-only, with its sha256, "
         "SYNC_CONCURRENCY at a time, and store each file's record beside it (a file whose metadata "
-        "cannot be read is pushed anyway, with a record that says why); then rewrite the change marker, so running instances list the "
-        "bucket at their next check. A name the bucket has with the same content counts as done; "
+        "cannot be read is pushed anyway, with a record that says why); then add them to the change feed, so running instances "
+        "take them at their next check. A name the bucket has with the same content counts as done; "
         "with other content it is a conflict, reported and left alone unless --overwrite. Other "
         "files and sub-folders are skipped and listed. Never deletes. Exit 0 if every package file "
         "is in the bucket, 1 after a conflict or a failure.",
@@ -144,6 +147,11 @@ def _with_time(record: Optional[dict[str, object]], key: str) -> Optional[dict[s
 def run_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
     driver = open_bucket(settings)
+    if settings.package_files != "mirror":
+        catalog = compare_catalog(driver, settings.local_package_directory, settings.package_files,
+                                  settings.cache_max_bytes)
+        print(json.dumps(_catalog_json(catalog), indent=2) if args.json else "\n".join(_catalog_text(catalog)))
+        return EXIT_OK if catalog.in_sync else EXIT_DIFFERENT
     comparison = compare(driver, settings.local_package_directory, "LOCAL_PACKAGE_DIRECTORY")
     if args.json:
         print(json.dumps(_status_json(comparison), indent=2))
@@ -195,6 +203,47 @@ def _status_text(c: Comparison) -> Iterator[str]:
         yield f"in sync: all {len(c.same)} files agree"
 
 
+def _catalog_json(c: CatalogComparison) -> dict[str, object]:
+    return {
+        "in_sync": c.in_sync,
+        "package_files": c.mode,
+        "folder": str(c.folder),
+        "bucket": c.bucket_url,
+        "catalogued": c.catalogued,
+        "not_catalogued": c.not_catalogued,
+        "changed": c.changed,
+        "gone_from_bucket": c.gone,
+        "cache": c.cache,
+        "skipped_bucket_objects": c.bucket.skipped,
+        **view_times(c.lag_seconds),
+        "last_listing": _with_time(c.last_listing, "listed_at"),
+        "last_error": _with_time(c.last_error, "at"),
+    }
+
+
+def _catalog_text(c: CatalogComparison) -> Iterator[str]:
+    yield (f"folder: {c.folder} (PACKAGE_FILES={c.mode}: a catalog of the bucket, no package files), "
+           f"{c.catalogued} files catalogued")
+    yield f"bucket: {c.bucket_url}, {len(c.bucket.objects)} package files"
+    if c.cache is None:
+        yield "cache: empty (no file downloaded through this folder yet)"
+    else:
+        yield (f"cache: {c.cache['files']} files, {human_bytes(c.cache['bytes'])} of "
+               f"{human_bytes(c.cache['max_bytes'])} (CACHE_MAX_BYTES)")
+    if c.last_sync is None:
+        yield "last sync: never (no sync has recorded this folder as current)"
+    else:
+        yield f"last sync: {_when(c.last_sync)} (current as of {c.lag_seconds:.1f} s ago)"
+    if c.last_error is not None:
+        yield f"last error: {c.last_error.get('error')} (at {_when(c.last_error.get('at')) or 'an unknown time'})"
+    yield from section("in the bucket, not catalogued yet (the next check or a pull adds them)", c.not_catalogued)
+    yield from section("changed in the bucket, file or record (the next check reads them)", c.changed)
+    yield from section("catalogued, gone from the bucket (the next check forgets them)", c.gone)
+    yield from section("bucket objects that are not package filenames (never served)", c.bucket.skipped)
+    differing = len(c.not_catalogued) + len(c.changed) + len(c.gone)
+    yield f"differences: {differing} files" if differing else f"in sync: all {c.catalogued} files catalogued"
+
+
 # -- pull -------------------------------------------------------------------------------
 
 
@@ -236,6 +285,15 @@ def run_pull(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     finally:
         progress.close()
     client.state.clear_failure()  # as after a server's own successful check
+    if settings.package_files != "mirror":
+        forgotten = sum(1 for e in report.applied if isinstance(e, Uncatalogued))
+        print(f"catalogued {len(report.applied) - forgotten} files, forgot {forgotten}, {len(report.failed)} failed, "
+              f"in {report.seconds:.1f} s: {client.folder.path} from {driver.url} (PACKAGE_FILES={settings.package_files}: "
+              "no package file is downloaded; the cache fetches each on its first request)")
+        for event, error in sorted(report.failed, key=lambda f: f[0].name):
+            if not interrupted.is_set():
+                print(f"  failed: {event.name}: {error}")
+        return EXIT_INTERRUPTED if interrupted.is_set() else EXIT_DIFFERENT if report.failed else EXIT_OK
     pulled = [e for e in report.applied if not isinstance(e, RemoteDeleted)]
     removed = [e for e in report.applied if isinstance(e, RemoteDeleted)]
     print(f"pulled {len(pulled)} files ({human_bytes(sum(map(download_size, pulled)))}), removed {len(removed)}, "
@@ -324,11 +382,11 @@ def _push_text(report: ops_push.PushReport, url: str) -> Iterator[str]:
     if report.hashed_by_download:
         yield (f"compared by downloading: {len(report.hashed_by_download)} bucket objects had no sha256 in the "
                "listing")
-    if report.marker_error is not None:
-        yield (f"warning: could not rewrite the change marker ({report.marker_error}); running instances "
+    if report.feed_error is not None:
+        yield (f"warning: could not add the change to the change feed ({report.feed_error}); running instances "
                "see the new files at their next full listing (FULL_SYNC_INTERVAL)")
     elif (uploaded or overwritten or report.records_stored) and not report.dry_run:
-        yield "change marker rewritten: running instances list the bucket at their next check"
+        yield "change feed written: running instances take the new files at their next check"
 
 
 # -- verify -----------------------------------------------------------------------------
@@ -336,6 +394,8 @@ def _push_text(report: ops_push.PushReport, url: str) -> Iterator[str]:
 
 def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = store_settings(args, environ)
+    if settings.package_files != "mirror" and getattr(args, "folder", None) is None:
+        return _verify_cache(args, settings)
     scan = scan_folder(*_target(args, settings))  # a missing folder: exit 3 before any bucket request
     driver = open_bucket(settings)
     bar: Optional[tqdm] = None
@@ -351,6 +411,36 @@ def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if bar is not None:
             bar.close()
     print("\n".join(_verify_text(report)))
+    return EXIT_OK if report.all_match else EXIT_DIFFERENT
+
+
+def _verify_cache(args: argparse.Namespace, settings: Settings) -> int:
+    """PACKAGE_FILES cache or redirect: the files here are the cache's (no bucket call)."""
+    control = settings.local_package_directory / CONTROL_FOLDER
+    # The state names the store as its driver does (no bucket call is made here).
+    catalog = StateFile(control, make_driver(settings).url).load() if control.is_dir() else {}
+    bar: Optional[tqdm] = None
+
+    def start(total: int) -> None:
+        nonlocal bar
+        bar = progress_bar(args, total, "verify")
+
+    try:
+        report = ops_verify.verify_cache(control / "cache", catalog, concurrency=settings.sync_concurrency,
+                                         advance=lambda n: bar.update(n) if bar is not None else None,
+                                         on_start=start)
+    finally:
+        if bar is not None:
+            bar.close()
+    matched = report.named(Verified.MATCH)
+    print(f"cache {report.directory} (PACKAGE_FILES={settings.package_files}): {len(matched)} of "
+          f"{len(report.checks)} cached files match the digest they are served under")
+    print("\n".join(section("MISMATCH: served as these bytes, but they are not (delete the file; it is fetched again)",
+                             [f"{c.sha256} ({', '.join(c.filenames) or 'not catalogued'}): {c.detail}"
+                              for c in report.named(Verified.MISMATCH)])))
+    print("\n".join(section("could not be checked", [f"{c.sha256}: {c.detail}"
+                                                     for c in report.named(Verified.UNCHECKED)])))
+    print("ok: every cached file matches" if report.all_match else "differences found")
     return EXIT_OK if report.all_match else EXIT_DIFFERENT
 
 

@@ -35,7 +35,7 @@ def add_commands(commands: "argparse._SubParsersAction", parent: argparse.Argume
         description="Mark every file of release NAME VERSION in the bucket yanked, with an optional "
         "reason: installers then skip it, unless a requirement pins that very version (==), which "
         "still installs, with a warning. Only the files' records change, never the files; a file "
-        "without a record gets one first. Then the change marker is rewritten, so running "
+        "without a record gets one first. Then each file gets a change-feed entry, so running "
         "instances serve it within SYNC_INTERVAL. Exit 1 if the bucket has no file of that release.",
     )
     yank.add_argument("name", metavar="NAME", help="the project's name (any spelling PEP 503 normalises alike)")
@@ -59,8 +59,8 @@ def add_commands(commands: "argparse._SubParsersAction", parent: argparse.Argume
         "other tools or copied from a stock pypiserver folder. Each is downloaded to a temporary "
         "folder, SYNC_CONCURRENCY at a time, and removed once its record is stored. A file that is "
         "not what its name says gets a record noting the problem (it is still served). Records "
-        "whose file is gone are listed, not removed. Then the change marker is rewritten if "
-        "anything was written. A second run computes nothing. Exit 0 if every file has its "
+        "whose file is gone are listed, not removed. Then what was written goes into the "
+        "change feed. A second run computes nothing. Exit 0 if every file has its "
         "record, 1 if some failed (named).",
     )
     backfill.set_defaults(run=run_backfill)
@@ -116,11 +116,11 @@ def _backfill_text(report: ops_records.BackfillReport) -> Iterator[str]:
     yield from section("failed", [f"{o.name}: {o.detail}" for o in failed])
     yield from section("skipped, not package files", report.skipped)
     yield from section("records without a package file (left alone)", report.orphans)
-    if report.marker_error is not None:
-        yield (f"warning: could not rewrite the change marker ({report.marker_error}); running instances "
+    if report.feed_error is not None:
+        yield (f"warning: could not add the change to the change feed ({report.feed_error}); running instances "
                "see the records at their next full listing (FULL_SYNC_INTERVAL)")
     elif computed:
-        yield "change marker rewritten: running instances list the bucket at their next check"
+        yield "change feed written: running instances take the records at their next check"
     if report.complete:
         yield "ok: every package file has its record"
 

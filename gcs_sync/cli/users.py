@@ -3,8 +3,8 @@
 PASSWORD_FILE (or ``--password-file``) names it as the server reads it: a local path, or
 ``gs://BUCKET/KEY`` / ``s3://BUCKET/KEY`` with the matching STORAGE_BACKEND. A change is
 written whole, and only over the version that was read (``auth.stores``), so two edits at
-once never lose one silently. After a change to a bucket object the change marker is
-rewritten, so every instance reads the new users at its next check (within SYNC_INTERVAL
+once never lose one silently. After a change to a bucket object a change-feed entry
+is written, so every instance reads the new users at its next check (within SYNC_INTERVAL
 plus one sync). Passwords are read from the terminal or stdin, never from the command
 line; neither they nor hashes are printed. User names follow ``auth.user_names``.
 """
@@ -60,7 +60,7 @@ def _announce(store: HtpasswdStore) -> int:
     try:
         told = store.announce()
     except StorageError as exc:
-        print(f"warning: the users are stored, but the change marker could not be rewritten ({exc}): "
+        print(f"warning: the users are stored, but the change feed could not be written ({exc}): "
               "instances pick the change up at their next full listing (FULL_SYNC_INTERVAL)", file=sys.stderr)
         return EXIT_DIFFERENT
     if told:

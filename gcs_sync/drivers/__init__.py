@@ -24,7 +24,8 @@ def make_driver(
     if settings.storage_backend == "gcs":
         from gcs_sync.drivers.gcs import GCSDriver
 
-        return GCSDriver(bucket_name, prefix, settings.storage_timeout)
+        return GCSDriver(bucket_name, prefix, settings.storage_timeout,
+                         signing_account=settings.signing_service_account)
     if settings.storage_backend == "s3":
         from gcs_sync.drivers.s3 import S3Driver
 

@@ -33,10 +33,9 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   which ``list_objects`` never shows; ``delete`` removes them.
 - ``delete`` is idempotent: deleting a missing object succeeds. With ``if_version`` it
   deletes only that version and raises ``ObjectChanged`` if the object was replaced.
-- The change marker (``MARKER_NAME`` under the prefix, never listed) is rewritten by
-  ``touch_marker`` after every change this index makes; ``marker_version`` reads its
-  version with one metadata request (None if there is none), so an instance can tell
-  that nothing changed without listing the bucket.
+- ``list_notes_after`` lists bookkeeping objects after a name, with the store's time of
+  each, so an instance reads only the change-feed entries added since it last looked
+  (``sync/feed.py``), and can tell a writer whose clock is off.
 - Every failure is one of ``gcs_sync.errors.StorageError``'s subclasses, raised ``from``
   the SDK's exception, carrying the object name. Each driver maps its SDK's errors in
   one table-driven function; what a 404 or a 412 means depends on the call (``Meaning``):
@@ -46,7 +45,17 @@ Contract, checked for every driver by ``tests/test_drivers.py``:
   ``BucketNotFound`` if the bucket does not exist, ``StoragePermissionDenied`` if the
   credentials may not list it (or cannot be loaded), ``StorageUnavailable`` if the
   store did not answer; it is what an instance asks at start-up.
+- ``open_stream`` gives the bytes of an object at a version as an iterator of chunks of
+  at most ``STREAM_CHUNK`` bytes, never the whole object in memory (the package-file
+  cache streams a file to a client while it writes it). What the store says before the
+  first byte (``ObjectNotFound``, ``ObjectChanged``, ``StorageUnavailable``) is raised by
+  entering the context; a connection that breaks later raises ``StorageError`` (mostly
+  ``StorageUnavailable``) from the iterator. The caller checks the sha256.
 - ``calls`` counts the API requests made, by operation, for logs and benchmarks.
+- ``signed_url`` gives a URL that lets anyone GET object ``name`` for ``expires_seconds``
+  (PACKAGE_FILES=redirect or cache); ``check_signing`` makes sure one can be made, at
+  start-up. Both raise ``SigningUnavailable`` where the store or the credentials cannot
+  sign, ``SigningNotPermitted`` (naming the role missing) where the signer was refused.
 """
 
 from __future__ import annotations
@@ -60,13 +69,14 @@ import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, NewType, Optional, Union
+from typing import Callable, ContextManager, Iterator, Mapping, NewType, Optional, Union
 
 from gcs_sync.errors import (
     BucketNotFound,
     ObjectChanged,
     ObjectExists,
     ObjectNotFound,
+    SigningUnavailable,
     StorageError,
     StorageUnavailable,
 )
@@ -77,8 +87,8 @@ log = logging.getLogger(__name__)
 # meets "412 already exists" recognise its own earlier attempt.
 SHA256_KEY = "sha256"
 UPLOAD_TOKEN_KEY = "upload-token"
-# Inside a sub-"folder" of the prefix, so listings (one level, "/" delimiter) never show it.
-MARKER_NAME = ".gcs_sync/changed"
+# The most ``open_stream`` hands over at once.
+STREAM_CHUNK = 1 << 20
 
 # An object's version, as its driver gives it: opaque, compared for equality only, and
 # passed back only to that driver (each driver's kind is a NewType of it).
@@ -300,18 +310,39 @@ class FileStoreDriver(abc.ABC):
     def list_note_versions(self, folder: str) -> dict[str, Version]:
         """The objects directly in ``folder`` (ending in "/"), by ``name``, with their versions."""
 
-    def marker_version(self) -> Optional[Version]:
-        """The change marker's current version; None if there is no marker yet."""
-        marker = self.stat(MARKER_NAME)
-        return None if marker is None else marker.version
-
     @abc.abstractmethod
-    def touch_marker(self) -> None:
-        """Rewrite the change marker (new content, so every store gives it a new version)."""
+    def list_notes_after(self, folder: str, start_after: str) -> list[tuple[str, Optional[float]]]:
+        """The objects directly in ``folder`` (ending in "/") whose names sort after
+        ``start_after`` (a ``name``), sorted by name, each with when the store wrote it
+        (seconds since the epoch by the store's clock: GCS timeCreated, S3 LastModified, a
+        file's mtime; None if unknown): one request per 1,000 names where the store can
+        start a listing there (GCS ``start_offset``, S3 ``StartAfter``). What a change feed
+        reads (``sync/feed.py``): its cost is what was added since, not the folder."""
 
-    @staticmethod
-    def new_marker_content() -> bytes:
-        return f"{uuid.uuid4().hex}\n".encode()
+    def list_note_names_after(self, folder: str, start_after: str) -> list[str]:
+        """``list_notes_after``'s names."""
+        return [name for name, _ in self.list_notes_after(folder, start_after)]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"
+
+    def open_stream(self, name: str, version: Version) -> ContextManager[Iterator[bytes]]:
+        """The bytes of object ``name`` at ``version`` in chunks (at most ``STREAM_CHUNK``),
+        without holding the whole object in memory; raises ObjectNotFound / ObjectChanged /
+        StorageUnavailable (typed, with the name) before the first chunk where the store says
+        so, and StorageError mid-stream if the connection breaks. The caller checks the sha256."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream {name!r}")
+
+    # Signed URLs (PACKAGE_FILES=redirect, and cache mode's large files).
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        """A URL that lets anyone GET object ``name`` for ``expires_seconds``."""
+        raise SigningUnavailable("sign", self._key(name), f"{type(self).__name__} cannot sign URLs")
+
+    def check_signing(self) -> None:
+        """Make sure a URL can be signed (at start-up); raises what ``signed_url`` would,
+        naming the store rather than the object signed to find out."""
+        try:
+            self.signed_url(".gcs_sync/signing-check", 60)  # signing needs no object: none is read
+        except StorageError as exc:
+            raise type(exc)("sign URLs for", self.url, exc.cause) from exc

@@ -3,16 +3,30 @@
 The SDK's own conventions apply: ``STORAGE_EMULATOR_HOST`` for the emulator, Application
 Default Credentials otherwise. ``client.bucket()`` makes no API call, so object-level
 roles (Storage Object Admin) are enough; ``get_bucket()`` would need bucket metadata reads.
+
+Signed URLs (V4) are signed with a service-account key where the credentials carry one
+(``GOOGLE_APPLICATION_CREDENTIALS=key.json``), else through the IAM credentials API's
+signBlob as the runtime's service account (App Engine, Cloud Run, GCE: no key deployed),
+which needs ``roles/iam.serviceAccountTokenCreator`` on that account. With the emulator
+the storage client stays anonymous (a key there would make every call fetch a token) and
+only signing uses the standard credentials; the URLs then point at the emulator.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
+import datetime
 import functools
+import threading
 from pathlib import Path
-from typing import Mapping, NewType, Optional
+from typing import Any, Iterator, Mapping, NewType, Optional
 
+import google.auth
+import google.auth.credentials
 import google.auth.exceptions
+import google.auth.transport.requests
 import requests
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
@@ -24,10 +38,10 @@ from gcs_sync.drivers.base import (
     BUCKET,
     CREATE,
     DELETE,
-    MARKER_NAME,
     READ,
     REPLACE,
     SHA256_KEY,
+    STREAM_CHUNK,
     UPLOAD_TOKEN_KEY,
     ErrorKind,
     Failure,
@@ -37,7 +51,16 @@ from gcs_sync.drivers.base import (
     mapped_errors,
     served_sha256,
 )
-from gcs_sync.errors import BucketNotFound, ObjectChanged, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
+from gcs_sync.errors import (
+    BucketNotFound,
+    ObjectChanged,
+    ObjectNotFound,
+    SigningNotPermitted,
+    SigningUnavailable,
+    StorageError,
+    StoragePermissionDenied,
+    StorageUnavailable,
+)
 from gcs_sync.files import sha256_of
 
 # An object's generation (a number GCS gives each write), as a Version.
@@ -54,6 +77,11 @@ _UNAVAILABLE = (
     ConnectionError,
     TimeoutError,
 )
+
+# A streamed download asks for this much per request (each with the driver's retry and
+# timeout, so a broken connection is retried from where it broke), handed over in
+# STREAM_CHUNK pieces: a few requests per package file, a bounded amount in memory.
+_STREAM_RANGE = 4 * STREAM_CHUNK
 
 # The SDK's errors and what each is, the first match winning; anything else is a StorageError.
 _ERRORS: tuple[tuple[tuple[type[BaseException], ...], ErrorKind], ...] = (
@@ -93,6 +121,63 @@ def _remote(name: str, blob: storage.Blob) -> RemoteObject:
                         metadata.get(UPLOAD_TOKEN_KEY), modified=_created(blob))
 
 
+# The role that lets an account sign as a service account (IAM signBlob), and where.
+TOKEN_CREATOR_ROLE = "roles/iam.serviceAccountTokenCreator"
+IAM_CREDENTIALS_ENDPOINT = "https://iamcredentials.googleapis.com"
+_CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+
+
+class _IamSigner(google.auth.credentials.Signing):
+    """Signs as service account ``email`` through the IAM credentials API's signBlob,
+    with ``credentials``' token. Each call is bounded by ``timeout`` (the SDK's own
+    signBlob call retries for up to two minutes without one) and a refusal says which
+    role is missing. Raises StorageError kinds naming the account; ``signed_url`` names
+    the object."""
+
+    def __init__(self, credentials: google.auth.credentials.Credentials, email: str, timeout: float,
+                 endpoint: str = IAM_CREDENTIALS_ENDPOINT) -> None:
+        self._session = google.auth.transport.requests.AuthorizedSession(credentials)
+        self._email = email
+        self._timeout = timeout
+        self._url = f"{endpoint}/v1/projects/-/serviceAccounts/{email}:signBlob"
+
+    @property
+    def signer_email(self) -> str:
+        return self._email
+
+    @property
+    def signer(self) -> Any:
+        return None  # no local key: sign_bytes asks IAM
+
+    def sign_bytes(self, message: bytes) -> bytes:
+        payload = {"payload": base64.b64encode(message).decode("ascii")}
+        try:
+            reply = self._session.post(self._url, json=payload, timeout=self._timeout)
+        except google.auth.exceptions.RefreshError as exc:
+            raise SigningUnavailable("sign as", self._email, f"the credentials' token cannot be had: {exc}") from exc
+        except (requests.exceptions.RequestException, google.auth.exceptions.TransportError) as exc:
+            raise StorageUnavailable("sign as", self._email, f"the IAM credentials API did not answer: {exc}") from exc
+        if reply.status_code in (401, 403):
+            raise SigningNotPermitted(
+                "sign as", self._email,
+                f"the IAM credentials API refused signBlob ({reply.status_code}): grant {TOKEN_CREATOR_ROLE} "
+                f"on the service account {self._email} to the account the index runs as (on itself if it is "
+                f"that account): {_short(reply.text)}",
+            )
+        if reply.status_code == 429 or reply.status_code >= 500:
+            raise StorageUnavailable("sign as", self._email, f"IAM signBlob answered {reply.status_code}: {_short(reply.text)}")
+        if reply.status_code != 200:
+            raise SigningUnavailable("sign as", self._email, f"IAM signBlob answered {reply.status_code}: {_short(reply.text)}")
+        try:
+            return base64.b64decode(reply.json()["signedBlob"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageUnavailable("sign as", self._email, f"IAM signBlob gave no signature: {_short(reply.text)}") from exc
+
+
+def _short(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
 class GCSDriver(FileStoreDriver):
     def __init__(
         self,
@@ -100,8 +185,15 @@ class GCSDriver(FileStoreDriver):
         prefix: str,
         timeout: float,
         client: Optional[storage.Client] = None,
+        signing_account: Optional[str] = None,
+        iam_endpoint: str = IAM_CREDENTIALS_ENDPOINT,
     ) -> None:
         super().__init__(prefix)
+        # SIGNING_SERVICE_ACCOUNT; None: the credentials' own account.
+        self._signing_account = signing_account
+        self._iam_endpoint = iam_endpoint
+        self._signer: Optional[google.auth.credentials.Signing] = None
+        self._signer_lock = threading.Lock()
         self.url = f"gs://{bucket_name}/{self._prefix}"
         try:
             self._client = client or storage.Client()
@@ -255,12 +347,118 @@ class GCSDriver(FileStoreDriver):
                     found[blob.name[len(self._prefix):]] = _generation(blob)
         return found
 
-    def touch_marker(self) -> None:
-        key = self._key(MARKER_NAME)
-        self._count("upload")
-        # An unconditional write is safe to retry: any new generation does.
-        with _mapped("upload", key, BUCKET):
-            self._bucket.blob(key).upload_from_string(
-                self.new_marker_content(), content_type="text/plain",
+    def list_notes_after(self, folder: str, start_after: str) -> list[tuple[str, Optional[float]]]:
+        found: list[tuple[str, Optional[float]]] = []
+        with _mapped("list", self._key(folder), BUCKET):
+            blobs = self._client.list_blobs(
+                self._bucket, prefix=self._key(folder), delimiter="/", start_offset=self._key(start_after),
                 retry=self._retry, timeout=self._timeout,
             )
+            for page in blobs.pages:
+                self._count("list")
+                for blob in page:
+                    name = blob.name[len(self._prefix):]
+                    # start_offset is inclusive (and the emulator ignores it): filter here too.
+                    if name > start_after:
+                        found.append((name, None if blob.time_created is None else blob.time_created.timestamp()))
+        return sorted(found)
+
+    @contextlib.contextmanager
+    def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:
+        key = self._key(name)
+        blob = self._bucket.blob(key)
+        # The first range is read here, so what the store says of the object (gone,
+        # replaced, unreachable) is raised before the caller has sent anything.
+        first = self._range(blob, key, version, 0)
+        yield self._chunks(blob, key, version, first)
+
+    def _chunks(self, blob: storage.Blob, key: str, version: Version, data: bytes) -> Iterator[bytes]:
+        start = 0
+        while True:
+            view = memoryview(data)
+            for offset in range(0, len(data), STREAM_CHUNK):
+                yield bytes(view[offset:offset + STREAM_CHUNK])
+            if len(data) < _STREAM_RANGE:
+                return  # a short range is the object's end
+            start += len(data)
+            data = self._range(blob, key, version, start)
+
+    def _range(self, blob: storage.Blob, key: str, version: Version, start: int) -> bytes:
+        """Bytes ``start`` onward (at most ``_STREAM_RANGE``) of generation ``version``;
+        empty past the end. Every range names the generation, so an object replaced
+        mid-stream is ``ObjectChanged``, never a mix of two versions."""
+        self._count("download")
+        with _mapped("download", key, READ):
+            try:
+                data: bytes = blob.download_as_bytes(
+                    start=start, end=start + _STREAM_RANGE - 1, if_generation_match=int(version),
+                    # The SDK cannot check a range against the object's crc32c: the
+                    # caller checks the whole file's sha256.
+                    checksum=None, retry=self._retry, timeout=self._timeout,
+                )
+            except gexc.RequestRangeNotSatisfiable:
+                return b""  # the previous range ended exactly at the object's end
+        return data
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        key = self._key(name)
+        try:
+            signer = self._signing_credentials()
+            # The URL's host is the client's endpoint: the emulator's with STORAGE_EMULATOR_HOST.
+            url: str = self._bucket.blob(key).generate_signed_url(
+                version="v4", expiration=datetime.timedelta(seconds=expires_seconds), method="GET",
+                credentials=signer,
+            )
+        except StorageError as exc:  # the signer's (its cause names the account): now the object's
+            raise type(exc)("sign", key, exc.cause) from exc
+        except (google.auth.exceptions.GoogleAuthError, AttributeError, ValueError) as exc:
+            # AttributeError: the SDK's "you need a private key" for credentials that cannot sign.
+            raise SigningUnavailable("sign", key, f"{type(exc).__name__}: {exc}") from exc
+        self._count("sign")
+        return url
+
+    def _signing_credentials(self) -> google.auth.credentials.Signing:
+        """What signs: the credentials themselves if they hold a key of the account to
+        sign as, else an IAM signer as that account; made once."""
+        with self._signer_lock:
+            if self._signer is None:
+                self._signer = self._new_signer()
+            return self._signer
+
+    def _new_signer(self) -> google.auth.credentials.Signing:
+        credentials = self._client._credentials
+        if isinstance(credentials, google.auth.credentials.AnonymousCredentials):
+            # The emulator's client: signing uses the standard credentials (a key file).
+            try:
+                credentials, _ = google.auth.default(scopes=[_CLOUD_PLATFORM])
+            except google.auth.exceptions.DefaultCredentialsError as exc:
+                raise SigningUnavailable(
+                    "sign with", self.url, f"no credentials to sign with (GOOGLE_APPLICATION_CREDENTIALS): {exc}",
+                ) from exc
+        if isinstance(credentials, google.auth.credentials.Signing) and self._signing_account in (
+            None, credentials.signer_email,
+        ):
+            return credentials  # a service-account key: signs locally, no request
+        email = self._signing_account or self._own_account(credentials)
+        return _IamSigner(credentials, email, self._timeout, self._iam_endpoint)
+
+    def _own_account(self, credentials: google.auth.credentials.Credentials) -> str:
+        """The service account the runtime credentials are (metadata-server credentials
+        learn it when they first fetch a token)."""
+        email = getattr(credentials, "service_account_email", None)
+        if email in (None, "default"):
+            try:
+                credentials.refresh(google.auth.transport.requests.Request())
+            except google.auth.exceptions.RefreshError as exc:
+                raise SigningUnavailable("sign with", self.url, f"the credentials' token cannot be had: {exc}") from exc
+            except google.auth.exceptions.TransportError as exc:
+                raise StorageUnavailable("sign with", self.url, f"the credentials' token cannot be had: {exc}") from exc
+            email = getattr(credentials, "service_account_email", None)
+        if not isinstance(email, str) or email == "default":
+            raise SigningUnavailable(
+                "sign with", self.url,
+                f"the credentials ({type(credentials).__module__}.{type(credentials).__name__}) are no service "
+                "account's and hold no key: set SIGNING_SERVICE_ACCOUNT to a service account on which they have "
+                f"{TOKEN_CREATOR_ROLE}",
+            )
+        return email

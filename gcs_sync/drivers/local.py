@@ -6,18 +6,19 @@ the name exists) or a rename (overwrite). Its own temporary files are never list
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import shutil
 from pathlib import Path
 from stat import S_ISREG
-from typing import Mapping, NewType, Optional
+from typing import BinaryIO, Iterator, Mapping, NewType, Optional
 
 from gcs_sync.drivers.base import (
     CREATE,
-    MARKER_NAME,
     READ,
+    STREAM_CHUNK,
     ErrorKind,
     Failure,
     FileStoreDriver,
@@ -26,8 +27,8 @@ from gcs_sync.drivers.base import (
     Version,
     mapped_errors,
 )
-from gcs_sync.errors import BucketNotFound, ObjectChanged, StorageError, StoragePermissionDenied
-from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, sha256_of, temp_name, write_atomically
+from gcs_sync.errors import BucketNotFound, ObjectChanged, SigningUnavailable, StorageError, StoragePermissionDenied
+from gcs_sync.files import TEMP_SUFFIX, copy_hashing, fingerprint, replacing, sha256_of, temp_name
 
 # A file's inode, size and modification time (``gcs_sync.files.fingerprint``), as a Version.
 Fingerprint = NewType("Fingerprint", Version)
@@ -245,9 +246,52 @@ class LocalFolderDriver(FileStoreDriver):
                     continue  # deleted while we listed
         return found
 
-    def touch_marker(self) -> None:
-        self._count("upload")
-        marker = self._existing_folder("upload", MARKER_NAME) / MARKER_NAME
-        with _mapped("upload", MARKER_NAME, _FOLDER):
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(marker, self.new_marker_content())  # a new inode: a new version
+    def list_notes_after(self, folder: str, start_after: str) -> list[tuple[str, Optional[float]]]:
+        self._count("list")
+        found: list[tuple[str, Optional[float]]] = []
+        with _mapped("list", folder, _FOLDER):
+            path = self._existing_folder("list", folder) / folder
+            try:
+                names = os.listdir(path)  # names first: a stat only for those after start_after
+            except FileNotFoundError:
+                return []
+            for name in names:
+                if _is_own_temp(name) or folder + name <= start_after:
+                    continue
+                try:
+                    stat = os.stat(path / name)
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+                if S_ISREG(stat.st_mode):  # objects only, as a bucket lists them: no sub-folder
+                    found.append((folder + name, stat.st_mtime))
+        return sorted(found)
+
+    @contextlib.contextmanager
+    def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:
+        self._count("download")
+        path = self._existing_folder("download", name) / name
+        with _mapped("download", name, READ):
+            source = open(path, "rb")
+        try:
+            # Files are replaced by rename, never rewritten in place: the open file is
+            # the version whose fingerprint it has, to the end.
+            if _fingerprint(os.fstat(source.fileno())) != version:
+                raise ObjectChanged("download", name, "changed since it was listed")
+            yield self._chunks(name, source)
+        finally:
+            source.close()
+
+    @staticmethod
+    def _chunks(name: str, source: BinaryIO) -> Iterator[bytes]:
+        while True:
+            with _mapped("download", name, READ):
+                chunk = source.read(STREAM_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        raise SigningUnavailable(
+            "sign", self._key(name),
+            "a local folder cannot sign URLs (PACKAGE_FILES=redirect needs STORAGE_BACKEND=gcs or s3)",
+        )

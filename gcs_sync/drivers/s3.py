@@ -6,10 +6,11 @@ MinIO, R2, moto and friends; the standard credential chain and ``AWS_REGION``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from pathlib import Path
-from typing import Any, Mapping, NewType, Optional
+from typing import Any, Iterator, Mapping, NewType, Optional
 
 import boto3
 import botocore.exceptions
@@ -19,10 +20,10 @@ from gcs_sync.drivers.base import (
     BUCKET,
     CREATE,
     DELETE,
-    MARKER_NAME,
     READ,
     REPLACE,
     SHA256_KEY,
+    STREAM_CHUNK,
     UPLOAD_TOKEN_KEY,
     ErrorKind,
     Failure,
@@ -32,7 +33,14 @@ from gcs_sync.drivers.base import (
     mapped_errors,
     served_sha256,
 )
-from gcs_sync.errors import BucketNotFound, ObjectNotFound, StorageError, StoragePermissionDenied, StorageUnavailable
+from gcs_sync.errors import (
+    BucketNotFound,
+    ObjectNotFound,
+    SigningUnavailable,
+    StorageError,
+    StoragePermissionDenied,
+    StorageUnavailable,
+)
 
 # An object's ETag, quotes and all, as a Version (S3 gives a new one to every write of
 # other bytes; the MD5 of the bytes for most, so equal bytes give equal ETags).
@@ -244,8 +252,64 @@ class S3Driver(FileStoreDriver):
                     found[entry["Key"][len(self._prefix):]] = ETag(Version(str(entry["ETag"])))
         return found
 
-    def touch_marker(self) -> None:
-        key = self._key(MARKER_NAME)
-        self._count("upload")
-        with _mapped("upload", key, BUCKET):
-            self._client.put_object(Bucket=self._bucket, Key=key, Body=self.new_marker_content())
+    def list_notes_after(self, folder: str, start_after: str) -> list[tuple[str, Optional[float]]]:
+        found: list[tuple[str, Optional[float]]] = []
+        with _mapped("list", self._key(folder), BUCKET):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._key(folder), Delimiter="/", StartAfter=self._key(start_after),
+            )
+            for page in pages:
+                self._count("list")
+                for entry in page.get("Contents", []):
+                    modified = entry.get("LastModified")
+                    found.append((entry["Key"][len(self._prefix):], None if modified is None else modified.timestamp()))
+        return sorted(note for note in found if note[0] > start_after)
+
+    @contextlib.contextmanager
+    def open_stream(self, name: str, version: Version) -> Iterator[Iterator[bytes]]:
+        key = self._key(name)
+        self._count("download")
+        with _mapped("download", key, READ):
+            # IfMatch: the bytes must be that version (a 412 is ObjectChanged, a 404 gone).
+            reply = self._client.get_object(Bucket=self._bucket, Key=key, IfMatch=version)
+        try:
+            yield self._chunks(key, reply)
+        finally:
+            reply["Body"].close()  # a stream left early must not keep its connection
+
+    @staticmethod
+    def _chunks(key: str, reply: Mapping[str, Any]) -> Iterator[bytes]:
+        chunks = reply["Body"].iter_chunks(STREAM_CHUNK)
+        md5 = hashlib.md5()
+        read = 0
+        while True:
+            # A broken connection or a body shorter than its Content-Length (botocore
+            # checks at the end) is StorageUnavailable, raised mid-stream.
+            with _mapped("download", key, READ):
+                chunk: bytes = next(chunks, b"")
+            if not chunk:
+                break
+            md5.update(chunk)
+            read += len(chunk)
+            yield chunk
+        if read != reply["ContentLength"]:
+            raise StorageUnavailable("download", key, f"body truncated at {read} of {reply['ContentLength']} bytes")
+        if _etag_is_md5(reply) and md5.hexdigest() != reply["ETag"].strip('"'):
+            raise StorageUnavailable("download", key, "content does not match its ETag (MD5)")
+
+    def signed_url(self, name: str, expires_seconds: int) -> str:
+        # Presigning is local (SigV4 with the client's keys, no request): it fails only
+        # without credentials. Whether those keys may read the object (s3:GetObject) only
+        # the GET through the URL tells.
+        key = self._key(name)
+        try:
+            url: str = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_seconds,
+            )
+        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError) as exc:
+            raise SigningUnavailable(
+                "sign", key, f"the credentials are missing or incomplete, so no URL can be presigned: {exc}",
+            ) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise SigningUnavailable("sign", key, f"cannot presign: {type(exc).__name__}: {exc}") from exc
+        return url

@@ -11,7 +11,7 @@ from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.events import ContentChangeEvent
 from gcs_sync.sync.folder import PackageFolder
 
-# A pull never writes to the bucket: no uploads or deletes, not even the change marker.
+# A pull never writes to the bucket: no uploads or deletes, not even a change-feed entry.
 # Files only in the folder are left alone; files changed or removed there are downloaded again.
 PUSH_LOCAL_CHANGES = False
 
@@ -27,7 +27,9 @@ def pull_client(driver: FileStoreDriver, settings: Settings, lock_wait: float) -
         lock_timeout=lock_wait,
         concurrency=settings.sync_concurrency,
         push_local_changes=PUSH_LOCAL_CHANGES,
-        create_marker=False,
+        may_write=False,
+        # PACKAGE_FILES cache or redirect: a pull brings the catalog, not the files.
+        catalog=settings.package_files != "mirror",
     )
 
 

@@ -1,7 +1,7 @@
 """``push``: upload a folder's package files that the bucket lacks, create-only, with
 their sha256 as metadata, and store each file's record (``gcs_sync.records``) beside it;
-then rewrite the change marker once, so running instances list the bucket at their next
-check. Never deletes anything in the bucket.
+then add them to the change feed (one entry per file, or one "list everything" entry for
+many), so running instances take them at their next check. Never deletes anything in the bucket.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from gcs_sync.ops.gather import FolderScan, list_bucket
 from gcs_sync.ops.records import computed_record, write_record
 from gcs_sync.ops.transfers import Advance, no_progress, parallel, sha256_by_download
 from gcs_sync.records.record import upload_time
+from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 from gcs_sync.sync.records import RecordStore
 
 
@@ -44,6 +45,8 @@ class PushOutcome:
     record: str = ""
     # A file that is not what its name says (pushed anyway): the problem its record notes.
     problem: str = ""
+    # The sha256 of the bytes pushed (for the change feed's entry); None if not known.
+    sha256: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -52,7 +55,7 @@ class PushReport:
     outcomes: list[PushOutcome]
     dry_run: bool
     hashed_by_download: list[str]  # bucket objects without a listed sha256, compared by their bytes
-    marker_error: Optional[StorageError] = None
+    feed_error: Optional[StorageError] = None
 
     def named(self, result: Pushed) -> list[PushOutcome]:
         return [o for o in self.outcomes if o.result == result]
@@ -75,7 +78,7 @@ class PushReport:
         """Every package file of the folder is (or, dry, would be) in the bucket with its
         content and its record."""
         return not (self.named(Pushed.CONFLICT) or self.named(Pushed.FAILED) or self.records_failed
-                    or self.marker_error)
+                    or self.feed_error)
 
 
 RECORD_STORED = "stored"
@@ -94,8 +97,8 @@ def push(
     """Upload every package file of ``folder`` that the bucket lacks, create-only, with its
     sha256 as metadata. A name the bucket has with the same content counts as done; with
     other content it is a conflict, left alone unless ``overwrite``. Then, if anything was
-    uploaded, rewrite the change marker once so running instances list the bucket at
-    their next check. Never deletes. ``on_start`` gets the total bytes to go through."""
+    uploaded, add it to the change feed (one entry per file, or one "list everything"
+    entry for many), so running instances take it at their next check. Never deletes. ``on_start`` gets the total bytes to go through."""
     remote = list_bucket(driver).objects
     store = RecordStore(driver)
     records = {} if dry_run else store.list_versions()
@@ -110,6 +113,7 @@ def push(
                                             hashed_by_download)
                 if dry_run or outcome.result in (Pushed.CONFLICT, Pushed.FAILED):
                     return outcome
+                outcome = dataclasses.replace(outcome, sha256=sha256)
                 return _with_record(store, outcome, local, sha256, there, local.name in records)
             except StorageError as exc:
                 return PushOutcome(local.name, Pushed.FAILED, local.size, str(exc))
@@ -121,10 +125,12 @@ def push(
         outcomes = parallel(push_one, sorted(scan.files.values(), key=lambda f: f.name), concurrency)
     report = PushReport(scan, outcomes, dry_run, sorted(hashed_by_download))
     if not dry_run and (report.named(Pushed.UPLOADED) or report.named(Pushed.OVERWRITTEN) or report.records_stored):
+        changed = {outcome.name: outcome.sha256 for outcome in outcomes
+                   if outcome.result in (Pushed.UPLOADED, Pushed.OVERWRITTEN) or outcome in report.records_stored}
         try:
-            driver.touch_marker()
+            ChangeFeed(driver).announce_files(ChangeKind.ADDED, sorted(changed.items()))
         except StorageError as exc:
-            report.marker_error = exc
+            report.feed_error = exc
     return report
 
 

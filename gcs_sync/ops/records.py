@@ -4,7 +4,7 @@ the bucket, kept by the operator.
 ``backfill`` gives every package object of the bucket a record that describes its
 bytes: objects put there by other tools (or a stock pypiserver's folder copied in) have
 none. ``set_yanked`` marks a release's files yanked (PEP 592) or not; only their records
-change, never the files. Both rewrite the change marker once after writing anything, so
+change, never the files. Both add what they wrote to the change feed (``sync.feed``), so
 running instances pick the records up within their usual bound. Neither deletes: an
 orphan record (its package file is gone) is reported, not removed.
 """
@@ -32,6 +32,7 @@ from gcs_sync.ops.gather import list_bucket
 from gcs_sync.ops.transfers import Advance, no_progress, parallel
 from gcs_sync.records.compute import compute_record_or_note_problem
 from gcs_sync.records.record import METADATA_FOLDER, FileRecord, metadata_object, upload_time
+from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 from gcs_sync.sync.records import RecordStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class BackfillReport:
     outcomes: list[BackfillOutcome]
     skipped: list[str]  # names under the prefix that are not package files
     orphans: list[str]  # records whose package file is not in the bucket (left alone)
-    marker_error: Optional[StorageError] = None
+    feed_error: Optional[StorageError] = None
 
     def named(self, result: Backfilled) -> list[BackfillOutcome]:
         return [o for o in self.outcomes if o.result == result]
@@ -69,7 +70,7 @@ class BackfillReport:
     @property
     def complete(self) -> bool:
         """Every package object now has a record that describes its bytes."""
-        return not (self.named(Backfilled.FAILED) or self.marker_error)
+        return not (self.named(Backfilled.FAILED) or self.feed_error)
 
 
 class ReleaseNotFound(LookupError):
@@ -93,8 +94,8 @@ def backfill(
     bytes or names a core metadata file the bucket lacks, are downloaded one at a time
     per worker to a temporary folder, and their record computed and stored (create-only,
     or over the stale record's version). A record another writer stored meanwhile counts
-    as done if it describes the same bytes. Then the change marker is rewritten once if
-    anything was written. ``on_start`` gets the total bytes of the package objects."""
+    as done if it describes the same bytes. Then what was written goes into the change
+    feed. ``on_start`` gets the total bytes of the package objects."""
     listing = list_bucket(driver)
     store = RecordStore(driver)
     versions = store.list_versions()
@@ -116,9 +117,10 @@ def backfill(
     report = BackfillReport(driver.url, outcomes, listing.skipped, orphans)
     if report.named(Backfilled.COMPUTED):
         try:
-            driver.touch_marker()
+            computed = report.named(Backfilled.COMPUTED)
+            ChangeFeed(driver).announce_files(ChangeKind.RECORD, ((outcome.name, None) for outcome in computed))
         except StorageError as exc:
-            report.marker_error = exc
+            report.feed_error = exc
     return report
 
 
@@ -223,8 +225,8 @@ def set_yanked(
 ) -> list[FileRecord]:
     """Mark every file of the release yanked (with ``reason``) or not, and return their
     records as they now are. A file without a record that describes it gets one first
-    (as backfill gives it). Only the records change, never the files. Then the change
-    marker is rewritten once (a failure to is logged: the instances then see the change
+    (as backfill gives it). Only the records change, never the files. Then one feed
+    entry per file (a failure to write one is logged: the instances then see the change
     at their next full listing). Raises ReleaseNotFound if the bucket has no file of
     that release."""
     files = release_files(driver, project, version)
@@ -242,9 +244,7 @@ def set_yanked(
         if after is None:
             raise StorageError("yank", obj.name, "its record was removed meanwhile (with the file?); run again")
         records.append(after)
-    try:
-        driver.touch_marker()
-    except StorageError as exc:
-        log.warning("could not rewrite the change marker (%s): running instances see the change at their next "
-                    "full listing (FULL_SYNC_INTERVAL)", exc)
+    feed = ChangeFeed(driver)
+    for record in records:
+        feed.announce_quietly(ChangeKind.RECORD, record.filename)
     return records

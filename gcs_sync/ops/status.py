@@ -1,5 +1,9 @@
 """``status``: a dry run of ``pull``, from the same plan the server's sync makes.
 
+With PACKAGE_FILES cache or redirect the folder holds a catalog of the bucket (its state)
+and a file cache, not the files: ``compare_catalog`` says what the next check would change
+in that catalog (``plan_catalog``), and what the cache holds.
+
 It gathers what a sync gathers (one listing of the bucket, one scan of the folder, the
 folder's last-synced state), asks ``sync.plan.plan_sync`` what a pull would do, and
 reports that, reading only (nothing is written, not even the folder's state folder):
@@ -20,6 +24,7 @@ compares sha256 where one is at hand, so that only real differences are reported
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,8 +34,10 @@ from gcs_sync.files import sha256_of
 from gcs_sync.listings import CONTROL_FOLDER, LocalFile
 from gcs_sync.ops.gather import BucketListing, FolderScan, list_bucket, scan_folder
 from gcs_sync.ops.pull import PUSH_LOCAL_CHANGES
-from gcs_sync.sync.events import RemoteAdded, RemoteChanged, RemoteDeleted
-from gcs_sync.sync.plan import plan_sync
+from gcs_sync.sync.cache import is_cached_name
+from gcs_sync.sync.events import Catalogued, RemoteAdded, RemoteChanged, RemoteDeleted
+from gcs_sync.sync.plan import plan_catalog, plan_sync
+from gcs_sync.sync.records import RecordStore
 from gcs_sync.sync.state import StateFile, SyncedFile
 
 
@@ -120,3 +127,73 @@ def _difference(local: LocalFile, remote: RemoteObject, synced: Optional[SyncedF
     if not local_unchanged:
         return "changed here since the last sync"
     return "the bucket has another version since the last sync"
+
+
+# -- PACKAGE_FILES cache or redirect: the folder holds a catalog, not the files ----------
+
+
+@dataclasses.dataclass
+class CatalogComparison:
+    """What the next check of a cache/redirect instance's folder would change in its
+    catalog (its state), and what its file cache holds."""
+
+    folder: Path
+    mode: str
+    bucket_url: str
+    bucket: BucketListing
+    catalogued: int
+    not_catalogued: list[str]  # in the bucket, not in the catalog: the next check adds them
+    changed: list[str]  # in both, but the bucket's file or record is another: the next check reads it
+    gone: list[str]  # catalogued, gone from the bucket: the next check forgets them
+    cache: Optional[dict[str, int]]  # the cache folder's usage; None if there is none
+    last_sync: Optional[float]
+    lag_seconds: Optional[float]
+    last_listing: Optional[dict[str, object]]
+    last_error: Optional[dict[str, object]]
+
+    @property
+    def in_sync(self) -> bool:
+        return not (self.not_catalogued or self.changed or self.gone)
+
+
+def compare_catalog(driver: FileStoreDriver, folder: Path, mode: str, cache_max_bytes: int) -> CatalogComparison:
+    """The catalog of ``folder`` against the bucket (its files and their records), from
+    the same pure plan a sync makes (``plan_catalog``). Reads only: nothing is created."""
+    control = folder / CONTROL_FOLDER
+    state = StateFile(control, driver.url)
+    synced = state.load()
+    age, listing = state.pulled_age(), state.last_listing()
+    bucket = list_bucket(driver)
+    records = RecordStore(driver).list_versions()
+    plan = plan_catalog(bucket.objects, synced, records)
+    # A RecordRead only learns a version the catalog lacked: not a difference.
+    planned = sorted(event.name for event in plan.events if isinstance(event, Catalogued))
+    return CatalogComparison(
+        folder=folder, mode=mode, bucket_url=driver.url, bucket=bucket,
+        catalogued=len(synced),
+        not_catalogued=[name for name in planned if name not in synced],
+        changed=[name for name in planned if name in synced],
+        gone=sorted(synced.keys() - bucket.objects.keys()),
+        cache=cache_usage(control / "cache", cache_max_bytes),
+        last_sync=None if age is None else time.time() - age,
+        lag_seconds=age,
+        last_listing=None if listing is None else dataclasses.asdict(listing),
+        last_error=state.last_failure(),
+    )
+
+
+def cache_usage(directory: Path, max_bytes: int) -> Optional[dict[str, int]]:
+    """What the file cache folder holds (as ``FileCache.usage`` says it); None if there is
+    no such folder. Reads only."""
+    if not directory.is_dir():
+        return None
+    total, files = 0, 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+                    files += is_cached_name(entry.name)
+            except FileNotFoundError:
+                continue  # evicted while we looked
+    return {"bytes": total, "files": files, "max_bytes": max_bytes}

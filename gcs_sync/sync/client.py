@@ -8,13 +8,14 @@ and one record of how current the view is (``view.ViewRecord``):
     checker     Checker: the background thread, the warm-up, the count of checks
     engine      SyncEngine: gather, plan (``plan_sync``), apply, record
     readiness   the fields readiness reports
-    marker      ChangeMarker: the bucket's change marker
+    feed        ChangeFeed: the bucket's change feed (what changed, where)
     writes      RequestWrites: a request's own uploads and removals
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Optional, Sequence
 
 import filelock
@@ -27,7 +28,7 @@ from gcs_sync.sync.checker import Checker
 from gcs_sync.sync.engine import SyncEngine
 from gcs_sync.sync.folder import PackageFolder, StagedFile
 from gcs_sync.sync.freshness import FreshnessGate
-from gcs_sync.sync.marker import ChangeMarker
+from gcs_sync.sync.feed import ChangeFeed, PositionFile
 from gcs_sync.sync.pending import DEFAULT_EXPIRY, PendingUploads
 from gcs_sync.sync.report import SyncProgress, SyncReport
 from gcs_sync.sync.settle import SETTLE_SECONDS, SettleWatch
@@ -48,7 +49,11 @@ class StorageClient:
         push_local_changes: bool = False,
         concurrency: int = 8,
         after_check: Optional[Callable[[bool], None]] = None,
-        create_marker: bool = True,
+        may_write: bool = True,
+        catalog: bool = False,
+        feed_clock_skew: float = 300.0,
+        feed_retention: float = 86400.0,
+        wall_clock: Callable[[], float] = time.time,
         storage_timeout: float = 10.0,
         settle_seconds: float = SETTLE_SECONDS,
         pending_expiry: float = DEFAULT_EXPIRY,
@@ -61,11 +66,16 @@ class StorageClient:
         self._view = ViewRecord(self.state, sync_interval)
         # The synced state as last read, kept current by reading only what changed.
         known_state = TrackedState(self.state)
-        pending = PendingUploads(driver, pending_expiry)
-        marker = ChangeMarker(driver, create=create_marker)
+        self.tracked_state = known_state  # the worker's one copy of the state; the index reads it
+        # Every change through this index adds a feed entry; every check reads the new ones.
+        positions = PositionFile(folder.control, driver.url)
+        self.feed = ChangeFeed(driver, clock_skew=feed_clock_skew, retention=feed_retention, wall_clock=wall_clock,
+                               newest_seen=positions.newest_ms)
+        pending = PendingUploads(driver, pending_expiry, self.feed)
         self._engine = SyncEngine(
             driver, folder, self._view, self._lock,
-            known_state=known_state, marker=marker, settle=SettleWatch(settle_seconds), pending=pending,
+            known_state=known_state, feed=self.feed, positions=positions,
+            catalog=catalog, push_allowed=may_write, settle=SettleWatch(settle_seconds), pending=pending,
             stopping=self._stopping, full_sync_interval=full_sync_interval,
             push_local_changes=push_local_changes, concurrency=concurrency,
             after_check=after_check or (lambda listed: None),
@@ -74,8 +84,8 @@ class StorageClient:
         self._gate = FreshnessGate(self._view, self._engine, self._lock, self._checker)
         self._writes = RequestWrites(
             driver, folder, self.state, self._lock, known_state=known_state,
-            breaker=WriteBreaker(folder.control, storage_timeout), pending=pending, marker=marker,
-            records=self._engine.records.store,
+            breaker=WriteBreaker(folder.control, storage_timeout), pending=pending, feed=self.feed,
+            records=self._engine.records.store, catalog=catalog,
         )
 
     # -- freshness -------------------------------------------------------------------
@@ -121,6 +131,10 @@ class StorageClient:
 
     def wait_until_started(self, timeout: float) -> bool:
         return self._checker.wait_until_started(timeout)
+
+    def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
+        """Wait for the catalog snapshot and feed expiry that follow a full listing."""
+        return self._engine.wait_for_maintenance(timeout)
 
     def stop(self) -> None:
         """Let a sync under way finish the transfers in flight and skip the rest, so a

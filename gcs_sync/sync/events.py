@@ -16,6 +16,11 @@ state, or None when the file is gone from both sides.
                     bucket is another version                core metadata file)
     RecordMissing   the file is synced, the bucket has no    compute it from the file,
                     record of it                             store it create-only
+    Catalogued      (cache/redirect) in the bucket, new or   read its record (or compute it
+                    changed                                  from a one-off download)
+    Uncatalogued    (cache/redirect) gone from the bucket    forget it
+    RecordRead      (feed) a change whose record the check   nothing: the entry is known
+                    already read
 
 Every file brought here or pushed gets its record the same way (``records.RecordKeeper``);
 a record that cannot be had now does not fail the file: it is planned again next time.
@@ -163,6 +168,44 @@ class RecordMissing(_RecordUpdate):
     """Synced, and the bucket has no record of it: compute it from the file, store it."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Catalogued:
+    """In the bucket, new or changed, and files are not held here (PACKAGE_FILES cache or
+    redirect): its record only, read (or computed from the file, if it has none)."""
+
+    name: str
+    remote: RemoteObject
+    # The version of the file's record in the bucket's listing (None: it had none).
+    record_version: Optional[Version] = None
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        return io.records.catalogue(self.remote, self.record_version)
+
+
+@dataclasses.dataclass(frozen=True)
+class Uncatalogued:
+    """Gone from the bucket, and files are not held here: forgotten (a cached copy is
+    never served again: the index no longer lists it)."""
+
+    name: str
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordRead:
+    """A change the feed announced, whose record was read (and matched) while checking it:
+    nothing left to fetch."""
+
+    name: str
+    entry: SyncedFile
+
+    def apply(self, io: Transfers) -> Optional[SyncedFile]:
+        return self.entry
+
+
 ContentChangeEvent = Union[
     RemoteAdded, RemoteChanged, RemoteDeleted, LocalAdded, LocalChanged, LocalDeleted, RecordChanged, RecordMissing,
+    Catalogued, Uncatalogued, RecordRead,
 ]

@@ -77,6 +77,16 @@ class PackageFolder:
         with replacing(self.path / name) as temp:
             yield temp
 
+    @contextlib.contextmanager
+    def scratch(self, name: str) -> Iterator[Path]:
+        """A temp file for ``name``'s bytes that never becomes a package file (read once,
+        then removed in every case): hidden in the control folder."""
+        path = self.control / temp_name(name)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
     def fingerprint(self, name: str) -> str:
         return fingerprint(self.file_path(name).stat())
 

@@ -2,9 +2,10 @@
 lock (``refresh_now``), and the back-off after a failed one.
 
 Freshness costs O(changes), not O(requests): at most once per SYNC_INTERVAL per instance
-a worker reads the bucket's change marker (one metadata request), which every upload and
-removal rewrites; only if it moved, or every FULL_SYNC_INTERVAL (changes made straight
-in the bucket by other tools), is the bucket listed (``SyncEngine.refresh_locked``).
+a worker lists the bucket's change feed from this instance's position (one listing call),
+to which every upload, removal, yank and change of users adds an entry, and syncs only
+the files the new entries name; every FULL_SYNC_INTERVAL (changes made straight in the
+bucket by other tools) the whole bucket is listed (``SyncEngine.refresh_locked``).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from typing import Mapping, Optional, Sequence
 
 from gcs_sync.drivers.base import FileStoreDriver, RemoteObject, Version
 from gcs_sync.errors import ObjectChanged, StorageError
+from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 from gcs_sync.sync.folder import StagedFile
 from gcs_sync.sync.state import SyncedFile
 
@@ -79,9 +80,13 @@ def _intent_id_of(token: Optional[str]) -> Optional[str]:
 
 
 class PendingUploads:
-    def __init__(self, driver: FileStoreDriver, expiry: float = DEFAULT_EXPIRY) -> None:
+    def __init__(self, driver: FileStoreDriver, expiry: float = DEFAULT_EXPIRY,
+                 feed: Optional[ChangeFeed] = None) -> None:
         self.driver = driver
         self.expiry = expiry
+        # Where a clean-up says what it deleted or let through (instances that read only the
+        # feed would otherwise keep serving, or never serve, those files until a full listing).
+        self._feed = feed
         self._first_seen: dict[str, float] = {}  # intent name -> monotonic time first seen
         # Read once, for hiding: a claim may later narrow an intent's list (a stale, wider
         # list only hides a little more); _expire reads it again before acting.
@@ -249,7 +254,9 @@ class PendingUploads:
             # Unclaimed and whole: the writer died after its last write. (A claimed one
             # names what its writer gave up on: never kept, even if all of it is there.)
             log.warning("upload %s did not finish but stored all its files %s: kept", intent.id, sorted(found))
+            announced = [(name, ChangeKind.ADDED, obj.sha256) for name, obj in found.items() if obj is not None]
         else:
+            announced = []
             for name, obj in found.items():
                 if obj is not None and self._made_by(intent, name, obj):
                     try:
@@ -258,7 +265,11 @@ class PendingUploads:
                         continue  # replaced since by another writer: not the intent's any more
                     log.warning("removed %r from %s: its upload %s did not finish (stored: %s)", name,
                                 self.driver.url, intent.id, sorted(n for n, o in found.items() if o is not None))
+                    announced.append((name, ChangeKind.REMOVED, None))
         self.driver.delete(intent.name, if_version=claimed_version)
+        if self._feed is not None:  # after the intent: the files are no longer hidden
+            for name, kind, sha256 in announced:
+                self._feed.announce_quietly(kind, name, sha256)
         self._contents.pop(intent.name, None)
         self._first_seen.pop(intent.name, None)
 

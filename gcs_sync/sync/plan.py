@@ -32,6 +32,7 @@ from typing import Collection, Mapping, Optional
 
 from gcs_sync.drivers.base import RemoteObject, Version
 from gcs_sync.sync.events import (
+    Catalogued,
     ContentChangeEvent,
     LocalAdded,
     LocalChanged,
@@ -40,9 +41,10 @@ from gcs_sync.sync.events import (
     RecordMissing,
     RemoteAdded,
     RemoteChanged,
+    RecordRead,
     RemoteDeleted,
 )
-from gcs_sync.sync.state import SyncedFile
+from gcs_sync.sync.state import CATALOGUED, SyncedFile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +65,11 @@ def plan_sync(
     push_local_changes: bool,
     unsettled: Collection[str] = frozenset(),
     records: Optional[Mapping[str, Version]] = None,
+    partial: bool = False,
 ) -> SyncPlan:
-    state_reset = not local and bool(synced)
+    """``partial``: the listings are those of a few names only (the names a change feed
+    mentioned), so an empty ``local`` says nothing of the folder as a whole."""
+    state_reset = not local and bool(synced) and not partial
     if state_reset:
         # The folder was emptied but its state survived: treat it as a new folder, so
         # neither this sync nor a later one takes the missing files as deletions.
@@ -74,6 +79,10 @@ def plan_sync(
     listed = records or {}
     for name in sorted(set(local) | set(remote)):
         here, there, before = local.get(name), remote.get(name), synced.get(name)
+        if before is not None and before.local_fingerprint == CATALOGUED:
+            # Catalogued while files were not held here (PACKAGE_FILES cache or redirect):
+            # never a file that was here, so its absence is no deletion to push.
+            before = None
         if there is not None and here is None:
             if push_local_changes and before is not None and before.remote_version == there.version:
                 events.append(LocalDeleted(name, there.version))
@@ -115,3 +124,41 @@ def _record_event(
     if before.record is not None and before.record_version is None:
         return None  # computed here and could not be stored: kept (said once in the log)
     return RecordMissing(name, before, None, there.modified)
+
+
+def plan_catalog(
+    remote: Mapping[str, RemoteObject],
+    synced: Mapping[str, SyncedFile],
+    records: Mapping[str, Version],
+) -> SyncPlan:
+    """The plan when package files are not held here (PACKAGE_FILES cache or redirect):
+    the state is a catalog of the bucket's files and their records, and the local folder
+    plays no part. A file new or changed in the bucket (or whose record changed) is
+    catalogued again; a file gone from it is dropped (with ``base_state``)."""
+    events: list[ContentChangeEvent] = []
+    for name in sorted(remote):
+        there, before, listed = remote[name], synced.get(name), records.get(name)
+        if before is None or before.local_fingerprint != CATALOGUED or before.record is None:
+            events.append(Catalogued(name, there, listed))
+        elif before.remote_version == there.version or (before.remote_version == "" and _same_bytes(before, there)):
+            # The file is the one catalogued (a feed entry catalogues it before its version
+            # is known): only its record may have changed.
+            current = before if before.remote_version == there.version else \
+                dataclasses.replace(before, remote_version=there.version)
+            if listed is not None and listed != before.record_version:
+                events.append(Catalogued(name, there, listed))
+            elif listed is None and before.record_version is not None:
+                events.append(Catalogued(name, there, None))  # its record is gone: computed again
+            elif current is not before:
+                events.append(RecordRead(name, current))
+        else:
+            events.append(Catalogued(name, there, listed))
+    base_state = {name: entry for name, entry in synced.items() if name in remote}
+    return SyncPlan(events, base_state, [])
+
+
+def _same_bytes(before: SyncedFile, there: RemoteObject) -> bool:
+    record = before.record
+    if record is None or record.size != there.size:
+        return False
+    return there.sha256 is None or there.sha256 == record.sha256

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from gcs_sync.drivers.base import FileStoreDriver, Version
+from gcs_sync.drivers.base import FileStoreDriver, RemoteObject, Version
 from gcs_sync.errors import ObjectChanged, ObjectExists, StorageError, StoragePermissionDenied
 from gcs_sync.files import sha256_of
 from gcs_sync.records.compute import compute_record_or_note_problem
@@ -32,7 +32,7 @@ from gcs_sync.records.record import (
     upload_time,
 )
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.sync.state import SyncedFile
+from gcs_sync.sync.state import CATALOGUED, SyncedFile
 
 log = logging.getLogger("gcs_sync.records")
 
@@ -237,9 +237,36 @@ class RecordKeeper:
                     "until it changes (an upload or `backfill` replaces it)", name)
         return entry.with_record(record, version)
 
-    def _computed(self, name: str, entry: SyncedFile, modified: Optional[float]) -> tuple[FileRecord, Optional[bytes]]:
+    def catalogue(self, remote: RemoteObject, listed: Optional[Version]) -> SyncedFile:
+        """The catalog entry of a file not held here (PACKAGE_FILES cache or redirect): the
+        bucket's record (``listed``: its version in the listing, None if it had none) if it
+        describes the listed bytes; else one computed from the file, downloaded to a
+        temporary file for that alone (a file put there by another tool), and stored
+        create-only. Raises StorageError if the bucket fails."""
+        name = remote.name
+        found = self.store.read(name) if listed is not None else None
+        if found is not None:
+            theirs, version = found
+            if theirs is not None and theirs.filename == name and theirs.size == remote.size \
+                    and (remote.sha256 is None or remote.sha256 == theirs.sha256):
+                return SyncedFile(remote.version, CATALOGUED, theirs.sha256, theirs, version)
+        with self.folder.scratch(name) as path:
+            sha256 = self.store.driver.download(name, path, remote.version, listed_sha256=remote.sha256)
+            entry = SyncedFile(remote.version, CATALOGUED, sha256)
+            # Another's record (of other bytes) stays: this listing may be older than it.
+            stale = None if found is None else found[1]
+            theirs = None if found is None else found[0]
+            if theirs is not None and theirs.sha256 != sha256:
+                record, _ = self._computed(name, entry, remote.modified, path)
+                log.warning("the record of %s in the bucket describes other bytes; serving the one computed here "
+                            "until it changes (an upload or `backfill` replaces it)", name)
+                return entry.with_record(record, stale)
+            return self._compute(name, entry, remote.modified, stale, owner=False, path=path, keep_locally=False)
+
+    def _computed(self, name: str, entry: SyncedFile, modified: Optional[float],
+                  path: Optional[Path] = None) -> tuple[FileRecord, Optional[bytes]]:
         assert entry.sha256 is not None
-        path = self.folder.file_path(name)
+        path = path or self.folder.file_path(name)
         record, metadata, _ = compute_record_or_note_problem(
             path, name, sha256=entry.sha256, size=path.stat().st_size,
             upload_time=upload_time(modified if modified is not None else time.time()),
@@ -247,8 +274,8 @@ class RecordKeeper:
         return record, metadata
 
     def _compute(self, name: str, entry: SyncedFile, modified: Optional[float], stale: Optional[Version],
-                 owner: bool) -> SyncedFile:
-        record, metadata = self._computed(name, entry, modified)
+                 owner: bool, path: Optional[Path] = None, keep_locally: bool = True) -> SyncedFile:
+        record, metadata = self._computed(name, entry, modified, path)
         try:
             stored = self.store.write(record, metadata, create_only=stale is None, if_version=stale)
         except (ObjectExists, ObjectChanged):
@@ -256,14 +283,18 @@ class RecordKeeper:
             found = self.store.read(name)
             theirs = None if found is None else found[0]
             if found is not None and theirs is not None and theirs.sha256 == entry.sha256 \
-                    and self._bring_metadata(theirs):
+                    and (not keep_locally or self._bring_metadata(theirs)):
                 return entry.with_record(theirs, found[1])
             if not owner or found is None:
                 raise
             stored = self.store.write(record, metadata, if_version=found[1])
         except StoragePermissionDenied as exc:
+            if not keep_locally:
+                self._say_read_only(exc)
+                return entry.with_record(record, None)
             return self._kept_here(exc, name, entry.with_record(record, None), metadata)
-        self._keep_metadata(name, metadata)
+        if keep_locally:
+            self._keep_metadata(name, metadata)
         log.info("computed the record of %s (no record in the bucket described it)", name)
         return entry.with_record(record, stored.version)
 

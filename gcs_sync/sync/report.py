@@ -1,9 +1,9 @@
-"""What a sync did, and the log lines that say it: one per sync, per marker check, per bucket write.
+"""What a sync did, and the log lines that say it: one per sync, per feed check, per bucket write.
 
     SyncReport        what one sync applied, skipped and failed
     SyncProgress      the callbacks a caller (the CLI's progress bar) may pass to a sync
     BucketMeter       seconds and bucket calls of a piece of work
-    log_sync, log_marker_check, log_bucket_write
+    log_sync, log_feed_check, log_bucket_write
                       the INFO/DEBUG lines, text in dev and Cloud Logging JSON fields in prod
 """
 
@@ -64,6 +64,8 @@ class Outcome(enum.StrEnum):
     DELETED = "deleted"
     RECORD_FETCHED = "records_fetched"
     RECORD_COMPUTED = "records_computed"
+    CATALOGUED = "catalogued"
+    UNCATALOGUED = "uncatalogued"
     FAILED = "failed"
 
     @property
@@ -81,6 +83,8 @@ _VERBS = {
     Outcome.DELETED: "deleted from the bucket",
     Outcome.RECORD_FETCHED: "took the changed record of",
     Outcome.RECORD_COMPUTED: "computed the missing record of",
+    Outcome.CATALOGUED: "catalogued",
+    Outcome.UNCATALOGUED: "forgot",
     Outcome.FAILED: "failed",
 }
 # Each kind of event, applied.
@@ -93,6 +97,9 @@ _APPLIED: dict[type, Outcome] = {
     events.LocalDeleted: Outcome.DELETED,
     events.RecordChanged: Outcome.RECORD_FETCHED,
     events.RecordMissing: Outcome.RECORD_COMPUTED,
+    events.Catalogued: Outcome.CATALOGUED,
+    events.RecordRead: Outcome.CATALOGUED,
+    events.Uncatalogued: Outcome.UNCATALOGUED,
 }
 _NAMES_IN_MESSAGE = 3
 _NAMES_IN_FIELDS = 20
@@ -115,9 +122,10 @@ class BucketMeter:
         return sum(self._driver.calls.values()) - self._calls
 
 
-def log_sync(logger: logging.Logger, store_url: str, report: SyncReport) -> None:
-    """One INFO line for a sync that listed the bucket: what changed (counts by kind and
-    the first few names), what failed, seconds, bucket calls."""
+def log_sync(logger: logging.Logger, store_url: str, report: SyncReport, *, listed: bool = True) -> None:
+    """One INFO line for a sync: what changed (counts by kind and the first few names),
+    what failed, seconds, bucket calls. ``listed``: it listed the whole bucket (else it
+    synced the files the change feed named)."""
     names: dict[Outcome, list[str]] = {outcome: [] for outcome in Outcome}
     for event in report.applied:
         names[_APPLIED[type(event)]].append(event.name)
@@ -127,23 +135,24 @@ def log_sync(logger: logging.Logger, store_url: str, report: SyncReport) -> None
     ) or "no changes"
     sync = {
         "store": store_url,
-        "listed": True,
+        "listed": listed,
         **{outcome.value: len(found) for outcome, found in names.items()},
         "skipped": len(report.skipped_names),
         "seconds": round(report.seconds, 6),
         "bucket_calls": report.bucket_calls,
         "files": {outcome.value: sorted(found)[:_NAMES_IN_FIELDS] for outcome, found in names.items() if found},
     }
-    logger.info("sync with %s: %s; %.3fs, %d bucket calls", store_url, changes, report.seconds,
+    logger.info("sync with %s (%s): %s; %.3fs, %d bucket calls", store_url,
+                "full listing" if listed else "change feed", changes, report.seconds,
                 report.bucket_calls, extra={"json_fields": {"sync": sync}})
 
 
-def log_marker_check(logger: logging.Logger, store_url: str, meter: BucketMeter) -> None:
-    """A check that found the change marker where it was: nothing to list. DEBUG: it
-    happens every SYNC_INTERVAL while requests arrive."""
+def log_feed_check(logger: logging.Logger, store_url: str, meter: BucketMeter) -> None:
+    """A check that found no new entry in the change feed. DEBUG: it happens every
+    SYNC_INTERVAL while requests arrive."""
     sync = {"store": store_url, "listed": False, "seconds": round(meter.seconds, 6),
             "bucket_calls": meter.bucket_calls}
-    logger.debug("sync with %s: the change marker has not moved, nothing to list; %.3fs, %d bucket calls",
+    logger.debug("sync with %s: no new entry in the change feed; %.3fs, %d bucket calls",
                  store_url, sync["seconds"], sync["bucket_calls"], extra={"json_fields": {"sync": sync}})
 
 

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, TextIO
 
 from gcs_sync.clock import Moment
 from gcs_sync.files import replacing, write_json_atomically
@@ -37,12 +37,18 @@ log = logging.getLogger("gcs_sync.state")  # the name operators' log queries kno
 
 FORMAT_VERSION = 3  # 3: entries may carry a metadata record
 _READABLE_FORMATS = (2, FORMAT_VERSION)  # a format-2 state is read as entries without records
+CATALOGUED = ""  # a state entry's local_fingerprint when the file is known from the bucket, not held here
 # Compact the journal into a new snapshot once it outgrows this or the snapshot: every
 # worker then re-reads the snapshot once, so the cost stays O(1) per change on average.
 _MIN_JOURNAL_BYTES_TO_COMPACT = 256 * 1024
+# A snapshot written one entry per line starts so (its header, then the files).
+_LINES_HEADER_START = '{"format": '
+_LINES_FILES_KEY = ', "files": {'
+# Changes a TrackedState keeps for its readers (the index) before the oldest are dropped.
+_MAX_CHANGE_LOG = 20_000
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: one per file in every worker's memory
 class SyncedFile:
     remote_version: str
     local_fingerprint: str
@@ -67,13 +73,18 @@ class SyncedFile:
         return raw
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "SyncedFile":
+    def from_json(cls, raw: dict[str, Any], name: Optional[str] = None) -> "SyncedFile":
         """Raises KeyError, TypeError or ValueError (RecordError) if ``raw`` is malformed.
         Entries written before records existed (format 2) simply have none."""
-        record = raw.get("record")
+        raw_record = raw.get("record")
+        record = None if raw_record is None else FileRecord.from_json(raw_record, "state entry")
+        sha256 = raw.get("sha256")
+        if record is not None and sha256 == record.sha256:
+            sha256 = record.sha256  # one string for both (50,000 files: 6 MB less per worker)
+        if record is not None and name is not None and record.filename == name:
+            object.__setattr__(record, "filename", name)  # the same value: one string for the key and the record
         return cls(
-            raw["remote_version"], raw["local_fingerprint"], raw.get("sha256"),
-            None if record is None else FileRecord.from_json(record, "state entry"),
+            raw["remote_version"], raw["local_fingerprint"], sha256, record,
             raw.get("record_version") if record is not None else None,
         )
 
@@ -115,7 +126,7 @@ FAILURE_KINDS = tuple(FailureKind)  # readiness reports the first one recorded
 
 @dataclasses.dataclass(frozen=True)
 class Listing:
-    """The last full listing of the bucket: the change marker's version read just before
+    """The last full listing of the bucket: a marker (unused since the change feed; kept so older records read) read just before
     it, when it began (``began``; ``listed_at`` is the wall-clock time, for people to read),
     and whether every change it found was applied."""
 
@@ -158,6 +169,10 @@ class StateFile:
         """The state, or only what changed since ``since`` if the snapshot is the same."""
         for _ in range(3):  # a compaction between our reads: start over
             snapshot = self._snapshot_id()
+            if since is not None and since.snapshot != snapshot:
+                followed = self._follow_compaction(since, snapshot)
+                if followed is not None:
+                    return followed
             if since is not None and since.snapshot == snapshot:
                 entries, offset = self._journal_entries(snapshot, since.journal_offset)
                 if self._snapshot_id() != snapshot:  # compacted meanwhile: that journal may be another's
@@ -179,6 +194,32 @@ class StateFile:
             return StateRead(StateCursor(snapshot, offset), files=files)
         raise OSError(f"state in {self.control} kept changing while being read")
 
+    def _follow_compaction(self, since: StateCursor, snapshot: tuple[int, int, int]) -> Optional[StateRead]:
+        """What changed since ``since`` when the snapshot was replaced by a compaction of
+        the very snapshot ``since`` stands on: the rest of its journal, then the new
+        journal, O(changes) instead of a whole read (the compaction's lineage file says
+        what it compacted). None if that cannot be told: then the whole state is read."""
+        try:
+            raw = json.loads(self._lineage_path(snapshot).read_text(encoding="utf-8"))
+            if tuple(raw["snapshot"]) != snapshot or tuple(raw["from"]) != since.snapshot:
+                return None
+            compacted_to = int(raw["journal_offset"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("compaction record of %s unreadable (%s): reading the whole state", self.control, exc)
+            return None
+        rest, offset = self._journal_entries(since.snapshot, since.journal_offset)
+        if offset != compacted_to:
+            return None  # the old journal is gone or not what was compacted: read it all
+        entries, new_offset = self._journal_entries(snapshot, 0)
+        if self._snapshot_id() != snapshot:
+            return None
+        return StateRead(StateCursor(snapshot, new_offset), entries=tuple(rest + entries))
+
+    def _lineage_path(self, snapshot: tuple[int, int, int]) -> Path:
+        return self.control / f"lineage-{snapshot[0]}.json"
+
     def _snapshot_id(self) -> tuple[int, int, int]:
         try:
             stat = self.path.stat()
@@ -190,25 +231,43 @@ class StateFile:
         return self.control / f"journal-{snapshot[0]}.jsonl"
 
     def _load_snapshot(self) -> Optional[dict[str, SyncedFile]]:
-        """The snapshot's files; None if it is foreign or damaged (then so is its journal)."""
+        """The snapshot's files; None if it is foreign or damaged (then so is its journal).
+        A snapshot written a file per line (``_write_state_json``) is read a line at a
+        time: parsing 50,000 entries in one ``json.loads`` would build them all as dicts
+        first (a transient of several times the state, left as fragmented memory)."""
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            with open(self.path, encoding="utf-8") as source:
+                first = source.readline()
+                if first.startswith(_LINES_HEADER_START) and first.endswith(_LINES_FILES_KEY + "\n"):
+                    header = json.loads(first[: first.rindex(_LINES_FILES_KEY)] + "}")
+                    if not self._is_ours(header):
+                        return None
+                    return _entries_by_line(source)
+                raw = json.loads(first + source.read())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
             log.error("state file %s is unreadable (%s); starting from an empty state", self.path, exc)
             return None
+        except (KeyError, TypeError, AttributeError) as exc:
+            log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
+            return None
+        if not isinstance(raw, dict) or not self._is_ours(raw):
+            return None
+        try:
+            return {name: SyncedFile.from_json(entry, name) for name, entry in raw["files"].items()}
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
+            return None
+
+    def _is_ours(self, raw: dict[str, Any]) -> bool:
         if raw.get("format") not in _READABLE_FORMATS or raw.get("store") != self._store_url:
             log.warning(
                 "state file %s belongs to %s (format %s), not %s; starting from an empty state",
                 self.path, raw.get("store"), raw.get("format"), self._store_url,
             )
-            return None
-        try:
-            return {name: SyncedFile.from_json(entry) for name, entry in raw["files"].items()}
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
-            return None
+            return False
+        return True
 
     def _journal_entries(self, snapshot: tuple[int, int, int], offset: int) -> tuple[list[Entry], int]:
         """Whole lines appended since ``offset``, and the offset after them. A line still
@@ -229,7 +288,8 @@ class StateFile:
             try:
                 record = json.loads(line)
                 entry = record["entry"]
-                entries.append((record["name"], None if entry is None else SyncedFile.from_json(entry)))
+                name = record["name"]
+                entries.append((name, None if entry is None else SyncedFile.from_json(entry, name)))
             except (ValueError, KeyError, TypeError) as exc:
                 # Left by a worker killed mid-append; the next append ended the torn line.
                 log.warning("ignoring a torn line in the state journal of %s: %s", self.control, exc)
@@ -239,13 +299,22 @@ class StateFile:
 
     def record(self, name: str, entry: Optional[SyncedFile]) -> None:
         """Append one file's new state (None: forgotten)."""
-        if not self.path.exists():
+        self.record_many([(name, entry)])
+
+    def record_many(self, entries: Iterable[Entry]) -> None:
+        """Append files' new states in one write (a cold start records thousands)."""
+        lines = [json.dumps({"name": name, "entry": None if entry is None else entry.to_json()})
+                 for name, entry in entries]
+        if not lines:
+            return
+        snapshot = self._snapshot_id()
+        if snapshot == _NO_SNAPSHOT:
             self.save({})  # a journal needs its snapshot
-        line = json.dumps({"name": name, "entry": None if entry is None else entry.to_json()})
-        with open(self._journal_path(self._snapshot_id()), "a", encoding="utf-8") as journal:
+            snapshot = self._snapshot_id()
+        with open(self._journal_path(snapshot), "a", encoding="utf-8") as journal:
             # The leading newline ends a line torn by a worker killed mid-append, so only
-            # that line is lost, not this one too; blank lines are skipped on reading.
-            journal.write("\n" + line + "\n")
+            # that line is lost, not these too; blank lines are skipped on reading.
+            journal.write("\n" + "\n".join(lines) + "\n")
 
     def should_compact(self) -> bool:
         snapshot = self._snapshot_id()
@@ -258,21 +327,62 @@ class StateFile:
         return journal_size > max(_MIN_JOURNAL_BYTES_TO_COMPACT, snapshot[2])
 
     def save(self, files: dict[str, SyncedFile]) -> None:
-        """Write the whole state as a new snapshot with an empty journal."""
-        payload = {
-            "format": FORMAT_VERSION,
-            "store": self._store_url,
-            "files": {name: entry.to_json() for name, entry in sorted(files.items())},
-        }
+        """Write the whole state as a new snapshot with an empty journal (readers then
+        read it whole)."""
+        self._write_snapshot(files, compacted=False)
+
+    def save_raw(self, files: dict[str, dict[str, Any]]) -> None:
+        """``save`` from entries already in their JSON form (a catalog snapshot's)."""
         with replacing(self.path) as temp:
-            temp.write_text(json.dumps(payload, indent=0), encoding="utf-8")
-            # A journal left by a crash under the inode the new snapshot happens to reuse
-            # would otherwise be read as the new snapshot's.
-            self.control.joinpath(f"journal-{temp.stat().st_ino}.jsonl").unlink(missing_ok=True)
+            with open(temp, "w", encoding="utf-8") as out:
+                _write_state_lines(out, self._store_url, files.items())
+            stat = temp.stat()
+            new = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            self._journal_path(new).unlink(missing_ok=True)
+            self._lineage_path(new).unlink(missing_ok=True)
         self.needs_snapshot = False
-        current = self._journal_path(self._snapshot_id()).name
-        for old in self.control.glob("journal-*.jsonl"):
-            if old.name != current:
+        keep = {self._journal_path(new).name}
+        for old in [*self.control.glob("journal-*.jsonl"), *self.control.glob("lineage-*.json")]:
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
+    def snapshot_cursor(self) -> StateCursor:
+        """Where a reader of the snapshot just written stands (nothing appended since)."""
+        return StateCursor(self._snapshot_id(), 0)
+
+    def compact(self, files: dict[str, SyncedFile]) -> None:
+        """Write ``files``, which must be exactly the current snapshot plus its journal,
+        as a new snapshot, and say so in a lineage file: a reader that has read the old
+        journal goes on from the new one without reading the snapshot (O(changes))."""
+        self._write_snapshot(files, compacted=True)
+
+    def _write_snapshot(self, files: dict[str, SyncedFile], *, compacted: bool) -> None:
+        before = self._snapshot_id()
+        old_journal = self._journal_path(before)
+        try:
+            journal_size = old_journal.stat().st_size if before != _NO_SNAPSHOT else 0
+        except FileNotFoundError:
+            journal_size = 0
+        with replacing(self.path) as temp:
+            with open(temp, "w", encoding="utf-8") as out:
+                _write_state_json(out, self._store_url, files)
+            stat = temp.stat()
+            new = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            # A journal (or lineage) left by a crash under the inode the new snapshot happens
+            # to reuse would otherwise be read as the new snapshot's.
+            self._journal_path(new).unlink(missing_ok=True)
+            self._lineage_path(new).unlink(missing_ok=True)
+            if compacted and before != _NO_SNAPSHOT and not self.needs_snapshot:
+                write_json_atomically(self._lineage_path(new), {
+                    "snapshot": list(new), "from": list(before), "journal_offset": journal_size,
+                })
+        self.needs_snapshot = False
+        # The journal just compacted stays until the next compaction: readers finish it.
+        keep = {self._journal_path(new).name, self._lineage_path(new).name}
+        if compacted:
+            keep.add(old_journal.name)
+        for old in [*self.control.glob("journal-*.jsonl"), *self.control.glob("lineage-*.json")]:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
 
     # -- freshness -------------------------------------------------------------------
@@ -404,33 +514,110 @@ class StateFile:
             return False
 
 
+def _write_state_json(out: TextIO, store_url: str, files: dict[str, SyncedFile]) -> None:
+    """The snapshot's JSON, written one entry per line (read back a line at a time:
+    ``_entries_by_line``): a single ``json.dumps`` of 50,000 entries holds the GIL (every
+    request thread of the worker) for half a second."""
+    _write_state_lines(out, store_url, ((name, files[name].to_json()) for name in sorted(files)))
+
+
+def _write_state_lines(out: TextIO, store_url: str, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    out.write(json.dumps({"format": FORMAT_VERSION, "store": store_url, "lines": 1})[:-1] + _LINES_FILES_KEY + "\n")
+    for index, (name, entry) in enumerate(entries):
+        out.write(("," if index else "") + json.dumps(name) + ": " + json.dumps(entry) + "\n")
+    out.write("}}\n")
+
+
+def _entries_by_line(source: TextIO) -> dict[str, SyncedFile]:
+    """The entries of a snapshot written by ``_write_state_lines``, one line each. Raises
+    ValueError, KeyError or TypeError if a line is not one."""
+    files: dict[str, SyncedFile] = {}
+    for line in source:
+        line = line.strip()
+        if not line or line == "}}":
+            continue
+        name, entry = next(iter(json.loads("{" + line.removeprefix(",") + "}").items()))
+        files[name] = SyncedFile.from_json(entry, name)
+    return files
+
+
 class TrackedState:
     """A reader's copy of the state, kept current by reading only what changed. Safe for
-    the threads of one worker: each question refreshes and answers under one lock."""
+    the threads of one worker: each question refreshes and answers under one lock.
+
+    It is the worker's one copy: the in-memory index reads it too (``read``), so each
+    entry (and its record) is held once per worker, not once for the sync and again for
+    the index. It keeps the entries that changed since its last whole read (a bounded
+    log), so the index gets only those."""
 
     def __init__(self, state: StateFile) -> None:
         self._state = state
         self._cursor: Optional[StateCursor] = None
         self._files: dict[str, SyncedFile] = {}
         self._lock = threading.Lock()
+        # Bumped at every whole read; the changes since it, from absolute position _log_start.
+        self._generation = 0
+        self._log: list[Entry] = []
+        self._log_start = 0
 
     def _refresh(self) -> dict[str, SyncedFile]:
         read = self._state.read(self._cursor)
         if read.files is not None:
             self._files = read.files
+            self._generation += 1
+            self._log_start += len(self._log)
+            self._log = []
         for name, entry in read.entries:
             if entry is None:
                 self._files.pop(name, None)
             else:
                 self._files[name] = entry
+        self._log.extend(read.entries)
+        if len(self._log) > _MAX_CHANGE_LOG:  # a reader this far behind reads the whole copy
+            dropped = len(self._log) // 2
+            self._log_start += dropped
+            self._log = self._log[dropped:]
         self._cursor = read.cursor
         return self._files
+
+    def read(self, since: Optional[StateCursor] = None) -> StateRead:
+        """What ``StateFile.read`` answers, from this copy (its cursors are its own): the
+        whole state (a shallow copy: the entries are shared), or the entries that changed
+        since ``since``."""
+        with self._lock:
+            files = self._refresh()
+            cursor = StateCursor((self._generation, 0, 0), self._log_start + len(self._log))
+            if since is None or since.snapshot != cursor.snapshot or since.journal_offset < self._log_start:
+                return StateRead(cursor, files=dict(files))
+            return StateRead(cursor, entries=tuple(self._log[since.journal_offset - self._log_start:]))
 
     def lookup(self, names: Iterable[str]) -> dict[str, SyncedFile]:
         """The current entries of ``names`` that the state has."""
         with self._lock:
             files = self._refresh()
             return {name: files[name] for name in names if name in files}
+
+    def adopt(self, files: dict[str, SyncedFile], cursor: StateCursor) -> None:
+        """Take ``files`` as the state at ``cursor`` (just written by this process): a cold
+        start does not parse what it has just written."""
+        with self._lock:
+            self._files = files
+            self._generation += 1
+            self._log_start += len(self._log)
+            self._log = []
+            self._cursor = cursor
+
+    def current(self) -> dict[str, SyncedFile]:
+        """A copy of the whole state as last read (only what changed is read): what a full
+        sync plans against, without parsing the snapshot again (one C call that would
+        hold the GIL, and every request thread of the worker, for a second at 50,000 files)."""
+        with self._lock:
+            return dict(self._refresh())
+
+    def lookup_any(self) -> bool:
+        """Whether the state records any file."""
+        with self._lock:
+            return bool(self._refresh())
 
     def all_in(self, present: set[str]) -> bool:
         """Whether every file the state records is among ``present``."""

@@ -23,11 +23,11 @@ from gcs_sync.drivers.base import SHA256_KEY, FileStoreDriver, StoredObject
 from gcs_sync.errors import ObjectChanged, ObjectExists, StorageError, StorageUnavailable
 from gcs_sync.sync.breaker import WriteBreaker
 from gcs_sync.sync.folder import PackageFolder, StagedFile
-from gcs_sync.sync.marker import ChangeMarker
+from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 from gcs_sync.sync.pending import ClaimReason, Intent, PendingUploads
 from gcs_sync.sync.records import RecordStore, StoredRecord
 from gcs_sync.sync.report import BucketMeter, log_bucket_write
-from gcs_sync.sync.state import StateFile, SyncedFile, TrackedState
+from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
 
@@ -48,8 +48,9 @@ class RequestWrites:
         known_state: TrackedState,
         breaker: WriteBreaker,
         pending: PendingUploads,
-        marker: ChangeMarker,
+        feed: ChangeFeed,
         records: RecordStore,
+        catalog: bool = False,
     ) -> None:
         self.driver = driver
         self._records = records
@@ -60,7 +61,10 @@ class RequestWrites:
         self._known_state = known_state
         self._breaker = breaker
         self._pending = pending
-        self._marker = marker
+        self._feed = feed
+        # PACKAGE_FILES cache or redirect: an upload is catalogued here, not kept (the
+        # cache fetches it on its first download, within its bound).
+        self._catalog = catalog
 
     def publish(self, staged: Sequence[StagedFile], *, overwrite: bool) -> list[StoredObject]:
         """Store a request's uploads in the bucket (create-only unless ``overwrite``), then
@@ -129,22 +133,37 @@ class RequestWrites:
             self._undo_records(records, stored, keep=set(exc.changed_before_failure) | set(unknown))
             # Even undone, the objects existed for a while (another instance may have
             # listed them): let everyone look. Not after a write the bucket did not
-            # answer and nothing stored: the marker write would wait a whole budget
+            # answer and nothing stored: the feed write would wait a whole budget
             # again on a bucket that just failed; if that write landed late, other
             # instances see it at their next full listing.
-            if any(r.created for r in stored):
-                self._marker.announce()
+            for remote in stored:
+                if not remote.created:
+                    continue
+                if remote.name not in exc.changed_before_failure:
+                    self._feed.announce_quietly(ChangeKind.REMOVED, remote.name)
+                elif intent is None:
+                    self._feed.announce_quietly(ChangeKind.ADDED, remote.name, remote.sha256)
+                # A file that stays under its intent is hidden until the intent is done
+                # with: the clean-up (pending.py) announces what it deletes; a retry that
+                # adopts it, what it keeps.
             raise
         self._breaker.answered()
-        self._marker.announce()
+        # After the files: an entry is only ever read once its file is in place. The upload
+        # stands whether or not its entry could be written (then others list it later).
+        for remote in stored:
+            self._feed.announce_quietly(ChangeKind.ADDED, remote.name, remote.sha256)
         try:
             with self._lock.acquire(timeout=_LOCK_WAIT_AFTER_WRITE):
                 for upload, remote in zip(staged, stored):
                     kept = records.get(upload.name)
-                    if upload.metadata is not None:
-                        self.folder.write_metadata(upload.name, upload.metadata)
-                    local = self.folder.install(upload.path, upload.name)
-                    entry = SyncedFile(remote.version, local, upload.sha256)
+                    if self._catalog:
+                        upload.path.unlink(missing_ok=True)
+                        entry = SyncedFile(remote.version, CATALOGUED, upload.sha256)
+                    else:
+                        if upload.metadata is not None:
+                            self.folder.write_metadata(upload.name, upload.metadata)
+                        local = self.folder.install(upload.path, upload.name)
+                        entry = SyncedFile(remote.version, local, upload.sha256)
                     if kept is not None:
                         entry = entry.with_record(kept.record, kept.version)
                     self.state.record(upload.name, entry)
@@ -310,11 +329,11 @@ class RequestWrites:
             exc.changed_before_failure = list(removed)
             raise
         finally:
-            # Only if something was deleted: after a delete the bucket did not answer,
-            # the marker write would wait a whole budget again (a late delete is seen at
-            # the next full listing).
-            if removed:
-                self._marker.announce()
+            # Only what was deleted: after a delete the bucket did not answer, the feed
+            # write would wait a whole budget again (a late delete is seen at the next
+            # full listing).
+            for name in removed:
+                self._feed.announce_quietly(ChangeKind.REMOVED, name)
             self._remove_locally(removed)
 
     def _forget_record(self, name: str, sha256: Optional[str]) -> None:

@@ -19,8 +19,8 @@ from gcs_sync.drivers import FileStoreDriver, make_driver
 from gcs_sync.errors import StorageUnavailable
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.cache import FileCache
 from gcs_sync.sync.readiness import ReadinessStatus, is_ready, readiness_answer
-from gcs_sync.sync.state import StateFile
 from gcs_sync.web.backend import SyncedFolderBackend
 from gcs_sync.web.body_guard import RequestBodyGuard
 from gcs_sync.web.forwarded import TrustedForwardedHeaders
@@ -32,6 +32,7 @@ from gcs_sync.web.guards import (
     refuse_unusable_host,
 )
 from gcs_sync.web.index import PackageIndex
+from gcs_sync.web.package_files import PackageFilesPlugin, check_package_files
 from gcs_sync.web.plugin import BucketSyncPlugin
 from gcs_sync.web.request_log import RequestLog
 from gcs_sync.web.simple_api import SimpleApiPlugin
@@ -58,6 +59,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
     driver = driver or make_driver(settings)
     check_bucket(driver)
     started = started or check_startup(settings)  # unless the caller ran it: ConfigError
+    # Redirect mode stops here (ConfigError) if no URL can be signed; cache mode warns.
+    can_sign = check_package_files(settings, driver)
     folder = PackageFolder(settings.local_package_directory)
     # PASSWORD_FILE in the bucket: pypiserver reads a local copy that follows the object.
     passwords = BucketPasswordFile.for_settings(settings, folder, driver.url)
@@ -66,6 +69,10 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
         folder,
         sync_interval=settings.sync_interval,
         full_sync_interval=settings.full_sync_interval,
+        feed_clock_skew=settings.feed_clock_skew,
+        feed_retention=settings.feed_retention,
+        # cache and redirect: the sync catalogues the bucket's files and fetches none.
+        catalog=settings.package_files != "mirror",
         concurrency=settings.sync_concurrency,
         # A request waiting for a sibling's sync must still finish well within
         # gunicorn's 30 s worker timeout, after a bucket operation of its own.
@@ -101,7 +108,12 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
         config.auther = HtpasswdChecker(password_file)
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
-    index = PackageIndex(folder, StateFile(folder.control, driver.url), settings.hash_algo)
+    # The index reads the client's copy of the state: each entry is held once per worker.
+    index = PackageIndex(folder, client.tracked_state, settings.hash_algo,
+                         catalogued=settings.package_files != "mirror")
+    # Files (cache mode) and core metadata files (cache and redirect) fetched from the bucket.
+    cache = None if settings.package_files == "mirror" else FileCache(
+        folder.control / "cache", settings.cache_max_bytes)
     config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, client.refresh_now))
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
@@ -127,6 +139,9 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
     # pypiserver's own /simple/ routes (auth included), and renders their pages from the
     # index (PEP 691 JSON, PEP 658/700/714 fields, PEP 592 yanks).
     app.install(SimpleApiPlugin(config))
+    # Also inside the freshness check: the download route answers from the index that
+    # check keeps current, with a redirect or the cache unless PACKAGE_FILES=mirror.
+    app.install(PackageFilesPlugin(config, settings, index, driver, cache, can_sign=can_sign))
 
     def may_see_details() -> bool:
         if settings.ready_details == "public":
@@ -139,6 +154,9 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
     def readiness_report(warmup: bool = False) -> str:
         index.refresh()
         report = readiness_answer(client.status(), len(index), with_details=may_see_details())
+        report["package_files"] = settings.package_files
+        if cache is not None:
+            report["cache"] = cache.usage()
         response.content_type = "application/json"
         response.status = 200 if is_ready(report, warmup=warmup) else 503
         return json.dumps(report)
@@ -175,8 +193,8 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
     # pypiserver's redirects stay on the index's own host (forwarded.py).
     app.wsgi = RequestLog(TrustedForwardedHeaders(app.wsgi, settings.forwarded_allow_ips))
     log.info(
-        "serving %s from %s (backend %s, sync every %gs)",
-        settings.store_url, folder.path, settings.storage_backend, settings.sync_interval,
+        "serving %s from %s (backend %s, sync every %gs, package files: %s)",
+        settings.store_url, folder.path, settings.storage_backend, settings.sync_interval, settings.package_files,
     )
     return app
 

@@ -7,7 +7,10 @@ calls when nothing did, the new journal lines when something did (O(changes)), a
 read only after a compaction. A project's page then costs O(that project's files).
 
 Only files present in the folder with the fingerprint the state recorded are listed: the
-index never offers a file that is missing, partial or not yet recorded.
+index never offers a file that is missing, partial or not yet recorded. With
+PACKAGE_FILES=cache or redirect (``catalogued=True``), entries the sync knows from the
+bucket's records alone (``local_fingerprint == CATALOGUED``) are listed too, without any
+look at the folder: their bytes come from the bucket (``package_files.py``).
 
 Each listed file is an ``IndexedFile``: pypiserver's ``PkgFile`` plus what the simple API
 (``simple_api.py``) shows of it, all known from the state: its sha256, its size and its
@@ -16,38 +19,84 @@ metadata record (``records/record.py``), when the state has one for these bytes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Protocol
 
 from pypiserver.core import PkgFile, normalize_pkgname
-from pypiserver.pkg_helpers import guess_pkgname_and_version
+from pypiserver.pkg_helpers import guess_pkgname_and_version, parse_version
 
 from gcs_sync.files import fingerprint
 from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.sync.state import Entry, StateCursor, StateFile, SyncedFile
+from gcs_sync.sync.state import CATALOGUED, Entry, StateCursor, StateRead, SyncedFile
+
+
+class StateSource(Protocol):
+    """Where the index reads the state: the worker's ``TrackedState`` (the entries are then
+    held once per worker), or a ``StateFile`` of its own."""
+
+    def read(self, since: Optional[StateCursor] = None) -> StateRead: ...
 
 log = logging.getLogger("gcs_sync.index")  # the name operators' log queries know
 
 
+@functools.lru_cache(maxsize=65536)
+def _normalized(pkgname: str) -> str:
+    """PEP 503's name, worked out once per spelling (a project has many files)."""
+    return normalize_pkgname(pkgname)
+
+
 class IndexedFile(PkgFile):
-    """A listed package file, with what the state knows of it (nothing read on a request)."""
+    """A listed package file, with what the state knows of it (nothing read on a request).
 
-    __slots__ = ("sha256", "size", "record")
+    Its full path (``fn``) and parsed version are worked out when asked for, not kept: at
+    50,000 files they would be 20 MB per worker, and a request asks for a few of them."""
 
-    def __init__(self, pkgname: str, version: str, fn: str, root: str, relfn: str, *,
-                 sha256: Optional[str], size: Optional[int], record: Optional[FileRecord]) -> None:
-        super().__init__(pkgname=pkgname, version=version, fn=fn, root=root, relfn=relfn)
+    __slots__ = ("sha256", "size", "record", "remote_version")
+
+    @property
+    def fn(self) -> Optional[str]:
+        return None if self.root is None or self.relfn is None else os.path.join(self.root, self.relfn)
+
+    @fn.setter
+    def fn(self, value: Optional[str]) -> None:
+        pass  # always root/relfn (PkgFile.__init__ sets it)
+
+    @property
+    def parsed_version(self) -> tuple:
+        return parse_version(self.version)
+
+    @parsed_version.setter
+    def parsed_version(self, value: tuple) -> None:
+        pass  # parsed when asked (PkgFile.__init__ sets it)
+
+    def __init__(self, pkgname: str, version: str, fn: Optional[str], root: str, relfn: str, *,
+                 sha256: Optional[str], size: Optional[int], record: Optional[FileRecord],
+                 remote_version: Optional[str] = None) -> None:
+        # PkgFile's own __init__, without what it would compute for every file of a cold
+        # start and keep (the parsed version, the path: properties here); same attributes.
+        # (setattr: mypy does not see the slots PkgFile declares as a list.)
+        for slot, value in (("pkgname", pkgname), ("pkgname_norm", _normalized(pkgname)), ("version", version),
+                            ("root", root), ("relfn", relfn), ("relfn_unix", relfn.replace("\\", "/")),
+                            ("replaces", None), ("digest", None), ("digester", None)):
+            setattr(self, slot, value)
         self.sha256 = sha256
         self.size = size  # the record's, else the size in the fingerprint the state recorded
         self.record = record  # None: not known yet (or it describes other bytes)
+        # The bucket object's version the state recorded: what a cache reads (package_files.py).
+        self.remote_version = remote_version
 
 
 class PackageIndex:
-    def __init__(self, folder: PackageFolder, state: StateFile, hash_algo: Optional[str]) -> None:
+    def __init__(self, folder: PackageFolder, state: StateSource, hash_algo: Optional[str],
+                 catalogued: bool = False) -> None:
         self._folder = folder
+        self._root = str(folder.path)  # one string, shared by every IndexedFile
+        # Whether entries held only in the bucket are listed (PACKAGE_FILES other than mirror).
+        self._catalogued = catalogued
         self._state = state
         self._hash_algo = hash_algo
         self._cursor: Optional[StateCursor] = None
@@ -113,11 +162,13 @@ class PackageIndex:
 
     def _rebuild(self, files: dict[str, SyncedFile]) -> None:
         # Built aside and swapped in, so readers see the old index or the new one.
-        present = self._folder.scan()
+        # A catalogued state needs no look at the folder (no stat per file).
+        present = {} if self._catalogued and _all_catalogued(files) else self._folder.scan()
         by_name: dict[str, IndexedFile] = {}
         names_by_project: dict[str, set[str]] = {}
         for name, entry in files.items():
-            pkg = self._package(name, entry) if present.get(name) == entry.local_fingerprint else None
+            listed = present.get(name) == entry.local_fingerprint or self._is_catalogued(entry)
+            pkg = self._package(name, entry) if listed else None
             if pkg is not None:
                 by_name[name] = pkg
                 names_by_project.setdefault(pkg.pkgname_norm, set()).add(name)
@@ -141,7 +192,12 @@ class PackageIndex:
                 self._names_by_project.pop(project, None)
                 self._projects.pop(project, None)
 
+    def _is_catalogued(self, entry: SyncedFile) -> bool:
+        return self._catalogued and entry.local_fingerprint == CATALOGUED
+
     def _is_in_place(self, name: str, entry: SyncedFile) -> bool:
+        if self._is_catalogued(entry):
+            return True  # served from the bucket: nothing to look for here
         try:
             return fingerprint(os.stat(self._folder.file_path(name))) == entry.local_fingerprint
         except FileNotFoundError:
@@ -164,11 +220,10 @@ class PackageIndex:
         if record is not None and (record.filename != name or (entry.sha256 and record.sha256 != entry.sha256)):
             record = None  # a stale record, of an earlier file of that name: not these bytes
         pkg = IndexedFile(
-            pkgname=pkgname, version=version, fn=str(self._folder.file_path(name)),
-            root=str(self._folder.path), relfn=name,
+            pkgname=pkgname, version=version, fn=None, root=self._root, relfn=name,
             sha256=entry.sha256 or (record.sha256 if record is not None else None),
             size=record.size if record is not None else _fingerprint_size(entry.local_fingerprint),
-            record=record,
+            record=record, remote_version=entry.remote_version,
         )
         if self._hash_algo == "sha256" and entry.sha256:
             pkg.digest = f"sha256={entry.sha256}"  # what pypiserver would compute, already known
@@ -183,6 +238,10 @@ class PackageIndex:
 
     def _project_tuple(self, project: str) -> tuple[IndexedFile, ...]:
         return tuple(self._files[name] for name in sorted(self._names_by_project[project]))
+
+
+def _all_catalogued(files: dict[str, SyncedFile]) -> bool:
+    return all(entry.local_fingerprint == CATALOGUED for entry in files.values())
 
 
 def _fingerprint_size(value: str) -> Optional[int]:

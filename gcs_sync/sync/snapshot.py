@@ -1,0 +1,141 @@
+"""Catalog snapshots: the bucket's files and their records in one object, so a new
+instance (PACKAGE_FILES cache or redirect) is ready after reading one object and the
+feed, not one record per file.
+
+    .gcs_sync/snapshots/<ms>-<random>.json.gz
+
+Written by an instance after a complete full listing, when the newest snapshot is older
+than SNAPSHOT_INTERVAL; uniquely named, never rewritten; the newest few are kept. Each
+carries the feed position taken before its listing: a reader that loads it then reads
+the feed from there, which covers every change made through the index since. Changes
+made by other tools since the snapshot's listing are caught by the reader's first full
+listing, which is due as soon as the snapshot is older than FULL_SYNC_INTERVAL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import json
+import logging
+import time
+import uuid
+from typing import Callable, Optional
+
+from gcs_sync.drivers.base import FileStoreDriver
+from gcs_sync.errors import StorageError
+from gcs_sync.records.record import RecordError
+from gcs_sync.sync.feed import FeedPosition
+from gcs_sync.sync.state import CATALOGUED, SyncedFile
+
+log = logging.getLogger("gcs_sync.snapshot")  # the name operators' log queries know
+
+SNAPSHOTS_FOLDER = ".gcs_sync/snapshots/"
+_FORMAT = 1
+SNAPSHOT_INTERVAL = 600.0  # seconds between two snapshots of one bucket
+_KEEP = 3  # the newest snapshots kept; older ones are deleted
+_DELETE_AFTER = 3600.0  # never delete a snapshot younger than this: a reader may be reading it
+_SUFFIX = ".json.gz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    name: str
+    written_at: float  # the writer's clock, seconds since the epoch
+    stored_at: float  # the store's clock: when the object was written
+    position: FeedPosition
+    files: dict[str, SyncedFile]
+    raw_files: dict[str, dict[str, object]]  # the same, as JSON: what the state file is written from
+
+
+def _time_of(name: str) -> Optional[float]:
+    stem = name[len(SNAPSHOTS_FOLDER):]
+    try:
+        return int(stem.split("-", 1)[0]) / 1000 if stem.endswith(_SUFFIX) else None
+    except ValueError:
+        return None
+
+
+class SnapshotStore:
+    def __init__(self, driver: FileStoreDriver, wall_clock: Callable[[], float] = time.time) -> None:
+        self.driver = driver
+        self.wall_clock = wall_clock
+
+    def _listed(self) -> list[tuple[str, float]]:
+        """The snapshots with the store's time of each, oldest first by that time (never
+        by their names: a writer's clock may be off)."""
+        notes = self.driver.list_notes_after(SNAPSHOTS_FOLDER, SNAPSHOTS_FOLDER)
+        return sorted(((name, written if written is not None else _time_of(name) or 0.0)
+                       for name, written in notes if _time_of(name) is not None), key=lambda note: note[1])
+
+    def newest(self, clock_skew: float) -> Optional[Snapshot]:
+        """The newest readable snapshot by the store's clock, written by a host whose clock
+        was within ``clock_skew`` of the store's (its feed position is then trustworthy);
+        an unreadable or untrustworthy one is logged and the one before it read. None if
+        there is none. One listing and one read, usually."""
+        for name, stored_at in reversed(self._listed()):
+            named = _time_of(name)
+            if named is not None and abs(named - stored_at) > clock_skew:
+                log.warning("catalog snapshot %s was named by a clock %.0fs off the store's (more than "
+                            "FEED_CLOCK_SKEW): not used", name, abs(named - stored_at))
+                continue
+            try:
+                data = self.driver.read_note(name)
+                if data is None:
+                    continue  # deleted since the listing
+                return _decode(name, data, stored_at)
+            except (StorageError, OSError, EOFError, ValueError, KeyError, TypeError, RecordError) as exc:
+                log.warning("catalog snapshot %s could not be read (%s): trying an older one", name, exc)
+        return None
+
+    def write_if_due(self, position: FeedPosition, files: dict[str, SyncedFile]) -> bool:
+        """Write a snapshot of ``files`` (the state after a complete full listing) if the
+        newest is older than SNAPSHOT_INTERVAL, then delete old ones; True if written. Not
+        if a file has no record stored in the bucket (a record that could not be read this
+        time): a new instance would not list it. Raises StorageError."""
+        listed = self._listed()
+        now = self.wall_clock()
+        if listed and now - listed[-1][1] < SNAPSHOT_INTERVAL:
+            return False
+        missing = [name for name, entry in files.items() if entry.record is None or entry.record_version is None]
+        if missing:
+            log.info("no catalog snapshot this time: %d files have no record stored in the bucket (e.g. %s)",
+                     len(missing), missing[0])
+            return False
+        name = f"{SNAPSHOTS_FOLDER}{int(now * 1000):013d}-{uuid.uuid4().hex[:12]}{_SUFFIX}"
+        self.driver.put_note(name, _encode(position, files, now), create_only=True)
+        log.info("catalog snapshot %s written: %d files", name, len(files))
+        # The new one and the _KEEP - 1 newest before it stay; older ones go once they are
+        # _DELETE_AFTER older than the newest (a reader may still be reading them).
+        newest_at = listed[-1][1] if listed else None
+        for old, stored_at in listed[:max(len(listed) - (_KEEP - 1), 0)]:
+            if newest_at is not None and newest_at - stored_at > _DELETE_AFTER:
+                self.driver.delete(old)
+        return True
+
+
+def _encode(position: FeedPosition, files: dict[str, SyncedFile], now: float) -> bytes:
+    """The snapshot's bytes, encoded a file at a time: one ``json.dumps`` of 50,000 entries
+    would hold the GIL, and every request thread of the worker, for half a second."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=5) as packed:
+        head = json.dumps({"format": _FORMAT, "written_at": now, "position": position.to_json()},
+                          separators=(",", ":"))
+        packed.write((head[:-1] + ',"files":{').encode())
+        for index, (name, entry) in enumerate(files.items()):
+            # Without the local fingerprint: what a file is here is each instance's own.
+            line = json.dumps(name) + ":" + json.dumps({**entry.to_json(), "local_fingerprint": CATALOGUED},
+                                                       separators=(",", ":"))
+            packed.write((("," if index else "") + line).encode())
+        packed.write(b"}}")
+    return out.getvalue()
+
+
+def _decode(name: str, data: bytes, stored_at: float) -> Snapshot:
+    raw = json.loads(gzip.decompress(data))
+    if raw.get("format") != _FORMAT:
+        raise ValueError(f"format {raw.get('format')!r}")
+    files = {filename: SyncedFile.from_json(entry, filename) for filename, entry in raw["files"].items()}
+    return Snapshot(name, float(raw["written_at"]), stored_at, FeedPosition.from_json(raw["position"]), files,
+                    raw["files"])
