@@ -721,7 +721,8 @@ def markdown(rows: list[Row], meta: dict) -> str:
         others = [r for r in mine if r.subject not in (NOW, today_label)]
         ratio = ""
         if now and today and now.value is not None and today.value:
-            ratio = f"{now.value / today.value:.2f}x"
+            quotient = now.value / today.value
+            ratio = f"{quotient:.2f}x" if quotient >= 0.1 else f"{quotient:.2g}x"
         verdict = figure.met(now, today) if now else None
         met = {True: "yes", False: "NO", None: "–"}[verdict]
         peer_text = "; ".join(f"{r.subject}: {r.text}" + (f" ({r.detail['files']:,} files)"
