@@ -23,16 +23,18 @@ import base64
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from testkit.servers import free_port
 
@@ -187,8 +189,17 @@ def _http(server: PeerServer, method: str, path: str, data: Optional[bytes] = No
         return exc.code, exc.read()
 
 
+def devpi_cache(python: Path, folder: Path, names: tuple[str, ...]) -> tuple[Path, Path]:
+    """(server folder, list of the files loaded into it) kept beside the venvs, keyed by the
+    files' names and sizes (the generator is deterministic: the same sizes, the same bytes)."""
+    key = hashlib.sha256("".join(f"{n}:{(folder / n).stat().st_size}\n" for n in names).encode()).hexdigest()[:16]
+    base = venv_root().parent / f"devpi-{DEVPI['devpi-server']}-{len(names)}-{key}"
+    base.mkdir(parents=True, exist_ok=True)
+    return base / "serverdir", base / "loaded.txt"
+
+
 def devpi_fill(server: PeerServer, folder: Path, names: tuple[str, ...], deadline: float,
-               threads: int = 4) -> list[str]:
+               threads: int = 4, done: Callable[[str], object] = lambda name: None) -> list[str]:
     """Log in as root, make ``root/dev`` and upload ``names`` (in order) until done or the
     deadline (time.monotonic()); the names uploaded. Every answer must be a 200."""
     status, body = _http(server, "POST", "/+login", json.dumps({"user": "root", "password": DEVPI_PASSWORD}).encode(),
@@ -197,11 +208,15 @@ def devpi_fill(server: PeerServer, folder: Path, names: tuple[str, ...], deadlin
         raise server.failure(f"login answered {status}: {body[:300]!r}")
     token = json.loads(body)["result"]["password"]
     auth = {"X-Devpi-Auth": base64.b64encode(f"root:{token}".encode()).decode(), "Accept": "application/json"}
-    status, body = _http(server, "PUT", f"/{DEVPI_INDEX}", json.dumps({"type": "stage", "bases": [],
-                                                                       "volatile": True}).encode(),
-                         {**auth, "Content-Type": "application/json"})
+    status, body = _http(server, "GET", f"/{DEVPI_INDEX}", headers={"Accept": "application/json"})
+    if status != 200:  # a server folder loaded by an earlier run has it
+        status, body = _http(server, "PUT", f"/{DEVPI_INDEX}", json.dumps({"type": "stage", "bases": [],
+                                                                           "volatile": True}).encode(),
+                             {**auth, "Content-Type": "application/json"})
     if status != 200:
         raise server.failure(f"creating {DEVPI_INDEX} answered {status}: {body[:300]!r}")
+
+    lock = threading.Lock()
 
     def upload(name: str) -> bool:
         if time.monotonic() > deadline:
@@ -218,6 +233,8 @@ def devpi_fill(server: PeerServer, folder: Path, names: tuple[str, ...], deadlin
                              {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"})
         if status != 200:
             raise server.failure(f"upload of {name} answered {status}: {body[:300]!r}")
+        with lock:
+            done(name)
         return True
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:

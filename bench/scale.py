@@ -55,7 +55,7 @@ DEFAULT_REV = "5b48c80"  # the commit issue 13 starts from
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "scale"
 PROBE = Path(__file__).resolve().with_name("scale_probe.py")
 NOW = "now"
-PARTS = ("elsewhere", "cold", "cache", "throttle", "p50")
+PARTS = ("elsewhere", "cold", "peers", "cache", "throttle", "p50")
 PEERS = ("devpi", "srs")
 # option: (full run, --quick)
 PROFILES: dict[str, tuple[object, object]] = {
@@ -366,6 +366,7 @@ def _cold_run(design: Design, env: dict[str, str], repo: Repository, projects: i
     started = time.monotonic()
     with design.server(env, args.workers, log) as server:
         seconds = until_complete(server, "/simple", repo.probe_files, projects, started)
+        server.check_source(design.tree)  # its workers run the design's own gcs_sync
         held = package_bytes(local)
         say(f"cold: {design.label} ({mode}): {seconds:.2f}s to a full index, {_mb(held):.1f} MB of package files local")
         held_text = "no package bytes" if held == 0 else f"{_mb(held):.1f} MB of packages"
@@ -415,13 +416,20 @@ def measure_cold(designs: list[Design], args, workdir: Path) -> list[Row]:
             rows.append(dataclasses.replace(cold, figure="cold_mirror"))
         rows.extend(first[1:])
         shutil.rmtree(base, ignore_errors=True)
-    rows.extend(measure_peers(args, repo, projects, folder))
     return rows
 
 
-def measure_peers(args, repo: Repository, projects: int, folder: Path) -> list[Row]:
+def measure_peers(designs: list[Design], args, workdir: Path) -> list[Row]:
+    """The peers on the cold-start figure's files (``--scale-files``, generated alike)."""
     rows: list[Row] = []
     wanted = [p for p in args.peers.split(",") if p and p != "none"]
+    if not wanted:
+        return rows
+    n = args.scale_files
+    folder = workdir / "peers"
+    say(f"peers: generating {n} wheels")
+    repo = generate(folder / "source", n)
+    projects = min(MAX_PROJECTS, n)
     for peer in wanted:
         packages = peers.DEVPI if peer == "devpi" else peers.SRS
         python, pins = peers.peer_python(packages)
@@ -460,21 +468,32 @@ def _srs(python: Path, pins: str, args, repo: Repository, projects: int, folder:
 
 
 def _devpi(python: Path, pins: str, args, repo: Repository, projects: int, folder: Path) -> list[Row]:
-    serverdir = folder / "devpi"
-    say(f"peers: {pins}: loading up to {len(repo.files)} files through its HTTP API "
-        f"(at most {args.peer_load_seconds:.0f}s)")
-    with peers.devpi_server(python, serverdir, folder / "devpi.log") as server:
-        until_up(server)
-        started = time.monotonic()
-        loaded = peers.devpi_fill(server, repo.folder, repo.files, started + args.peer_load_seconds)
-        say(f"peers: {pins}: {len(loaded)} files loaded in {time.monotonic() - started:.0f}s")
-    probe_files = sum(1 for name in loaded if name.startswith("proj_000-"))
-    loaded_projects = len({name.split("-")[0] for name in loaded})
+    # Loading devpi is slow (~170 files/s empty, ~35/s past 30,000 here), so its server
+    # folder is kept between runs, keyed by the generated files, and a load goes on
+    # where the last one stopped.
+    serverdir, loaded_list = peers.devpi_cache(python, repo.folder, repo.files)
+    loaded = set(loaded_list.read_text(encoding="utf-8").split()) if loaded_list.exists() else set()
+    todo = tuple(name for name in repo.files if name not in loaded)
+    if todo:
+        say(f"peers: {pins}: loading {len(todo)} of {len(repo.files)} files through its HTTP API into {serverdir} "
+            f"(at most {args.peer_load_seconds:.0f}s; {len(loaded)} loaded by earlier runs)")
+        with peers.devpi_server(python, serverdir, folder / "devpi.log") as server:
+            until_up(server)
+            started = time.monotonic()
+            with open(loaded_list, "a", encoding="utf-8", buffering=1) as record:  # line-buffered: kept if killed
+                added = peers.devpi_fill(server, repo.folder, todo, started + args.peer_load_seconds,
+                                         done=lambda name: record.write(name + "\n"))
+            loaded.update(added)
+            say(f"peers: {pins}: {len(added)} files loaded in {time.monotonic() - started:.0f}s")
+    loaded_names = [name for name in repo.files if name in loaded]
+    probe_files = sum(1 for name in loaded_names if name.startswith("proj_000-"))
+    loaded_projects = len({name.split("-")[0] for name in loaded_names})
     note = "restart on its existing server folder" + (
-        f"; only {len(loaded)} of {len(repo.files)} files loaded within --peer-load-seconds"
-        if len(loaded) < len(repo.files) else "")
+        f"; only {len(loaded_names)} of {len(repo.files)} files loaded (--peer-load-seconds; a next run goes on)"
+        if len(loaded_names) < len(repo.files) else "")
     with peers.devpi_server(python, serverdir, folder / "devpi.log") as server:
-        return _peer_rows(server, "cold_mirror", pins, repo, len(loaded), probe_files, loaded_projects, args, note)
+        return _peer_rows(server, "cold_mirror", pins, repo, len(loaded_names), probe_files, loaded_projects, args,
+                          note)
 
 
 def until_up(server: peers.PeerServer) -> None:
@@ -533,6 +552,7 @@ def measure_cache(designs: list[Design], args, workdir: Path) -> list[Row]:
         try:
             with design.server(env, args.workers, base / "server.log") as server:
                 _until_listed(server, digests, started)
+                server.check_source(design.tree)
 
                 def fetch(name: str) -> None:
                     body = load.get_ok(server, f"/packages/{name}")
@@ -618,6 +638,7 @@ def measure_throttle(designs: list[Design], args, workdir: Path) -> list[Row]:
                                   extra={**emulator.env(proxy.url), **WRITABLE, **settings})
                 with design.server(env, args.workers, base / "server.log") as server:
                     wait_until_ready(server, lambda s: load.fetch(s, "/simple/")[0] == 200, BOOT_SECONDS)
+                    server.check_source(design.tree)
                     say(f"throttle: {design.label}: {count} uploads from {THROTTLE_CLIENTS} clients through the "
                         "one-write-per-second model")
                     started = time.perf_counter()
@@ -700,7 +721,8 @@ def markdown(rows: list[Row], meta: dict) -> str:
         others = [r for r in mine if r.subject not in (NOW, today_label)]
         ratio = ""
         if now and today and now.value is not None and today.value:
-            ratio = f"{now.value / today.value:.2f}x"
+            quotient = now.value / today.value
+            ratio = f"{quotient:.2f}x" if quotient >= 0.1 else f"{quotient:.2g}x"
         verdict = figure.met(now, today) if now else None
         met = {True: "yes", False: "NO", None: "–"}[verdict]
         peer_text = "; ".join(f"{r.subject}: {r.text}" + (f" ({r.detail['files']:,} files)"
@@ -787,7 +809,8 @@ def main(argv: list[str]) -> int:
             if tree is not None:
                 designs.append(Design(today_label, tree, Baseline(args.baseline, tree)))
             designs.append(Design(NOW, REPO, None))
-            measures = {"elsewhere": measure_elsewhere, "cold": measure_cold, "cache": measure_cache,
+            measures = {"elsewhere": measure_elsewhere, "cold": measure_cold, "peers": measure_peers,
+                        "cache": measure_cache,
                         "throttle": measure_throttle, "p50": measure_p50}
             for part in args.parts:
                 rows += measures[part](designs, args, workdir)

@@ -4,7 +4,8 @@ The product's settings come from the environment, as the server reads them. Prin
 line on stdout.
 
 - ``presync``: an instance fills its local folder (and, as the design does, writes what a
-  running instance leaves in the bucket: records, snapshots); its seconds and bucket calls.
+  running instance leaves in the bucket: records, and the catalog snapshot its background
+  maintenance writes after a full sync, waited for); its seconds and bucket calls.
 - ``elsewhere FOLDER...``: an instance current on the bucket (pre-synced, timed), then for
   each FOLDER (one new wheel in each) another writer adds it through the product's own
   write path (``python -m gcs_sync push FOLDER``, the command line, in a subprocess), and
@@ -51,13 +52,24 @@ def _get(app, path):
     return answer["status"], body
 
 
+def _after_sync(client):
+    """Wait for what a design does in the background after a full sync (catalog snapshot,
+    feed expiry), so the bucket is as a running instance leaves it and nothing of it runs
+    during a timed check. Today's design has no such step."""
+    wait = getattr(client, "wait_for_maintenance", None)
+    if wait is not None and not wait(1800):
+        raise SystemExit("the maintenance after the pre-sync did not finish within 1800 s")
+
+
 def presync():
     _, client = _client()
     started = time.perf_counter()
     client.sync()
     seconds = time.perf_counter() - started
+    _after_sync(client)
     client.stop()
-    return {"seconds": seconds, "calls": dict(client.driver.calls)}
+    return {"seconds": seconds, "maintenance_seconds": time.perf_counter() - started - seconds,
+            "calls": dict(client.driver.calls)}
 
 
 def elsewhere(folders):
@@ -65,6 +77,7 @@ def elsewhere(folders):
     started = time.perf_counter()
     client.sync()
     presync_seconds = time.perf_counter() - started
+    _after_sync(client)
     sync_interval = float(os.environ.get("SYNC_INTERVAL") or 5)
     rounds = []
     for folder in map(Path, folders):
