@@ -473,3 +473,11 @@ def test_a_failed_signed_upload_is_not_served_half_through_the_feed(
     assert bucket.get(wheel.name) is not None  # the wheel stayed, under its live intent
     reader.check()
     assert wheel.name not in reader.served()
+
+
+def test_an_entry_naming_no_package_file_is_ignored(bucket: BucketProbe, tmp_path: Path, writer: Instance) -> None:
+    """A feed entry is a hint from a writer; one naming a path (another tool's, or a hostile
+    one) is never followed into the bucket or the folder."""
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    bucket.put(f".gcs_sync/feed/{int(time.time() * 1000):013d}-000000000000.a.-..gcs_sync", b"{}")
+    assert reader.check() == {"list": 1}

@@ -46,6 +46,7 @@ from gcs_sync.clock import Moment, rfc3339
 from gcs_sync.drivers.base import FileStoreDriver
 from gcs_sync.errors import ObjectExists, StorageError
 from gcs_sync.files import write_json_atomically
+from gcs_sync.names import is_package_filename
 
 log = logging.getLogger("gcs_sync.feed")  # the name operators' log queries know
 
@@ -91,6 +92,8 @@ def parse_entry(object_name: str) -> Optional[FeedEntry]:
     if match is None:
         return None
     name = match["name"]
+    if name not in ("-", "~") and not is_package_filename(name):
+        return None  # no entry of ours names anything but a package file
     return FeedEntry(object_name, int(match["ms"]), ChangeKind(match["kind"]), None if name == "-" else name,
                      None if match["sha"] == "-" else match["sha"])
 
@@ -226,7 +229,8 @@ class ChangeFeed:
         except (StorageError, ValueError, KeyError, TypeError) as exc:
             log.warning("feed entry %s could not be read (%s): listing the whole bucket", entry.object_name, exc)
             return dataclasses.replace(entry, kind=ChangeKind.BULK, filename=None)
-        if not isinstance(filename, str):
+        if not isinstance(filename, str) or not is_package_filename(filename):
+            log.warning("feed entry %s names no package file: listing the whole bucket", entry.object_name)
             return dataclasses.replace(entry, kind=ChangeKind.BULK, filename=None)
         return dataclasses.replace(entry, filename=filename)
 
