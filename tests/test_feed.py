@@ -481,3 +481,19 @@ def test_an_entry_naming_no_package_file_is_ignored(bucket: BucketProbe, tmp_pat
     reader = _started(Instance(bucket, tmp_path / "b"))
     bucket.put(f".gcs_sync/feed/{int(time.time() * 1000):013d}-000000000000.a.-..gcs_sync", b"{}")
     assert reader.check() == {"list": 1}
+
+
+def test_a_command_line_writer_an_hour_behind_names_after_the_feeds_newest_entry(
+    bucket: BucketProbe, tmp_path: Path, writer: Instance
+) -> None:
+    """`push`, `yank` and `users` have no position: their feed lists the newest entries
+    once and names after them, so a laptop whose clock is an hour behind is still read."""
+    reader = _started(Instance(bucket, tmp_path / "b"))
+    writer.upload(make_wheel(tmp_path / "dist", "first", "1.0"))
+    reader.check()
+    wheel = make_wheel(tmp_path / "dist", "late", "1.0")
+    bucket.put(wheel.name, wheel.read_bytes())  # the file as `push` stores it (its record follows at the check)
+    ChangeFeed(writer.driver, wall_clock=lambda: time.time() - HOUR).announce(ChangeKind.ADDED, wheel.name)
+    calls = reader.check()
+    assert calls["list"] == 1, calls
+    assert wheel.name in reader.served()

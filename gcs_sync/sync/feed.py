@@ -108,12 +108,14 @@ class ChangeFeed:
 
     def __init__(self, driver: FileStoreDriver, *, clock_skew: float = DEFAULT_CLOCK_SKEW,
                  retention: float = DEFAULT_RETENTION, wall_clock: Callable[[], float] = time.time,
-                 newest_seen: Callable[[], int] = lambda: 0) -> None:
+                 newest_seen: Optional[Callable[[], int]] = None) -> None:
         self.driver = driver
         # The newest entry time this instance has read (its position): a new entry is
         # named no earlier, so a host whose clock is behind still writes after what the
-        # readers have seen (their window starts just before that).
-        self._newest_seen = newest_seen
+        # readers have seen (their window starts just before that). Without a position (the
+        # command line), the feed's newest entries are listed once, when first needed.
+        self._newest_seen = newest_seen or self._newest_listed
+        self._listed_newest: Optional[int] = None
         self.clock_skew = clock_skew
         self.retention = retention
         # The clock entries are named by: injectable, so tests can skew one writer.
@@ -142,6 +144,16 @@ class ChangeFeed:
         shown = "-" if filename is None else filename if len(filename.encode()) <= _MAX_NAME_IN_ENTRY else "~"
         sha16 = sha256[:16] if kind is ChangeKind.ADDED and sha256 else "-"
         return f"{FEED_FOLDER}{ms:013d}-{uuid.uuid4().hex[:12]}.{kind.value}.{sha16}.{shown}"
+
+    def _newest_listed(self) -> int:
+        """The newest trusted entry time in the feed from this clock's window on (one
+        listing, once per ChangeFeed): what a writer with no position names after."""
+        if self._listed_newest is None:
+            start = _position_name(int(self.wall_clock() * 1000) - self.window_ms)
+            notes = self.driver.list_notes_after(FEED_FOLDER, start)
+            self._listed_newest = max([0] + [ms for ms in (self._trusted_ms(entry, written)
+                                                           for entry, written in _entries(notes)) if ms is not None])
+        return self._listed_newest
 
     def announce_files(self, kind: ChangeKind, files: Iterable[tuple[str, Optional[str]]]) -> None:
         """One entry per (filename, sha256), or one bulk entry for more than
