@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterator, Optional, Sequence
 
 import filelock
@@ -470,12 +470,20 @@ class SyncEngine:
                 yield (event, *self._apply_one(event))
             return
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="gcs-sync") as pool:
-            futures = {pool.submit(self._apply_one, event): event for event in events}
-            waiting = set(futures)
-            while waiting:
-                done, waiting = wait(waiting, timeout=_BATCH_SECONDS, return_when=FIRST_COMPLETED)
+            # A few in flight at a time, so each wait looks at a few futures, not 100,000.
+            pending = iter(events)
+            futures: dict[Future[tuple[Optional[SyncedFile], Optional[StorageError]]], ContentChangeEvent] = {}
+            while True:
+                while len(futures) < 2 * self.concurrency:
+                    following = next(pending, None)
+                    if following is None:
+                        break
+                    futures[pool.submit(self._apply_one, following)] = following
+                if not futures:
+                    return
+                done, _ = wait(futures, timeout=_BATCH_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield (futures[future], *future.result())
+                    yield (futures.pop(future), *future.result())
                 if not done:
                     yield None  # a pause (slow transfers): time to record what is finished
 
