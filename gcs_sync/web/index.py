@@ -52,10 +52,12 @@ def _normalized(pkgname: str) -> str:
 class IndexedFile(PkgFile):
     """A listed package file, with what the state knows of it (nothing read on a request).
 
-    Its full path (``fn``) and parsed version are worked out when asked for, not kept: at
-    50,000 files they would be 20 MB per worker, and a request asks for a few of them."""
+    Its full path (``fn``) is worked out when asked for, and its parsed version on first
+    use, not at build: at 50,000 files they would be 20 MB per worker, and a request asks
+    for a few of them."""
 
-    __slots__ = ("sha256", "size", "record", "remote_version")
+    __slots__ = ("sha256", "size", "record", "remote_version", "_parsed")
+    _parsed: Optional[tuple]
 
     @property
     def fn(self) -> Optional[str]:
@@ -67,7 +69,10 @@ class IndexedFile(PkgFile):
 
     @property
     def parsed_version(self) -> tuple:
-        return parse_version(self.version)
+        # Parsed on the first page that sorts it, then kept: only files someone asks for.
+        if self._parsed is None:
+            self._parsed = parse_version(self.version)
+        return self._parsed
 
     @parsed_version.setter
     def parsed_version(self, value: tuple) -> None:
@@ -83,6 +88,7 @@ class IndexedFile(PkgFile):
                             ("root", root), ("relfn", relfn), ("relfn_unix", relfn.replace("\\", "/")),
                             ("replaces", None), ("digest", None), ("digester", None)):
             setattr(self, slot, value)
+        self._parsed = None
         self.sha256 = sha256
         self.size = size  # the record's, else the size in the fingerprint the state recorded
         self.record = record  # None: not known yet (or it describes other bytes)
