@@ -55,8 +55,8 @@ class FreshnessGate:
             self._checker.wake()
 
     def refresh_now(self, lock_wait: Optional[float] = None) -> None:
-        """One check, in the caller's thread: a marker read, and a listing only if
-        something changed (see ``SyncEngine.refresh_locked``). For the checker thread, a
+        """One check, in the caller's thread: a listing of the change feed, and a sync of
+        the files its new entries name (see ``SyncEngine.refresh_locked``). For the checker thread, a
         cold start, and a write that needs the current view (a removal of a file this
         worker has not seen). ``lock_wait``: how long to wait for the folder lock (default
         STORAGE_TIMEOUT). Never raises for a storage or folder failure: reads go on from

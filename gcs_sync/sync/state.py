@@ -126,9 +126,10 @@ FAILURE_KINDS = tuple(FailureKind)  # readiness reports the first one recorded
 
 @dataclasses.dataclass(frozen=True)
 class Listing:
-    """The last full listing of the bucket: a marker (unused since the change feed; kept so older records read) read just before
-    it, when it began (``began``; ``listed_at`` is the wall-clock time, for people to read),
-    and whether every change it found was applied."""
+    """The last full listing of the bucket: when it began (``began``; ``listed_at`` is the
+    wall-clock time, for people to read) and whether every change it found was applied.
+    ``marker`` is always None since the change feed replaced the change marker (kept so
+    records written before still read)."""
 
     marker: Optional[str]
     listed_at: float
@@ -148,7 +149,7 @@ class StateFile:
         # is how stale this instance's view may be.
         # (A moment of the monotonic clock: ``clock.Moment``.)
         self._checked_stamp = control_folder / "checked.json"
-        # The change marker's version and the time of the last full listing.
+        # The time of the last full listing, and whether it was complete.
         self._listing_record = control_folder / "listing.json"
         # The last failure to reach the bucket, until a check succeeds: what readiness reports.
         self._failure_record = control_folder / "failure.json"
