@@ -24,7 +24,6 @@ compares sha256 where one is at hand, so that only real differences are reported
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -34,7 +33,7 @@ from gcs_sync.files import sha256_of
 from gcs_sync.listings import CONTROL_FOLDER, LocalFile
 from gcs_sync.ops.gather import BucketListing, FolderScan, list_bucket, scan_folder
 from gcs_sync.ops.pull import PUSH_LOCAL_CHANGES
-from gcs_sync.sync.cache import is_cached_name
+from gcs_sync.sync.cache import folder_usage
 from gcs_sync.sync.events import Catalogued, RemoteAdded, RemoteChanged, RemoteDeleted
 from gcs_sync.sync.plan import plan_catalog, plan_sync
 from gcs_sync.sync.records import RecordStore
@@ -183,17 +182,6 @@ def compare_catalog(driver: FileStoreDriver, folder: Path, mode: str, cache_max_
 
 
 def cache_usage(directory: Path, max_bytes: int) -> Optional[dict[str, int]]:
-    """What the file cache folder holds (as ``FileCache.usage`` says it); None if there is
-    no such folder. Reads only."""
-    if not directory.is_dir():
-        return None
-    total, files = 0, 0
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-                    files += is_cached_name(entry.name)
-            except FileNotFoundError:
-                continue  # evicted while we looked
-    return {"bytes": total, "files": files, "max_bytes": max_bytes}
+    """What the file cache folder holds (``folder_usage``); None if there is no such
+    folder. Reads only."""
+    return folder_usage(directory, max_bytes) if directory.is_dir() else None

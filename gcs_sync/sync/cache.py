@@ -70,6 +70,21 @@ LOCKS = ".locks"
 DEFAULT_WAIT_SECONDS = 60.0
 
 
+def folder_usage(directory: Path, max_bytes: int) -> dict[str, int]:
+    """What a cache folder holds now: its bytes (cached files and fetches in flight), the
+    number of cached files, and the bound. Reads only (``status`` asks it too)."""
+    total, files = 0, 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+                    files += is_cached_name(entry.name)
+            except FileNotFoundError:
+                continue  # evicted or renamed while we looked
+    return {"bytes": total, "files": files, "max_bytes": max_bytes}
+
+
 def is_cached_name(name: str) -> bool:
     """Whether ``name`` in the cache folder is a cached file (not a fetch in flight or a lock)."""
     return _CACHED_NAME.match(name) is not None
@@ -100,16 +115,8 @@ class FileCache:
         return f"FileCache({self.directory}, max_bytes={self.max_bytes})"
 
     def usage(self) -> dict[str, int]:
-        """What the folder holds now: its bytes (cached files and fetches in flight), the
-        number of cached files, and the bound."""
-        total, files = 0, 0
-        for entry in self._entries():
-            try:
-                total += entry.stat(follow_symlinks=False).st_size
-            except FileNotFoundError:
-                continue  # evicted or renamed while we looked
-            files += bool(_CACHED_NAME.match(entry.name))
-        return {"bytes": total, "files": files, "max_bytes": self.max_bytes}
+        """What the folder holds now (``folder_usage``)."""
+        return folder_usage(self.directory, self.max_bytes)
 
     def lookup(self, sha256: str) -> Optional[Hit]:
         """The cached file with these bytes, marked as just used; None if it is not cached."""

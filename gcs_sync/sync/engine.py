@@ -523,13 +523,10 @@ class SyncEngine:
         upload: one feed entry each."""
         for event in report.applied:
             if isinstance(event, (LocalAdded, LocalChanged)):
-                entry = self.state_lookup(event.name)
+                entry = self._known_state.lookup([event.name]).get(event.name)
                 self.feed.announce_quietly(ChangeKind.ADDED, event.name, None if entry is None else entry.sha256)
             elif isinstance(event, LocalDeleted):
                 self.feed.announce_quietly(ChangeKind.REMOVED, event.name)
-
-    def state_lookup(self, name: str) -> Optional[SyncedFile]:
-        return self._known_state.lookup([name]).get(name)
 
     def _maintain_after(self, position: FeedPosition, state: dict[str, SyncedFile], *, complete: bool) -> None:
         """After a full listing, by an instance that may write: a catalog snapshot and the

@@ -35,7 +35,6 @@ import dataclasses
 import enum
 import json
 import logging
-import os
 import re
 import time
 import uuid
@@ -369,9 +368,3 @@ class PositionFile:
         except OSError as exc:
             log.warning("could not record the feed position in %s (%s)", self.path, exc)
             return False
-
-    def clear(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
