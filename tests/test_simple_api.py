@@ -371,6 +371,29 @@ def test_redirects_and_404s_stay_pypiservers_and_vary(app: App, demo: dict[str, 
 
 
 @pytestmark_local
+def test_a_project_that_appears_during_the_request_is_answered_in_the_type_asked(
+        app: App, demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race CI once hit: the checker thread adds a project's first file between the
+    plugin's read of the index (nothing: leave it to pypiserver's 404) and pypiserver's own
+    read (a page, in HTML). The timing is forced here (a stand-in: no real check can be made
+    to land between two reads of one request): the first read finds nothing."""
+    backend = app.wsgi._pypiserver_config.backend
+    real = backend.find_project_packages
+    reads: list[str] = []
+
+    def first_read_before_the_check(project: str) -> Any:
+        reads.append(project)
+        return [] if len(reads) == 1 else real(project)
+
+    monkeypatch.setattr(backend, "find_project_packages", first_read_before_the_check)
+    reply = get(app, "/simple/demo/", JSON_V1)
+    assert reply.status_code == 200 and reply.headers["Content-Type"] == JSON_V1
+    assert [f["filename"] for f in reply.json["files"]] == sorted(
+        [demo["unknown"].name, demo["one"].name, demo["two"].name], key=lambda name: name.split("-")[1])
+    assert len(reads) == 3  # ours (nothing), pypiserver's (its page), ours again
+
+
+@pytestmark_local
 @pytest.mark.parametrize("path", ["/simple/", "/simple/demo/"])
 def test_authentication_comes_before_negotiation(bucket: BucketProbe, tmp_path: Path, htpasswd: Path,
                                                  path: str) -> None:

@@ -297,12 +297,20 @@ class SimpleApiPlugin:
         elif route.rule == PROJECT_RULE:
             def answer(**kwargs: t.Any) -> t.Any:
                 self._authorize()
-                packages = self._project_packages(kwargs["project"])
+                project = kwargs["project"]
+                packages = self._project_packages(project)
                 if packages is None:
                     # pypiserver's redirect or 404 (its auth again: a login passed once
                     # passes again, and a refused one never gets here)
-                    return callback(**kwargs)
-                return self._answer(lambda media_type: self._project(media_type, kwargs["project"], packages))
+                    result = callback(**kwargs)
+                    if isinstance(result, HTTPResponse):
+                        return result
+                    # Its page: the project's first file reached the index between the two
+                    # reads. Render it here too, so a JSON request never gets HTML.
+                    packages = self._project_packages(project)
+                    if packages is None:
+                        return result
+                return self._answer(lambda media_type: self._project(media_type, project, packages))
         else:
             return callback
 
