@@ -100,13 +100,14 @@ class LocalFolderDriver(FileStoreDriver):
         for entry in entries:
             if _is_own_temp(entry.name):
                 continue
-            with _mapped("list", entry.name, _FOLDER):
-                try:
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    stat = entry.stat()
-                except FileNotFoundError:
-                    continue  # deleted while we listed: simply not there
+            try:  # (not a _mapped block per file: a fifth of a listing's CPU at 50,000 files)
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue  # deleted while we listed: simply not there
+            except OSError as exc:
+                raise _FOLDER.error(_error_kind(exc), "list", entry.name, exc) from exc
             found[entry.name] = RemoteObject(entry.name, _fingerprint(stat), stat.st_size, modified=stat.st_mtime)
         return found
 

@@ -46,6 +46,7 @@ from gcs_sync.sync.feed import (
     PositionFile,
 )
 from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.heap import keep_long_lived
 from gcs_sync.sync.pending import PendingUploads
 from gcs_sync.sync.plan import SyncPlan, plan_catalog, plan_sync
 from gcs_sync.sync.records import RecordKeeper, RecordStore
@@ -209,12 +210,13 @@ class SyncEngine:
         position = self.feed.start(self._positions.load())
         local, remote, synced = self._gather(report)
         # Listed after the packages: a record written with a file is then never missed.
-        records = self.records.store.list_versions()
+        records = self.records.store.list_versions(remote)
         plan = self._plan(local, remote, synced, records, report)
         state = self._apply_plan(plan, synced, report, progress)
         self._record(began, state, report)
         self._positions.save(position)
         self._maintain_after(position, state, complete=not report.failed and not report.deferred)
+        keep_long_lived(len(state))
         report.seconds = time.monotonic() - started
         report.bucket_calls = sum(self.driver.calls.values()) - calls_before
         log_sync(log, self.driver.url, report)
@@ -249,6 +251,7 @@ class SyncEngine:
             return None
         self.state.save_raw(snapshot.raw_files)
         self._known_state.adopt(dict(snapshot.files), self.state.snapshot_cursor())
+        keep_long_lived(len(snapshot.files))
         report = self._apply_feed(read) if read.entries else SyncReport()
         self._positions.save(read.position.with_retry(event.name for event, _ in report.failed))
         # As old as the snapshot: the periodic full listing comes when its listing would have.
@@ -297,7 +300,7 @@ class SyncEngine:
                 continue
             if found is not None:
                 remote[name] = found
-        remote = self._servable(remote, report)
+        remote = self._servable(remote, {}, report)
         # An entry other than "added" may name a file of a multi-file upload still under way
         # (an "added" one is written only once its upload is done): hidden like a listing's.
         suspect = {name: obj for name, obj in remote.items() if not _only_added(read, name)}
@@ -366,14 +369,16 @@ class SyncEngine:
         """The folder's files, the bucket's (packages only, no upload under way) and the
         last-synced state."""
         self.folder.sweep_stale_temps()
-        remote = self._servable(self.driver.list_objects(), report)
-        local = {} if self.catalog else self.folder.scan()  # cache/redirect: no files here
+        listing = self.driver.list_objects()
         synced = self._known_state.current()
+        remote = self._servable(listing, synced, report)
+        local = {} if self.catalog else self.folder.scan()  # cache/redirect: no files here
         remote = self._without_pending(remote, synced, report)
         return local, remote, synced
 
-    def _servable(self, remote: dict[str, RemoteObject], report: SyncReport) -> dict[str, RemoteObject]:
-        kept, skipped = split_listing(remote)
+    def _servable(self, remote: dict[str, RemoteObject], known: dict[str, SyncedFile],
+                  report: SyncReport) -> dict[str, RemoteObject]:
+        kept, skipped = split_listing(remote, known)
         for name in skipped:
             report.skipped_names.append(name)
             self._warnings.odd_name(name, self.driver.url)

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Container, Optional
 
 from gcs_sync.drivers.base import FileStoreDriver, RemoteObject, Version
 from gcs_sync.errors import ObjectChanged, ObjectExists, StorageError, StoragePermissionDenied
@@ -56,11 +56,14 @@ class RecordStore:
     def __init__(self, driver: FileStoreDriver) -> None:
         self.driver = driver
 
-    def list_versions(self) -> dict[str, Version]:
-        """Every record in the bucket: package filename -> the record object's version."""
+    def list_versions(self, known: Container[str] = ()) -> dict[str, Version]:
+        """Every record in the bucket: package filename -> the record object's version.
+        Filenames in ``known`` (the listing's packages) are not checked again."""
         found: dict[str, Version] = {}
+        start = len(RECORDS_FOLDER)
         for name, version in self.driver.list_note_versions(RECORDS_FOLDER).items():
-            filename = filename_of_record(name)
+            filename = name[start:] if name.startswith(RECORDS_FOLDER) and name[start:] in known \
+                else filename_of_record(name)
             if filename is not None:
                 found[filename] = version
         return found

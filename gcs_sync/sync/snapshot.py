@@ -27,6 +27,7 @@ from gcs_sync.drivers.base import FileStoreDriver
 from gcs_sync.errors import StorageError
 from gcs_sync.records.record import RecordError
 from gcs_sync.sync.feed import FeedPosition
+from gcs_sync.sync.heap import collector_paused
 from gcs_sync.sync.state import CATALOGUED, SyncedFile
 
 log = logging.getLogger("gcs_sync.snapshot")  # the name operators' log queries know
@@ -84,7 +85,8 @@ class SnapshotStore:
                 data = self.driver.read_note(name)
                 if data is None:
                     continue  # deleted since the listing
-                return _decode(name, data, stored_at)
+                with collector_paused():
+                    return _decode(name, data, stored_at)
             except (StorageError, OSError, EOFError, ValueError, KeyError, TypeError, RecordError) as exc:
                 log.warning("catalog snapshot %s could not be read (%s): trying an older one", name, exc)
         return None

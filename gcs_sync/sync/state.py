@@ -32,6 +32,7 @@ from typing import Any, Iterable, Optional, TextIO
 from gcs_sync.clock import Moment
 from gcs_sync.files import replacing, write_json_atomically
 from gcs_sync.records.record import FileRecord
+from gcs_sync.sync.heap import collector_paused, keep_long_lived
 
 log = logging.getLogger("gcs_sync.state")  # the name operators' log queries know
 
@@ -180,7 +181,8 @@ class StateFile:
                     since = None
                     continue
                 return StateRead(StateCursor(snapshot, offset), entries=tuple(entries))
-            files = self._load_snapshot()
+            with collector_paused():
+                files = self._load_snapshot()
             entries, offset = self._journal_entries(snapshot, 0)
             if self._snapshot_id() != snapshot:
                 continue
@@ -565,6 +567,7 @@ class TrackedState:
         read = self._state.read(self._cursor)
         if read.files is not None:
             self._files = read.files
+            keep_long_lived(len(read.files))
             self._generation += 1
             self._log_start += len(self._log)
             self._log = []

@@ -31,6 +31,7 @@ from pypiserver.pkg_helpers import guess_pkgname_and_version, parse_version
 from gcs_sync.files import fingerprint
 from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
 from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.heap import collector_paused, keep_long_lived
 from gcs_sync.sync.state import CATALOGUED, Entry, StateCursor, StateRead, SyncedFile
 
 
@@ -117,7 +118,8 @@ class PackageIndex:
         with self._refresh_lock:
             read = self._state.read(self._cursor)
             if read.files is not None:
-                self._rebuild(read.files)
+                with collector_paused():
+                    self._rebuild(read.files)
             elif read.entries:
                 self._apply(read.entries)
             self._cursor = read.cursor
@@ -183,6 +185,7 @@ class PackageIndex:
             for project, names in names_by_project.items()
         }
         self._files, self._names_by_project, self._projects = by_name, names_by_project, projects
+        keep_long_lived(len(by_name))
         log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(by_name), len(projects))
 
     def _apply(self, entries: Iterable[Entry]) -> None:

@@ -1,0 +1,56 @@
+"""The worker's long-lived objects, kept out of the cyclic garbage collector's way.
+
+The state and the index hold a few objects per file, and CPython's full collection
+(generation 2) visits every one with the GIL held: about 45 ms for the state alone at
+50,000 files, so every request thread of the worker waits that long (the scale
+benchmark saw /simple/<p>/ stall 80 ms at 50,000 files, 10 s after a cold start). So:
+
+- while a large state or index is built, collections are paused (each would visit the
+  partly built one again: a third of a cold start's parse at 50,000 files);
+- once built, everything alive is moved to the permanent generation (``gc.freeze``),
+  which later collections skip. Reference counting still frees those objects when they
+  are replaced (the entries form no cycles), so nothing piles up; only cyclic garbage
+  that exists at the moment of a freeze is kept, and freezes are rare (a cold start, a
+  full listing, a whole read of the state, an index rebuild).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+from typing import Iterator
+
+# Below this many files a full collection is short enough to leave alone.
+LARGE = 5_000
+
+_pause_lock = threading.Lock()
+_pauses = 0  # builds under way, in any thread
+_paused_here = False  # whether the collector was on when the first of them began
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection while the block builds long-lived objects (reference counting
+    goes on). Nested and concurrent blocks are counted: the collector resumes after the
+    last, and only if it was on before the first."""
+    global _pauses, _paused_here
+    with _pause_lock:
+        if _pauses == 0:
+            _paused_here = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _paused_here:
+                gc.enable()
+
+
+def keep_long_lived(objects_built: int) -> None:
+    """After building ``objects_built`` long-lived entries (state or index): move every
+    object alive now out of the collector's scans, if that is many."""
+    if objects_built >= LARGE:
+        gc.freeze()

@@ -1,0 +1,92 @@
+"""The long-lived state and index are kept out of the garbage collector's full scans
+(gcs_sync/sync/heap.py): what a full collection would visit, with the GIL held, while
+requests wait. What the scans cost is the scale benchmark's to show (bench/scale.py, the
+latency window); here, that the objects are out of them and still freed when replaced."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gcs_sync.sync import heap
+from gcs_sync.sync.client import StorageClient
+from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.state import StateFile, TrackedState
+from gcs_sync.web.index import PackageIndex
+from testkit.buckets import BucketProbe
+
+
+
+@pytest.fixture(autouse=True)
+def unfrozen() -> Iterator[None]:
+    """Each test starts and ends with nothing frozen, as a fresh process does."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> PackageFolder:
+    return PackageFolder(tmp_path / "packages")
+
+
+@pytest.fixture
+def client(driver, folder: PackageFolder) -> StorageClient:
+    return StorageClient(driver, folder, sync_interval=1, lock_timeout=5)
+
+
+def in_collector_scans(obj: object) -> bool:
+    return any(o is obj for o in gc.get_objects())
+
+
+def test_pauses_nest_and_restore_the_collector_as_it_was() -> None:
+    assert gc.isenabled()
+    with heap.collector_paused():
+        with heap.collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer build is still under way
+    assert gc.isenabled()
+    gc.disable()  # switched off by the application: left off
+    try:
+        with heap.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_small_build_is_left_to_the_collector() -> None:
+    entry = [object()]
+    heap.keep_long_lived(heap.LARGE - 1)
+    assert gc.get_freeze_count() == 0 and in_collector_scans(entry)
+
+
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)  # no bucket behaviour here
+def test_a_synced_state_and_its_index_leave_the_scans_and_are_freed_when_replaced(
+        client: StorageClient, bucket: BucketProbe, folder: PackageFolder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "LARGE", 3)  # 3 files stand for 5,000
+    for k in range(3):
+        bucket.put(f"demo-1.0.{k}.tar.gz", b"demo %d" % k)
+    client.sync()  # a full listing
+    assert gc.get_freeze_count() > 0
+    tracked = TrackedState(StateFile(folder.control, client.driver.url))
+    state = tracked.current()
+    assert len(state) == 3 and not any(in_collector_scans(entry) for entry in state.values())
+
+    gc.unfreeze()
+    index = PackageIndex(folder, tracked, "sha256")
+    index.refresh()  # a whole build
+    built = index.get("demo-1.0.0.tar.gz")
+    assert built is not None and not in_collector_scans(built)
+
+    # Replaced: frozen objects are still freed by reference counting, not kept forever.
+    del built, state
+    frozen = gc.get_freeze_count()
+    bucket.delete("demo-1.0.0.tar.gz")
+    client.sync()
+    index.refresh()
+    tracked.current()
+    assert index.get("demo-1.0.0.tar.gz") is None and gc.get_freeze_count() < frozen
