@@ -6,6 +6,7 @@ Command-line flags override these (App Engine's entrypoint passes ``-b :$PORT``)
 import errno
 import os
 import selectors
+import subprocess
 import sys
 import time
 from functools import partial
@@ -175,6 +176,38 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"gcs_sync configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(server.APP_LOAD_ERROR)
+
+
+def when_ready(server):
+    # The periodic full listings in a process of their own (gcs_sync/web/lister.py), so
+    # that no worker's requests wait for one; FULL_SYNC_PROCESS=false keeps them in the
+    # workers. Settings were checked in on_starting. If it exits, the workers list
+    # themselves (the listing record they share says when one is due).
+    if not str(getattr(server.app, "app_uri", "")).startswith("main:"):
+        return
+    from gcs_sync.config import Settings
+    from gcs_sync.web.lister import NICENESS  # (the master has imported gcs_sync already)
+
+    if not Settings.from_env(os.environ).full_sync_process:
+        return
+    try:
+        # (preexec_fn: the master runs no thread of its own, so it is safe here.)
+        server.gcs_sync_lister = subprocess.Popen([sys.executable, "-m", "gcs_sync.web.lister"],
+                                                  preexec_fn=partial(os.nice, NICENESS))
+    except OSError as exc:  # never a reason to stop the server: the workers list then
+        server.log.error("could not start the listing process (%s): the workers make the full listings", exc)
+        return
+    server.log.info("started the listing process (pid %s)", server.gcs_sync_lister.pid)
+
+
+def on_exit(server):
+    lister = getattr(server, "gcs_sync_lister", None)
+    if lister is not None and lister.poll() is None:
+        lister.terminate()
+        try:
+            lister.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            lister.kill()
 
 
 def post_worker_init(worker):

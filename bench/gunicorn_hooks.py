@@ -10,9 +10,12 @@ logging, ...) and then adds two hooks; ``-b`` and ``-w`` on the command line sti
   ``dict(app.config["gcs_sync.client"].driver.calls)``, as JSON to
   ``$BENCH_CALLS_DIR/<pid>.json``. Stock pypiserver has no client and writes nothing.
 
-A hook the repo's config already defines is called before ours.
+A hook the repo's config already defines is called before ours. Its ``when_ready`` (the
+listing process) only for a design that has one (``gcs_sync.web.lister``): an older
+design's workers list the bucket themselves, as that design did.
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -21,8 +24,21 @@ from pathlib import Path
 _REPO_CONFIG = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
 exec(compile(_REPO_CONFIG.read_text(encoding="utf-8"), str(_REPO_CONFIG), "exec"))
 
+_repo_when_ready = globals().get("when_ready")
 _repo_post_worker_init = globals().get("post_worker_init")
 _repo_worker_exit = globals().get("worker_exit")
+
+
+def when_ready(server):
+    if _repo_when_ready is not None and _has_lister():
+        _repo_when_ready(server)
+
+
+def _has_lister():
+    try:
+        return importlib.util.find_spec("gcs_sync.web.lister") is not None
+    except ModuleNotFoundError:  # no gcs_sync at all: stock pypiserver
+        return False
 
 
 def post_worker_init(worker):

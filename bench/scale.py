@@ -173,7 +173,7 @@ FIGURES: dict[str, Figure] = {
                            lambda now, today: None if now.value is None else
                            now.value <= 1 and now.detail.get("package_bytes", 1) == 0),
     "cold_mirror": Figure("cold start, mirror, local-folder bucket", "s", "≤ 5 s", _within(5)),
-    "rss": Figure("RSS of one instance (master + workers)", "MB", "≤ 120 MB", _within(120)),
+    "rss": Figure("RSS of one instance (every gunicorn process)", "MB", "≤ 120 MB", _within(120)),
     "latency": Figure("`/simple/<p>/` over the scale window: p99.9", "ms", "p99.9 ≤ 5 ms, max ≤ 50 ms",
                       lambda now, today: None if now.value is None else
                       now.value <= 5 and now.detail.get("max_ms", 1e9) <= 50),

@@ -87,6 +87,11 @@ class Settings:
     # Seconds between full listings, whatever the feed says: the bound for
     # changes made straight in the bucket by other tools.
     full_sync_interval: float = 60.0
+    # Whether, under gunicorn, those full listings run in a process of their own beside the
+    # workers (started by the master; gcs_sync/web/lister.py), so that no request waits
+    # for one; else in each worker's checker thread (one process, and one copy of the
+    # state, fewer).
+    full_sync_process: bool = True
     # How far apart two writers' clocks may be (seconds): every instance re-reads that much
     # of the change feed before its position, so an entry named by a slow clock is not missed.
     feed_clock_skew: float = 300.0
@@ -191,6 +196,7 @@ class Settings:
             overwrite=reader.parsed("OVERWRITE", strtobool, False),
             sync_interval=sync_interval,
             full_sync_interval=full_sync_interval,
+            full_sync_process=reader.parsed("FULL_SYNC_PROCESS", strtobool, True),
             feed_clock_skew=feed_clock_skew,
             feed_retention=feed_retention,
             sync_concurrency=reader.parsed("SYNC_CONCURRENCY", _concurrency, 8),

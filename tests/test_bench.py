@@ -91,7 +91,7 @@ def test_quick_benchmark_writes_table_and_chart(tmp_path: Path) -> None:
 
 
 SCALE_FIGURES = ("one upload elsewhere: work per instance", "cold start to full index, cache/redirect",
-                 "cold start, mirror, local-folder bucket", "RSS of one instance (master + workers)",
+                 "cold start, mirror, local-folder bucket", "RSS of one instance (every gunicorn process)",
                  "`/simple/<p>/` over the scale window: p99.9", "local disk in cache mode (max)",
                  "uploads/s with the one-write-per-second limit modelled", "`/simple/<p>/` p50")
 
@@ -124,4 +124,5 @@ def test_quick_scale_reports_every_figure_for_now_and_today(tmp_path: Path) -> N
     elsewhere = next(row for row in rows if row["figure"] == "elsewhere" and row["subject"] == "now")
     assert all(r["listed"] and sum(r["calls"].values()) >= 1 for r in elsewhere["detail"]["rounds"])
     rss = next(row for row in rows if row["figure"] == "rss" and row["subject"] == "now")
-    assert rss["detail"]["processes"] == 3 and 0 < rss["detail"]["pss_mb"] <= rss["value"]
+    # The master, two workers and the listing process (gunicorn.conf.py's when_ready).
+    assert rss["detail"]["processes"] == 4 and 0 < rss["detail"]["pss_mb"] <= rss["value"]

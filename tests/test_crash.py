@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import threading
 import time
@@ -29,9 +30,11 @@ DEADLINE = 60
 
 
 def worker_pids(instance: Instance) -> list[int]:
+    """The master's children but the listing process (gunicorn.conf.py's when_ready)."""
     master = instance.process.pid
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
+    lister = re.search(r"started the listing process \(pid (\d+)\)", instance.log())
+    return [int(pid) for pid in children if lister is None or int(pid) != int(lister.group(1))]
 
 
 def visible(folder: Path) -> dict[str, bytes]:

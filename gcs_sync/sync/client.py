@@ -133,6 +133,17 @@ class StorageClient:
     def wait_until_started(self, timeout: float) -> bool:
         return self._checker.wait_until_started(timeout)
 
+    def forget_state(self) -> None:
+        """Drop this process's copy of the state until it is needed again (the listing
+        process: between two listings it holds nothing)."""
+        self.tracked_state.forget()
+
+    def last_listing_age(self) -> Optional[float]:
+        """Seconds since the instance's last full listing began (any process's); None if
+        there was none yet or its age cannot be told."""
+        listing = self._view.last_listing()
+        return None if listing is None else listing.age()
+
     def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
         """Wait for the catalog snapshot and feed expiry that follow a full listing."""
         return self._engine.wait_for_maintenance(timeout)

@@ -46,7 +46,7 @@ from gcs_sync.sync.feed import (
     PositionFile,
 )
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.sync.heap import keep_long_lived
+from gcs_sync.sync.heap import collector_paused, keep_long_lived
 from gcs_sync.sync.pending import PendingUploads
 from gcs_sync.sync.plan import SyncPlan, plan_catalog, plan_sync
 from gcs_sync.sync.records import RecordKeeper, RecordStore
@@ -208,10 +208,16 @@ class SyncEngine:
         report = SyncReport()
         # Before the listing: every change after this point is read from the feed.
         position = self.feed.start(self._positions.load())
-        local, remote, synced = self._gather(report)
-        # Listed after the packages: a record written with a file is then never missed.
-        records = self.records.store.list_versions(remote)
-        plan = self._plan(local, remote, synced, records, report)
+        # The listings and the plan build a few objects per file, none cyclic: a collection
+        # meanwhile would scan them all while requests wait (heap.py), and so would the
+        # first one after, if they were still alive. Not the transfers: those may take
+        # minutes, and the SDKs' objects do make cycles.
+        with collector_paused():
+            local, remote, synced = self._gather(report)
+            # Listed after the packages: a record written with a file is then never missed.
+            records = self.records.store.list_versions(remote)
+            plan = self._plan(local, remote, synced, records, report)
+            del local, remote, records  # freed here, by reference counting
         state = self._apply_plan(plan, synced, report, progress)
         self._record(began, state, report)
         self._positions.save(position)

@@ -17,6 +17,8 @@ benchmark saw /simple/<p>/ stall 80 ms at 50,000 files, 10 s after a cold start)
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import threading
 from typing import Iterator
@@ -47,6 +49,18 @@ def collector_paused() -> Iterator[None]:
             _pauses -= 1
             if _pauses == 0 and _paused_here:
                 gc.enable()
+
+
+def release_free_memory() -> None:
+    """Give the C allocator's free pages back to the system (glibc's ``malloc_trim``; a
+    no-op elsewhere): after a large transient, such as a full listing's objects, a process
+    that keeps nothing of it would otherwise keep its peak size."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return  # not glibc
+    trim(0)
 
 
 def keep_long_lived(objects_built: int) -> None:

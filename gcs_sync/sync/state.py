@@ -611,6 +611,16 @@ class TrackedState:
             self._log = []
             self._cursor = cursor
 
+    def forget(self) -> None:
+        """Drop the copy (the next question reads the whole state again): for a process
+        that asks seldom, so that it does not hold the state in between."""
+        with self._lock:
+            self._files = {}
+            self._cursor = None
+            self._generation += 1
+            self._log_start += len(self._log)
+            self._log = []
+
     def current(self) -> dict[str, SyncedFile]:
         """A copy of the whole state as last read (only what changed is read): what a full
         sync plans against, without parsing the snapshot again (one C call that would

@@ -64,24 +64,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
     folder = PackageFolder(settings.local_package_directory)
     # PASSWORD_FILE in the bucket: pypiserver reads a local copy that follows the object.
     passwords = BucketPasswordFile.for_settings(settings, folder, driver.url)
-    client = StorageClient(
-        driver,
-        folder,
-        sync_interval=settings.sync_interval,
-        full_sync_interval=settings.full_sync_interval,
-        feed_clock_skew=settings.feed_clock_skew,
-        feed_retention=settings.feed_retention,
-        # cache and redirect: the sync catalogues the bucket's files and fetches none.
-        catalog=settings.package_files != "mirror",
-        concurrency=settings.sync_concurrency,
-        # A request waiting for a sibling's sync must still finish well within
-        # gunicorn's 30 s worker timeout, after a bucket operation of its own.
-        lock_timeout=settings.storage_timeout,
-        storage_timeout=settings.storage_timeout,
-        pending_expiry=settings.pending_upload_expiry,
-        push_local_changes=settings.push_local_changes,
-        after_check=None if passwords is None else passwords.after_check,
-    )
+    client = new_client(settings, driver, folder, passwords)
     # pypiserver spells "no authentication at all" as both settings being ".".
     password_file = "." if not settings.authenticate else settings.password_file
     if passwords is not None:
@@ -197,6 +180,29 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
         settings.store_url, folder.path, settings.storage_backend, settings.sync_interval, settings.package_files,
     )
     return app
+
+
+def new_client(settings: Settings, driver: FileStoreDriver, folder: PackageFolder,
+               passwords: Optional[BucketPasswordFile]) -> StorageClient:
+    """The instance's sync client for ``settings``: a worker's, or the listing process's."""
+    return StorageClient(
+        driver,
+        folder,
+        sync_interval=settings.sync_interval,
+        full_sync_interval=settings.full_sync_interval,
+        feed_clock_skew=settings.feed_clock_skew,
+        feed_retention=settings.feed_retention,
+        # cache and redirect: the sync catalogues the bucket's files and fetches none.
+        catalog=settings.package_files != "mirror",
+        concurrency=settings.sync_concurrency,
+        # A request waiting for a sibling's sync must still finish well within
+        # gunicorn's 30 s worker timeout, after a bucket operation of its own.
+        lock_timeout=settings.storage_timeout,
+        storage_timeout=settings.storage_timeout,
+        pending_expiry=settings.pending_upload_expiry,
+        push_local_changes=settings.push_local_changes,
+        after_check=None if passwords is None else passwords.after_check,
+    )
 
 
 def check_bucket(driver: FileStoreDriver) -> None:
