@@ -186,16 +186,19 @@ def when_ready(server):
     if not str(getattr(server.app, "app_uri", "")).startswith("main:"):
         return
     from gcs_sync.config import Settings
-    from gcs_sync.web.lister import NICENESS  # (the master has imported gcs_sync already)
+    from gcs_sync.sync.lister import worth_a_process
+    from gcs_sync.web.lister import child_setup  # (the master has imported gcs_sync already)
 
-    if not Settings.from_env(os.environ).full_sync_process:
+    settings = Settings.from_env(os.environ)
+    if not settings.full_sync_process or not worth_a_process(settings.full_sync_interval, settings.sync_interval):
         return
     try:
         # (preexec_fn: the master runs no thread of its own, so it is safe here.)
-        server.gcs_sync_lister = subprocess.Popen([sys.executable, "-m", "gcs_sync.web.lister"],
-                                                  preexec_fn=partial(os.nice, NICENESS))
-    except OSError as exc:  # never a reason to stop the server: the workers list then
-        server.log.error("could not start the listing process (%s): the workers make the full listings", exc)
+        server.gcs_sync_lister = subprocess.Popen(
+            [sys.executable, "-m", "gcs_sync.web.lister", str(os.getpid())], preexec_fn=child_setup())
+    except Exception as exc:  # never a reason to stop the server: the workers list then
+        server.log.error("could not start the listing process (%s: %s): the workers make the full listings",
+                         type(exc).__name__, exc)
         return
     server.log.info("started the listing process (pid %s)", server.gcs_sync_lister.pid)
 

@@ -6,6 +6,7 @@ seen. The loop itself is backend-agnostic (it calls the client's sync): local bu
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -20,7 +21,8 @@ import pytest
 
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.sync.lister import FullListingLoop, seconds_until_due
+from gcs_sync.sync import heap
+from gcs_sync.sync.lister import FullListingLoop, seconds_until_due, worth_a_process
 from gcs_sync.sync.state import StateFile
 from gcs_sync.drivers import make_driver
 from testkit.buckets import BucketProbe
@@ -29,7 +31,7 @@ from testkit.wait import eventually
 
 from .conftest import settings_for
 
-FULL_SYNC_INTERVAL = 2.0
+FULL_SYNC_INTERVAL = 4.0  # ahead of the workers by 2 s: room for a niced process on a loaded machine
 SYNC_INTERVAL = 1.0
 # One listing and the check that shows it, on a loaded machine.
 MARGIN = 3.0
@@ -37,21 +39,30 @@ MARGIN = 3.0
 
 # -- when to list: a pure table ----------------------------------------------------------------
 
-@pytest.mark.parametrize(("age", "full", "sync", "last", "due"), [
-    (None, 60, 5, 0, 0),  # no listing known: now
-    (0, 60, 5, 0, 54),  # ahead of the workers by SYNC_INTERVAL and a second
-    (0, 60, 5, 2, 51),  # and by half again the last listing's length
-    (50, 60, 5, 2, 1),
-    (51, 60, 5, 2, 0),
-    (120, 60, 5, 2, 0),  # overdue (a worker's cold start, a long outage): now
-    (0, 600, 5, 30, 549),
-    # intervals too short to list ahead of the workers: half the interval, at least 1 s
-    (0, 2, 1, 0.5, 1),
-    (0, 10, 5, 4, 5),
-    (0.4, 1, 1, 0, 0.6),
+@pytest.mark.parametrize(("age", "since_own", "full", "sync", "due"), [
+    (None, None, 60, 5, 0),  # no listing known: now
+    (0, None, 60, 5, 54),  # the lock taken SYNC_INTERVAL and a second before a worker could
+    (50, None, 60, 5, 4),
+    (54, None, 60, 5, 0),
+    (120, None, 60, 5, 0),  # overdue (a worker's cold start, a long outage): now
+    (0, 0, 600, 5, 594),
+    # however long its own listing took, a pause of SYNC_INTERVAL (at least 1 s) after it
+    (58, 0, 60, 5, 5),
+    (58, 6, 60, 5, 0),
+    (3, 0.5, 4, 1, 0.5),
+    (0, None, 2, 1, 0),  # intervals too short to lead (no process is started for them)
 ])
-def test_when_the_next_listing_is_due(age: float | None, full: float, sync: float, last: float, due: float) -> None:
-    assert seconds_until_due(age, full_sync_interval=full, sync_interval=sync, last_seconds=last) == pytest.approx(due)
+def test_when_the_next_listing_is_due(age: float | None, since_own: float | None, full: float, sync: float,
+                                      due: float) -> None:
+    assert seconds_until_due(age, since_own=since_own, full_sync_interval=full,
+                             sync_interval=sync) == pytest.approx(due)
+
+
+@pytest.mark.parametrize(("full", "sync", "worth"), [
+    (60, 5, True), (10, 5, True), (9, 5, False), (2, 1, True), (1.5, 0, False), (0, 0, False), (4, 1, True),
+])
+def test_a_process_only_when_it_can_list_ahead_of_the_workers(full: float, sync: float, worth: bool) -> None:
+    assert worth_a_process(full, sync) is worth
 
 
 # -- the loop, in this process ----------------------------------------------------------------
@@ -135,6 +146,30 @@ def test_a_failed_listing_is_said_and_tried_again(
     assert loop.thread.is_alive()
 
 
+@pytest.mark.parametrize("bucket", ["gcs"], indirect=True)  # its listings' blobs form cycles
+def test_listing_after_listing_keeps_nothing_of_the_last(
+        driver, bucket: BucketProbe, folder: PackageFolder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing process's steps, again and again (a full listing, then its copy of the
+    state dropped): what the collector must keep (frozen or not) does not grow, although
+    each listing re-reads the whole state and freezes what it keeps (heap.LARGE lowered:
+    60 files stand for 5,000)."""
+    monkeypatch.setattr(heap, "LARGE", 50)
+    for k in range(60):
+        bucket.put(f"many-1.0.{k}.tar.gz", b"%d" % k)
+    client = new_client(driver, folder)
+    client.sync()
+    kept = []
+    try:
+        for _ in range(5):
+            client.sync()
+            client.forget_state()
+            gc.collect()
+            kept.append(gc.get_freeze_count() + len(gc.get_objects()))
+    finally:
+        gc.unfreeze()
+    assert max(kept[2:]) - kept[1] < 300, kept  # 600 more per listing (10 per file) when it kept them
+
+
 # -- under gunicorn -----------------------------------------------------------------------------
 
 def full_listers(log: str) -> set[int]:
@@ -207,6 +242,11 @@ def test_the_listing_process_ends_with_the_server_and_is_not_started_when_switch
     assert alive(lister)
     instance.stop()  # gunicorn's quick shutdown
     assert eventually(lambda: not alive(lister), 10)
+
+    instance = start(bucket, tmp_path, started)
+    lister = lister_pid(instance)
+    os.kill(instance.process.pid, signal.SIGKILL)  # no on_exit: the kernel tells it
+    assert eventually(lambda: not alive(lister), 5)
 
     shutil.rmtree(tmp_path / "packages")
     instance = start(bucket, tmp_path, started, FULL_SYNC_PROCESS="false")

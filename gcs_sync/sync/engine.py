@@ -208,10 +208,11 @@ class SyncEngine:
         report = SyncReport()
         # Before the listing: every change after this point is read from the feed.
         position = self.feed.start(self._positions.load())
-        # The listings and the plan build a few objects per file, none cyclic: a collection
-        # meanwhile would scan them all while requests wait (heap.py), and so would the
-        # first one after, if they were still alive. Not the transfers: those may take
-        # minutes, and the SDKs' objects do make cycles.
+        # The listings and the plan build a few objects per file: a collection meanwhile
+        # would scan them all while requests wait (heap.py), and so would the first one
+        # after, if they were still alive. (A GCS listing's blobs are cyclic: those wait
+        # for the collection after.) Not the transfers: those may take minutes, and make
+        # garbage of their own.
         with collector_paused():
             local, remote, synced = self._gather(report)
             # Listed after the packages: a record written with a file is then never missed.

@@ -9,8 +9,9 @@ benchmark saw /simple/<p>/ stall 80 ms at 50,000 files, 10 s after a cold start)
   partly built one again: a third of a cold start's parse at 50,000 files);
 - once built, everything alive is moved to the permanent generation (``gc.freeze``),
   which later collections skip. Reference counting still frees those objects when they
-  are replaced (the entries form no cycles), so nothing piles up; only cyclic garbage
-  that exists at the moment of a freeze is kept, and freezes are rare (a cold start, a
+  are replaced (the entries form no cycles), so nothing piles up. Cyclic garbage alive
+  at a freeze would be kept for good, so the young generations are collected first and
+  no freeze happens while any build is under way; and freezes are rare (a cold start, a
   full listing, a whole read of the state, an index rebuild).
 """
 
@@ -65,6 +66,17 @@ def release_free_memory() -> None:
 
 def keep_long_lived(objects_built: int) -> None:
     """After building ``objects_built`` long-lived entries (state or index): move every
-    object alive now out of the collector's scans, if that is many."""
-    if objects_built >= LARGE:
-        gc.freeze()
+    object alive now out of the collector's scans, if that is many.
+
+    Not while any build has the collector paused: the young objects then include what
+    that build has not freed yet, cyclic garbage among them (a GCS listing's blobs and
+    their ACLs form cycles), which a freeze would keep for good. And the young
+    generations are collected first, for the same reason: that collection is one a
+    build's garbage costs anyway, sooner or later."""
+    if objects_built < LARGE:
+        return
+    with _pause_lock:
+        if _pauses:
+            return
+    gc.collect(1)
+    gc.freeze()

@@ -9,7 +9,8 @@ before any worker would find one due: the listing record is shared, so the worke
 only read the change feed. If this process is gone, nothing else changes: the workers
 find the listing due and list themselves, as they do without it.
 
-    seconds_until_due   when to list next (a pure function of the last listing's age)
+    worth_a_process     whether FULL_SYNC_INTERVAL leaves room to list ahead of the workers
+    seconds_until_due   when to list next (a pure function of the listings' ages)
     FullListingLoop     waits for the instance's first sync, then lists when due
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
 import filelock
@@ -27,25 +29,35 @@ from gcs_sync.sync.heap import release_free_memory
 
 log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
 
-# Between two listings of this loop, at least this share of FULL_SYNC_INTERVAL (and a
-# second): with intervals too short to list ahead of the workers, they list too, and
-# this loop does not run back to back.
-_MIN_SHARE = 0.5
-_POLL_SECONDS = 0.2
-_MAINTENANCE_WAIT = 600.0  # the catalog snapshot after a listing holds the state until written  # how often it looks for the instance's first sync, and for its parent
+_MARGIN = 1.0  # seconds: the loop takes the lock this long before a worker's check could
+_POLL_SECONDS = 0.2  # how often it looks for the instance's first sync, its parent, a stop
 
 
-def seconds_until_due(age: Optional[float], *, full_sync_interval: float, sync_interval: float,
-                      last_seconds: float) -> float:
-    """Seconds until this loop's next listing should begin: early enough that it ends
-    (taking about as long as the last, with half again as margin) before a worker's check,
-    made every SYNC_INTERVAL, finds the listing FULL_SYNC_INTERVAL old. ``age`` is the last
-    listing's age by anyone (None: unknown, list now)."""
+def worth_a_process(full_sync_interval: float, sync_interval: float) -> bool:
+    """Whether a listing process can list ahead of the workers: not when FULL_SYNC_INTERVAL
+    is within about two checks, where the workers list at almost every check anyway."""
+    return full_sync_interval >= 2 * max(sync_interval, 1.0)
+
+
+def seconds_until_due(age: Optional[float], *, since_own: Optional[float], full_sync_interval: float,
+                      sync_interval: float) -> float:
+    """Seconds until this loop's next listing should begin. ``age``: the instance's last
+    listing's (by anyone; None: unknown, list now); ``since_own``: seconds since this
+    loop's own last listing ended (None: none yet).
+
+    A worker decides under the folder lock whether a listing is due, so this loop only has
+    to hold that lock before the last listing is FULL_SYNC_INTERVAL old at a worker's
+    check (one every SYNC_INTERVAL): however long its listing then takes, the workers
+    find a new one when they get the lock. And it pauses SYNC_INTERVAL (at least a
+    second) after each of its own, so a listing that takes most of the interval leaves
+    room for the workers' checks."""
     if age is None:
         return 0.0
-    lead = sync_interval + 1.5 * last_seconds + 1.0
-    start_at = max(full_sync_interval - lead, _MIN_SHARE * full_sync_interval, 1.0)
-    return max(start_at - age, 0.0)
+    start_at = max(full_sync_interval - sync_interval - _MARGIN, 0.0)
+    due = start_at - age
+    if since_own is not None:
+        due = max(due, max(sync_interval, 1.0) - since_own)
+    return max(due, 0.0)
 
 
 class FullListingLoop:
@@ -56,19 +68,17 @@ class FullListingLoop:
         self.sync_interval = sync_interval
         self.stopping = stopping
         self.parent_alive = parent_alive
-        self.last_seconds = 0.0
         self.listings = 0
+        self._ended: Optional[float] = None  # when its own last listing ended (monotonic)
 
     def _running(self) -> bool:
         return not self.stopping.is_set() and self.parent_alive()
 
     def _pause(self, seconds: float) -> None:
         """Wait up to ``seconds``, ending early when told to stop or the parent is gone."""
-        remaining = seconds
-        while remaining > 0 and self._running():
-            step = min(remaining, _POLL_SECONDS)
-            self.stopping.wait(step)
-            remaining -= step
+        deadline = time.monotonic() + seconds
+        while self._running() and (remaining := deadline - time.monotonic()) > 0:
+            self.stopping.wait(min(remaining, _POLL_SECONDS))
 
     def run(self) -> None:
         # The instance's first sync is the workers' (a cold start from a catalog snapshot
@@ -76,8 +86,9 @@ class FullListingLoop:
         while self._running() and self.client.last_listing_age() is None:
             self._pause(_POLL_SECONDS)
         while self._running():
-            due = seconds_until_due(self.client.last_listing_age(), full_sync_interval=self.full_sync_interval,
-                                    sync_interval=self.sync_interval, last_seconds=self.last_seconds)
+            since_own = None if self._ended is None else time.monotonic() - self._ended
+            due = seconds_until_due(self.client.last_listing_age(), since_own=since_own,
+                                    full_sync_interval=self.full_sync_interval, sync_interval=self.sync_interval)
             if due > 0:
                 # Looked at again at least every SYNC_INTERVAL: a worker may have listed.
                 self._pause(min(due, max(self.sync_interval, 1.0)))
@@ -86,17 +97,20 @@ class FullListingLoop:
 
     def _list(self) -> None:
         try:
-            report = self.client.sync()
-        except (StorageError, filelock.Timeout) as exc:
-            # The workers list themselves if this keeps failing; said once per attempt.
+            self.client.sync()
+        except (StorageError, filelock.Timeout, OSError) as exc:
+            # Said at each attempt; the workers list themselves if this keeps failing.
             log.warning("full listing by the listing process failed (%s); trying again in %gs",
-                        exc, self.sync_interval)
+                        exc, max(self.sync_interval, 1.0))
+            self._ended = time.monotonic()
             self._pause(max(self.sync_interval, 1.0))
             return
-        self.last_seconds = report.seconds
+        self._ended = time.monotonic()
         self.listings += 1
         # Nothing of it is kept until the next: that reads the state again (niced, half a
-        # second at 50,000 files) rather than this process holding it all the while.
-        self.client.wait_for_maintenance(_MAINTENANCE_WAIT)
+        # second at 50,000 files) rather than this process holding it all the while. The
+        # catalog snapshot written after a listing holds the state until it is written.
+        while self._running() and not self.client.wait_for_maintenance(_POLL_SECONDS):
+            pass
         self.client.forget_state()
         release_free_memory()

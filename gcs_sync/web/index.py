@@ -120,6 +120,7 @@ class PackageIndex:
             if read.files is not None:
                 with collector_paused():
                     self._rebuild(read.files)
+                keep_long_lived(len(self._files))
             elif read.entries:
                 self._apply(read.entries)
             self._cursor = read.cursor
@@ -185,7 +186,6 @@ class PackageIndex:
             for project, names in names_by_project.items()
         }
         self._files, self._names_by_project, self._projects = by_name, names_by_project, projects
-        keep_long_lived(len(by_name))
         log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(by_name), len(projects))
 
     def _apply(self, entries: Iterable[Entry]) -> None:
