@@ -18,8 +18,6 @@ from gcs_sync.sync.state import StateFile, TrackedState
 from gcs_sync.web.index import PackageIndex
 from testkit.buckets import BucketProbe
 
-from .test_index import client, folder  # noqa: F401  (fixtures: a client on a local folder)
-
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +26,16 @@ def unfrozen() -> Iterator[None]:
     gc.unfreeze()
     yield
     gc.unfreeze()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> PackageFolder:
+    return PackageFolder(tmp_path / "packages")
+
+
+@pytest.fixture
+def client(driver, folder: PackageFolder) -> StorageClient:
+    return StorageClient(driver, folder, sync_interval=1, lock_timeout=5)
 
 
 def in_collector_scans(obj: object) -> bool:
