@@ -135,8 +135,11 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
         return bool(config.auther(*credentials))
 
     def readiness_report(warmup: bool = False) -> str:
+        # The status first: a sync that ends in between is then counted (its files are
+        # recorded before it marks the view checked), never "ok" with the files not yet read.
+        status = client.status()
         index.refresh()
-        report = readiness_answer(client.status(), len(index), with_details=may_see_details())
+        report = readiness_answer(status, len(index), with_details=may_see_details())
         report["package_files"] = settings.package_files
         if cache is not None:
             report["cache"] = cache.usage()
