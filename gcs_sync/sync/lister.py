@@ -70,6 +70,7 @@ class FullListingLoop:
         self.parent_alive = parent_alive
         self.listings = 0
         self._ended: Optional[float] = None  # when its own last listing ended (monotonic)
+        self._check_pause = max(sync_interval, 1.0)  # the workers' pace (SYNC_INTERVAL=0: each second)
 
     def _running(self) -> bool:
         return not self.stopping.is_set() and self.parent_alive()
@@ -91,7 +92,7 @@ class FullListingLoop:
                                     full_sync_interval=self.full_sync_interval, sync_interval=self.sync_interval)
             if due > 0:
                 # Looked at again at least every SYNC_INTERVAL: a worker may have listed.
-                self._pause(min(due, max(self.sync_interval, 1.0)))
+                self._pause(min(due, self._check_pause))
                 continue
             self._list()
 
@@ -99,11 +100,11 @@ class FullListingLoop:
         try:
             self.client.sync()
         except (StorageError, filelock.Timeout, OSError) as exc:
-            # Said at each attempt; the workers list themselves if this keeps failing.
+            # Said at each attempt; the workers list themselves if this keeps failing. The
+            # next attempt waits as after any listing of its own (seconds_until_due).
             log.warning("full listing by the listing process failed (%s); trying again in %gs",
-                        exc, max(self.sync_interval, 1.0))
+                        exc, self._check_pause)
             self._ended = time.monotonic()
-            self._pause(max(self.sync_interval, 1.0))
             return
         self._ended = time.monotonic()
         self.listings += 1
