@@ -148,15 +148,18 @@ def test_the_welcome_page_is_pypiservers_or_the_one_welcome_names(bucket: Bucket
     # pypiserver's own tests of --welcome (test_root_welcome_msg_*), through WELCOME.
     from pypiserver import __version__
 
+    # Straight into the bucket, before the first instance: the others start from the
+    # catalog snapshot it writes after listing the bucket (a file put there after that
+    # snapshot would come with their first full listing, FULL_SYNC_INTERVAL later).
+    bucket.put("demo-1.0.tar.gz", b"demo")
     stock = App(bucket, tmp_path / "stock", htpasswd)
     page = stock.http.get("/").get_data(as_text=True)
-    assert "PyPI compatible package index serving 0 packages" in page
+    assert "PyPI compatible package index serving 1 packages" in page
     reply = stock.http.get("/?<alert>Red</alert>", headers={"Host": "somehost.org"}).get_data(as_text=True)
     assert "somehost.org" in reply and "alert" in reply and "<alert>" not in reply
     plain, with_variables = tmp_path / "plain.html", tmp_path / "variables.html"
     plain.write_text("Hello pypiserver, no vars.")
     with_variables.write_text("{{URL}}|{{VERSION}}|{{NUMPKGS}}|{{PACKAGES}}|{{SIMPLE}}")
-    bucket.put("demo-1.0.tar.gz", b"demo")
     custom = App(bucket, tmp_path / "plain", htpasswd, WELCOME=plain)
     page = custom.checked_get("/").get_data(as_text=True)
     assert page.strip() == "Hello pypiserver, no vars." and __version__ not in page
@@ -199,7 +202,8 @@ def test_steady_state_costs_one_feed_listing_per_interval_and_no_full_listing(ap
     bucket.put("demo-1.0.tar.gz", b"demo")
     assert app.http.get("/simple/demo/").status_code == 200
     assert app.client.wait_for_maintenance()
-    # The cold start lists the whole bucket: the change feed (the position later checks
+    # The cold start looks for a catalog snapshot (a mirror starts from one like a cache
+    # instance; there is none yet), then lists the whole bucket: the change feed (the position later checks
     # read from), the packages, the intents of unfinished multi-file uploads
     # (PREFIX/.gcs_sync/pending/: a listing that finds a new object lists them), the
     # records folder (PREFIX/.gcs_sync/records/). Then, in a thread of its own, the
@@ -209,7 +213,7 @@ def test_steady_state_costs_one_feed_listing_per_interval_and_no_full_listing(ap
     # and stores it: +1 upload (these bytes are no real sdist, so the record notes the
     # problem and there is no core metadata file to store with it).
     first = dict(app.driver.calls)
-    assert first == {"check": 1, "list": 6, "download": 1, "upload": 2}
+    assert first == {"check": 1, "list": 7, "download": 1, "upload": 2}
     for path in ["/simple/", "/simple/demo/", "/packages/", "/packages/demo-1.0.tar.gz", "/"] * 10:
         assert app.http.get(path).status_code == 200
     assert dict(app.driver.calls) == first

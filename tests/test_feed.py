@@ -37,16 +37,17 @@ SKEW = 300.0
 
 class Instance:
     """One instance: a folder, a driver of its own, a client; ``catalog`` for
-    PACKAGE_FILES cache/redirect (no package file held here)."""
+    PACKAGE_FILES cache/redirect (no package file held here), ``fill`` for a mirror server
+    (a cold start from a catalog snapshot, the files fetched in the background)."""
 
-    def __init__(self, bucket: BucketProbe, folder: Path, *, catalog: bool = False,
+    def __init__(self, bucket: BucketProbe, folder: Path, *, catalog: bool = False, fill: bool = False,
                  wall_clock: Callable[[], float] = time.time, users_seen: Optional[list[bool]] = None) -> None:
         self.driver: FileStoreDriver = make_driver(settings_for(bucket, folder))
         self.folder = PackageFolder(folder)
         self.users_seen = users_seen if users_seen is not None else []
         self.client = StorageClient(
             self.driver, self.folder, sync_interval=1, lock_timeout=5, full_sync_interval=3600,
-            catalog=catalog, feed_clock_skew=SKEW, wall_clock=wall_clock,
+            catalog=catalog, fill_in_background=fill, feed_clock_skew=SKEW, wall_clock=wall_clock,
             after_check=self.users_seen.append,
         )
 
@@ -497,3 +498,32 @@ def test_a_command_line_writer_an_hour_behind_names_after_the_feeds_newest_entry
     calls = reader.check()
     assert calls["list"] == 1, calls
     assert wheel.name in reader.served()
+
+
+def test_a_snapshot_in_the_first_format_is_still_read(bucket: BucketProbe, tmp_path: Path, writer: Instance) -> None:
+    """A bucket whose newest snapshot an older release wrote (one JSON document): a new
+    instance starts from it as from a current one, without listing the bucket."""
+    import gzip
+    import json
+
+    wheels = [make_wheel(tmp_path / "dist", f"p{i}", "1.0") for i in range(2)]
+    for wheel in wheels:
+        writer.upload(wheel)
+    _started(writer)
+    [current] = _snapshots(bucket)
+    entries = writer.served()
+    old = {"format": 1, "written_at": time.time(), "position": {"after": None, "window": []},
+           "files": {name: {**entry.to_json(), "local_fingerprint": CATALOGUED} for name, entry in entries.items()}}
+    position = PositionFile(writer.folder.control, writer.driver.url).load()
+    assert position is not None
+    old["position"] = position.to_json()
+    writer.driver.delete(current)
+    writer.driver.put_note(current, gzip.compress(json.dumps(old, separators=(",", ":")).encode()), create_only=True)
+
+    for catalog in (True, False):
+        cold = Instance(bucket, tmp_path / f"cold-{catalog}", catalog=catalog, fill=not catalog)
+        cold.client.refresh_now()
+        assert set(cold.served()) == {w.name for w in wheels}
+        assert cold.driver.calls["list"] == 2, dict(cold.driver.calls)  # the snapshots and the feed
+        assert all(entry.record is not None for entry in cold.served().values())
+        assert cold.client.wait_for_fill(30)

@@ -11,6 +11,7 @@ index's link names.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import hashlib
 import http.client
@@ -425,7 +426,7 @@ def test_s3_presigns_with_the_clients_keys(s3_server: str) -> None:
 # -- the index in cache and redirect mode ------------------------------------------------
 
 
-def test_the_index_lists_catalogued_files_only_outside_mirror_mode(tmp_path: Path) -> None:
+def test_the_index_lists_catalogued_files_as_not_held_here(tmp_path: Path) -> None:
     from gcs_sync.records.record import FileRecord
     from gcs_sync.sync.folder import PackageFolder
     from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile
@@ -440,18 +441,20 @@ def test_the_index_lists_catalogued_files_only_outside_mirror_mode(tmp_path: Pat
         return SyncedFile(version, CATALOGUED, digest, record=record, record_version="1")
 
     state.save({"cat-1.0.tar.gz": entry("cat-1.0.tar.gz", 1234, "17")})
-    catalog = PackageIndex(folder, StateFile(folder.control, "gs://b/packages"), "sha256", catalogued=True)
-    mirror = PackageIndex(folder, StateFile(folder.control, "gs://b/packages"), "sha256")
+    catalog = PackageIndex(folder, StateFile(folder.control, "gs://b/packages"), "sha256")
     catalog.refresh()
-    mirror.refresh()
     pkg = catalog.get("cat-1.0.tar.gz")
-    assert pkg is not None and not (folder.path / "cat-1.0.tar.gz").exists()
+    assert pkg is not None and not (folder.path / "cat-1.0.tar.gz").exists() and not pkg.held
     assert (pkg.size, pkg.remote_version, pkg.digest) == (1234, "17", f"sha256={pkg.sha256}")
     assert [p.relfn for p in catalog.project_packages("cat")] == ["cat-1.0.tar.gz"]
-    assert len(mirror) == 0  # a mirror serves only files in place
     # A journal line (another worker's sync) reaches the index the same way.
     state.record("cat-2.0.tar.gz", entry("cat-2.0.tar.gz", 99, "18"))
     catalog.refresh()
-    mirror.refresh()
     assert sorted(p.relfn for p in catalog.project_packages("cat")) == ["cat-1.0.tar.gz", "cat-2.0.tar.gz"]
-    assert len(mirror) == 0
+    # Once a mirror's fill has brought it, it is listed as held here (its file in place).
+    (folder.path / "cat-1.0.tar.gz").write_bytes(b"x" * 1234)
+    state.record("cat-1.0.tar.gz", dataclasses.replace(entry("cat-1.0.tar.gz", 1234, "17"),
+                                                       local_fingerprint=folder.fingerprint("cat-1.0.tar.gz")))
+    catalog.refresh()
+    held = catalog.get("cat-1.0.tar.gz")
+    assert held is not None and held.held

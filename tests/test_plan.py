@@ -86,3 +86,49 @@ def test_a_file_still_being_written_is_neither_pushed_nor_replaced_until_it_sett
     plan = plan_sync(local | {new: "n1", grown: "f9"}, remote | {grown: R1}, synced | {grown: SYNCED},
                      push_local_changes=True, unsettled={new, grown})
     assert plan.events == [] and plan.local_only == []
+
+
+def test_a_mirror_filling_its_folder_leaves_catalogued_files_to_the_fill() -> None:
+    """``leave_catalogued``: a file catalogued and not yet here is not downloaded by the
+    plan (the fill brings it); one changed in the bucket, or whose record changed, is
+    catalogued again; a file new in the bucket is downloaded as ever."""
+    from gcs_sync.drivers.base import Version
+    from gcs_sync.records.record import FileRecord
+    from gcs_sync.sync.events import Catalogued
+    from gcs_sync.sync.state import CATALOGUED
+
+    def catalogued(name: str) -> SyncedFile:
+        record = FileRecord(name, 3, "ab" * 32, "2026-12-05T00:00:00Z")
+        return SyncedFile(Version("v1"), CATALOGUED, "ab" * 32, record, Version("r1"))
+
+    same, moved, relabelled, new = "same-1.0.tar.gz", "moved-1.0.tar.gz", "rec-1.0.tar.gz", "new-1.0.tar.gz"
+    remote = {same: RemoteObject(same, Version("v1"), 3), moved: RemoteObject(moved, Version("v2"), 3),
+              relabelled: RemoteObject(relabelled, Version("v1"), 3), new: RemoteObject(new, Version("v1"), 3)}
+    synced = {name: catalogued(name) for name in (same, moved, relabelled)}
+    records = {same: Version("r1"), moved: Version("r1"), relabelled: Version("r2")}
+    plan = plan_sync({}, remote, synced, push_local_changes=False, records=records, leave_catalogued=True)
+    assert plan.events == [Catalogued(moved, remote[moved], Version("r1")), RemoteAdded(new, remote[new]),
+                           Catalogued(relabelled, remote[relabelled], Version("r2"))]
+    assert not plan.state_reset and plan.base_state == synced  # catalogued: never files here to lose
+    # Without it (a pull): every catalogued file is downloaded.
+    pulled = plan_sync({}, remote, synced, push_local_changes=False, records=records)
+    assert sorted(type(e).__name__ for e in pulled.events) == ["RemoteAdded"] * 4
+
+
+def test_a_file_a_dead_fill_left_unrecorded_is_never_pushed_back() -> None:
+    """A fill renamed a file into place and died before recording it: its entry is still
+    catalogued. Gone from the bucket since: removed here (even with PUSH_LOCAL_CHANGES),
+    never uploaded again; still there: downloaded again over it."""
+    from gcs_sync.drivers.base import Version
+    from gcs_sync.sync.state import CATALOGUED
+
+    catalogued = {N: SyncedFile(Version("v1"), CATALOGUED, "ab" * 32)}
+    for push in (True, False):
+        for leave in (True, False):
+            gone = plan_sync({N: "f1"}, {}, catalogued, push_local_changes=push, leave_catalogued=leave,
+                             partial=True)
+            assert gone.events == [RemoteDeleted(N)]
+            kept = plan_sync({N: "f1"}, {N: R1}, catalogued, push_local_changes=push, leave_catalogued=leave,
+                             partial=True)
+            assert kept.events == [RemoteChanged(N, R1)]
+

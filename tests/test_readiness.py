@@ -37,8 +37,10 @@ from .test_app import AUTH, App
 
 FILES = {"ready-1.0.tar.gz": b"one", "ready-2.0.tar.gz": b"two"}
 # What anyone may read; the details (the bucket, messages, file names) need credentials.
-# package_files: PACKAGE_FILES (mirror here; cache mode adds "cache", its usage).
-REPORT_KEYS = {"status", "files", "last_sync", "lag_seconds", "unservable_files", "reason", "package_files"}
+# package_files: PACKAGE_FILES (mirror here, with the files its fill has not brought yet;
+# cache mode has "cache", its usage, instead).
+REPORT_KEYS = {"status", "files", "last_sync", "lag_seconds", "unservable_files", "reason", "package_files",
+               "files_not_here_yet"}
 DETAIL_KEYS = {"backend", "last_error", "unservable"}
 
 
@@ -92,7 +94,8 @@ def test_ready_is_starting_until_the_first_sync_then_ok_with_the_whole_report(
     a = App(filled, tmp_path / "a", htpasswd)
     status, body = report(a, auth=False)
     assert status == 503 and body == {"status": "starting", "files": 0, "last_sync": None, "lag_seconds": None,
-                                      "unservable_files": 0, "reason": None, "package_files": "mirror"}
+                                      "unservable_files": 0, "reason": None, "package_files": "mirror",
+                                      "files_not_here_yet": 0}
     status, body = report(a)
     assert status == 503 and body.keys() == REPORT_KEYS | DETAIL_KEYS
     assert body["backend"] == a.driver.url and body["last_error"] is None and body["unservable"] == {}

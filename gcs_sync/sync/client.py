@@ -51,6 +51,7 @@ class StorageClient:
         after_check: Optional[Callable[[bool], None]] = None,
         may_write: bool = True,
         catalog: bool = False,
+        fill_in_background: bool = False,
         feed_clock_skew: float = 300.0,
         feed_retention: float = 86400.0,
         wall_clock: Callable[[], float] = time.time,
@@ -76,7 +77,7 @@ class StorageClient:
         self._engine = SyncEngine(
             driver, folder, self._view, self._lock,
             known_state=known_state, feed=self.feed, positions=positions,
-            catalog=catalog, push_allowed=may_write, settle=SettleWatch(settle_seconds), pending=pending,
+            catalog=catalog, fill_in_background=fill_in_background, push_allowed=may_write, settle=SettleWatch(settle_seconds), pending=pending,
             stopping=self._stopping, full_sync_interval=full_sync_interval,
             push_local_changes=push_local_changes, concurrency=concurrency,
             after_check=after_check or (lambda listed: None),
@@ -147,6 +148,10 @@ class StorageClient:
     def wait_for_maintenance(self, timeout: float = 30.0) -> bool:
         """Wait for the catalog snapshot and feed expiry that follow a full listing."""
         return self._engine.wait_for_maintenance(timeout)
+
+    def wait_for_fill(self, timeout: float = 60.0) -> bool:
+        """Wait for a mirror's fill of its folder (``fill_in_background``) to end."""
+        return self._engine.wait_for_fill(timeout)
 
     def stop(self) -> None:
         """Let a sync under way finish the transfers in flight and skip the rest, so a

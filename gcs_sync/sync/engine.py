@@ -8,6 +8,12 @@ inter-process file lock), so gunicorn workers sharing one folder never race.
     plan     plan_sync (pure), told which local files are still being written
     apply    the events' strategies, up to SYNC_CONCURRENCY at a time
     record   feed entries of pushes, a compaction, unservable files, the listing, the check
+
+A mirror server (``fill_in_background``) starts like a catalog instance when its folder is
+empty: from the newest catalog snapshot and the feed since, ready without one package file;
+the files it has catalogued but not yet brought here are served through the cache meanwhile
+(``web/package_files.py``), and a thread brings them (``fill.py``: downloads outside the
+folder lock, renames and records under it). No listing downloads them.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from gcs_sync.sync.feed import (
     FeedRead,
     PositionFile,
 )
+from gcs_sync.sync.fill import FolderFill
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.heap import collector_paused, keep_long_lived
 from gcs_sync.sync.pending import PendingUploads
@@ -118,6 +125,7 @@ class SyncEngine:
         concurrency: int,
         after_check: Callable[[bool], None],
         push_allowed: bool = True,
+        fill_in_background: bool = False,
     ) -> None:
         self.driver = driver
         self.folder = folder
@@ -132,6 +140,11 @@ class SyncEngine:
         # PACKAGE_FILES cache or redirect: the state catalogues the bucket's files, which
         # are not held here (plan_catalog); mirror: every file here (plan_sync).
         self.catalog = catalog
+        # A mirror server: a cold start from a catalog snapshot, and the files catalogued
+        # but not held here brought by a thread of their own (the fill), never by a listing.
+        self.fill_in_background = fill_in_background and not catalog
+        self._fill = FolderFill(driver, folder, self.records, self.state, known_state, lock, stopping,
+                                concurrency) if self.fill_in_background else None
         # An instance that may not write (a read-only role) does not expire the feed.
         self._write_refused = not push_allowed
         self._expired_at: Optional[float] = None  # time.monotonic() of the last expiry of old feed entries
@@ -156,6 +169,15 @@ class SyncEngine:
             return self.sync_locked(began, progress)
 
     def refresh_locked(self) -> Optional[SyncReport]:
+        """``_refresh_locked``, then (a mirror server) the folder's fill if it has work."""
+        report = self._refresh_locked()
+        if self._fill is not None:
+            if report is not None and any(isinstance(event, Catalogued) for event in report.applied):
+                self._fill.want()
+            self._fill.start_if_due()
+        return report
+
+    def _refresh_locked(self) -> Optional[SyncReport]:
         """One listing of the change feed from this instance's position, and a sync of only
         the files its new entries name. The whole bucket is listed instead if there is no
         position (a cold start), the last listing was incomplete, the periodic full listing
@@ -164,7 +186,8 @@ class SyncEngine:
         began = Moment.now()
         meter = BucketMeter(self.driver)
         position = self._positions.load()
-        if position is None and self.catalog and not self._known_state.lookup_any():
+        if position is None and (self.catalog or self.fill_in_background and not self.folder.scan()) \
+                and not self._known_state.lookup_any():
             started = self._start_from_snapshot(began)
             if started is not None:
                 return started
@@ -200,7 +223,8 @@ class SyncEngine:
         if self.catalog:
             return not self.state.needs_snapshot  # no files here to lose
         present = set(os.listdir(self.folder.path))
-        return self._known_state.all_in(present) and not self.state.needs_snapshot
+        return self._known_state.all_in(present, except_catalogued=self.fill_in_background) \
+            and not self.state.needs_snapshot
 
     def sync_locked(self, began: Moment, progress: Optional[SyncProgress] = None) -> SyncReport:
         started = time.monotonic()
@@ -256,7 +280,7 @@ class SyncEngine:
             return None
         if read.needs_listing:
             return None
-        self.state.save_raw(snapshot.raw_files)
+        self.state.save_lines(snapshot.lines)
         self._known_state.adopt(dict(snapshot.files), self.state.snapshot_cursor())
         keep_long_lived(len(snapshot.files))
         report = self._apply_feed(read) if read.entries else SyncReport()
@@ -271,6 +295,10 @@ class SyncEngine:
         log.info("cold start: %d files from catalog snapshot %s (%.0fs old) and %d feed entries in %.2fs",
                  len(snapshot.files), snapshot.name, age, len(read.entries), time.monotonic() - started)
         return report
+
+    def wait_for_fill(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a mirror's fill of its folder (tools, tests)."""
+        return self._fill is None or self._fill.wait(timeout)
 
     # -- a sync of what the feed names -----------------------------------------------
 
@@ -325,7 +353,8 @@ class SyncEngine:
             for name in remote
         }
         # Not pushed from here: local changes are the full listing's to find.
-        return plan_sync(local, remote, synced, push_local_changes=False, records=records, partial=True)
+        return plan_sync(local, remote, synced, push_local_changes=False, records=records, partial=True,
+                         leave_catalogued=self.fill_in_background)
 
     def _catalog_change(self, name: str, read: FeedRead, before: Optional[SyncedFile],
                         report: SyncReport) -> Optional[ContentChangeEvent]:
@@ -411,7 +440,8 @@ class SyncEngine:
         if self.catalog:
             return plan_catalog(remote, synced, records)
         plan = plan_sync(local, remote, synced, push_local_changes=self.push_local_changes,
-                         unsettled=self._unsettled(local, synced, report), records=records)
+                         unsettled=self._unsettled(local, synced, report), records=records,
+                         leave_catalogued=self.fill_in_background)
         if plan.state_reset:
             log.warning("%s is empty but its state lists %d files: starting from an empty state",
                         self.folder.path, len(synced))

@@ -66,10 +66,16 @@ def plan_sync(
     unsettled: Collection[str] = frozenset(),
     records: Optional[Mapping[str, Version]] = None,
     partial: bool = False,
+    leave_catalogued: bool = False,
 ) -> SyncPlan:
     """``partial``: the listings are those of a few names only (the names a change feed
-    mentioned), so an empty ``local`` says nothing of the folder as a whole."""
-    state_reset = not local and bool(synced) and not partial
+    mentioned), so an empty ``local`` says nothing of the folder as a whole.
+    ``leave_catalogued``: a file catalogued and not yet here (a mirror that started from a
+    catalog snapshot) is not downloaded by this plan, which would hold the folder's lock
+    for every byte: the folder's fill brings it (``SyncEngine``); this plan only
+    catalogues it again if the bucket's copy or its record changed (``plan_catalog``)."""
+    # (Catalogued entries were never files here: their absence empties nothing.)
+    state_reset = not local and not partial and any(e.local_fingerprint != CATALOGUED for e in synced.values())
     if state_reset:
         # The folder was emptied but its state survived: treat it as a new folder, so
         # neither this sync nor a later one takes the missing files as deletions.
@@ -80,8 +86,20 @@ def plan_sync(
     for name in sorted(set(local) | set(remote)):
         here, there, before = local.get(name), remote.get(name), synced.get(name)
         if before is not None and before.local_fingerprint == CATALOGUED:
+            if leave_catalogued and here is None and there is not None:
+                listed_record = listed.get(name) if records is not None else before.record_version
+                events.extend(plan_catalog({name: there}, {name: before},
+                                           {} if listed_record is None else {name: Version(listed_record)}).events)
+                continue
+            if here is not None and there is None:
+                # A file installed by a fill that died before recording it (fill.py), of a
+                # name the bucket no longer has: removed like any file the bucket lost,
+                # never pushed back.
+                events.append(RemoteDeleted(name))
+                continue
             # Catalogued while files were not held here (PACKAGE_FILES cache or redirect):
-            # never a file that was here, so its absence is no deletion to push.
+            # never a file that was here, so its absence is no deletion to push; one here
+            # now (a fill's, unrecorded) is the bucket's copy downloaded again.
             before = None
         if there is not None and here is None:
             if push_local_changes and before is not None and before.remote_version == there.version:

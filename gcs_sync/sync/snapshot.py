@@ -4,6 +4,11 @@ feed, not one record per file.
 
     .gcs_sync/snapshots/<ms>-<random>.json.gz
 
+Format 2 (gzipped): a head line (the format, the writer's time, the feed position), then
+the entries as the state file's own lines (``state.state_lines``), so a reader checks them
+(``entries_from_lines``) and writes them to its state file as they are. Format 1 (one
+JSON document) is still read.
+
 Written by an instance after a complete full listing, when the newest snapshot is older
 than SNAPSHOT_INTERVAL; uniquely named, never rewritten; the newest few are kept. Each
 carries the feed position taken before its listing: a reader that loads it then reads
@@ -28,12 +33,12 @@ from gcs_sync.errors import StorageError
 from gcs_sync.records.record import RecordError
 from gcs_sync.sync.feed import FeedPosition
 from gcs_sync.sync.heap import collector_paused
-from gcs_sync.sync.state import CATALOGUED, SyncedFile
+from gcs_sync.sync.state import CATALOGUED, SyncedFile, entries_from_lines, state_lines
 
 log = logging.getLogger("gcs_sync.snapshot")  # the name operators' log queries know
 
 SNAPSHOTS_FOLDER = ".gcs_sync/snapshots/"
-_FORMAT = 1
+_FORMAT = 2  # 1: one JSON document (still read); 2: a head line, then the state file's lines
 SNAPSHOT_INTERVAL = 600.0  # seconds between two snapshots of one bucket
 _KEEP = 3  # the newest snapshots kept; older ones are deleted
 _DELETE_AFTER = 3600.0  # never delete a snapshot younger than this: a reader may be reading it
@@ -47,7 +52,7 @@ class Snapshot:
     stored_at: float  # the store's clock: when the object was written
     position: FeedPosition
     files: dict[str, SyncedFile]
-    raw_files: dict[str, dict[str, object]]  # the same, as JSON: what the state file is written from
+    lines: str  # the same, as the state file's lines: what it is written from (state.save_lines)
 
 
 def _time_of(name: str) -> Optional[float]:
@@ -124,20 +129,34 @@ def _encode(position: FeedPosition, files: dict[str, SyncedFile], now: float) ->
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=5) as packed:
         head = json.dumps({"format": _FORMAT, "written_at": now, "position": position.to_json()},
                           separators=(",", ":"))
-        packed.write((head[:-1] + ',"files":{').encode())
-        for index, (name, entry) in enumerate(files.items()):
-            # Without the local fingerprint: what a file is here is each instance's own.
-            line = json.dumps(name) + ":" + json.dumps({**entry.to_json(), "local_fingerprint": CATALOGUED},
-                                                       separators=(",", ":"))
-            packed.write((("," if index else "") + line).encode())
-        packed.write(b"}}")
+        packed.write(head.encode() + b"\n")
+        # Without the local fingerprint: what a file is here is each instance's own.
+        catalogued = ((name, {**entry.to_json(), "local_fingerprint": CATALOGUED}) for name, entry in files.items())
+        for line in state_lines(catalogued):
+            packed.write(line.encode())
     return out.getvalue()
 
 
 def _decode(name: str, data: bytes, stored_at: float) -> Snapshot:
-    raw = json.loads(gzip.decompress(data))
-    if raw.get("format") != _FORMAT:
-        raise ValueError(f"format {raw.get('format')!r}")
-    files = {filename: SyncedFile.from_json(entry, filename) for filename, entry in raw["files"].items()}
-    return Snapshot(name, float(raw["written_at"]), stored_at, FeedPosition.from_json(raw["position"]), files,
-                    raw["files"])
+    text = gzip.decompress(data).decode("utf-8")
+    head_line, _, lines = text.partition("\n")
+    head = json.loads(head_line)  # format 1: the whole document, on one line
+    if head.get("format") == 1:
+        return _decode_format_1(name, head, stored_at)
+    if head.get("format") != _FORMAT:
+        raise ValueError(f"format {head.get('format')!r}")
+    if lines and not lines.endswith("\n"):
+        lines += "\n"
+    # Split into lines as the state file's reader splits them (universal newlines).
+    files = entries_from_lines(io.StringIO(lines, newline=None))
+    if any(entry.local_fingerprint != CATALOGUED for entry in files.values()):
+        raise ValueError("an entry names a local file")  # its lines become the state as they are
+    return Snapshot(name, float(head["written_at"]), stored_at, FeedPosition.from_json(head["position"]), files,
+                    lines)
+
+
+def _decode_format_1(name: str, raw: dict, stored_at: float) -> Snapshot:
+    files = {filename: SyncedFile.from_json({**entry, "local_fingerprint": CATALOGUED}, filename)
+             for filename, entry in raw["files"].items()}
+    lines = "".join(state_lines((filename, entry.to_json()) for filename, entry in files.items()))
+    return Snapshot(name, float(raw["written_at"]), stored_at, FeedPosition.from_json(raw["position"]), files, lines)

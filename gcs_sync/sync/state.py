@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, TextIO
+from typing import Any, Iterable, Iterator, Optional, TextIO
 
 from gcs_sync.clock import Moment
 from gcs_sync.files import replacing, write_json_atomically
@@ -245,7 +245,7 @@ class StateFile:
                     header = json.loads(first[: first.rindex(_LINES_FILES_KEY)] + "}")
                     if not self._is_ours(header):
                         return None
-                    return _entries_by_line(source)
+                    return entries_from_lines(source)
                 raw = json.loads(first + source.read())
         except FileNotFoundError:
             return {}
@@ -334,11 +334,15 @@ class StateFile:
         read it whole)."""
         self._write_snapshot(files, compacted=False)
 
-    def save_raw(self, files: dict[str, dict[str, Any]]) -> None:
-        """``save`` from entries already in their JSON form (a catalog snapshot's)."""
+    def save_lines(self, lines: str) -> None:
+        """``save`` from entries already written as this file's lines (``state_lines``:
+        a catalog snapshot's, read and checked with ``entries_from_lines``): no entry is
+        encoded again."""
         with replacing(self.path) as temp:
             with open(temp, "w", encoding="utf-8") as out:
-                _write_state_lines(out, self._store_url, files.items())
+                out.write(_lines_header(self._store_url))
+                out.write(lines)
+                out.write("}}\n")
             stat = temp.stat()
             new = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             self._journal_path(new).unlink(missing_ok=True)
@@ -519,21 +523,32 @@ class StateFile:
 
 def _write_state_json(out: TextIO, store_url: str, files: dict[str, SyncedFile]) -> None:
     """The snapshot's JSON, written one entry per line (read back a line at a time:
-    ``_entries_by_line``): a single ``json.dumps`` of 50,000 entries holds the GIL (every
+    ``entries_from_lines``): a single ``json.dumps`` of 50,000 entries holds the GIL (every
     request thread of the worker) for half a second."""
     _write_state_lines(out, store_url, ((name, files[name].to_json()) for name in sorted(files)))
 
 
+def _lines_header(store_url: str) -> str:
+    return json.dumps({"format": FORMAT_VERSION, "store": store_url, "lines": 1})[:-1] + _LINES_FILES_KEY + "\n"
+
+
 def _write_state_lines(out: TextIO, store_url: str, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
-    out.write(json.dumps({"format": FORMAT_VERSION, "store": store_url, "lines": 1})[:-1] + _LINES_FILES_KEY + "\n")
-    for index, (name, entry) in enumerate(entries):
-        out.write(("," if index else "") + json.dumps(name) + ": " + json.dumps(entry) + "\n")
+    out.write(_lines_header(store_url))
+    out.writelines(state_lines(entries))
     out.write("}}\n")
 
 
-def _entries_by_line(source: TextIO) -> dict[str, SyncedFile]:
-    """The entries of a snapshot written by ``_write_state_lines``, one line each. Raises
-    ValueError, KeyError or TypeError if a line is not one."""
+def state_lines(entries: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[str]:
+    """The lines of the state file's entries (its header and end aside), one per entry:
+    what a catalog snapshot carries, so a reader writes them as they are."""
+    for index, (name, entry) in enumerate(entries):
+        yield ("," if index else "") + json.dumps(name) + ": " + json.dumps(entry) + "\n"
+
+
+def entries_from_lines(source: Iterable[str]) -> dict[str, SyncedFile]:
+    """The entries of lines written by ``state_lines`` (a state file after its header, a
+    catalog snapshot after its own), one line each. Raises ValueError, KeyError or
+    TypeError if a line is not one."""
     files: dict[str, SyncedFile] = {}
     for line in source:
         line = line.strip()
@@ -633,7 +648,17 @@ class TrackedState:
         with self._lock:
             return bool(self._refresh())
 
-    def all_in(self, present: set[str]) -> bool:
-        """Whether every file the state records is among ``present``."""
+    def all_in(self, present: set[str], *, except_catalogued: bool = False) -> bool:
+        """Whether every file the state records is among ``present``; with
+        ``except_catalogued``, every file it records as held here (a mirror fills the
+        catalogued ones in the background)."""
         with self._lock:
-            return self._refresh().keys() <= present
+            files = self._refresh()
+            if not except_catalogued:
+                return files.keys() <= present
+            return all(files[name].local_fingerprint == CATALOGUED for name in files.keys() - present)
+
+    def catalogued_names(self) -> list[str]:
+        """The files the state catalogues without holding them here, in name order."""
+        with self._lock:
+            return sorted(name for name, entry in self._refresh().items() if entry.local_fingerprint == CATALOGUED)

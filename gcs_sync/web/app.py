@@ -92,11 +92,11 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
     # pypiserver 2.4 has no backend entry point; replacing the proxied backend is the
     # supported seam (its own tests do the same).
     # The index reads the client's copy of the state: each entry is held once per worker.
-    index = PackageIndex(folder, client.tracked_state, settings.hash_algo,
-                         catalogued=settings.package_files != "mirror")
-    # Files (cache mode) and core metadata files (cache and redirect) fetched from the bucket.
-    cache = None if settings.package_files == "mirror" else FileCache(
-        folder.control / "cache", settings.cache_max_bytes)
+    # Every mode lists catalogued files: a mirror that starts from a catalog snapshot holds
+    # some only in the bucket until its fill brings them.
+    index = PackageIndex(folder, client.tracked_state, settings.hash_algo)
+    # Files (cache mode; a mirror's not yet here) and core metadata files fetched from the bucket.
+    cache = FileCache(folder.control / "cache", settings.cache_max_bytes)
     config.backend = BackendProxy(SyncedFolderBackend(config, folder, index, client.refresh_now))
     # For gunicorn hooks and tools that run inside the worker (warm-up, benchmarks).
     app.config["gcs_sync.client"] = client
@@ -141,7 +141,11 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
         index.refresh()
         report = readiness_answer(status, len(index), with_details=may_see_details())
         report["package_files"] = settings.package_files
-        if cache is not None:
+        if settings.package_files == "mirror":
+            # Files a cold start's fill has not brought yet (served through the cache
+            # meanwhile, so not during a bucket outage): 0 once the folder is complete.
+            report["files_not_here_yet"] = index.not_held()
+        else:
             report["cache"] = cache.usage()
         response.content_type = "application/json"
         response.status = 200 if is_ready(report, warmup=warmup) else 503
@@ -197,6 +201,8 @@ def new_client(settings: Settings, driver: FileStoreDriver, folder: PackageFolde
         feed_retention=settings.feed_retention,
         # cache and redirect: the sync catalogues the bucket's files and fetches none.
         catalog=settings.package_files != "mirror",
+        # mirror: ready from a catalog snapshot; the files follow in the background.
+        fill_in_background=settings.package_files == "mirror",
         concurrency=settings.sync_concurrency,
         # A request waiting for a sibling's sync must still finish well within
         # gunicorn's 30 s worker timeout, after a bucket operation of its own.

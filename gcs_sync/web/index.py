@@ -7,10 +7,11 @@ calls when nothing did, the new journal lines when something did (O(changes)), a
 read only after a compaction. A project's page then costs O(that project's files).
 
 Only files present in the folder with the fingerprint the state recorded are listed: the
-index never offers a file that is missing, partial or not yet recorded. With
-PACKAGE_FILES=cache or redirect (``catalogued=True``), entries the sync knows from the
-bucket's records alone (``local_fingerprint == CATALOGUED``) are listed too, without any
-look at the folder: their bytes come from the bucket (``package_files.py``).
+index never offers a file that is missing, partial or not yet recorded. Entries the sync
+knows from the bucket's records alone (``local_fingerprint == CATALOGUED``: PACKAGE_FILES
+cache and redirect, or a mirror whose fill has not brought them yet) are listed too,
+without any look at the folder (``IndexedFile.held`` is false): their bytes come from the
+bucket (``package_files.py``).
 
 Each listed file is an ``IndexedFile``: pypiserver's ``PkgFile`` plus what the simple API
 (``simple_api.py``) shows of it, all known from the state: its sha256, its size and its
@@ -57,7 +58,7 @@ class IndexedFile(PkgFile):
     use, not at build: at 50,000 files they would be 20 MB per worker, and a request asks
     for a few of them."""
 
-    __slots__ = ("sha256", "size", "record", "remote_version", "_parsed")
+    __slots__ = ("sha256", "size", "record", "remote_version", "held", "_parsed")
     _parsed: Optional[tuple]
 
     @property
@@ -81,7 +82,7 @@ class IndexedFile(PkgFile):
 
     def __init__(self, pkgname: str, version: str, fn: Optional[str], root: str, relfn: str, *,
                  sha256: Optional[str], size: Optional[int], record: Optional[FileRecord],
-                 remote_version: Optional[str] = None) -> None:
+                 remote_version: Optional[str] = None, held: bool = True) -> None:
         # PkgFile's own __init__, without what it would compute for every file of a cold
         # start and keep (the parsed version, the path: properties here); same attributes.
         # (setattr: mypy does not see the slots PkgFile declares as a list.)
@@ -95,15 +96,13 @@ class IndexedFile(PkgFile):
         self.record = record  # None: not known yet (or it describes other bytes)
         # The bucket object's version the state recorded: what a cache reads (package_files.py).
         self.remote_version = remote_version
+        self.held = held  # in the folder; else catalogued, its bytes in the bucket
 
 
 class PackageIndex:
-    def __init__(self, folder: PackageFolder, state: StateSource, hash_algo: Optional[str],
-                 catalogued: bool = False) -> None:
+    def __init__(self, folder: PackageFolder, state: StateSource, hash_algo: Optional[str]) -> None:
         self._folder = folder
         self._root = str(folder.path)  # one string, shared by every IndexedFile
-        # Whether entries held only in the bucket are listed (PACKAGE_FILES other than mirror).
-        self._catalogued = catalogued
         self._state = state
         self._hash_algo = hash_algo
         self._cursor: Optional[StateCursor] = None
@@ -113,6 +112,7 @@ class PackageIndex:
         self._files: dict[str, IndexedFile] = {}
         self._names_by_project: dict[str, set[str]] = {}
         self._projects: dict[str, tuple[IndexedFile, ...]] = {}
+        self._not_held = 0  # listed files whose bytes are in the bucket only (catalogued)
 
     def refresh(self) -> None:
         with self._refresh_lock:
@@ -167,16 +167,21 @@ class PackageIndex:
     def __len__(self) -> int:
         return len(self._files)
 
+    def not_held(self) -> int:
+        """How many listed files are not held here (catalogued: a mirror's fill has not
+        brought them yet, or PACKAGE_FILES is cache or redirect)."""
+        return self._not_held
+
     # -- updating --------------------------------------------------------------------
 
     def _rebuild(self, files: dict[str, SyncedFile]) -> None:
         # Built aside and swapped in, so readers see the old index or the new one.
         # A catalogued state needs no look at the folder (no stat per file).
-        present = {} if self._catalogued and _all_catalogued(files) else self._folder.scan()
+        present = {} if _all_catalogued(files) else self._folder.scan()
         by_name: dict[str, IndexedFile] = {}
         names_by_project: dict[str, set[str]] = {}
         for name, entry in files.items():
-            listed = present.get(name) == entry.local_fingerprint or self._is_catalogued(entry)
+            listed = entry.local_fingerprint == CATALOGUED or present.get(name) == entry.local_fingerprint
             pkg = self._package(name, entry) if listed else None
             if pkg is not None:
                 by_name[name] = pkg
@@ -186,6 +191,7 @@ class PackageIndex:
             for project, names in names_by_project.items()
         }
         self._files, self._names_by_project, self._projects = by_name, names_by_project, projects
+        self._not_held = sum(1 for pkg in by_name.values() if not pkg.held)
         log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(by_name), len(projects))
 
     def _apply(self, entries: Iterable[Entry]) -> None:
@@ -201,11 +207,8 @@ class PackageIndex:
                 self._names_by_project.pop(project, None)
                 self._projects.pop(project, None)
 
-    def _is_catalogued(self, entry: SyncedFile) -> bool:
-        return self._catalogued and entry.local_fingerprint == CATALOGUED
-
     def _is_in_place(self, name: str, entry: SyncedFile) -> bool:
-        if self._is_catalogued(entry):
+        if entry.local_fingerprint == CATALOGUED:
             return True  # served from the bucket: nothing to look for here
         try:
             return fingerprint(os.stat(self._folder.file_path(name))) == entry.local_fingerprint
@@ -217,6 +220,7 @@ class PackageIndex:
         if pkg is None:
             return None
         self._files[name] = pkg
+        self._not_held += not pkg.held
         self._names_by_project.setdefault(pkg.pkgname_norm, set()).add(name)
         return pkg.pkgname_norm
 
@@ -233,6 +237,7 @@ class PackageIndex:
             sha256=entry.sha256 or (record.sha256 if record is not None else None),
             size=record.size if record is not None else _fingerprint_size(entry.local_fingerprint),
             record=record, remote_version=entry.remote_version,
+            held=entry.local_fingerprint != CATALOGUED,
         )
         if self._hash_algo == "sha256" and entry.sha256:
             pkg.digest = f"sha256={entry.sha256}"  # what pypiserver would compute, already known
@@ -242,6 +247,7 @@ class PackageIndex:
         pkg = self._files.pop(name, None)
         if pkg is None:
             return None
+        self._not_held -= not pkg.held
         self._names_by_project.get(pkg.pkgname_norm, set()).discard(name)
         return pkg.pkgname_norm
 

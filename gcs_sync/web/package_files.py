@@ -2,7 +2,9 @@
 
     request ─▶ auth("download") ─▶ mode?
                (pypiserver's 401/403)  │
-        mirror ────────────────────────┼──▶ the stock callback (static_file of the local copy)
+        mirror ─── held here? ────yes──┼──▶ the stock callback (static_file of the local copy)
+                         │ no (catalogued: the fill has not brought it yet)
+                         └─────────────┼──▶ the bytes, through the local cache
         redirect ─ in the index? ─yes──┼──▶ 302 to a signed URL of the bucket's object
         cache ──── in the index? ─yes──┴──▶ size >= REDIRECT_MIN_BYTES and signing works?
                          │                     yes: 302 to a signed URL
@@ -11,7 +13,8 @@
                the stock callback (pypiserver's 404)
 
 A core metadata file (PEP 658, ``<file>.metadata``) is small and never redirected: in
-cache and redirect mode it goes through the cache, read from the bucket's metadata object.
+cache and redirect mode (and in mirror mode, for a file not held here yet) it goes through
+the cache, read from the bucket's metadata object.
 
 ``check_package_files`` runs at start-up: in redirect mode a URL that cannot be signed
 stops the start; in cache mode it is a warning, and large files then go through the
@@ -110,8 +113,8 @@ def _object_stream(driver: FileStoreDriver, name: str, version: str) -> t.Iterat
 
 
 class PackageFilesPlugin:
-    """Around pypiserver's download route, in cache and redirect mode (mirror leaves the
-    route as it is). pypiserver's own auth check comes first, on its config: the same
+    """Around pypiserver's download route (in mirror mode, only files not held here yet
+    are answered here). pypiserver's own auth check comes first, on its config: the same
     401 (with its challenge) and 403, before anything is signed or read."""
 
     name = "gcs_sync_package_files"
@@ -130,7 +133,7 @@ class PackageFilesPlugin:
         self.cache_control = settings.cache_control
 
     def apply(self, callback: t.Callable[..., t.Any], route: t.Any) -> t.Callable[..., t.Any]:
-        if route.rule != DOWNLOAD_RULE or self.mode == "mirror":
+        if route.rule != DOWNLOAD_RULE:
             return callback
 
         def download(**kwargs: t.Any) -> t.Any:
@@ -146,7 +149,14 @@ class PackageFilesPlugin:
         self.index.refresh()
         pkg = self.index.get(filename)
         if pkg is None:
-            return self._metadata(filename) if filename.endswith(METADATA_SUFFIX) else None
+            if not filename.endswith(METADATA_SUFFIX):
+                return None
+            package = self.index.get(filename[: -len(METADATA_SUFFIX)])
+            # A mirror's file held here has its metadata file here too (the stock route's).
+            held = self.mode == "mirror" and package is not None and package.held
+            return None if held else self._metadata(filename)
+        if self.mode == "mirror":
+            return None if pkg.held else self._cached(pkg)
         if self.mode == "redirect":
             return self._redirect(filename)
         if self.can_sign and pkg.size is not None and pkg.size >= self.redirect_min_bytes:
