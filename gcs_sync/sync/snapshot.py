@@ -141,6 +141,8 @@ def _decode(name: str, data: bytes, stored_at: float) -> Snapshot:
     text = gzip.decompress(data).decode("utf-8")
     head_line, _, lines = text.partition("\n")
     head = json.loads(head_line)  # format 1: the whole document, on one line
+    if not isinstance(head, dict):
+        raise ValueError("not a snapshot: its first line is no JSON object")
     if head.get("format") == 1:
         return _decode_format_1(name, head, stored_at)
     if head.get("format") != _FORMAT:
