@@ -21,9 +21,11 @@ MAX_NAME_LENGTH = 255  # one path component on every common filesystem
 
 def is_package_filename(name: str) -> bool:
     """True for a name that is safe as one file in the package folder and is a package."""
-    return (
-        0 < len(name) <= MAX_NAME_LENGTH
-        and not name.startswith(".")
+    return is_safe_filename(name) and guess_pkgname_and_version(name) is not None
+
+
+def is_safe_filename(name: str) -> bool:
+    """True for a name that is safe as one file in the package folder (no separator, no
+    dot file, pypiserver's characters only): the cheap half of ``is_package_filename``."""
+    return 0 < len(name) <= MAX_NAME_LENGTH and not name.startswith(".") \
         and _PACKAGE_FILENAME.fullmatch(name) is not None
-        and guess_pkgname_and_version(name) is not None
-    )

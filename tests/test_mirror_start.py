@@ -6,18 +6,24 @@ cache meanwhile (``web/package_files.py``)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
+import re
 import time
 from pathlib import Path
 
 import pytest
 
 from gcs_sync.sync import engine, fill
+from gcs_sync.sync.feed import ChangeKind
 from gcs_sync.sync.state import CATALOGUED
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import Delay, FaultProxy, Respond
 from testkit.packages import make_wheel
 
+from .conftest import announce
+from .views import age_view
 from .test_app import App
 from .test_feed import Instance, _snapshots, _started
 
@@ -176,3 +182,95 @@ def test_an_upload_during_the_fill_is_served_here_at_once(
     assert page.status_code == 200 and new.name in page.get_data(as_text=True)
     assert (tmp_path / "b" / new.name).read_bytes() == new.read_bytes()
     assert mirror.client.wait_for_fill(60)
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_sibling_workers_download_each_file_once(bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path) -> None:
+    """The first worker to start its fill takes the fill lock; a sibling that starts
+    while it runs does not fetch the same files (each package read held back 0.3 s, so
+    the first is still at work)."""
+    wheels = _bucket_with_a_snapshot(bucket, tmp_path, 16)
+    package_read = r"packages(/|%2F)p\d+-1\.0-py3-none-any\.whl"
+    proxy.add_rule("GET", package_read, Delay(0.3))
+    first = Instance(bucket, tmp_path / "b", fill=True)
+    second = Instance(bucket, tmp_path / "b", fill=True)
+    first.client.refresh_now()
+    age_view(second.client, 2)  # its own check now, not the one its sibling just made
+    second.client.refresh_now()
+    assert first.client.wait_for_fill(60) and second.client.wait_for_fill(60)
+    reads = [path for method, path in proxy.requests if method == "GET" and re.search(package_read, path)]
+    assert len(reads) == len(wheels), reads
+    assert all((first.folder.path / w.name).read_bytes() == w.read_bytes() for w in wheels)
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_a_fill_stopped_with_its_worker_is_taken_up_by_a_sibling(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker filling the folder exits mid-fill (its fill lock freed): a sibling's
+    check takes the fill up, and every file ends up here."""
+    wheels = _bucket_with_a_snapshot(bucket, tmp_path, 16)
+    proxy.add_rule("GET", r"packages(/|%2F)p\d+-1\.0-py3-none-any\.whl", Delay(0.3))
+    first = Instance(bucket, tmp_path / "b", fill=True)
+    second = Instance(bucket, tmp_path / "b", fill=True)
+    first.client.refresh_now()
+    age_view(second.client, 2)
+    second.client.refresh_now()  # its fill finds the first at work, and stops
+    assert second.client.wait_for_fill(30)
+    first.client.stop()  # a worker exiting: its fill stops after the downloads in flight
+    assert first.client.wait_for_fill(30)
+    assert any(e.local_fingerprint == CATALOGUED for e in second.served().values())
+    monkeypatch.setattr(fill, "FILL_RETRY_SECONDS", 0.0)  # as if a minute had passed
+    age_view(second.client, 2)
+    second.client.refresh_now()
+    assert second.client.wait_for_fill(60)
+    assert all(e.local_fingerprint != CATALOGUED for e in second.served().values())
+    assert all((second.folder.path / w.name).read_bytes() == w.read_bytes() for w in wheels)
+
+
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_a_file_whose_stat_fails_during_a_feed_sync_stays_here(
+    bucket: BucketProbe, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """A feed entry names a file held here and the bucket refuses its ``stat`` (403 to
+    moto's HEAD): the file is no file gone from the bucket; it stays, served, and listed."""
+    [wheel] = _bucket_with_a_snapshot(bucket, tmp_path, 1)
+    mirror = Instance(bucket, tmp_path / "b", fill=True)
+    mirror.client.refresh_now()
+    assert mirror.client.wait_for_fill(30)
+    before = mirror.served()[wheel.name]
+    assert before.local_fingerprint != CATALOGUED
+    announce(bucket, ChangeKind.RECORD, wheel.name)
+    proxy.add_rule("HEAD", r"packages/p0-1\.0-py3-none-any\.whl", Respond(403), times=1)
+    mirror.check()
+    assert (mirror.folder.path / wheel.name).read_bytes() == wheel.read_bytes()
+    assert mirror.served()[wheel.name] == before
+
+
+@pytest.mark.parametrize("bad", ["entry_not_an_object", "position_a_list", "unsafe_name", "comma_missing",
+                                 "local_fingerprint"])
+def test_a_damaged_newest_snapshot_is_passed_over(bucket: BucketProbe, tmp_path: Path, bad: str) -> None:
+    """A snapshot is bucket content: a newer one that is malformed (or names a path, or a
+    local file) is logged and the one before it read; the cold start goes on."""
+    wheels = _bucket_with_a_snapshot(bucket, tmp_path, 2)
+    [good] = _snapshots(bucket)
+    lines = gzip.decompress(bucket.get(good) or b"").decode().splitlines(keepends=True)
+    head = json.loads(lines[0])
+    if bad == "entry_not_an_object":
+        lines.append(',"p9-1.0-py3-none-any.whl": []\n')
+    elif bad == "position_a_list":
+        head["position"] = []
+    elif bad == "unsafe_name":
+        lines.append(lines[-1].replace('"p1-1.0-py3-none-any.whl"', '"../p1-1.0-py3-none-any.whl"', 1))
+    elif bad == "comma_missing":
+        lines[-1] = lines[-1].removeprefix(",")
+    else:
+        lines[-1] = lines[-1].replace('"local_fingerprint": ""', '"local_fingerprint": "1:2:3"')
+    newer = f".gcs_sync/snapshots/{int(time.time() * 1000) + 1:013d}-badbadbadbad.json.gz"
+    bucket.put(newer, gzip.compress((json.dumps(head) + "\n" + "".join(lines[1:])).encode()))
+
+    cold = Instance(bucket, tmp_path / "cold", catalog=True)
+    cold.client.refresh_now()
+    assert set(cold.served()) == {w.name for w in wheels}
+    assert cold.driver.calls["list"] == 2, dict(cold.driver.calls)  # the older snapshot: no listing
+    assert not (tmp_path / "p1-1.0-py3-none-any.whl").exists()

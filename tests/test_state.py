@@ -107,3 +107,21 @@ def test_a_reader_of_an_older_snapshot_than_the_compacted_one_reads_the_whole_st
     state.compact({"a": entry(1)})  # two compactions: the reader's snapshot is not the one compacted
     state.record("b", entry(2))
     assert reader.read(first.cursor).files == {"a": entry(1), "b": entry(2)}
+
+
+def test_a_tracked_state_counts_its_catalogued_entries_as_they_change(state: StateFile) -> None:
+    """What a mirror's fill asks at every check (is anything left to bring?), kept as
+    lines arrive and after a whole read, never by a pass over every entry per check."""
+    from gcs_sync.sync.state import CATALOGUED, TrackedState
+
+    state.save({"a-1.0.tar.gz": SyncedFile("v1", CATALOGUED), "b-1.0.tar.gz": SyncedFile("v1", "f1")})
+    tracked = TrackedState(state)
+    assert tracked.catalogued_count() == 1
+    state.record("c-1.0.tar.gz", SyncedFile("v1", CATALOGUED))
+    state.record("a-1.0.tar.gz", SyncedFile("v1", "f2"))  # brought here by the fill
+    assert tracked.catalogued_count() == 1
+    state.record("c-1.0.tar.gz", None)  # removed
+    state.record("b-1.0.tar.gz", SyncedFile("v2", CATALOGUED))  # catalogued again
+    assert tracked.catalogued_count() == 1 and tracked.catalogued_names() == ["b-1.0.tar.gz"]
+    state.compact(state.load())
+    assert tracked.catalogued_count() == 1

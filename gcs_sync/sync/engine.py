@@ -18,6 +18,7 @@ folder lock, renames and records under it). No listing downloads them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -327,14 +328,19 @@ class SyncEngine:
                         report: SyncReport) -> SyncPlan:
         """The plan for the named files, from one ``stat`` each (and the folder)."""
         remote: dict[str, RemoteObject] = {}
+        unknown: set[str] = set()
         for name in sorted(names):
             try:
                 found = self.driver.stat(name)
             except StorageError as exc:
                 report.failed.append((RemoteAdded(name, RemoteObject(name, Version(""), 0)), exc))
+                unknown.add(name)
                 continue
             if found is not None:
                 remote[name] = found
+        # Not planned at all (a file here whose stat failed is no file gone from the
+        # bucket), and their entries kept as they are (below).
+        names = names - unknown
         remote = self._servable(remote, {}, report)
         # An entry other than "added" may name a file of a multi-file upload still under way
         # (an "added" one is written only once its upload is done): hidden like a listing's.
@@ -353,8 +359,11 @@ class SyncEngine:
             for name in remote
         }
         # Not pushed from here: local changes are the full listing's to find.
-        return plan_sync(local, remote, synced, push_local_changes=False, records=records, partial=True,
+        plan = plan_sync(local, remote, {name: entry for name, entry in synced.items() if name not in unknown},
+                         push_local_changes=False, records=records, partial=True,
                          leave_catalogued=self.fill_in_background)
+        kept = {name: synced[name] for name in unknown if name in synced}
+        return dataclasses.replace(plan, base_state={**plan.base_state, **kept}) if kept else plan
 
     def _catalog_change(self, name: str, read: FeedRead, before: Optional[SyncedFile],
                         report: SyncReport) -> Optional[ContentChangeEvent]:

@@ -2,18 +2,19 @@
 held here) brought into the folder in the background, after a cold start that did not
 wait for them (``SyncEngine``, ``fill_in_background``).
 
+    one worker at a time (the fill lock; a sibling looks again a minute later)
     for each batch of FILL_BATCH catalogued files:
         outside the lock   download each (SYNC_CONCURRENCY at a time) to a hidden temp
-                           file in the folder, and bring its core metadata file
+                           file in the folder, and read its core metadata file
         under the lock     each file whose entry is still the one it was fetched for is
-                           renamed into place, and all are recorded in one journal write;
-                           the others (removed, replaced or brought by a sibling
-                           meanwhile) are dropped
+                           renamed into place with its metadata file, and all are
+                           recorded in one journal write; the others (removed or
+                           replaced meanwhile) are dropped
 
 The folder lock is held for the renames and one write, never for a download, so an
-upload, a check or a sibling's batch does not wait for the fill. A worker killed between
-a rename and the record leaves a file whose entry is still catalogued: the plan fetches
-it again, or removes it if the bucket no longer has it (``plan_sync``). A file that fails
+upload or a check does not wait for the fill. A worker killed between a rename and the
+record leaves a file whose entry is still catalogued: the fill's next pass replaces it,
+or the plan removes it if the bucket no longer has it (``plan_sync``). A file that fails
 is tried again once its entry changes (a listing or the feed catalogues it again), or
 FILL_RETRY_SECONDS after the fill that failed on it.
 """
@@ -50,11 +51,13 @@ class _Fetched:
     catalogued: SyncedFile  # the entry it was fetched for: installed only if still current
     temp: Path
     entry: SyncedFile  # what the state records once it is in place (its fingerprint aside)
+    metadata: Optional[bytes]  # its core metadata file, if its record names one
 
 
 class FolderFill:
-    """One worker's fill of the folder it shares with its siblings (each may run one: a
-    batch re-reads the state under the lock, so a file is installed once)."""
+    """One worker's fill of the folder it shares with its siblings: the first to start
+    takes the fill lock, the others look again FILL_RETRY_SECONDS later (the lock is
+    freed with a worker that dies), so no file is downloaded twice."""
 
     def __init__(self, driver: FileStoreDriver, folder: PackageFolder, records: RecordKeeper, state: StateFile,
                  known_state: TrackedState, lock: filelock.BaseFileLock, stopping: threading.Event,
@@ -65,31 +68,34 @@ class FolderFill:
         self._state = state
         self._known_state = known_state
         self._lock = lock
+        # Non-blocking: a sibling filling the folder already is not waited for.
+        self._fill_lock = filelock.FileLock(str(folder.control / "fill.lock"), timeout=0)
         self._stopping = stopping
         self._concurrency = max(concurrency, 1)
         self._thread: Optional[threading.Thread] = None
         self._thread_lock = threading.Lock()
         self._wanted = True  # looked for at this process's first check
         # The files the last fill could not bring, as catalogued then; when it ended
-        # (time.monotonic()); whether it ended on an error of the folder itself.
+        # (time.monotonic(); never yet: due at once).
         self._failed: dict[str, SyncedFile] = {}
-        self._ended = 0.0
-        self._broke = False
+        self._ended = -FILL_RETRY_SECONDS
 
     def want(self) -> None:
         """Files were catalogued (a check found them changed): look again."""
         self._wanted = True
 
     def start_if_due(self) -> None:
-        """Start the fill, unless one is under way or there is no reason to look: at the
-        first check, after one that catalogued files, once a file the last fill failed on
-        is catalogued again (O(failed files) per check), and FILL_RETRY_SECONDS after a
-        fill that failed (a passing outage). Steady state: nothing per file."""
+        """Start the fill, unless one is under way here or nothing is left to bring (the
+        state's count: O(changes) per check). Otherwise: at once at the first check and
+        after one that catalogued files, once a file the last fill failed on is catalogued
+        again, and FILL_RETRY_SECONDS after this worker's last fill (it failed on some,
+        a sibling was at it, or a sibling's fill stopped with its worker)."""
         with self._thread_lock:
             if self._thread is not None and self._thread.is_alive():
                 return
             if not self._wanted:
-                if not self._failed and not self._broke:
+                if not self._known_state.catalogued_count():
+                    self._failed = {}
                     return
                 if time.monotonic() - self._ended >= FILL_RETRY_SECONDS:
                     self._failed = {}  # all of them again
@@ -113,12 +119,15 @@ class FolderFill:
     # -- the fill ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._broke = False
         try:
-            self._fill()
+            with self._fill_lock:
+                self._fill()
+        except filelock.Timeout:
+            log.debug("filling %s: a sibling worker is at it; looked at again within a minute", self._folder.path)
         except OSError as exc:  # the folder's state, lock or files could not be used
             log.error("filling %s stopped (%s); tried again within a minute", self._folder.path, exc)
-            self._broke = True
+        except Exception:  # a bug: logged whole; the files go on being served through the cache
+            log.exception("filling %s stopped unexpectedly; tried again within a minute", self._folder.path)
         finally:
             self._ended = time.monotonic()
 
@@ -154,7 +163,7 @@ class FolderFill:
                 break
             done, failures = self._batch(pool, names[first:first + FILL_BATCH], failed)
             brought += done
-            if failures and not done:
+            if failures and not done and not self._stopping.is_set():
                 log.warning("filling %s paused: a whole batch failed; tried again within a minute",
                             self._folder.path)
                 return brought, True
@@ -176,14 +185,15 @@ class FolderFill:
                     failures += 1
                     if not self._stopping.is_set():
                         log.error("filling %s: %s could not be fetched: %s", self._folder.path, name, outcome)
-            if not fetched:
-                return 0, failures
-            try:
-                with self._lock:
-                    return self._install(fetched), failures
-            except filelock.Timeout:
-                log.debug("filling %s: the folder lock is busy; this batch is fetched again later", self._folder.path)
-                return 0, failures
+            # The fill is in no hurry: it waits out a long hold of the lock (a full
+            # listing) rather than fetching the batch again.
+            while fetched and not self._stopping.is_set():
+                try:
+                    with self._lock:
+                        return self._install(fetched), failures
+                except filelock.Timeout:
+                    log.debug("filling %s: the folder lock is busy; still waiting", self._folder.path)
+            return 0, failures
         finally:
             for item in fetched:
                 item.temp.unlink(missing_ok=True)  # installed ones are gone already
@@ -203,12 +213,16 @@ class FolderFill:
             sha256 = self._driver.download(name, temp, version, listed_sha256=catalogued.sha256)
             entry = SyncedFile(version, CATALOGUED, sha256)
             record = catalogued.record
-            # The record it was catalogued with, if it describes these bytes; else none
-            # here, and the next full listing reads or computes it (RecordMissing).
-            if record is not None and record.sha256 == sha256 and catalogued.record_version is not None \
-                    and self._records.bring_metadata(record):
-                entry = entry.with_record(record, catalogued.record_version)
-            return _Fetched(name, catalogued, temp, entry)
+            metadata = None
+            # The record it was catalogued with, if it describes this file and these bytes
+            # and the bucket has the metadata file it names; else none here, and the next
+            # full listing reads or computes it (RecordMissing).
+            if record is not None and record.filename == name and record.sha256 == sha256 \
+                    and catalogued.record_version is not None:
+                metadata = self._records.store.read_metadata(record)
+                if metadata is not None or record.metadata_sha256 is None:
+                    entry = entry.with_record(record, catalogued.record_version)
+            return _Fetched(name, catalogued, temp, entry, metadata)
         except StorageError as exc:
             temp.unlink(missing_ok=True)
             return exc
@@ -225,10 +239,17 @@ class FolderFill:
         record them all; the number installed."""
         current = self._known_state.lookup(item.name for item in fetched)
         entries: list[tuple[str, Optional[SyncedFile]]] = []
-        for item in fetched:
-            if current.get(item.name) != item.catalogued:
-                continue  # removed, replaced or brought by a sibling since it was fetched
-            local = self._folder.install(item.temp, item.name)
-            entries.append((item.name, dataclasses.replace(item.entry, local_fingerprint=local)))
-        self._state.record_many(entries)
+        try:
+            for item in fetched:
+                if current.get(item.name) != item.catalogued:
+                    continue  # removed or replaced since it was fetched
+                # Its metadata file first: whoever finds the package here finds it too.
+                if item.metadata is not None:
+                    self._folder.write_metadata(item.name, item.metadata)
+                else:
+                    self._folder.remove_metadata(item.name)
+                local = self._folder.install(item.temp, item.name)
+                entries.append((item.name, dataclasses.replace(item.entry, local_fingerprint=local)))
+        finally:
+            self._state.record_many(entries)  # what is in place, even if a later one failed
         return len(entries)

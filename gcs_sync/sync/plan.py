@@ -72,7 +72,7 @@ def plan_sync(
     mentioned), so an empty ``local`` says nothing of the folder as a whole.
     ``leave_catalogued``: a file catalogued and not yet here (a mirror that started from a
     catalog snapshot) is not downloaded by this plan, which would hold the folder's lock
-    for every byte: the folder's fill brings it (``SyncEngine``); this plan only
+    for every byte: the folder's fill brings it (``sync/fill.py``); this plan only
     catalogues it again if the bucket's copy or its record changed (``plan_catalog``)."""
     # (Catalogued entries were never files here: their absence empties nothing.)
     state_reset = not local and not partial and any(e.local_fingerprint != CATALOGUED for e in synced.values())
@@ -86,7 +86,9 @@ def plan_sync(
     for name in sorted(set(local) | set(remote)):
         here, there, before = local.get(name), remote.get(name), synced.get(name)
         if before is not None and before.local_fingerprint == CATALOGUED:
-            if leave_catalogued and here is None and there is not None:
+            if leave_catalogued and there is not None:
+                # (A file here too is one a fill installed and died before recording:
+                # the fill's next pass replaces it, outside the lock.)
                 listed_record = listed.get(name) if records is not None else before.record_version
                 events.extend(plan_catalog({name: there}, {name: before},
                                            {} if listed_record is None else {name: Version(listed_record)}).events)

@@ -30,6 +30,7 @@ from typing import Callable, Optional
 
 from gcs_sync.drivers.base import FileStoreDriver
 from gcs_sync.errors import StorageError
+from gcs_sync.names import is_safe_filename
 from gcs_sync.records.record import RecordError
 from gcs_sync.sync.feed import FeedPosition
 from gcs_sync.sync.heap import collector_paused
@@ -92,7 +93,8 @@ class SnapshotStore:
                     continue  # deleted since the listing
                 with collector_paused():
                     return _decode(name, data, stored_at)
-            except (StorageError, OSError, EOFError, ValueError, KeyError, TypeError, RecordError) as exc:
+            except (StorageError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError,
+                    RecordError) as exc:
                 log.warning("catalog snapshot %s could not be read (%s): trying an older one", name, exc)
         return None
 
@@ -151,14 +153,26 @@ def _decode(name: str, data: bytes, stored_at: float) -> Snapshot:
         lines += "\n"
     # Split into lines as the state file's reader splits them (universal newlines).
     files = entries_from_lines(io.StringIO(lines, newline=None))
-    if any(entry.local_fingerprint != CATALOGUED for entry in files.values()):
-        raise ValueError("an entry names a local file")  # its lines become the state as they are
+    _check_entries(files)  # its lines become the state as they are
     return Snapshot(name, float(head["written_at"]), stored_at, FeedPosition.from_json(head["position"]), files,
                     lines)
 
 
+def _check_entries(files: dict[str, SyncedFile]) -> None:
+    """Raises ValueError unless every entry is a catalogued file of a safe name (a
+    snapshot is bucket content: the fill writes its names to the folder)."""
+    if any(entry.local_fingerprint != CATALOGUED for entry in files.values()):
+        raise ValueError("an entry names a local file")
+    unsafe = [name for name in files if not is_safe_filename(name)]
+    if unsafe:
+        raise ValueError(f"{len(unsafe)} names are no package file names, e.g. {unsafe[0]!r}")
+
+
 def _decode_format_1(name: str, raw: dict, stored_at: float) -> Snapshot:
+    if not isinstance(raw.get("files"), dict) or not all(isinstance(entry, dict) for entry in raw["files"].values()):
+        raise TypeError("files: an object of entries")
     files = {filename: SyncedFile.from_json({**entry, "local_fingerprint": CATALOGUED}, filename)
              for filename, entry in raw["files"].items()}
+    _check_entries(files)
     lines = "".join(state_lines((filename, entry.to_json()) for filename, entry in files.items()))
     return Snapshot(name, float(raw["written_at"]), stored_at, FeedPosition.from_json(raw["position"]), files, lines)

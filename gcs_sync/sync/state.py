@@ -80,14 +80,15 @@ class SyncedFile:
         raw_record = raw.get("record")
         record = None if raw_record is None else FileRecord.from_json(raw_record, "state entry")
         sha256 = raw.get("sha256")
+        record_version = raw.get("record_version") if record is not None else None
+        if not (type(raw["remote_version"]) is str and type(raw["local_fingerprint"]) is str
+                and (sha256 is None or type(sha256) is str) and (record_version is None or type(record_version) is str)):
+            raise TypeError("remote_version, local_fingerprint, sha256, record_version: strings")
         if record is not None and sha256 == record.sha256:
             sha256 = record.sha256  # one string for both (50,000 files: 6 MB less per worker)
         if record is not None and name is not None and record.filename == name:
             object.__setattr__(record, "filename", name)  # the same value: one string for the key and the record
-        return cls(
-            raw["remote_version"], raw["local_fingerprint"], sha256, record,
-            raw.get("record_version") if record is not None else None,
-        )
+        return cls(raw["remote_version"], raw["local_fingerprint"], sha256, record, record_version)
 
 
 Entry = tuple[str, Optional[SyncedFile]]  # a journal line: name and new state (None: gone)
@@ -550,11 +551,19 @@ def entries_from_lines(source: Iterable[str]) -> dict[str, SyncedFile]:
     catalog snapshot after its own), one line each. Raises ValueError, KeyError or
     TypeError if a line is not one."""
     files: dict[str, SyncedFile] = {}
+    first = True
     for line in source:
         line = line.strip()
         if not line or line == "}}":
             continue
+        # Each after the first starts with its comma: lines copied as they are (a
+        # catalog snapshot's) then still make one JSON document of the state file.
+        if line.startswith(",") == first:
+            raise ValueError(f"an entry line {'starts' if first else 'does not start'} with a comma")
+        first = False
         name, entry = next(iter(json.loads("{" + line.removeprefix(",") + "}").items()))
+        if not isinstance(entry, dict):
+            raise TypeError(f"the entry of {name!r} is no JSON object")
         files[name] = SyncedFile.from_json(entry, name)
     return files
 
@@ -572,6 +581,7 @@ class TrackedState:
         self._state = state
         self._cursor: Optional[StateCursor] = None
         self._files: dict[str, SyncedFile] = {}
+        self._catalogued = 0  # entries not held here (CATALOGUED), kept as entries change
         self._lock = threading.Lock()
         # Bumped at every whole read; the changes since it, from absolute position _log_start.
         self._generation = 0
@@ -582,15 +592,17 @@ class TrackedState:
         read = self._state.read(self._cursor)
         if read.files is not None:
             self._files = read.files
+            self._catalogued = _count_catalogued(read.files)
             keep_long_lived(len(read.files))
             self._generation += 1
             self._log_start += len(self._log)
             self._log = []
         for name, entry in read.entries:
-            if entry is None:
-                self._files.pop(name, None)
-            else:
+            old = self._files.pop(name, None) if entry is None else self._files.get(name)
+            if entry is not None:
                 self._files[name] = entry
+            self._catalogued += (entry is not None and entry.local_fingerprint == CATALOGUED) \
+                - (old is not None and old.local_fingerprint == CATALOGUED)
         self._log.extend(read.entries)
         if len(self._log) > _MAX_CHANGE_LOG:  # a reader this far behind reads the whole copy
             dropped = len(self._log) // 2
@@ -621,6 +633,7 @@ class TrackedState:
         start does not parse what it has just written."""
         with self._lock:
             self._files = files
+            self._catalogued = _count_catalogued(files)
             self._generation += 1
             self._log_start += len(self._log)
             self._log = []
@@ -631,6 +644,7 @@ class TrackedState:
         that asks seldom, so that it does not hold the state in between."""
         with self._lock:
             self._files = {}
+            self._catalogued = 0
             self._cursor = None
             self._generation += 1
             self._log_start += len(self._log)
@@ -658,7 +672,17 @@ class TrackedState:
                 return files.keys() <= present
             return all(files[name].local_fingerprint == CATALOGUED for name in files.keys() - present)
 
+    def catalogued_count(self) -> int:
+        """How many files the state catalogues without holding them here: O(changes)."""
+        with self._lock:
+            self._refresh()
+            return self._catalogued
+
     def catalogued_names(self) -> list[str]:
         """The files the state catalogues without holding them here, in name order."""
         with self._lock:
             return sorted(name for name, entry in self._refresh().items() if entry.local_fingerprint == CATALOGUED)
+
+
+def _count_catalogued(files: dict[str, SyncedFile]) -> int:
+    return sum(1 for entry in files.values() if entry.local_fingerprint == CATALOGUED)
