@@ -93,6 +93,10 @@ def test_a_worker_killed_mid_upload_never_answers_200_and_shows_nothing_partial(
                               folder, tmp_path, workers=1)
     try:
         assert instance.get("/simple/")[0] == 200
+        # The cold start's listing is followed by the bucket's first catalog snapshot, a
+        # write the rule below would take for the upload's: let it land first.
+        wait_for(lambda: any(name.startswith(".gcs_sync/snapshots/") for name in bucket.all_names()),
+                 "the first catalog snapshot was written")
         rule = proxy.add_rule("POST", r"/upload/", Delay(3))  # the bucket upload hangs for a while
         data = make_sdist(tmp_path / "dist", "killed", "1.0", filler=os.urandom(200_000)).read_bytes()  # opened
         outcome: dict[str, object] = {}

@@ -77,7 +77,8 @@ class StorageClient:
         self._engine = SyncEngine(
             driver, folder, self._view, self._lock,
             known_state=known_state, feed=self.feed, positions=positions,
-            catalog=catalog, fill_in_background=fill_in_background, push_allowed=may_write, settle=SettleWatch(settle_seconds), pending=pending,
+            catalog=catalog, fill_in_background=fill_in_background, push_allowed=may_write,
+            settle=SettleWatch(settle_seconds), pending=pending,
             stopping=self._stopping, full_sync_interval=full_sync_interval,
             push_local_changes=push_local_changes, concurrency=concurrency,
             after_check=after_check or (lambda listed: None),

@@ -144,7 +144,7 @@ class SyncEngine:
         # A mirror server: a cold start from a catalog snapshot, and the files catalogued
         # but not held here brought by a thread of their own (the fill), never by a listing.
         self.fill_in_background = fill_in_background and not catalog
-        self._fill = FolderFill(driver, folder, self.records, self.state, known_state, lock, stopping,
+        self._fill = FolderFill(driver, folder, self.records.store, self.state, known_state, lock, stopping,
                                 concurrency) if self.fill_in_background else None
         # An instance that may not write (a read-only role) does not expire the feed.
         self._write_refused = not push_allowed

@@ -34,7 +34,7 @@ import filelock
 from gcs_sync.drivers.base import FileStoreDriver, Version
 from gcs_sync.errors import ObjectNotFound, StorageError
 from gcs_sync.sync.folder import PackageFolder
-from gcs_sync.sync.records import RecordKeeper
+from gcs_sync.sync.records import RecordStore
 from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile, TrackedState
 
 log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
@@ -59,7 +59,7 @@ class FolderFill:
     takes the fill lock, the others look again FILL_RETRY_SECONDS later (the lock is
     freed with a worker that dies), so no file is downloaded twice."""
 
-    def __init__(self, driver: FileStoreDriver, folder: PackageFolder, records: RecordKeeper, state: StateFile,
+    def __init__(self, driver: FileStoreDriver, folder: PackageFolder, records: RecordStore, state: StateFile,
                  known_state: TrackedState, lock: filelock.BaseFileLock, stopping: threading.Event,
                  concurrency: int) -> None:
         self._driver = driver
@@ -219,7 +219,7 @@ class FolderFill:
             # full listing reads or computes it (RecordMissing).
             if record is not None and record.filename == name and record.sha256 == sha256 \
                     and catalogued.record_version is not None:
-                metadata = self._records.store.read_metadata(record)
+                metadata = self._records.read_metadata(record)
                 if metadata is not None or record.metadata_sha256 is None:
                     entry = entry.with_record(record, catalogued.record_version)
             return _Fetched(name, catalogued, temp, entry, metadata)

@@ -227,7 +227,7 @@ class RecordKeeper:
             return self._compute(name, entry, modified, None, owner)
         theirs, version = found
         if theirs is not None and theirs.sha256 == entry.sha256:
-            if self.bring_metadata(theirs):
+            if self._bring_metadata(theirs):
                 return entry.with_record(theirs, version)
             return self._repair_metadata(name, entry, theirs, version)
         if owner or theirs is None:
@@ -286,7 +286,7 @@ class RecordKeeper:
             found = self.store.read(name)
             theirs = None if found is None else found[0]
             if found is not None and theirs is not None and theirs.sha256 == entry.sha256 \
-                    and (not keep_locally or self.bring_metadata(theirs)):
+                    and (not keep_locally or self._bring_metadata(theirs)):
                 return entry.with_record(theirs, found[1])
             if not owner or found is None:
                 raise
@@ -320,7 +320,7 @@ class RecordKeeper:
         log.warning("the core metadata file of %s was missing or another: stored again", name)
         return entry.with_record(repaired, stored.version)
 
-    def bring_metadata(self, record: FileRecord) -> bool:
+    def _bring_metadata(self, record: FileRecord) -> bool:
         """Make the local core metadata file the one ``record`` names; False if the bucket
         does not have it (then it is stored again: ``_repair_metadata``)."""
         path = self.folder.metadata_path(record.filename)

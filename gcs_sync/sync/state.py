@@ -668,7 +668,7 @@ class TrackedState:
         catalogued ones in the background)."""
         with self._lock:
             files = self._refresh()
-            if not except_catalogued:
+            if not except_catalogued or not self._catalogued:
                 return files.keys() <= present
             return all(files[name].local_fingerprint == CATALOGUED for name in files.keys() - present)
 
