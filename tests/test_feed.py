@@ -443,7 +443,6 @@ def test_a_failed_signed_upload_is_not_served_half_through_the_feed(
     back) stays hidden under its intent: no feed entry makes another instance serve it."""
     import io
 
-    from gcs_sync.drivers.base import FileStoreDriver
     from gcs_sync.errors import StorageError, StorageUnavailable
     from gcs_sync.sync.pending import PendingUploads
 
