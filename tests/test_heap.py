@@ -78,9 +78,11 @@ def test_a_synced_state_and_its_index_leave_the_scans_and_are_freed_when_replace
 
     gc.unfreeze()
     index = PackageIndex(folder, tracked, "sha256")
-    index.refresh()  # a whole build
-    built = index.get("demo-1.0.0.tar.gz")
-    assert built is not None and not in_collector_scans(built)
+    index.refresh()  # a whole build: what it holds per file (its listing) leaves the scans
+    assert not in_collector_scans(index._listing.entries)
+    assert not any(in_collector_scans(names) for names in index._listing.names_by_project.values())
+    built = index.get("demo-1.0.0.tar.gz")  # a project's files, built when asked for (a bounded few)
+    assert built is not None and not in_collector_scans(built.record)
 
     # Replaced: frozen objects are still freed by reference counting, not kept forever.
     del built, state

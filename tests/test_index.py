@@ -134,3 +134,47 @@ def test_files_carry_their_record_and_the_metadata_file_is_offered_once_in_place
     stale = index.get("demo-1.0-py3-none-any.whl")
     assert stale is not None and stale.record is None
     assert index.metadata_file("demo-1.0-py3-none-any.whl.metadata") is None
+
+
+def test_a_projects_files_are_built_once_and_again_only_when_that_project_changes(
+        client: StorageClient, bucket: BucketProbe, folder: PackageFolder) -> None:
+    """The object a project page is answered from (and its rendered page keyed on, in
+    page_cache.py) stays the same until a file of that project changes, and only then."""
+    bucket.put("one-1.0.tar.gz", b"one")
+    bucket.put("two-1.0.tar.gz", b"two")
+    client.sync()
+    index = new_index(client)
+    index.refresh()
+    one, two = index.project_packages("one"), index.project_packages("two")
+    assert index.project_packages("One") is one and index.get("one-1.0.tar.gz") is one[0]
+    client.publish([folder.stage("two-2.0.tar.gz", io.BytesIO(b"two again"))], overwrite=False)
+    index.refresh()
+    assert index.project_packages("one") is one
+    assert [p.relfn for p in index.project_packages("two")] == ["two-1.0.tar.gz", "two-2.0.tar.gz"]
+    client.retract(["two-1.0.tar.gz", "two-2.0.tar.gz"])
+    index.refresh()
+    assert index.project_packages("two") == () and index.projects() == ["one"] and len(index) == 1
+    assert index.get("two-1.0.tar.gz") is None and index.project_packages("one") is one
+
+
+def test_the_files_kept_built_are_bounded_and_a_dropped_project_is_built_again(
+        client: StorageClient, bucket: BucketProbe, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gcs_sync.web.index as index_module
+
+    monkeypatch.setattr(index_module, "PROJECT_CACHE_FILES", 4)
+    for project in ("a", "b", "c"):
+        for n in range(2):
+            bucket.put(f"{project}-1.{n}.tar.gz", project.encode() + bytes([n]))
+    client.sync()
+    index = new_index(client)
+    index.refresh()
+    first_a = index.project_packages("a")
+    index.project_packages("b")
+    assert index.project_packages("a") is first_a  # asked again: now the most recent
+    index.project_packages("c")  # six files: b, the least recent, goes
+    assert index.project_packages("a") is first_a
+    again = index.project_packages("b")
+    assert [p.relfn for p in again] == ["b-1.0.tar.gz", "b-1.1.tar.gz"]
+    assert index.project_packages("c") is not None and index.project_packages("a") is not first_a  # a went for b
+    assert sorted(p.relfn for p in index.all_packages()) == sorted(
+        f"{project}-1.{n}.tar.gz" for project in "abc" for n in range(2))

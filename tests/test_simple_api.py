@@ -280,6 +280,33 @@ def test_the_v1_html_type_is_answered_as_such(app: App, demo: dict[str, Any]) ->
     assert len(Links.of(reply.get_data(as_text=True)).links) == 3
 
 
+@pytestmark_local
+def test_a_page_served_again_follows_every_change_to_its_project(app: App, tmp_path: Path) -> None:
+    """Pages are kept as rendered (page_cache.py) only while the project's files are the
+    same: an upload, a yank and a removal each show on the next request, in both types,
+    and a page asked for under another path prefix links from there."""
+    assert app.upload(make_wheel(tmp_path / "dist", "demo", "1.0")).status_code == 200
+    assert app.upload(make_wheel(tmp_path / "dist", "other", "1.0")).status_code == 200
+    first = get(app, "/simple/demo/").get_data(as_text=True)
+    assert get(app, "/simple/demo/").get_data(as_text=True) == first  # the kept page
+    other = get(app, "/simple/other/", JSON_V1).json
+    assert app.upload(make_wheel(tmp_path / "dist", "demo", "2.0")).status_code == 200
+    names = ["demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl"]
+    assert [a["text"] for a in Links.of(get(app, "/simple/demo/").get_data(as_text=True)).links] == names
+    assert [f["filename"] for f in get(app, "/simple/demo/", JSON_V1).json["files"]] == names
+    assert get(app, "/simple/other/", JSON_V1).json == other  # another project's change: the same page
+    seed_record(app, names[0], yanked=True, yank_reason="broken")
+    assert 'data-yanked="broken"' in get(app, "/simple/demo/").get_data(as_text=True)
+    assert get(app, "/simple/demo/", JSON_V1).json["files"][0]["yanked"] == "broken"
+    assert app.http.post("/", data={":action": "remove_pkg", "name": "demo", "version": "2.0"},
+                         headers=AUTH).status_code == 200
+    assert [a["text"] for a in Links.of(get(app, "/simple/demo/").get_data(as_text=True)).links] == names[:1]
+    mounted = app.http.get("/simple/demo/", environ_overrides={"SCRIPT_NAME": "/mirror"}).get_data(as_text=True)
+    assert Links.of(mounted).links[0]["href"].startswith("/mirror/packages/" + names[0])
+    assert Links.of(get(app, "/simple/demo/").get_data(as_text=True)).links[0]["href"].startswith(
+        "/packages/" + names[0])
+
+
 # -- JSON -------------------------------------------------------------------------------------
 
 @pytestmark_local
@@ -377,7 +404,7 @@ def test_a_project_that_appears_during_the_request_is_answered_in_the_type_asked
     plugin's read of the index (nothing: leave it to pypiserver's 404) and pypiserver's own
     read (a page, in HTML). The timing is forced here (a stand-in: no real check can be made
     to land between two reads of one request): the first read finds nothing."""
-    backend = app.wsgi._pypiserver_config.backend
+    backend = app.wsgi._pypiserver_config.backend.backend  # ours, behind pypiserver's BackendProxy
     real = backend.find_project_packages
     reads: list[str] = []
 

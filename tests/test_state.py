@@ -125,3 +125,75 @@ def test_a_tracked_state_counts_its_catalogued_entries_as_they_change(state: Sta
     assert tracked.catalogued_count() == 1 and tracked.catalogued_names() == ["b-1.0.tar.gz"]
     state.compact(state.load())
     assert tracked.catalogued_count() == 1
+
+
+def record_of(name: str, n: int, **fields: object) -> dict:
+    raw = {"format": 1, "filename": name, "size": n, "sha256": f"{n:064x}", "upload_time": "2026-12-05T09:00:00.000000Z",
+           "uploader": "alice", "requires_python": ">=3.8", "metadata_sha256": None, "metadata_problem": None,
+           "yanked": False, "yank_reason": None}
+    raw.update(fields)
+    return raw
+
+
+def test_a_state_of_many_entries_is_read_back_as_written(state: StateFile) -> None:
+    """Entries are parsed many lines per call (2,500 here: several calls, and a last one
+    that is not full); every entry, record and field comes back as it was saved."""
+    from gcs_sync.records.record import FileRecord
+
+    files = {}
+    for n in range(2_500):
+        name = f"p{n % 7}-1.{n}.tar.gz"
+        record = FileRecord.from_json(record_of(name, n, yanked=n % 3 == 0, yank_reason="bad" if n % 6 == 0 else None,
+                                                uploader=None if n % 2 else "alice"))
+        files[name] = SyncedFile(str(n), f"f{n}", record.sha256, record, f"r{n}")
+    state.save(files)
+    assert StateFile(state.control, STORE).load() == files
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda lines: lines[:1500] + [lines[1500].removeprefix(",")] + lines[1501:], "does not start with a comma"),
+    (lambda lines: ["," + lines[0]] + lines[1:], "starts with a comma"),
+    (lambda lines: lines[:1800] + [lines[1800].replace('"remote_version": "1800"', '"remote_version": 1800')]
+     + lines[1801:], "strings"),
+    (lambda lines: lines[:2100] + [lines[2100][:40]] + lines[2101:], None),
+])
+def test_a_damaged_line_anywhere_makes_the_state_unreadable_not_partly_read(damage, problem) -> None:
+    """A line damaged after the first few hundred (in a later parse call) is found as
+    surely as one at the start: the whole state is refused (read as empty, which never
+    deletes anything), not the entries before the damage taken as the state."""
+    from gcs_sync.sync.state import entries_from_lines, state_lines
+
+    entries = {f"p-1.{n}.tar.gz": SyncedFile(str(n), f"f{n}") for n in range(2_500)}
+    lines = list(state_lines((name, entry.to_json()) for name, entry in entries.items()))
+    assert entries_from_lines(lines) == entries
+    with pytest.raises((ValueError, TypeError), match=problem):
+        entries_from_lines(damage(lines))
+
+
+@pytest.mark.parametrize("change", [
+    {}, {"uploader": None, "requires_python": None}, {"yanked": True, "yank_reason": "broken"},
+    {"metadata_sha256": "ab" * 32}, {"metadata_problem": "no METADATA"},
+])
+def test_a_record_of_the_usual_shape_reads_as_any_other(change: dict) -> None:
+    """The quick path for records written here gives what the field-by-field one does."""
+    from gcs_sync.records.record import FileRecord
+
+    raw = record_of("p-1.0.tar.gz", 3, **change)
+    quick = FileRecord.from_json(raw)
+    assert quick.to_json() == raw
+    extra = {**raw, "unknown_field": 1}  # still the usual fields: read alike
+    assert FileRecord.from_json(extra) == quick
+    short = {key: value for key, value in raw.items() if value is not None}  # fields left out: the other path
+    assert FileRecord.from_json(short) == quick
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("size", True, "size is a boolean"), ("size", "3", "size is str"), ("sha256", None, "sha256 is missing"),
+    ("uploader", 5, "uploader is int"), ("yanked", "no", "yanked is str"), ("format", 2, "format 2"),
+    ("format", True, "format True"),
+])
+def test_a_record_of_another_shape_is_refused_naming_the_field(field: str, value: object, problem: str) -> None:
+    from gcs_sync.records.record import FileRecord, RecordError
+
+    with pytest.raises(RecordError, match=problem):
+        FileRecord.from_json(record_of("p-1.0.tar.gz", 3, **{field: value}), "p-1.0.tar.gz")

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import json
+import operator
 import sys
 from typing import Any, Optional
 
@@ -99,13 +101,26 @@ class FileRecord:
     @classmethod
     def from_json(cls, raw: Any, name: str = "record") -> "FileRecord":
         """Raises RecordError naming ``name`` if ``raw`` is not a record of this format."""
+        # Every state entry holds one, so this runs 50,000 times in a cold start: the
+        # usual shape (every field present, each of an allowed type) is checked in C.
+        try:
+            values = _read_fields(raw)
+        except (KeyError, TypeError):  # a field missing (or not an object): told below, field by field
+            values = None
+        if values is not None and type(values[0]) is int and values[0] == RECORD_FORMAT \
+                and tuple(map(type, values)) in _USUAL_SHAPES:
+            _, filename, size, sha256, upload_time, uploader, requires_python, metadata_sha256, \
+                metadata_problem, yanked, yank_reason = values
+            return cls(filename, size, sha256, upload_time, uploader and sys.intern(uploader),
+                       requires_python and sys.intern(requires_python), metadata_sha256,
+                       metadata_problem and sys.intern(metadata_problem), yanked,
+                       yank_reason and sys.intern(yank_reason))
         if not isinstance(raw, dict):
             raise RecordError(name, "not a JSON object")
-        if raw.get("format") != RECORD_FORMAT:
+        if type(raw.get("format")) is not int or raw.get("format") != RECORD_FORMAT:  # (True == 1)
             raise RecordError(name, f"format {raw.get('format')!r}, not {RECORD_FORMAT}")
-        # Every state entry holds one, so this runs 50,000 times in a cold start: no
-        # dataclasses.fields() per call, one pass over the known fields.
-        values: dict[str, Any] = {}
+        # Any other shape: one pass over the known fields, naming the first one wrong.
+        fields: dict[str, Any] = {}
         for key, kind in _TYPES.items():
             value: Any = raw.get(key)
             if value is None:
@@ -116,8 +131,8 @@ class FileRecord:
                 what = "a boolean, not a number" if kind is int and isinstance(value, bool) else \
                     f"{type(value).__name__}, not {kind.__name__}"
                 raise RecordError(name, f"{key} is {what}")
-            values[key] = sys.intern(value) if key in _FEW_VALUES and isinstance(value, str) else value
-        return cls(**values)
+            fields[key] = sys.intern(value) if key in _FEW_VALUES and isinstance(value, str) else value
+        return cls(**fields)
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "record") -> "FileRecord":
@@ -138,3 +153,10 @@ _TYPES: dict[str, type] = {
     "requires_python": str, "metadata_sha256": str, "metadata_problem": str,
     "yanked": bool, "yank_reason": str,
 }
+_OPTIONAL_STRINGS = ("uploader", "requires_python", "metadata_sha256", "metadata_problem", "yank_reason")
+# The format, then the fields in FileRecord's order, and the types each may have in a
+# record written here (every field present, None where unknown).
+_FIELD_ORDER = tuple(field.name for field in dataclasses.fields(FileRecord))
+_read_fields = operator.itemgetter("format", *_FIELD_ORDER)
+_USUAL_SHAPES = frozenset(itertools.product(
+    (int,), *[(str, type(None)) if key in _OPTIONAL_STRINGS else (_TYPES[key],) for key in _FIELD_ORDER]))

@@ -551,21 +551,38 @@ def entries_from_lines(source: Iterable[str]) -> dict[str, SyncedFile]:
     catalog snapshot after its own), one line each. Raises ValueError, KeyError or
     TypeError if a line is not one."""
     files: dict[str, SyncedFile] = {}
-    first = True
+    chunk: list[str] = []
     for line in source:
         line = line.strip()
         if not line or line == "}}":
             continue
         # Each after the first starts with its comma: lines copied as they are (a
         # catalog snapshot's) then still make one JSON document of the state file.
+        first = not files and not chunk
         if line.startswith(",") == first:
             raise ValueError(f"an entry line {'starts' if first else 'does not start'} with a comma")
-        first = False
-        name, entry = next(iter(json.loads("{" + line.removeprefix(",") + "}").items()))
+        chunk.append(line)
+        if len(chunk) == _PARSE_CHUNK:
+            _parse_entries(chunk, files)
+            chunk = []
+    _parse_entries(chunk, files)
+    return files
+
+
+# Entry lines parsed per json.loads: one call per line cost as much as the parse itself,
+# one call for all would build every entry's dicts at once (a transient of several
+# times the state, left as fragmented memory).
+_PARSE_CHUNK = 100
+
+
+def _parse_entries(lines: list[str], files: dict[str, SyncedFile]) -> None:
+    if not lines:
+        return
+    text = "".join(lines)
+    for name, entry in json.loads("{" + text.removeprefix(",") + "}").items():
         if not isinstance(entry, dict):
             raise TypeError(f"the entry of {name!r} is no JSON object")
         files[name] = SyncedFile.from_json(entry, name)
-    return files
 
 
 class TrackedState:

@@ -61,7 +61,7 @@ class SyncedFolderBackend(Backend):
             return [] if metadata is None else [metadata]
         return index.all_packages(first=requested)
 
-    def find_project_packages(self, project: str) -> t.Iterable[PkgFile]:
+    def find_project_packages(self, project: str) -> tuple[PkgFile, ...]:
         return self._current().project_packages(project)
 
     def find_version(self, name: str, version: str) -> t.Iterable[PkgFile]:

@@ -20,6 +20,8 @@ metadata record (``records/record.py``), when the state has one for these bytes.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import logging
 import os
@@ -99,19 +101,48 @@ class IndexedFile(PkgFile):
         self.held = held  # in the folder; else catalogued, its bytes in the bucket
 
 
+# Built file objects kept for the projects asked for most recently, at most about this
+# many files in all: the index itself holds only state entries (the worker's own, shared
+# with the sync), so its memory does not grow with the projects clients have asked for.
+PROJECT_CACHE_FILES = 20_000
+
+
+@dataclasses.dataclass(frozen=True)
+class _Listing:
+    """What the index lists, swapped whole on a rebuild (readers keep the one they took):
+    each listed file's state entry, the listed names of each project (PEP 503 name), and
+    the projects built so far (their ``IndexedFile``s, least recently asked first)."""
+
+    entries: dict[str, SyncedFile]
+    names_by_project: dict[str, list[str]]
+    built: "collections.OrderedDict[str, _Project]"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Project:
+    packages: tuple[IndexedFile, ...]  # in name order
+    by_name: dict[str, IndexedFile]
+
+
 class PackageIndex:
+    """Which files are listed is known for every file (O(files) at a rebuild: one name
+    parse each); a project's ``IndexedFile``s are built on its first request, O(that
+    project), and kept for the projects asked for most recently (``PROJECT_CACHE_FILES``)."""
+
     def __init__(self, folder: PackageFolder, state: StateSource, hash_algo: Optional[str]) -> None:
         self._folder = folder
         self._root = str(folder.path)  # one string, shared by every IndexedFile
         self._state = state
         self._hash_algo = hash_algo
         self._cursor: Optional[StateCursor] = None
-        # Refreshes run one at a time; lookups never wait for them: _files is changed in
-        # place (single dict operations are atomic), project tuples are replaced whole.
+        # Refreshes run one at a time, and never wait for a lookup. A lookup waits only to
+        # build a project, or while a refresh applies a few changes (_apply): the two
+        # hold _build_lock, so a project is never built from a half-applied change. A
+        # rebuild makes a new _Listing aside and swaps it in.
         self._refresh_lock = threading.Lock()
-        self._files: dict[str, IndexedFile] = {}
-        self._names_by_project: dict[str, set[str]] = {}
-        self._projects: dict[str, tuple[IndexedFile, ...]] = {}
+        self._build_lock = threading.Lock()
+        self._listing = _Listing({}, {}, collections.OrderedDict())
+        self._built_files = 0  # IndexedFiles in _listing.built
         self._not_held = 0  # listed files whose bytes are in the bucket only (catalogued)
 
     def refresh(self) -> None:
@@ -120,7 +151,7 @@ class PackageIndex:
             if read.files is not None:
                 with collector_paused():
                     self._rebuild(read.files)
-                keep_long_lived(len(self._files))
+                keep_long_lived(len(read.files))
             elif read.entries:
                 self._apply(read.entries)
             self._cursor = read.cursor
@@ -128,7 +159,11 @@ class PackageIndex:
     # -- reading ---------------------------------------------------------------------
 
     def get(self, filename: str) -> Optional[IndexedFile]:
-        return self._files.get(filename)
+        listing = self._listing
+        if filename not in listing.entries:
+            return None
+        project = _project_of(filename)
+        return None if project is None else self._project(listing, project).by_name.get(filename)
 
     def metadata_file(self, filename: str) -> Optional[PkgFile]:
         """The core metadata file (PEP 658) served as ``filename`` (``<package file>.metadata``),
@@ -138,7 +173,7 @@ class PackageIndex:
         if not filename.endswith(METADATA_SUFFIX):
             return None
         package = filename[: -len(METADATA_SUFFIX)]
-        pkg = self._files.get(package)
+        pkg = self.get(package)
         record = pkg.record if pkg is not None else None
         if pkg is None or record is None or not record.metadata_sha256:
             return None
@@ -150,27 +185,67 @@ class PackageIndex:
 
     def all_packages(self, first: Optional[str] = None) -> Iterator[IndexedFile]:
         """Every file; ``first`` (a requested filename) leads, so a caller that stops at
-        the match, like pypiserver's download route, does O(1) work instead of O(all)."""
-        leading = self._files.get(first) if first else None
+        the match, like pypiserver's download route, does O(1) work instead of O(all).
+        Files of projects not built are made for this walk only (not kept)."""
+        listing = self._listing
+        leading = self.get(first) if first else None
         if leading is not None:
             yield leading
-        for pkg in list(self._files.values()):  # a copy: a refresh may change the dict
-            if pkg is not leading:
+        for name, entry in list(listing.entries.items()):  # a copy: a refresh may change the dict
+            if leading is not None and name == first:
+                continue
+            project = listing.built.get(_project_of(name) or "")
+            pkg = project.by_name.get(name) if project is not None else None
+            pkg = pkg if pkg is not None else self._package(name, entry)
+            if pkg is not None:
                 yield pkg
 
     def project_packages(self, project: str) -> tuple[IndexedFile, ...]:
-        return self._projects.get(normalize_pkgname(project), ())
+        listing = self._listing
+        normalized = normalize_pkgname(project)  # a client's spelling: not kept in _normalized's cache
+        if normalized not in listing.names_by_project:
+            return ()
+        return self._project(listing, normalized).packages
 
     def projects(self) -> list[str]:
-        return list(self._projects)
+        return list(self._listing.names_by_project)
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self._listing.entries)
 
     def not_held(self) -> int:
         """How many listed files are not held here (catalogued: a mirror's fill has not
         brought them yet, or PACKAGE_FILES is cache or redirect)."""
         return self._not_held
+
+    def _project(self, listing: _Listing, project: str) -> _Project:
+        """The project's files, built on its first request (O(that project)) and kept
+        while it is among those asked for most recently."""
+        built = listing.built.get(project)
+        if built is not None:
+            try:
+                listing.built.move_to_end(project)  # asked for again: dropped last
+            except KeyError:
+                pass  # dropped meanwhile by a change to it: this build is still the one asked for
+            return built
+        with self._build_lock:
+            built = listing.built.get(project)
+            if built is not None:
+                return built
+            packages = []
+            for name in sorted(listing.names_by_project.get(project, ())):
+                entry = listing.entries.get(name)
+                pkg = self._package(name, entry) if entry is not None else None
+                if pkg is not None:
+                    packages.append(pkg)
+            built = _Project(tuple(packages), {pkg.relfn: pkg for pkg in packages})
+            if listing is self._listing:  # not one a rebuild has replaced meanwhile
+                listing.built[project] = built
+                self._built_files += len(packages)
+                while self._built_files > PROJECT_CACHE_FILES and len(listing.built) > 1:
+                    _, dropped = listing.built.popitem(last=False)
+                    self._built_files -= len(dropped.packages)
+            return built
 
     # -- updating --------------------------------------------------------------------
 
@@ -178,34 +253,33 @@ class PackageIndex:
         # Built aside and swapped in, so readers see the old index or the new one.
         # A catalogued state needs no look at the folder (no stat per file).
         present = {} if _all_catalogued(files) else self._folder.scan()
-        by_name: dict[str, IndexedFile] = {}
-        names_by_project: dict[str, set[str]] = {}
+        entries: dict[str, SyncedFile] = {}
+        names_by_project: dict[str, list[str]] = {}
+        not_held = 0
         for name, entry in files.items():
-            listed = entry.local_fingerprint == CATALOGUED or present.get(name) == entry.local_fingerprint
-            pkg = self._package(name, entry) if listed else None
-            if pkg is not None:
-                by_name[name] = pkg
-                names_by_project.setdefault(pkg.pkgname_norm, set()).add(name)
-        projects = {
-            project: tuple(by_name[name] for name in sorted(names))
-            for project, names in names_by_project.items()
-        }
-        self._files, self._names_by_project, self._projects = by_name, names_by_project, projects
-        self._not_held = sum(1 for pkg in by_name.values() if not pkg.held)
-        log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(by_name), len(projects))
+            catalogued = entry.local_fingerprint == CATALOGUED
+            if not catalogued and present.get(name) != entry.local_fingerprint:
+                continue
+            project = _project_of(name)
+            if project is None:
+                continue  # not a package file name pypiserver would list
+            entries[name] = entry
+            names_by_project.setdefault(project, []).append(name)
+            not_held += catalogued
+        with self._build_lock:
+            self._listing = _Listing(entries, names_by_project, collections.OrderedDict())
+            self._built_files = 0
+            self._not_held = not_held
+        log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(entries),
+                  len(names_by_project))
 
     def _apply(self, entries: Iterable[Entry]) -> None:
-        touched: set[Optional[str]] = set()
-        for name, entry in entries:
-            touched.add(self._remove(name))
-            if entry is not None and self._is_in_place(name, entry):
-                touched.add(self._put(name, entry))
-        for project in {project for project in touched if project is not None}:
-            if self._names_by_project.get(project):
-                self._projects[project] = self._project_tuple(project)
-            else:
-                self._names_by_project.pop(project, None)
-                self._projects.pop(project, None)
+        with self._build_lock:
+            listing = self._listing
+            for name, entry in entries:
+                self._remove(listing, name)
+                if entry is not None and self._is_in_place(name, entry):
+                    self._put(listing, name, entry)
 
     def _is_in_place(self, name: str, entry: SyncedFile) -> bool:
         if entry.local_fingerprint == CATALOGUED:
@@ -215,14 +289,33 @@ class PackageIndex:
         except FileNotFoundError:
             return False  # removed again since: a later journal line says so
 
-    def _put(self, name: str, entry: SyncedFile) -> Optional[str]:
-        pkg = self._package(name, entry)
-        if pkg is None:
-            return None
-        self._files[name] = pkg
-        self._not_held += not pkg.held
-        self._names_by_project.setdefault(pkg.pkgname_norm, set()).add(name)
-        return pkg.pkgname_norm
+    def _put(self, listing: _Listing, name: str, entry: SyncedFile) -> None:
+        project = _project_of(name)
+        if project is None:
+            return
+        listing.entries[name] = entry
+        self._not_held += entry.local_fingerprint == CATALOGUED
+        listing.names_by_project.setdefault(project, []).append(name)
+        self._forget_built(listing, project)
+
+    def _remove(self, listing: _Listing, name: str) -> None:
+        entry = listing.entries.pop(name, None)
+        if entry is None:
+            return
+        self._not_held -= entry.local_fingerprint == CATALOGUED
+        project = _project_of(name)  # never None: only such names are listed
+        names = listing.names_by_project.get(project or "")
+        if project is None or names is None:
+            return
+        names.remove(name)  # O(that project), as building its page again is
+        if not names:
+            del listing.names_by_project[project]
+        self._forget_built(listing, project)
+
+    def _forget_built(self, listing: _Listing, project: str) -> None:
+        dropped = listing.built.pop(project, None)
+        if dropped is not None:
+            self._built_files -= len(dropped.packages)
 
     def _package(self, name: str, entry: SyncedFile) -> Optional[IndexedFile]:
         parsed = guess_pkgname_and_version(name)
@@ -243,16 +336,12 @@ class PackageIndex:
             pkg.digest = f"sha256={entry.sha256}"  # what pypiserver would compute, already known
         return pkg
 
-    def _remove(self, name: str) -> Optional[str]:
-        pkg = self._files.pop(name, None)
-        if pkg is None:
-            return None
-        self._not_held -= not pkg.held
-        self._names_by_project.get(pkg.pkgname_norm, set()).discard(name)
-        return pkg.pkgname_norm
 
-    def _project_tuple(self, project: str) -> tuple[IndexedFile, ...]:
-        return tuple(self._files[name] for name in sorted(self._names_by_project[project]))
+def _project_of(name: str) -> Optional[str]:
+    """The PEP 503 name of the project a file name belongs to, as pypiserver guesses it;
+    None if it guesses none (pypiserver would not list the file)."""
+    parsed = guess_pkgname_and_version(name)
+    return None if parsed is None else _normalized(parsed[0])
 
 
 def _all_catalogued(files: dict[str, SyncedFile]) -> bool:

@@ -15,8 +15,10 @@ What is served, from the in-memory index alone (``index.py``: no hashing, no unz
 - JSON (PEP 691 version 1, with PEP 700's ``versions``, ``size`` and ``upload-time``, and
   PEP 714's ``core-metadata``), as ``application/vnd.pypi.simple.v1+json``.
 
-Pages are rendered once, here (``SimpleApiPlugin``); what is not a page (a redirect to the
-normalized name, an unknown project) stays the stock callback's answer.
+Pages are rendered once, here (``SimpleApiPlugin``), and a project page is served again
+as rendered while the project's files are the same (``page_cache.py``); what is not a
+page (a redirect to the normalized name, an unknown project) stays the stock callback's
+answer.
 
 Negotiation and rendering are pure functions; ``SimpleApiPlugin`` is the Bottle glue.
 """
@@ -35,7 +37,9 @@ from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request, response
 from pypiserver.core import PkgFile
 from pypiserver.pkg_helpers import normalize_pkgname_for_url
 
+from gcs_sync.web.backend import SyncedFolderBackend
 from gcs_sync.web.index import IndexedFile
+from gcs_sync.web.page_cache import PageCache
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
@@ -288,6 +292,7 @@ class SimpleApiPlugin:
 
     def __init__(self, config: "RunConfig") -> None:
         self.config = config  # read at request time: the backend is replaced after app()
+        self._pages = PageCache()
 
     def apply(self, callback: t.Callable[..., t.Any], route: t.Any) -> t.Callable[..., t.Any]:
         if route.rule == INDEX_RULE:
@@ -310,7 +315,7 @@ class SimpleApiPlugin:
                     packages = self._project_packages(project)
                     if packages is None:
                         return result
-                return self._answer(lambda media_type: self._project(media_type, project, packages))
+                return self._answer(lambda media_type: self._project_page(media_type, project, packages))
         else:
             return callback
 
@@ -351,20 +356,33 @@ class SimpleApiPlugin:
         projects = sorted(self.config.backend.get_projects())
         return render_index_json(projects) if media_type == JSON_V1 else render_index_html(projects)
 
-    def _project_packages(self, project: str) -> t.Optional[list[PkgFile]]:
-        """The project's files in pypiserver's order, or None when pypiserver would not
-        answer with a page: a name to normalize, or no files."""
+    def _project_packages(self, project: str) -> t.Optional[t.Sequence[PkgFile]]:
+        """The project's files as the backend has them (the index's tuple, unsorted), or
+        None when pypiserver would not answer with a page: a name to normalize, or no files."""
         if project != normalize_pkgname_for_url(project):
             return None
-        packages = sorted(
-            self.config.backend.find_project_packages(project),
-            key=lambda pkg: (pkg.parsed_version, pkg.relfn),
-        )
-        return packages or None
+        backend = self.config.backend
+        inner = getattr(backend, "backend", None)  # the backend pypiserver's BackendProxy wraps
+        if isinstance(inner, SyncedFolderBackend):
+            # The index's own tuple, the page's version (page_cache.py). The proxy would
+            # copy it into a list and give every file a new digester on each request.
+            indexed = inner.find_project_packages(project)
+            for pkg in indexed:
+                if pkg.digest is None and pkg.digester is None:  # HASH_ALGO other than sha256
+                    pkg.digester = inner.digest
+            return indexed or None
+        return list(backend.find_project_packages(project)) or None
 
-    def _project(self, media_type: str, project: str, packages: list[PkgFile]) -> str:
+    def _project_page(self, media_type: str, project: str, packages: t.Sequence[PkgFile]) -> str:
         # pypiserver's links (``fname_and_hash`` sets pkg.digest, as on its page).
         base = urljoin(request_fullpath(), "../../packages/")
+        if not isinstance(packages, tuple):  # not the index's (a backend of another kind): no version to key on
+            return self._project(media_type, project, base, packages)
+        return self._pages.page((project, media_type, base), packages,
+                                lambda: self._project(media_type, project, base, packages))
+
+    def _project(self, media_type: str, project: str, base: str, found: t.Sequence[PkgFile]) -> str:
+        packages = sorted(found, key=lambda pkg: (pkg.parsed_version, pkg.relfn))  # pypiserver's order
         files = [project_file(pkg, base + pkg.fname_and_hash) for pkg in packages]
         if media_type != JSON_V1:
             return render_project_html(project, files)
