@@ -80,14 +80,22 @@ def test_names_are_grouped_by_normalized_project(client: StorageClient, bucket: 
     assert sorted(index.projects()) == ["foo-bar", "other"] and len(index) == 4
 
 
-def test_a_requested_file_comes_first(client: StorageClient, bucket: BucketProbe) -> None:
+def test_a_requested_file_is_found_alone_and_a_missing_one_walks_nothing(
+        client: StorageClient, bucket: BucketProbe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pypiserver's download route looks for its file among all_packages(): given that
+    name, only that file is built and handed out, and a name not listed costs no walk."""
     for n in range(5):
         bucket.put(f"p{n}-1.0.tar.gz", b"x")
     client.sync()
     index = new_index(client)
     index.refresh()
-    names = [p.relfn for p in index.all_packages(first="p3-1.0.tar.gz")]
-    assert names[0] == "p3-1.0.tar.gz" and sorted(names) == [f"p{n}-1.0.tar.gz" for n in range(5)]
+    assert sorted(p.relfn for p in index.all_packages()) == [f"p{n}-1.0.tar.gz" for n in range(5)]
+    built: list[str] = []
+    real = index._package
+    monkeypatch.setattr(index, "_package", lambda name, entry: built.append(name) or real(name, entry))
+    assert [p.relfn for p in index.all_packages(first="p3-1.0.tar.gz")] == ["p3-1.0.tar.gz"]
+    assert list(index.all_packages(first="p9-1.0.tar.gz")) == []
+    assert built == ["p3-1.0.tar.gz"]
 
 
 def test_with_another_hash_algorithm_the_digest_is_left_to_the_backend(client: StorageClient, bucket: BucketProbe) -> None:
@@ -169,12 +177,48 @@ def test_the_files_kept_built_are_bounded_and_a_dropped_project_is_built_again(
     index = new_index(client)
     index.refresh()
     first_a = index.project_packages("a")
-    index.project_packages("b")
+    first_b = index.project_packages("b")
     assert index.project_packages("a") is first_a  # asked again: now the most recent
-    index.project_packages("c")  # six files: b, the least recent, goes
-    assert index.project_packages("a") is first_a
-    again = index.project_packages("b")
-    assert [p.relfn for p in again] == ["b-1.0.tar.gz", "b-1.1.tar.gz"]
-    assert index.project_packages("c") is not None and index.project_packages("a") is not first_a  # a went for b
+    first_c = index.project_packages("c")  # six files over a bound of four: b, the least recent, goes
+    assert index.project_packages("a") is first_a and index.project_packages("c") is first_c
+    again = index.project_packages("b")  # built again; a is now the least recent and goes
+    assert again is not first_b and [p.relfn for p in again] == [p.relfn for p in first_b]
+    assert index.project_packages("c") is first_c
+    assert index.project_packages("a") is not first_a
     assert sorted(p.relfn for p in index.all_packages()) == sorted(
         f"{project}-1.{n}.tar.gz" for project in "abc" for n in range(2))
+
+
+def test_a_project_larger_than_the_bound_stays_built_beside_others(
+        client: StorageClient, bucket: BucketProbe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Else it would be built again at nearly every request for it (a project of 30,000
+    nightly wheels against a bound of 20,000)."""
+    import gcs_sync.web.index as index_module
+
+    monkeypatch.setattr(index_module, "PROJECT_CACHE_FILES", 4)
+    for n in range(6):
+        bucket.put(f"big-1.{n}.tar.gz", b"big %d" % n)
+    bucket.put("small-1.0.tar.gz", b"small")
+    client.sync()
+    index = new_index(client)
+    index.refresh()
+    big = index.project_packages("big")
+    assert len(big) == 6 and len(index.project_packages("small")) == 1
+    assert index.project_packages("big") is big and index.get("big-1.3.tar.gz") is big[3]
+
+
+def test_with_another_hash_algorithm_every_project_stays_built_so_each_digest_is_computed_once(
+        client: StorageClient, bucket: BucketProbe, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gcs_sync.web.index as index_module
+
+    monkeypatch.setattr(index_module, "PROJECT_CACHE_FILES", 1)
+    for project in ("a", "b", "c"):
+        bucket.put(f"{project}-1.0.tar.gz", project.encode())
+    client.sync()
+    index = new_index(client, "md5")
+    index.refresh()
+    walked = {p.relfn: p for p in index.all_packages()}
+    assert {name: p for name, p in ((p.relfn, p) for p in index.all_packages())} == walked
+    assert all(walked[p.relfn] is p for p in index.all_packages())  # the same objects: digests kept on them
+    assert index.project_packages("a")[0] is walked["a-1.0.tar.gz"] and index.get("c-1.0.tar.gz") is walked[
+        "c-1.0.tar.gz"]

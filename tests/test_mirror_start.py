@@ -17,7 +17,7 @@ import pytest
 
 from gcs_sync.sync import engine, fill
 from gcs_sync.sync.feed import ChangeKind
-from gcs_sync.sync.state import CATALOGUED
+from gcs_sync.sync.state import CATALOGUED, StateFile
 from testkit.buckets import BucketProbe
 from testkit.fault_proxy import Delay, FaultProxy, Respond
 from testkit.packages import make_wheel
@@ -248,7 +248,7 @@ def test_a_file_whose_stat_fails_during_a_feed_sync_stays_here(
 
 
 @pytest.mark.parametrize("bad", ["entry_not_an_object", "position_a_list", "unsafe_name", "comma_missing",
-                                 "local_fingerprint"])
+                                 "local_fingerprint", "carriage_returns"])
 def test_a_damaged_newest_snapshot_is_passed_over(bucket: BucketProbe, tmp_path: Path, bad: str) -> None:
     """A snapshot is bucket content: a newer one that is malformed (or names a path, or a
     local file) is logged and the one before it read; the cold start goes on."""
@@ -264,6 +264,8 @@ def test_a_damaged_newest_snapshot_is_passed_over(bucket: BucketProbe, tmp_path:
         lines.append(lines[-1].replace('"p1-1.0-py3-none-any.whl"', '"../p1-1.0-py3-none-any.whl"', 1))
     elif bad == "comma_missing":
         lines[-1] = lines[-1].removeprefix(",")
+    elif bad == "carriage_returns":  # lines the state file's reader would split otherwise
+        lines = [line.replace("\n", "\r\n") for line in lines]
     else:
         lines[-1] = lines[-1].replace('"local_fingerprint": ""', '"local_fingerprint": "1:2:3"')
     newer = f".gcs_sync/snapshots/{int(time.time() * 1000) + 1:013d}-badbadbadbad.json.gz"
@@ -274,3 +276,20 @@ def test_a_damaged_newest_snapshot_is_passed_over(bucket: BucketProbe, tmp_path:
     assert set(cold.served()) == {w.name for w in wheels}
     assert cold.driver.calls["list"] == 2, dict(cold.driver.calls)  # the older snapshot: no listing
     assert not (tmp_path / "p1-1.0-py3-none-any.whl").exists()
+
+
+def test_a_snapshot_whose_last_line_has_no_line_break_is_read_and_its_state_too(
+        bucket: BucketProbe, tmp_path: Path) -> None:
+    """The state written from a snapshot's lines as they are is one a sibling worker (a
+    reader of the state file) reads whole, even if the snapshot's text ends mid-line."""
+    wheels = _bucket_with_a_snapshot(bucket, tmp_path, 3)
+    [good] = _snapshots(bucket)
+    text = gzip.decompress(bucket.get(good) or b"").decode()
+    assert text.endswith("\n")
+    bucket.put(f".gcs_sync/snapshots/{int(time.time() * 1000) + 1:013d}-nolinebreak0.json.gz",
+               gzip.compress(text.rstrip("\n").encode()))
+    cold = Instance(bucket, tmp_path / "cold", catalog=True)
+    cold.client.refresh_now()
+    assert set(cold.served()) == {w.name for w in wheels}
+    sibling = StateFile(cold.folder.control, cold.driver.url)
+    assert set(sibling.load()) == {w.name for w in wheels} and not sibling.needs_snapshot

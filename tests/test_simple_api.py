@@ -281,14 +281,21 @@ def test_the_v1_html_type_is_answered_as_such(app: App, demo: dict[str, Any]) ->
 
 
 @pytestmark_local
-def test_a_page_served_again_follows_every_change_to_its_project(app: App, tmp_path: Path) -> None:
+def test_a_page_served_again_follows_every_change_to_its_project(app: App, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Pages are kept as rendered (page_cache.py) only while the project's files are the
     same: an upload, a yank and a removal each show on the next request, in both types,
     and a page asked for under another path prefix links from there."""
+    import gcs_sync.web.simple_api as simple_api
+
+    renders: list[str] = []
+    real_render = simple_api.render_project_html
+    monkeypatch.setattr(simple_api, "render_project_html",
+                        lambda project, files: renders.append(project) or real_render(project, files))
     assert app.upload(make_wheel(tmp_path / "dist", "demo", "1.0")).status_code == 200
     assert app.upload(make_wheel(tmp_path / "dist", "other", "1.0")).status_code == 200
     first = get(app, "/simple/demo/").get_data(as_text=True)
-    assert get(app, "/simple/demo/").get_data(as_text=True) == first  # the kept page
+    assert get(app, "/simple/demo/").get_data(as_text=True) == first and renders == ["demo"]  # the kept page
     other = get(app, "/simple/other/", JSON_V1).json
     assert app.upload(make_wheel(tmp_path / "dist", "demo", "2.0")).status_code == 200
     names = ["demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl"]

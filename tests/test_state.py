@@ -156,6 +156,9 @@ def test_a_state_of_many_entries_is_read_back_as_written(state: StateFile) -> No
     (lambda lines: lines[:1800] + [lines[1800].replace('"remote_version": "1800"', '"remote_version": 1800')]
      + lines[1801:], "strings"),
     (lambda lines: lines[:2100] + [lines[2100][:40]] + lines[2101:], None),
+    (lambda lines: lines[:1200] + [lines[1200].rstrip("\n") + lines[1201]] + lines[1202:], "not exactly one entry"),
+    (lambda lines: lines[:1300] + [lines[1300]] + lines[1300:], "not exactly one entry, or a name given twice"),
+    (lambda lines: lines[:1399] + [lines[1250]] + lines[1400:], "given twice"),
 ])
 def test_a_damaged_line_anywhere_makes_the_state_unreadable_not_partly_read(damage, problem) -> None:
     """A line damaged after the first few hundred (in a later parse call) is found as
@@ -181,6 +184,11 @@ def test_a_record_of_the_usual_shape_reads_as_any_other(change: dict) -> None:
     raw = record_of("p-1.0.tar.gz", 3, **change)
     quick = FileRecord.from_json(raw)
     assert quick.to_json() == raw
+    import gcs_sync.records.record as record_module
+
+    with pytest.MonkeyPatch.context() as patch:  # the field-by-field path unusable: the quick one is taken
+        patch.setattr(record_module, "_TYPES", {})
+        assert FileRecord.from_json(raw) == quick
     extra = {**raw, "unknown_field": 1}  # still the usual fields: read alike
     assert FileRecord.from_json(extra) == quick
     short = {key: value for key, value in raw.items() if value is not None}  # fields left out: the other path

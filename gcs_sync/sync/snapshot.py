@@ -26,7 +26,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from gcs_sync.drivers.base import FileStoreDriver
 from gcs_sync.errors import StorageError
@@ -140,8 +140,13 @@ def _encode(position: FeedPosition, files: dict[str, SyncedFile], now: float) ->
 
 
 def _decode(name: str, data: bytes, stored_at: float) -> Snapshot:
-    text = gzip.decompress(data).decode("utf-8")
-    head_line, _, lines = text.partition("\n")
+    raw = gzip.decompress(data)
+    end = raw.find(b"\n")
+    head_line = (raw if end < 0 else raw[:end]).decode("utf-8")
+    # The rest decoded without a copy of its bytes first: at 50,000 files each copy of
+    # the text is some 35 MB more at the peak of a cold start.
+    lines = "" if end < 0 else str(memoryview(raw)[end + 1:], "utf-8")
+    del raw
     head = json.loads(head_line)  # format 1: the whole document, on one line
     if not isinstance(head, dict):
         raise ValueError("not a snapshot: its first line is no JSON object")
@@ -149,13 +154,24 @@ def _decode(name: str, data: bytes, stored_at: float) -> Snapshot:
         return _decode_format_1(name, head, stored_at)
     if head.get("format") != _FORMAT:
         raise ValueError(f"format {head.get('format')!r}")
-    if lines and not lines.endswith("\n"):
-        lines += "\n"
-    # Split into lines as the state file's reader splits them (universal newlines).
-    files = entries_from_lines(io.StringIO(lines, newline=None))
+    # Lines as this release writes them, split as the state file's reader will split
+    # them once they are written there (by "\n" alone, since there is no "\r").
+    if "\r" in lines:
+        raise ValueError("a line break other than \\n: not lines this release writes")
+    files = entries_from_lines(_split_lines(lines))
     _check_entries(files)  # its lines become the state as they are
     return Snapshot(name, float(head["written_at"]), stored_at, FeedPosition.from_json(head["position"]), files,
                     lines)
+
+
+def _split_lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one at a time (``str.split`` would hold them all at once)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        yield text[start:end]
+        start = end + 1
 
 
 def _check_entries(files: dict[str, SyncedFile]) -> None:

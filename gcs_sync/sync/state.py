@@ -343,7 +343,7 @@ class StateFile:
             with open(temp, "w", encoding="utf-8") as out:
                 out.write(_lines_header(self._store_url))
                 out.write(lines)
-                out.write("}}\n")
+                out.write("}}\n" if lines.endswith("\n") or not lines else "\n}}\n")
             stat = temp.stat()
             new = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             self._journal_path(new).unlink(missing_ok=True)
@@ -578,10 +578,14 @@ _PARSE_CHUNK = 100
 def _parse_entries(lines: list[str], files: dict[str, SyncedFile]) -> None:
     if not lines:
         return
-    text = "".join(lines)
-    for name, entry in json.loads("{" + text.removeprefix(",") + "}").items():
+    parsed = json.loads("{" + "".join(lines).removeprefix(",") + "}")
+    if len(parsed) != len(lines):  # as read a line at a time: one entry per line, each name once
+        raise ValueError("a line that is not exactly one entry, or a name given twice")
+    for name, entry in parsed.items():
         if not isinstance(entry, dict):
             raise TypeError(f"the entry of {name!r} is no JSON object")
+        if name in files:
+            raise ValueError(f"{name!r} given twice")
         files[name] = SyncedFile.from_json(entry, name)
 
 

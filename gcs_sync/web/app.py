@@ -19,6 +19,7 @@ from gcs_sync.drivers import FileStoreDriver, make_driver
 from gcs_sync.errors import StorageUnavailable
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.heap import return_large_blocks_promptly
 from gcs_sync.sync.cache import FileCache
 from gcs_sync.sync.readiness import ReadinessStatus, is_ready, readiness_answer
 from gcs_sync.web.backend import SyncedFolderBackend
@@ -56,6 +57,7 @@ def build_app(settings: Settings, driver: Optional[FileStoreDriver] = None, star
     that is missing, unusable or unreadable (see ``BucketPasswordFile.load``), and
     ConfigError from the start-up check unless the caller ran it (``started``): the caller
     stops the start."""
+    return_large_blocks_promptly()  # before the cold start's large transients (heap.py)
     driver = driver or make_driver(settings)
     check_bucket(driver)
     started = started or check_startup(settings)  # unless the caller ran it: ConfigError

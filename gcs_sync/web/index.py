@@ -114,7 +114,7 @@ class _Listing:
     the projects built so far (their ``IndexedFile``s, least recently asked first)."""
 
     entries: dict[str, SyncedFile]
-    names_by_project: dict[str, list[str]]
+    names_by_project: dict[str, set[str]]
     built: "collections.OrderedDict[str, _Project]"
 
 
@@ -127,13 +127,19 @@ class _Project:
 class PackageIndex:
     """Which files are listed is known for every file (O(files) at a rebuild: one name
     parse each); a project's ``IndexedFile``s are built on its first request, O(that
-    project), and kept for the projects asked for most recently (``PROJECT_CACHE_FILES``)."""
+    project), and kept for the projects asked for most recently (``PROJECT_CACHE_FILES``,
+    or twice the largest project kept). A download builds at most its file's object; a
+    walk over every file (pypiserver's ``/packages/`` page, its XML-RPC search) builds
+    each project's objects for that walk."""
 
     def __init__(self, folder: PackageFolder, state: StateSource, hash_algo: Optional[str]) -> None:
         self._folder = folder
         self._root = str(folder.path)  # one string, shared by every IndexedFile
         self._state = state
         self._hash_algo = hash_algo
+        # Digests in another algorithm than the state's sha256 are computed from the file,
+        # once, and kept on its object (backend.digest): then every project built is kept.
+        self._keep_every_project = hash_algo not in (None, "sha256")
         self._cursor: Optional[StateCursor] = None
         # Refreshes run one at a time, and never wait for a lookup. A lookup waits only to
         # build a project, or while a refresh applies a few changes (_apply): the two
@@ -159,11 +165,19 @@ class PackageIndex:
     # -- reading ---------------------------------------------------------------------
 
     def get(self, filename: str) -> Optional[IndexedFile]:
+        """The listed file of that name: O(1), whatever the size of its project (one
+        object built, if its project is not)."""
         listing = self._listing
-        if filename not in listing.entries:
+        entry = listing.entries.get(filename)
+        project = _project_of(filename) if entry is not None else None
+        if entry is None or project is None:
             return None
-        project = _project_of(filename)
-        return None if project is None else self._project(listing, project).by_name.get(filename)
+        built = listing.built.get(project)
+        if built is None and self._keep_every_project:
+            built = self._project(listing, project)
+        if built is not None:
+            return built.by_name.get(filename)
+        return self._package(filename, entry)
 
     def metadata_file(self, filename: str) -> Optional[PkgFile]:
         """The core metadata file (PEP 658) served as ``filename`` (``<package file>.metadata``),
@@ -184,21 +198,24 @@ class PackageIndex:
                        root=str(path.parent), relfn=path.name)
 
     def all_packages(self, first: Optional[str] = None) -> Iterator[IndexedFile]:
-        """Every file; ``first`` (a requested filename) leads, so a caller that stops at
-        the match, like pypiserver's download route, does O(1) work instead of O(all).
-        Files of projects not built are made for this walk only (not kept)."""
+        """Every file, project by project; with ``first`` (the file pypiserver's download
+        route asks for, and looks for among them by name) that file alone, if listed: a
+        download, or a 404, is O(1), not a walk over every file.
+
+        Files of projects not built are made for this walk only, not kept (unless digests
+        are computed here: ``_keep_every_project``)."""
         listing = self._listing
-        leading = self.get(first) if first else None
-        if leading is not None:
-            yield leading
-        for name, entry in list(listing.entries.items()):  # a copy: a refresh may change the dict
-            if leading is not None and name == first:
-                continue
-            project = listing.built.get(_project_of(name) or "")
-            pkg = project.by_name.get(name) if project is not None else None
-            pkg = pkg if pkg is not None else self._package(name, entry)
-            if pkg is not None:
-                yield pkg
+        if first is not None:
+            leading = self.get(first)
+            if leading is not None:
+                yield leading
+            return
+        for project in list(listing.names_by_project):  # a copy: a refresh may change the dict
+            built = listing.built.get(project)
+            if built is None:
+                built = self._project(listing, project) if self._keep_every_project else \
+                    self._build(listing, project)
+            yield from built.packages
 
     def project_packages(self, project: str) -> tuple[IndexedFile, ...]:
         listing = self._listing
@@ -232,20 +249,27 @@ class PackageIndex:
             built = listing.built.get(project)
             if built is not None:
                 return built
-            packages = []
-            for name in sorted(listing.names_by_project.get(project, ())):
-                entry = listing.entries.get(name)
-                pkg = self._package(name, entry) if entry is not None else None
-                if pkg is not None:
-                    packages.append(pkg)
-            built = _Project(tuple(packages), {pkg.relfn: pkg for pkg in packages})
+            built = self._build(listing, project)
             if listing is self._listing:  # not one a rebuild has replaced meanwhile
                 listing.built[project] = built
-                self._built_files += len(packages)
-                while self._built_files > PROJECT_CACHE_FILES and len(listing.built) > 1:
-                    _, dropped = listing.built.popitem(last=False)
-                    self._built_files -= len(dropped.packages)
+                self._built_files += len(built.packages)
+                if not self._keep_every_project:
+                    # At least twice the largest project kept: one over the bound alone
+                    # would otherwise be built again at nearly every request for it.
+                    limit = max(PROJECT_CACHE_FILES, 2 * max(len(kept.packages) for kept in listing.built.values()))
+                    while self._built_files > limit and len(listing.built) > 1:
+                        _, dropped = listing.built.popitem(last=False)
+                        self._built_files -= len(dropped.packages)
             return built
+
+    def _build(self, listing: _Listing, project: str) -> _Project:
+        packages = []
+        for name in sorted(listing.names_by_project.get(project, ())):
+            entry = listing.entries.get(name)
+            pkg = self._package(name, entry) if entry is not None else None
+            if pkg is not None:
+                packages.append(pkg)
+        return _Project(tuple(packages), {pkg.relfn: pkg for pkg in packages})
 
     # -- updating --------------------------------------------------------------------
 
@@ -254,7 +278,7 @@ class PackageIndex:
         # A catalogued state needs no look at the folder (no stat per file).
         present = {} if _all_catalogued(files) else self._folder.scan()
         entries: dict[str, SyncedFile] = {}
-        names_by_project: dict[str, list[str]] = {}
+        names_by_project: dict[str, set[str]] = {}
         not_held = 0
         for name, entry in files.items():
             catalogued = entry.local_fingerprint == CATALOGUED
@@ -264,7 +288,7 @@ class PackageIndex:
             if project is None:
                 continue  # not a package file name pypiserver would list
             entries[name] = entry
-            names_by_project.setdefault(project, []).append(name)
+            names_by_project.setdefault(project, set()).add(name)
             not_held += catalogued
         with self._build_lock:
             self._listing = _Listing(entries, names_by_project, collections.OrderedDict())
@@ -295,7 +319,7 @@ class PackageIndex:
             return
         listing.entries[name] = entry
         self._not_held += entry.local_fingerprint == CATALOGUED
-        listing.names_by_project.setdefault(project, []).append(name)
+        listing.names_by_project.setdefault(project, set()).add(name)
         self._forget_built(listing, project)
 
     def _remove(self, listing: _Listing, name: str) -> None:
@@ -307,7 +331,7 @@ class PackageIndex:
         names = listing.names_by_project.get(project or "")
         if project is None or names is None:
             return
-        names.remove(name)  # O(that project), as building its page again is
+        names.discard(name)
         if not names:
             del listing.names_by_project[project]
         self._forget_built(listing, project)

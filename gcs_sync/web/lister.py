@@ -31,6 +31,7 @@ from gcs_sync.errors import ConfigError, StorageError
 from gcs_sync.logs import configure_logging
 from gcs_sync.sync.client import StorageClient
 from gcs_sync.sync.folder import PackageFolder
+from gcs_sync.sync.heap import return_large_blocks_promptly
 from gcs_sync.sync.lister import FullListingLoop
 from gcs_sync.web.app import new_client
 
@@ -81,6 +82,7 @@ def main(argv: Sequence[str]) -> int:
     if os.getppid() != master:
         return EXIT_STOPPED  # the master is gone already (it died while this one started)
     try:
+        return_large_blocks_promptly()  # a listing's transients given back (heap.py)
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
         driver = make_driver(settings)
