@@ -149,6 +149,7 @@ class PackageIndex:
         self._build_lock = threading.Lock()
         self._listing = _Listing({}, {}, collections.OrderedDict())
         self._built_files = 0  # IndexedFiles in _listing.built
+        self._largest_built = 0  # files of the largest project in _listing.built
         self._not_held = 0  # listed files whose bytes are in the bucket only (catalogued)
 
     def refresh(self) -> None:
@@ -175,9 +176,9 @@ class PackageIndex:
         built = listing.built.get(project)
         if built is None and self._keep_every_project:
             built = self._project(listing, project)
-        if built is not None:
-            return built.by_name.get(filename)
-        return self._package(filename, entry)
+        pkg = built.by_name.get(filename) if built is not None else None
+        # (Not in a built project: not built, or put there since by a change being applied.)
+        return pkg if pkg is not None else self._package(filename, entry)
 
     def metadata_file(self, filename: str) -> Optional[PkgFile]:
         """The core metadata file (PEP 658) served as ``filename`` (``<package file>.metadata``),
@@ -253,13 +254,14 @@ class PackageIndex:
             if listing is self._listing:  # not one a rebuild has replaced meanwhile
                 listing.built[project] = built
                 self._built_files += len(built.packages)
+                self._largest_built = max(self._largest_built, len(built.packages))
                 if not self._keep_every_project:
                     # At least twice the largest project kept: one over the bound alone
                     # would otherwise be built again at nearly every request for it.
-                    limit = max(PROJECT_CACHE_FILES, 2 * max(len(kept.packages) for kept in listing.built.values()))
-                    while self._built_files > limit and len(listing.built) > 1:
+                    while self._built_files > max(PROJECT_CACHE_FILES, 2 * self._largest_built) \
+                            and len(listing.built) > 1:
                         _, dropped = listing.built.popitem(last=False)
-                        self._built_files -= len(dropped.packages)
+                        self._dropped(listing, dropped)
             return built
 
     def _build(self, listing: _Listing, project: str) -> _Project:
@@ -292,7 +294,7 @@ class PackageIndex:
             not_held += catalogued
         with self._build_lock:
             self._listing = _Listing(entries, names_by_project, collections.OrderedDict())
-            self._built_files = 0
+            self._built_files = self._largest_built = 0
             self._not_held = not_held
         log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(entries),
                   len(names_by_project))
@@ -339,7 +341,12 @@ class PackageIndex:
     def _forget_built(self, listing: _Listing, project: str) -> None:
         dropped = listing.built.pop(project, None)
         if dropped is not None:
-            self._built_files -= len(dropped.packages)
+            self._dropped(listing, dropped)
+
+    def _dropped(self, listing: _Listing, dropped: _Project) -> None:
+        self._built_files -= len(dropped.packages)
+        if len(dropped.packages) == self._largest_built:  # seldom: O(projects kept)
+            self._largest_built = max((len(kept.packages) for kept in listing.built.values()), default=0)
 
     def _package(self, name: str, entry: SyncedFile) -> Optional[IndexedFile]:
         parsed = guess_pkgname_and_version(name)
