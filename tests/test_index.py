@@ -222,3 +222,34 @@ def test_with_another_hash_algorithm_every_project_stays_built_so_each_digest_is
     assert all(walked[p.relfn] is p for p in index.all_packages())  # the same objects: digests kept on them
     assert index.project_packages("a")[0] is walked["a-1.0.tar.gz"] and index.get("c-1.0.tar.gz") is walked[
         "c-1.0.tar.gz"]
+
+
+def test_the_count_of_files_kept_built_follows_builds_drops_and_changes(
+        client: StorageClient, bucket: BucketProbe, folder: PackageFolder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the bound is checked against (files kept, the largest project kept) stays the
+    sum and the maximum of what is kept, through evictions and changes, at O(1) a drop."""
+    import gcs_sync.web.index as index_module
+
+    monkeypatch.setattr(index_module, "PROJECT_CACHE_FILES", 5)
+    sizes = {"a": 1, "b": 1, "c": 2, "d": 3, "e": 1}
+    for project, count in sizes.items():
+        for n in range(count):
+            bucket.put(f"{project}-1.{n}.tar.gz", f"{project}{n}".encode())
+    client.sync()
+    index = new_index(client)
+    index.refresh()
+
+    def check() -> None:
+        kept = [len(p.packages) for p in index._listing.built.values()]
+        assert index._built_files == sum(kept) and index._largest_built == max(kept, default=0)
+        assert sum(kept) <= max(5, 2 * max(kept, default=0))
+
+    for project in "abcdeabdcedcba":
+        assert len(index.project_packages(project)) == sizes[project]
+        check()
+    client.publish([folder.stage("d-2.0.tar.gz", io.BytesIO(b"d again"))], overwrite=False)
+    client.retract(["c-1.0.tar.gz"])
+    index.refresh()
+    check()
+    assert len(index.project_packages("d")) == 4 and len(index.project_packages("c")) == 1
+    check()

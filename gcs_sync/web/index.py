@@ -149,7 +149,8 @@ class PackageIndex:
         self._build_lock = threading.Lock()
         self._listing = _Listing({}, {}, collections.OrderedDict())
         self._built_files = 0  # IndexedFiles in _listing.built
-        self._largest_built = 0  # files of the largest project in _listing.built
+        self._built_sizes: collections.Counter[int] = collections.Counter()  # projects in it, by file count
+        self._largest_built = 0  # files of the largest project in it
         self._not_held = 0  # listed files whose bytes are in the bucket only (catalogued)
 
     def refresh(self) -> None:
@@ -254,6 +255,7 @@ class PackageIndex:
             if listing is self._listing:  # not one a rebuild has replaced meanwhile
                 listing.built[project] = built
                 self._built_files += len(built.packages)
+                self._built_sizes[len(built.packages)] += 1
                 self._largest_built = max(self._largest_built, len(built.packages))
                 if not self._keep_every_project:
                     # At least twice the largest project kept: one over the bound alone
@@ -261,7 +263,7 @@ class PackageIndex:
                     while self._built_files > max(PROJECT_CACHE_FILES, 2 * self._largest_built) \
                             and len(listing.built) > 1:
                         _, dropped = listing.built.popitem(last=False)
-                        self._dropped(listing, dropped)
+                        self._dropped(dropped)
             return built
 
     def _build(self, listing: _Listing, project: str) -> _Project:
@@ -295,6 +297,7 @@ class PackageIndex:
         with self._build_lock:
             self._listing = _Listing(entries, names_by_project, collections.OrderedDict())
             self._built_files = self._largest_built = 0
+            self._built_sizes = collections.Counter()
             self._not_held = not_held
         log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(entries),
                   len(names_by_project))
@@ -341,12 +344,16 @@ class PackageIndex:
     def _forget_built(self, listing: _Listing, project: str) -> None:
         dropped = listing.built.pop(project, None)
         if dropped is not None:
-            self._dropped(listing, dropped)
+            self._dropped(dropped)
 
-    def _dropped(self, listing: _Listing, dropped: _Project) -> None:
-        self._built_files -= len(dropped.packages)
-        if len(dropped.packages) == self._largest_built:  # seldom: O(projects kept)
-            self._largest_built = max((len(kept.packages) for kept in listing.built.values()), default=0)
+    def _dropped(self, dropped: _Project) -> None:
+        size = len(dropped.packages)
+        self._built_files -= size
+        self._built_sizes[size] -= 1
+        if not self._built_sizes[size]:
+            del self._built_sizes[size]
+            if size == self._largest_built:  # O(distinct sizes kept), not O(projects kept)
+                self._largest_built = max(self._built_sizes, default=0)
 
     def _package(self, name: str, entry: SyncedFile) -> Optional[IndexedFile]:
         parsed = guess_pkgname_and_version(name)
