@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gcs_sync.files import TEMP_SUFFIX
 from gcs_sync.sync import engine, fill
 from gcs_sync.sync.feed import ChangeKind
 from gcs_sync.sync.state import CATALOGUED, StateFile
@@ -276,6 +277,9 @@ def test_a_damaged_newest_snapshot_is_passed_over(bucket: BucketProbe, tmp_path:
     assert set(cold.served()) == {w.name for w in wheels}
     assert cold.driver.calls["list"] == 2, dict(cold.driver.calls)  # the older snapshot: no listing
     assert not (tmp_path / "p1-1.0-py3-none-any.whl").exists()
+    # The state it began writing from the damaged one's lines is gone; the older one's is in place.
+    assert not [path.name for path in cold.folder.control.iterdir() if path.name.endswith(TEMP_SUFFIX)]
+    assert set(StateFile(cold.folder.control, cold.driver.url).load()) == {w.name for w in wheels}
 
 
 def test_a_snapshot_whose_last_line_has_no_line_break_is_read_and_its_state_too(

@@ -205,3 +205,105 @@ def test_a_record_of_another_shape_is_refused_naming_the_field(field: str, value
 
     with pytest.raises(RecordError, match=problem):
         FileRecord.from_json(record_of("p-1.0.tar.gz", 3, **{field: value}), "p-1.0.tar.gz")
+
+
+def test_an_entry_read_from_the_state_makes_its_record_when_first_asked_and_equals_the_one_saved(
+        state: StateFile) -> None:
+    """A cold start reads every entry but a worker uses few records: an entry of the usual
+    shape is read with its record's fields checked, and its FileRecord made on first use;
+    what it gives is what was saved (the record, its fields, one string for the name)."""
+    from gcs_sync.records.record import FileRecord
+
+    files = {}
+    for n in range(300):
+        name = f"p-1.{n}.tar.gz"
+        record = FileRecord.from_json(record_of(name, n, uploader=None if n % 2 else "alice"))
+        files[name] = SyncedFile(str(n), f"f{n}", record.sha256, record, f"r{n}")
+    files["old-1.0.tar.gz"] = SyncedFile("v", "f")  # no record (a format-2 entry): read as it is
+    state.save(files)
+    read = StateFile(state.control, STORE).load()
+    waiting = [name for name, entry in read.items() if object.__getattribute__(entry, "_record_fields") is not None]
+    assert len(waiting) == 300, "records of the usual shape are made on first use"
+    entry = read["p-1.7.tar.gz"]
+    assert entry.sha256 == files["p-1.7.tar.gz"].sha256 and entry.record_version == "r7"  # at once, no record made
+    assert object.__getattribute__(entry, "_record_fields") is not None
+    assert entry.record == files["p-1.7.tar.gz"].record and entry.record is entry.record  # made once, then kept
+    assert object.__getattribute__(entry, "_record_fields") is None
+    name = next(key for key in read if key == "p-1.7.tar.gz")
+    assert entry.record.filename is name and entry.sha256 is entry.record.sha256  # one string each
+    assert read == files  # every other entry made on comparison
+    with pytest.raises(AttributeError):
+        entry.not_a_field  # noqa: B018  (any other attribute is still missing)
+
+
+def test_records_made_by_two_threads_at_once_are_equal(state: StateFile) -> None:
+    import threading
+
+    from gcs_sync.records.record import FileRecord
+
+    files = {f"p-1.{n}.tar.gz": SyncedFile(str(n), "", f"{n:064x}", FileRecord.from_json(record_of(f"p-1.{n}.tar.gz", n)),
+                                           f"r{n}") for n in range(2_000)}
+    state.save(files)
+    read = StateFile(state.control, STORE).load()
+    seen: list[list[object]] = [[], []]
+    barrier = threading.Barrier(2)
+
+    def use(into: list[object]) -> None:
+        barrier.wait()
+        into.extend(entry.record for entry in read.values())
+
+    threads = [threading.Thread(target=use, args=(seen[k],)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = {entry.record.filename: entry.record for entry in files.values()}
+    assert {record.filename: record for record in seen[0]} == {record.filename: record for record in seen[1]} == expected
+
+
+@pytest.mark.parametrize("change", [{"size": "3"}, {"yanked": 1}, {"format": True}, {"uploader": 5}])
+def test_a_record_of_the_wrong_shape_in_a_state_is_refused_when_read_not_when_used(
+        state: StateFile, change: dict) -> None:
+    """The checks a record made on first use relies on are made when the state is read:
+    a wrong field anywhere makes the whole state unreadable then (read as empty)."""
+    from gcs_sync.sync.state import entries_from_lines, state_lines
+
+    good = {f"p-1.{n}.tar.gz": {"remote_version": str(n), "local_fingerprint": "", "sha256": f"{n:064x}",
+                                "record": record_of(f"p-1.{n}.tar.gz", n), "record_version": "r"} for n in range(400)}
+    bad = dict(good)
+    bad["p-1.350.tar.gz"] = {**good["p-1.350.tar.gz"], "record": record_of("p-1.350.tar.gz", 350, **change)}
+    assert len(entries_from_lines(list(state_lines(good.items())))) == 400
+    with pytest.raises((ValueError, TypeError)):
+        entries_from_lines(list(state_lines(bad.items())))
+
+
+def test_a_state_prepared_from_lines_is_in_place_only_once_committed(state: StateFile, tmp_path: Path) -> None:
+    """A cold start writes the snapshot's lines as the state while it checks them: nothing
+    is in place (nor left behind) until it commits, and a discarded one leaves nothing."""
+    from gcs_sync.sync.state import state_lines
+
+    lines = "".join(state_lines((f"p-{n}.tar.gz", entry(n).to_json()) for n in range(50)))
+    state.save({"old": entry(1)})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    dropped = state.prepare_lines(lines.encode())
+    dropped.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert StateFile(tmp_path, STORE).load() == {"old": entry(1)}
+    kept = state.prepare_lines(lines.rstrip("\n").encode())  # a last line without its line break too
+    kept.commit()
+    kept.discard()  # after a commit: nothing
+    assert StateFile(tmp_path, STORE).load() == {f"p-{n}.tar.gz": entry(n) for n in range(50)}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
+
+
+def test_a_state_that_cannot_be_written_is_an_error_at_its_commit(state: StateFile, tmp_path: Path) -> None:
+    """(A folder that is a file: refused to root too, unlike a read-only folder.)"""
+    from gcs_sync.sync.state import state_lines
+
+    state.save({"old": entry(1)})
+    lines = "".join(state_lines([("p-1.tar.gz", entry(2).to_json())]))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the state's folder should be")
+    with pytest.raises(OSError):
+        StateFile(blocked, STORE).prepare_lines(lines.encode()).commit()
+    assert blocked.read_text().startswith("a file") and StateFile(tmp_path, STORE).load() == {"old": entry(1)}

@@ -103,18 +103,9 @@ class FileRecord:
         """Raises RecordError naming ``name`` if ``raw`` is not a record of this format."""
         # Every state entry holds one, so this runs 50,000 times in a cold start: the
         # usual shape (every field present, each of an allowed type) is checked in C.
-        try:
-            values = _read_fields(raw)
-        except (KeyError, TypeError):  # a field missing (or not an object): told below, field by field
-            values = None
-        if values is not None and type(values[0]) is int and values[0] == RECORD_FORMAT \
-                and tuple(map(type, values)) in _USUAL_SHAPES:
-            _, filename, size, sha256, upload_time, uploader, requires_python, metadata_sha256, \
-                metadata_problem, yanked, yank_reason = values
-            return cls(filename, size, sha256, upload_time, uploader and sys.intern(uploader),
-                       requires_python and sys.intern(requires_python), metadata_sha256,
-                       metadata_problem and sys.intern(metadata_problem), yanked,
-                       yank_reason and sys.intern(yank_reason))
+        usual = usual_record_fields(raw)
+        if usual is not None:
+            return cls(*usual)
         if not isinstance(raw, dict):
             raise RecordError(name, "not a JSON object")
         if type(raw.get("format")) is not int or raw.get("format") != RECORD_FORMAT:  # (True == 1)
@@ -160,3 +151,22 @@ _FIELD_ORDER = tuple(field.name for field in dataclasses.fields(FileRecord))
 _read_fields = operator.itemgetter("format", *_FIELD_ORDER)
 _USUAL_SHAPES = frozenset(itertools.product(
     (int,), *[(str, type(None)) if key in _OPTIONAL_STRINGS else (_TYPES[key],) for key in _FIELD_ORDER]))
+
+
+def usual_record_fields(raw: Any, filename: Optional[str] = None) -> Optional[tuple[Any, ...]]:
+    """``FileRecord``'s arguments, in order, from a record of the usual shape (format 1,
+    every field present, each of a type ``from_json`` takes; the strings with few distinct
+    values interned), so ``FileRecord(*fields)`` cannot fail; None for any other shape
+    (which ``from_json`` reads, or refuses, field by field). ``filename``, if the record's
+    is equal, is used in its place: one string for a state entry's key and its record."""
+    try:
+        values = _read_fields(raw)
+    except (KeyError, TypeError):  # a field missing, or not an object
+        return None
+    if values[0] != RECORD_FORMAT or tuple(map(type, values)) not in _USUAL_SHAPES:  # (the shape says int, not True)
+        return None
+    _, name, size, sha256, upload_time, uploader, requires_python, metadata_sha256, metadata_problem, yanked, \
+        yank_reason = values
+    return (filename if filename is not None and name == filename else name, size, sha256, upload_time,
+            uploader and sys.intern(uploader), requires_python and sys.intern(requires_python), metadata_sha256,
+            metadata_problem and sys.intern(metadata_problem), yanked, yank_reason and sys.intern(yank_reason))

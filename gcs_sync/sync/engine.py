@@ -60,7 +60,7 @@ from gcs_sync.sync.plan import SyncPlan, plan_catalog, plan_sync
 from gcs_sync.sync.records import RecordKeeper, RecordStore
 from gcs_sync.sync.report import BucketMeter, SyncProgress, SyncReport, log_feed_check, log_sync
 from gcs_sync.sync.settle import SettleWatch
-from gcs_sync.sync.snapshot import SnapshotStore
+from gcs_sync.sync.snapshot import Snapshot, SnapshotStore
 from gcs_sync.sync.state import CATALOGUED, Listing, StateFile, SyncedFile, TrackedState
 from gcs_sync.sync.view import ViewRecord
 from gcs_sync.sync.warn_once import OnceWarnings
@@ -268,9 +268,19 @@ class SyncEngine:
         due once the snapshot is FULL_SYNC_INTERVAL old (changes made by other tools)."""
         started = time.monotonic()
         try:
-            snapshot = self._snapshots.newest(self.feed.clock_skew)
-            if snapshot is None:
-                return None
+            snapshot = self._snapshots.newest(self.feed.clock_skew, self.state)
+        except StorageError as exc:
+            log.warning("cold start from a catalog snapshot failed (%s): listing the bucket", exc)
+            return None
+        if snapshot is None:
+            return None
+        try:
+            return self._start_from(snapshot, began, started)
+        finally:
+            snapshot.state.discard()  # the state file it was being written as, unless committed
+
+    def _start_from(self, snapshot: Snapshot, began: Moment, started: float) -> Optional[SyncReport]:
+        try:
             # Its age by the store's clock: entries since it may have expired if it is older
             # than the retention (less the window).
             age = max(self.feed.wall_clock() - snapshot.stored_at, 0.0)
@@ -284,7 +294,7 @@ class SyncEngine:
             return None
         if read.needs_listing:
             return None
-        self.state.save_lines(snapshot.lines)
+        snapshot.state.commit()
         self._known_state.adopt(dict(snapshot.files), self.state.snapshot_cursor())
         keep_long_lived(len(snapshot.files))
         report = self._apply_feed(read) if read.entries else SyncReport()

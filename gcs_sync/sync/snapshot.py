@@ -26,6 +26,7 @@ import json
 import logging
 import time
 import uuid
+import zlib
 from typing import Callable, Iterator, Optional
 
 from gcs_sync.drivers.base import FileStoreDriver
@@ -34,7 +35,7 @@ from gcs_sync.names import is_safe_filename
 from gcs_sync.records.record import RecordError
 from gcs_sync.sync.feed import FeedPosition
 from gcs_sync.sync.heap import collector_paused
-from gcs_sync.sync.state import CATALOGUED, SyncedFile, entries_from_lines, state_lines
+from gcs_sync.sync.state import CATALOGUED, PreparedState, StateFile, SyncedFile, entries_from_lines, state_lines
 
 log = logging.getLogger("gcs_sync.snapshot")  # the name operators' log queries know
 
@@ -53,7 +54,9 @@ class Snapshot:
     stored_at: float  # the store's clock: when the object was written
     position: FeedPosition
     files: dict[str, SyncedFile]
-    lines: str  # the same, as the state file's lines: what it is written from (state.save_lines)
+    # The same, as a state file being written from the snapshot's own lines (no entry is
+    # encoded again): the reader commits it once it uses the snapshot, or discards it.
+    state: PreparedState
 
 
 def _time_of(name: str) -> Optional[float]:
@@ -76,11 +79,12 @@ class SnapshotStore:
         return sorted(((name, written if written is not None else _time_of(name) or 0.0)
                        for name, written in notes if _time_of(name) is not None), key=lambda note: note[1])
 
-    def newest(self, clock_skew: float) -> Optional[Snapshot]:
+    def newest(self, clock_skew: float, state: StateFile) -> Optional[Snapshot]:
         """The newest readable snapshot by the store's clock, written by a host whose clock
         was within ``clock_skew`` of the store's (its feed position is then trustworthy);
         an unreadable or untrustworthy one is logged and the one before it read. None if
-        there is none. One listing and one read, usually."""
+        there is none. One listing and one read, usually. The snapshot read is written as
+        ``state`` meanwhile (``Snapshot.state``: the caller commits or discards it)."""
         for name, stored_at in reversed(self._listed()):
             named = _time_of(name)
             if named is not None and abs(named - stored_at) > clock_skew:
@@ -92,8 +96,8 @@ class SnapshotStore:
                 if data is None:
                     continue  # deleted since the listing
                 with collector_paused():
-                    return _decode(name, data, stored_at)
-            except (StorageError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError,
+                    return _decode(name, data, stored_at, state)
+            except (StorageError, OSError, EOFError, zlib.error, ValueError, KeyError, TypeError, AttributeError,
                     RecordError) as exc:
                 log.warning("catalog snapshot %s could not be read (%s): trying an older one", name, exc)
         return None
@@ -139,29 +143,34 @@ def _encode(position: FeedPosition, files: dict[str, SyncedFile], now: float) ->
     return out.getvalue()
 
 
-def _decode(name: str, data: bytes, stored_at: float) -> Snapshot:
+def _decode(name: str, data: bytes, stored_at: float, state: StateFile) -> Snapshot:
     raw = gzip.decompress(data)
     end = raw.find(b"\n")
     head_line = (raw if end < 0 else raw[:end]).decode("utf-8")
-    # The rest decoded without a copy of its bytes first: at 50,000 files each copy of
-    # the text is some 35 MB more at the peak of a cold start.
-    lines = "" if end < 0 else str(memoryview(raw)[end + 1:], "utf-8")
-    del raw
     head = json.loads(head_line)  # format 1: the whole document, on one line
     if not isinstance(head, dict):
         raise ValueError("not a snapshot: its first line is no JSON object")
     if head.get("format") == 1:
-        return _decode_format_1(name, head, stored_at)
+        return _decode_format_1(name, head, stored_at, state)
     if head.get("format") != _FORMAT:
         raise ValueError(f"format {head.get('format')!r}")
     # Lines as this release writes them, split as the state file's reader will split
     # them once they are written there (by "\n" alone, since there is no "\r").
-    if "\r" in lines:
+    if end >= 0 and raw.find(b"\r", end) >= 0:
         raise ValueError("a line break other than \\n: not lines this release writes")
-    files = entries_from_lines(_split_lines(lines))
-    _check_entries(files)  # its lines become the state as they are
-    return Snapshot(name, float(head["written_at"]), stored_at, FeedPosition.from_json(head["position"]), files,
-                    lines)
+    # Its bytes written as the state file while they are checked (undone if they fail);
+    # decoded without a copy of its bytes first: at 50,000 files each copy of the text is
+    # some 35 MB more at the peak of a cold start.
+    view = memoryview(raw)[end + 1:] if end >= 0 else memoryview(b"")
+    prepared = state.prepare_lines(view)
+    try:
+        files = entries_from_lines(_split_lines(str(view, "utf-8")))
+        _check_entries(files)  # its lines become the state as they are
+        return Snapshot(name, float(head["written_at"]), stored_at, FeedPosition.from_json(head["position"]), files,
+                        prepared)
+    except BaseException:
+        prepared.discard()
+        raise
 
 
 def _split_lines(text: str) -> Iterator[str]:
@@ -184,11 +193,12 @@ def _check_entries(files: dict[str, SyncedFile]) -> None:
         raise ValueError(f"{len(unsafe)} names are no package file names, e.g. {unsafe[0]!r}")
 
 
-def _decode_format_1(name: str, raw: dict, stored_at: float) -> Snapshot:
+def _decode_format_1(name: str, raw: dict, stored_at: float, state: StateFile) -> Snapshot:
     if not isinstance(raw.get("files"), dict) or not all(isinstance(entry, dict) for entry in raw["files"].values()):
         raise TypeError("files: an object of entries")
     files = {filename: SyncedFile.from_json({**entry, "local_fingerprint": CATALOGUED}, filename)
              for filename, entry in raw["files"].items()}
     _check_entries(files)
     lines = "".join(state_lines((filename, entry.to_json()) for filename, entry in files.items()))
-    return Snapshot(name, float(raw["written_at"]), stored_at, FeedPosition.from_json(raw["position"]), files, lines)
+    position = FeedPosition.from_json(raw["position"])
+    return Snapshot(name, float(raw["written_at"]), stored_at, position, files, state.prepare_lines(lines.encode()))
