@@ -170,6 +170,35 @@ def test_a_bucket_several_times_the_bound_is_served_whole_and_the_folder_never_p
     assert folder_bytes(folder) <= cache.max_bytes and leftovers(folder) == []
     usage = cache.usage()
     assert usage["max_bytes"] == 1 * MIB and usage["bytes"] <= 1 * MIB and usage["files"] == len(cached(folder))
+    # 12 files fetched again and again: no lock file stays for any (only the reservations' one).
+    assert os.listdir(folder / ".locks") == ["space.lock"]
+
+
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)
+def test_lock_files_an_earlier_release_left_go_when_a_cache_opens_the_folder_but_a_held_one_stays(
+    bucket: BucketProbe, make_driver_for, tmp_path: Path
+) -> None:
+    """The release before kept one lock file per file ever fetched (an inode each: memory,
+    on a tmpfs). A cache opened on the folder removes those no fetch holds."""
+    import filelock
+
+    folder = tmp_path / "cache"
+    (folder / ".locks").mkdir(parents=True)
+    for n in range(50):
+        (folder / ".locks" / f"{n:064x}.lock").touch()
+    held = filelock.FileLock(str(folder / ".locks" / f"{7:064x}.lock"), thread_local=False)
+    held.acquire()  # a fetch under way in a process of the earlier release
+    try:
+        FileCache(folder, 1 * MIB)
+        assert os.listdir(folder / ".locks") == [f"{7:064x}.lock"]
+    finally:
+        held.release()
+    driver = make_driver_for()
+    files = {"after-1.0.tar.gz": payload("after", 10 * KIB)}
+    catalog = put_files(bucket, driver, files)
+    with serve(FileCache(folder, 1 * MIB), driver, catalog) as server:
+        assert get(f"{server.url}/packages/after-1.0.tar.gz")[2] == files["after-1.0.tar.gz"]
+    assert os.listdir(folder / ".locks") == ["space.lock"]
 
 
 def test_the_least_recently_used_file_goes_first_and_a_hit_reads_no_bucket(

@@ -130,3 +130,22 @@ def test_the_digest_served_is_the_digest_of_the_bytes_served(
     body = a.http.get(f"/packages/{name}").get_data()
     assert body == b"the bytes now" and digest == hashlib.sha256(body).hexdigest() != stale
     assert "rewritten-1.0.tar.gz" in caplog.text and "sha256 metadata" in caplog.text
+
+
+def test_a_state_file_a_killed_worker_was_writing_is_swept_from_the_control_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold start writes the state from a catalog snapshot beside the state file (some
+    30 MB at 50,000 files) while it reads it: if its worker is killed meanwhile, the temp
+    file goes like any other left in the folder, and only then."""
+    from gcs_sync.files import temp_name
+
+    monkeypatch.setattr("gcs_sync.sync.folder.STALE_TEMP_SECONDS", 0.3)
+    folder = PackageFolder(tmp_path / "packages")
+    left = folder.control / temp_name("state.json")
+    left.write_bytes(b'{"format": 3')
+    kept = folder.control / "state.json"
+    kept.write_bytes(b"{}")
+    folder.sweep_stale_temps()
+    assert left.exists()  # first seen now
+    eventually(lambda: (folder.sweep_stale_temps(), not left.exists())[1], 5, interval=0.1)
+    assert kept.exists()

@@ -12,11 +12,17 @@ workers of an instance (and by any process given the same folder):
 - ``.<sha256>.<size>.<random>.part``: a fetch in flight, with the size it reserved. It is
   renamed to ``<sha256>`` once the whole file is in and its sha256 matches; a mismatch or a
   broken stream deletes it.
-- ``.locks/<sha256>.lock``: the per-file lock the fetch of that file holds (filelock: an
-  ``flock``, released by the kernel if its holder dies); a concurrent first request for the
-  file waits on it and is then served from the cache, so the bucket is read once.
+- ``.locks/<sha256>.lock``: the per-file lock the fetch of that file holds (an ``flock``,
+  released by the kernel if its holder dies); a concurrent first request for the file
+  waits on it and is then served from the cache, so the bucket is read once. Its holder
+  removes it as it lets go (path_lock.py says how that stays safe), so lock files exist
+  only while fetches are under way, not one per file ever fetched; ones left by an earlier
+  release or a killed process go when a cache is opened on the folder. (A process of an
+  earlier release still at work on the same folder, with filelock before 3.24, could take
+  the lock of a removed file: that file would then be fetched twice, the bound passed for
+  a moment. Stop the old server before starting this one on a folder that persists.)
   ``.locks/space.lock`` serialises the reservations: scan the folder, evict, create the temp
-  file. Lock files are empty and stay (unlinking one another process waits on is unsafe).
+  file. It stays (filelock).
 
 The bound: a fetch reserves its file's whole size before its first byte, under the space
 lock, counting every cached file and every live fetch at its reserved size, and evicting
@@ -55,6 +61,7 @@ import filelock
 
 from gcs_sync.errors import StorageError
 from gcs_sync.files import TEMP_SUFFIX
+from gcs_sync.sync.path_lock import RemovedOnRelease, remove_stale
 
 log = logging.getLogger("gcs_sync.cache")
 
@@ -65,6 +72,7 @@ Source = Callable[[], ContextManager[Iterator[bytes]]]
 _CACHED_NAME = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_NAME = re.compile(r"^\.(?P<sha256>[0-9a-f]{64})\.(?P<size>\d+)\.[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$")
 LOCKS = ".locks"
+_SPACE_LOCK = "space.lock"
 # How long a request waits for another's fetch of the same file before it reads the bucket
 # itself (streamed through, not cached): the holder streams at its client's pace.
 DEFAULT_WAIT_SECONDS = 60.0
@@ -108,6 +116,9 @@ class FileCache:
         self.wait_seconds = wait_seconds
         self._locks = self.directory / LOCKS
         self._locks.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale(self._locks, keep=frozenset({_SPACE_LOCK}))
+        if stale:
+            log.info("cache: removed %d lock files no fetch holds from %s", stale, self._locks)
         # Files said once (per process) to be too large to cache.
         self._said_too_large: set[str] = set()
 
@@ -138,9 +149,9 @@ class FileCache:
             log.info("%s: %d bytes, more than the cache's bound (%d): served straight from the bucket, not cached",
                      filename, size, self.max_bytes)
 
-    def file_lock(self, sha256: str) -> filelock.BaseFileLock:
+    def file_lock(self, sha256: str) -> RemovedOnRelease:
         """The per-file lock of a fetch of these bytes (a new handle: each holder its own)."""
-        return filelock.FileLock(str(self._locks / f"{sha256}.lock"), thread_local=False)
+        return RemovedOnRelease(self._locks / f"{sha256}.lock")
 
     def reserve(self, sha256: str, size: int) -> Optional[Path]:
         """Room for a file of ``size`` bytes: evict least recently used files until it fits
@@ -191,7 +202,7 @@ class FileCache:
             os.replace(temp, self.directory / sha256)
 
     def _space_lock(self) -> filelock.BaseFileLock:
-        return filelock.FileLock(str(self._locks / "space.lock"), thread_local=False)
+        return filelock.FileLock(str(self._locks / _SPACE_LOCK), thread_local=False)
 
     def _is_abandoned(self, temp_sha256: str, own_sha256: str) -> bool:
         """Whether the fetch that made a temp file of ``temp_sha256`` is over: its per-file
@@ -249,7 +260,7 @@ class Transfer:
 
     def __init__(
         self, filename: str, sha256: str, size: int, source: Source, *, hit: Optional[Hit] = None,
-        cache: Optional[tuple[FileCache, Path, filelock.BaseFileLock]] = None,
+        cache: Optional[tuple[FileCache, Path, RemovedOnRelease]] = None,
     ) -> None:
         self.filename = filename
         self.sha256 = sha256
@@ -261,7 +272,7 @@ class Transfer:
         self.caching = cache is not None
         self._cache: Optional[FileCache] = None
         self._temp: Optional[Path] = None
-        self._lock: Optional[filelock.BaseFileLock] = None
+        self._lock: Optional[RemovedOnRelease] = None
         if cache is not None:
             self._cache, self._temp, self._lock = cache
         self._out: Optional[BinaryIO] = None

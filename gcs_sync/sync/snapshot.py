@@ -164,7 +164,9 @@ def _decode(name: str, data: bytes, stored_at: float, state: StateFile) -> Snaps
     view = memoryview(raw)[end + 1:] if end >= 0 else memoryview(b"")
     prepared = state.prepare_lines(view)
     try:
-        files = entries_from_lines(_split_lines(str(view, "utf-8")))
+        text = str(view, "utf-8")
+        del view, raw  # the bytes go once written (the writing holds them until then)
+        files = entries_from_lines(_split_lines(text))
         _check_entries(files)  # its lines become the state as they are
         return Snapshot(name, float(head["written_at"]), stored_at, FeedPosition.from_json(head["position"]), files,
                         prepared)

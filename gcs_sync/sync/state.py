@@ -73,9 +73,12 @@ class SyncedFile:
     if not TYPE_CHECKING:  # (to mypy, a __getattr__ would make every attribute exist)
         def __getattr__(self, attribute: str) -> Any:
             # Only reached for a slot not set: the record of an entry read from a line.
-            fields = object.__getattribute__(self, "_record_fields")
-            if attribute != "record" or fields is None:
-                raise AttributeError(attribute)
+            fields = object.__getattribute__(self, "_record_fields") if attribute == "record" else None
+            if fields is None:
+                if attribute == "record":  # made by another thread since the slot was looked at
+                    return object.__getattribute__(self, "record")
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}",
+                                     name=attribute, obj=self)
             record = FileRecord(*fields)  # cannot fail: the fields were checked when read
             _set_slot(self, "record", record)  # two threads may both make it: equal records
             _set_slot(self, "_record_fields", None)
@@ -588,7 +591,7 @@ class PreparedState:
     def __init__(self, state: StateFile, lines: bytes | memoryview) -> None:
         self._state = state
         self._temp: Optional[Path] = state.path.with_name(temp_name(state.path.name))
-        self._error: Optional[OSError] = None
+        self._error: Optional[BaseException] = None
         head = _lines_header(state._store_url).encode("utf-8")
         self._thread = threading.Thread(target=self._write, args=(head, lines), name="gcs_sync-state-write",
                                         daemon=True)
@@ -602,11 +605,12 @@ class PreparedState:
                 out.write(lines)
                 # A last line without its line break (a snapshot's text may end so) gets one.
                 out.write(b"}}\n" if not lines or bytes(lines[-1:]) == b"\n" else b"\n}}\n")
-        except OSError as exc:  # told by commit, in the caller's thread
+        except BaseException as exc:  # any, not only OSError: raised by commit, in the caller's thread
             self._error = exc
 
     def commit(self) -> None:
-        """Raises OSError if the file could not be written (nothing changes then)."""
+        """Raises what the writing raised (an OSError: the file could not be written;
+        whatever ``pieces`` raised) if it failed: nothing changes then."""
         self._thread.join()
         temp, self._temp = self._temp, None
         if temp is None:
