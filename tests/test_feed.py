@@ -526,3 +526,31 @@ def test_a_snapshot_in_the_first_format_is_still_read(bucket: BucketProbe, tmp_p
         assert cold.driver.calls["list"] == 2, dict(cold.driver.calls)  # the snapshots and the feed
         assert all(entry.record is not None for entry in cold.served().values())
         assert cold.client.wait_for_fill(30)
+
+
+def test_a_snapshot_in_the_second_format_is_still_read(bucket: BucketProbe, tmp_path: Path, writer: Instance) -> None:
+    """A snapshot an older release wrote in format 2 (every entry an object, no rows): a new
+    instance starts from it as from a current one, and gets every record as saved."""
+    import gzip
+    import json
+
+    wheels = [make_wheel(tmp_path / "dist", f"p{i}", "1.0") for i in range(3)]
+    for wheel in wheels:
+        writer.upload(wheel)
+    _started(writer)
+    [current] = _snapshots(bucket)
+    text = gzip.decompress(writer.driver.read_note(current) or b"").decode()
+    head, rest = text.split("\n", 1)
+    assert json.loads(head)["format"] == 3 and "[" in rest  # rows, as this release writes
+    entries = writer.served()
+    older = json.dumps({**json.loads(head), "format": 2}) + "\n" + "".join(
+        ("," if n else "") + json.dumps(name) + ": " + json.dumps({**entry.to_json(), "local_fingerprint": CATALOGUED})
+        + "\n" for n, (name, entry) in enumerate(sorted(entries.items())))
+    writer.driver.delete(current)
+    writer.driver.put_note(current, gzip.compress(older.encode()), create_only=True)
+
+    cold = Instance(bucket, tmp_path / "cold", catalog=True)
+    cold.client.refresh_now()
+    assert cold.driver.calls["list"] == 2, dict(cold.driver.calls)  # the snapshots and the feed: no listing
+    read = cold.served()
+    assert {name: entry.record for name, entry in read.items()} == {name: entry.record for name, entry in entries.items()}

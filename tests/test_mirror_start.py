@@ -267,14 +267,24 @@ def test_a_damaged_newest_snapshot_is_passed_over(bucket: BucketProbe, tmp_path:
         lines[-1] = lines[-1].removeprefix(",")
     elif bad == "carriage_returns":  # lines the state file's reader would split otherwise
         lines = [line.replace("\n", "\r\n") for line in lines]
-    else:
-        lines[-1] = lines[-1].replace('"local_fingerprint": ""', '"local_fingerprint": "1:2:3"')
+    else:  # a local file's fingerprint, in the form the line has (a row or an object)
+        comma = "," if lines[-1].startswith(",") else ""
+        [(name, entry)] = json.loads("{" + lines[-1].removeprefix(",") + "}").items()
+        if isinstance(entry, list):
+            entry[1] = "1:2:3"  # ROW_FIELDS: remote_version, local_fingerprint, ...
+        else:
+            entry["local_fingerprint"] = "1:2:3"
+        lines[-1] = comma + json.dumps(name) + ": " + json.dumps(entry) + "\n"
+    assert "".join(lines[1:]) != gzip.decompress(bucket.get(good) or b"").decode().split("\n", 1)[1] \
+        or bad == "position_a_list", "the damage must change the lines"
     newer = f".gcs_sync/snapshots/{int(time.time() * 1000) + 1:013d}-badbadbadbad.json.gz"
     bucket.put(newer, gzip.compress((json.dumps(head) + "\n" + "".join(lines[1:])).encode()))
 
     cold = Instance(bucket, tmp_path / "cold", catalog=True)
     cold.client.refresh_now()
     assert set(cold.served()) == {w.name for w in wheels}
+    # Read from the older one: every entry as it has it (the damaged one names a local file).
+    assert all(entry.local_fingerprint == CATALOGUED for entry in cold.served().values())
     assert cold.driver.calls["list"] == 2, dict(cold.driver.calls)  # the older snapshot: no listing
     assert not (tmp_path / "p1-1.0-py3-none-any.whl").exists()
     # The state it began writing from the damaged one's lines is gone; the older one's is in place.

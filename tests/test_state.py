@@ -325,3 +325,50 @@ def test_a_state_that_cannot_be_written_is_an_error_at_its_commit(state: StateFi
     with pytest.raises(OSError):
         StateFile(blocked, STORE).prepare_lines(lines.encode()).commit()
     assert blocked.read_text().startswith("a file") and StateFile(tmp_path, STORE).load() == {"old": entry(1)}
+
+
+def test_entries_are_written_as_rows_where_their_record_allows_and_read_back_as_saved(state: StateFile) -> None:
+    """A row holds the record's fields but its file name and sha256 (the entry's own): half
+    the bytes. An entry whose record has another name or sha256, or no record, stays an
+    object; every one reads back as saved."""
+    from gcs_sync.records.record import FileRecord
+
+    usual = FileRecord.from_json(record_of("a-1.0.tar.gz", 1, yanked=True, yank_reason="broken"))
+    other_name = FileRecord.from_json(record_of("B-1.0.tar.gz", 2))
+    files = {
+        "a-1.0.tar.gz": SyncedFile("1", "f1", usual.sha256, usual, "r1"),
+        "b-1.0.tar.gz": SyncedFile("2", "", other_name.sha256, other_name, "r2"),
+        "c-1.0.tar.gz": SyncedFile("3", "", "ff" * 32, usual, None),  # a sha256 other than its record's
+        "d-1.0.tar.gz": SyncedFile("4", "f4", None),  # no record yet
+    }
+    state.save(files)
+    lines = state.path.read_text().splitlines()[1:-1]
+    assert [line.lstrip(",").split(": ", 1)[1][0] for line in lines] == ["[", "{", "{", "{"]
+    read = StateFile(state.control, STORE).load()
+    assert read == files and read["a-1.0.tar.gz"].record == usual
+    state.save(read)  # written again from entries whose records are not made yet: the same lines
+    assert state.path.read_text().splitlines()[1:-1] == lines
+
+
+@pytest.mark.parametrize("damage", [
+    lambda row: row[:-1],  # a field short
+    lambda row: row + [None],  # one too many
+    lambda row: [*row[:4], "3", *row[5:]],  # size a string
+    lambda row: [*row[:10], 1, row[11]],  # yanked a number
+    lambda row: [*row[:3], 5, *row[4:]],  # record_version a number
+    lambda row: [row[0], None, *row[2:]],  # no local fingerprint
+])
+def test_a_row_of_another_shape_anywhere_makes_the_state_unreadable(damage) -> None:
+    from gcs_sync.records.record import FileRecord
+    from gcs_sync.sync.state import entries_from_lines, entry_json, state_lines
+
+    entries = {}
+    for n in range(400):
+        name = f"p-1.{n}.tar.gz"
+        record = FileRecord.from_json(record_of(name, n))
+        entries[name] = entry_json(name, SyncedFile(str(n), "", record.sha256, record, "r"))
+    assert all(isinstance(row, list) for row in entries.values())
+    assert len(entries_from_lines(list(state_lines(entries.items())))) == 400
+    entries["p-1.333.tar.gz"] = damage(entries["p-1.333.tar.gz"])
+    with pytest.raises(TypeError, match="p-1.333.tar.gz"):
+        entries_from_lines(list(state_lines(entries.items())))

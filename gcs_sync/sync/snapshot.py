@@ -4,10 +4,12 @@ feed, not one record per file.
 
     .gcs_sync/snapshots/<ms>-<random>.json.gz
 
-Format 2 (gzipped): a head line (the format, the writer's time, the feed position), then
+Format 3 (gzipped): a head line (the format, the writer's time, the feed position), then
 the entries as the state file's own lines (``state.state_lines``), so a reader checks them
-(``entries_from_lines``) and writes them to its state file as they are. Format 1 (one
-JSON document) is still read.
+(``entries_from_lines``) and writes them to its state file as they are; an entry whose
+record allows is a row (``state.ROW_FIELDS``), half the bytes of an object. Format 2 (the
+same, every entry an object) and format 1 (one JSON document) are still read; a release
+before format 3 passes a format-3 snapshot over (an older one, or a listing, instead).
 
 Written by an instance after a complete full listing, when the newest snapshot is older
 than SNAPSHOT_INTERVAL; uniquely named, never rewritten; the newest few are kept. Each
@@ -35,12 +37,21 @@ from gcs_sync.names import is_safe_filename
 from gcs_sync.records.record import RecordError
 from gcs_sync.sync.feed import FeedPosition
 from gcs_sync.sync.heap import collector_paused
-from gcs_sync.sync.state import CATALOGUED, PreparedState, StateFile, SyncedFile, entries_from_lines, state_lines
+from gcs_sync.sync.state import (
+    CATALOGUED,
+    PreparedState,
+    StateFile,
+    SyncedFile,
+    entries_from_lines,
+    entry_json,
+    state_lines,
+)
 
 log = logging.getLogger("gcs_sync.snapshot")  # the name operators' log queries know
 
 SNAPSHOTS_FOLDER = ".gcs_sync/snapshots/"
-_FORMAT = 2  # 1: one JSON document (still read); 2: a head line, then the state file's lines
+_FORMAT = 3  # 1: one JSON document; 2: a head line, then the state file's lines; 3: rows among them
+_READABLE = (2, _FORMAT)  # (and 1, read apart)
 SNAPSHOT_INTERVAL = 600.0  # seconds between two snapshots of one bucket
 _KEEP = 3  # the newest snapshots kept; older ones are deleted
 _DELETE_AFTER = 3600.0  # never delete a snapshot younger than this: a reader may be reading it
@@ -137,7 +148,7 @@ def _encode(position: FeedPosition, files: dict[str, SyncedFile], now: float) ->
                           separators=(",", ":"))
         packed.write(head.encode() + b"\n")
         # Without the local fingerprint: what a file is here is each instance's own.
-        catalogued = ((name, {**entry.to_json(), "local_fingerprint": CATALOGUED}) for name, entry in files.items())
+        catalogued = ((name, entry_json(name, entry, CATALOGUED)) for name, entry in files.items())
         for line in state_lines(catalogued):
             packed.write(line.encode())
     return out.getvalue()
@@ -152,7 +163,7 @@ def _decode(name: str, data: bytes, stored_at: float, state: StateFile) -> Snaps
         raise ValueError("not a snapshot: its first line is no JSON object")
     if head.get("format") == 1:
         return _decode_format_1(name, head, stored_at, state)
-    if head.get("format") != _FORMAT:
+    if head.get("format") not in _READABLE:
         raise ValueError(f"format {head.get('format')!r}")
     # Lines as this release writes them, split as the state file's reader will split
     # them once they are written there (by "\n" alone, since there is no "\r").
@@ -201,6 +212,6 @@ def _decode_format_1(name: str, raw: dict, stored_at: float, state: StateFile) -
     files = {filename: SyncedFile.from_json({**entry, "local_fingerprint": CATALOGUED}, filename)
              for filename, entry in raw["files"].items()}
     _check_entries(files)
-    lines = "".join(state_lines((filename, entry.to_json()) for filename, entry in files.items()))
+    lines = "".join(state_lines((filename, entry_json(filename, entry)) for filename, entry in files.items()))
     position = FeedPosition.from_json(raw["position"])
     return Snapshot(name, float(raw["written_at"]), stored_at, position, files, state.prepare_lines(lines.encode()))

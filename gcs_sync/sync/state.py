@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import json
 import logging
 import operator
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,8 +40,8 @@ from gcs_sync.sync.heap import collector_paused, keep_long_lived
 
 log = logging.getLogger("gcs_sync.state")  # the name operators' log queries know
 
-FORMAT_VERSION = 3  # 3: entries may carry a metadata record
-_READABLE_FORMATS = (2, FORMAT_VERSION)  # a format-2 state is read as entries without records
+FORMAT_VERSION = 4  # 3: entries may carry a metadata record; 4: an entry may be a row (entry_json)
+_READABLE_FORMATS = (2, 3, FORMAT_VERSION)  # a format-2 state is read as entries without records
 CATALOGUED = ""  # a state entry's local_fingerprint when the file is known from the bucket, not held here
 # Compact the journal into a new snapshot once it outgrows this or the snapshot: every
 # worker then re-reads the snapshot once, so the cost stays O(1) per change on average.
@@ -633,22 +635,74 @@ def _write_state_json(out: TextIO, store_url: str, files: dict[str, SyncedFile])
     """The snapshot's JSON, written one entry per line (read back a line at a time:
     ``entries_from_lines``): a single ``json.dumps`` of 50,000 entries holds the GIL (every
     request thread of the worker) for half a second."""
-    _write_state_lines(out, store_url, ((name, files[name].to_json()) for name in sorted(files)))
+    _write_state_lines(out, store_url, ((name, entry_json(name, files[name])) for name in sorted(files)))
 
 
 def _lines_header(store_url: str) -> str:
     return json.dumps({"format": FORMAT_VERSION, "store": store_url, "lines": 1})[:-1] + _LINES_FILES_KEY + "\n"
 
 
-def _write_state_lines(out: TextIO, store_url: str, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+def _write_state_lines(out: TextIO, store_url: str, entries: Iterable[tuple[str, Any]]) -> None:
     out.write(_lines_header(store_url))
     out.writelines(state_lines(entries))
     out.write("}}\n")
 
 
-def state_lines(entries: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[str]:
-    """The lines of the state file's entries (its header and end aside), one per entry:
-    what a catalog snapshot carries, so a reader writes them as they are."""
+# An entry as a JSON array (a row), in this order, when its record is of the usual kind
+# (its file name is the entry's name, its sha256 the entry's): half the bytes of the same
+# entry as an object, read in a third of the time (a cold start reads 50,000).
+ROW_FIELDS = ("remote_version", "local_fingerprint", "sha256", "record_version", "size", "upload_time", "uploader",
+              "requires_python", "metadata_sha256", "metadata_problem", "yanked", "yank_reason")
+_NONE = type(None)
+_ROW_SHAPES = frozenset(itertools.product(
+    (str,), (str,), (str,), (str, _NONE), (int,), (str,), (str, _NONE), (str, _NONE), (str, _NONE), (str, _NONE),
+    (bool,), (str, _NONE)))
+
+
+def entry_json(name: str, entry: SyncedFile, local_fingerprint: Optional[str] = None) -> Any:
+    """The JSON value of ``name``'s entry in a state line (``state_lines``): a row (see
+    ROW_FIELDS) if its record allows, else the object of ``SyncedFile.to_json``; with
+    ``local_fingerprint`` in place of its own if given (a catalog snapshot's entries). A
+    record not made yet is written from its checked fields, without making it."""
+    fingerprint = entry.local_fingerprint if local_fingerprint is None else local_fingerprint
+    fields = object.__getattribute__(entry, "_record_fields")
+    if fields is None:
+        record = entry.record
+        if record is None or record.filename != name or record.sha256 != entry.sha256:
+            return {**entry.to_json(), "local_fingerprint": fingerprint}
+        fields = (record.filename, record.size, record.sha256, record.upload_time, record.uploader,
+                  record.requires_python, record.metadata_sha256, record.metadata_problem, record.yanked,
+                  record.yank_reason)
+    elif fields[0] != name or fields[2] != entry.sha256:
+        return {**entry.to_json(), "local_fingerprint": fingerprint}
+    _, size, _, upload_time, uploader, requires_python, metadata_sha256, metadata_problem, yanked, yank_reason = fields
+    return [entry.remote_version, fingerprint, entry.sha256, entry.record_version, size, upload_time, uploader,
+            requires_python, metadata_sha256, metadata_problem, yanked, yank_reason]
+
+
+def _entry_from_row(row: list[Any], name: str) -> SyncedFile:
+    """The entry of a row (see ROW_FIELDS), its record made on first use; TypeError if the
+    row is not of that shape."""
+    if len(row) != len(ROW_FIELDS) or tuple(map(type, row)) not in _ROW_SHAPES:
+        raise TypeError(f"the entry of {name!r} is a row of another shape than {', '.join(ROW_FIELDS)}")
+    remote_version, fingerprint, sha256, record_version, size, upload_time, uploader, requires_python, \
+        metadata_sha256, metadata_problem, yanked, yank_reason = row
+    entry = _new_entry(SyncedFile)
+    _set_slot(entry, "remote_version", remote_version)
+    _set_slot(entry, "local_fingerprint", fingerprint)
+    _set_slot(entry, "sha256", sha256)
+    _set_slot(entry, "record_version", record_version)
+    _set_slot(entry, "_record_fields", (
+        name, size, sha256, upload_time, uploader and sys.intern(uploader),
+        requires_python and sys.intern(requires_python), metadata_sha256,
+        metadata_problem and sys.intern(metadata_problem), yanked, yank_reason and sys.intern(yank_reason)))
+    return entry
+
+
+def state_lines(entries: Iterable[tuple[str, Any]]) -> Iterator[str]:
+    """The lines of the state file's entries (its header and end aside), one per entry (a
+    JSON value of ``entry_json``): what a catalog snapshot carries, so a reader writes them
+    as they are."""
     for index, (name, entry) in enumerate(entries):
         yield ("," if index else "") + json.dumps(name) + ": " + json.dumps(entry) + "\n"
 
@@ -689,11 +743,14 @@ def _parse_entries(lines: list[str], files: dict[str, SyncedFile]) -> None:
     if len(parsed) != len(lines):  # as read a line at a time: one entry per line, each name once
         raise ValueError("a line that is not exactly one entry, or a name given twice")
     for name, entry in parsed.items():
-        if not isinstance(entry, dict):
-            raise TypeError(f"the entry of {name!r} is no JSON object")
         if name in files:
             raise ValueError(f"{name!r} given twice")
-        files[name] = _entry_from_json(entry, name)
+        if type(entry) is list:
+            files[name] = _entry_from_row(entry, name)
+        elif isinstance(entry, dict):
+            files[name] = _entry_from_json(entry, name)
+        else:
+            raise TypeError(f"the entry of {name!r} is neither a JSON object nor a row")
 
 
 class TrackedState:
