@@ -372,3 +372,14 @@ def test_a_row_of_another_shape_anywhere_makes_the_state_unreadable(damage) -> N
     entries["p-1.333.tar.gz"] = damage(entries["p-1.333.tar.gz"])
     with pytest.raises(TypeError, match="p-1.333.tar.gz"):
         entries_from_lines(list(state_lines(entries.items())))
+
+
+def test_whether_an_entry_has_a_record_is_told_without_making_it(state: StateFile) -> None:
+    from gcs_sync.records.record import FileRecord
+
+    record = FileRecord.from_json(record_of("p-1.0.tar.gz", 1))
+    state.save({"p-1.0.tar.gz": SyncedFile("1", "", record.sha256, record, "r"), "q-1.0.tar.gz": SyncedFile("2", "")})
+    read = StateFile(state.control, STORE).load()
+    assert read["p-1.0.tar.gz"].has_record() and not read["q-1.0.tar.gz"].has_record()
+    assert object.__getattribute__(read["p-1.0.tar.gz"], "_record_fields") is not None  # not made
+    assert read["p-1.0.tar.gz"].record == record and read["p-1.0.tar.gz"].has_record()

@@ -122,7 +122,7 @@ class SnapshotStore:
         now = self.wall_clock()
         if listed and now - listed[-1][1] < SNAPSHOT_INTERVAL:
             return False
-        missing = [name for name, entry in files.items() if entry.record is None or entry.record_version is None]
+        missing = [name for name, entry in files.items() if entry.record_version is None or not entry.has_record()]
         if missing:
             log.info("no catalog snapshot this time: %d files have no record stored in the bucket (e.g. %s)",
                      len(missing), missing[0])

@@ -86,6 +86,10 @@ class SyncedFile:
             _set_slot(self, "_record_fields", None)
             return record
 
+    def has_record(self) -> bool:
+        """Whether it has a record, without making one not made yet."""
+        return object.__getattribute__(self, "_record_fields") is not None or self.record is not None
+
     def with_record(self, record: Optional[FileRecord], record_version: Optional[str]) -> "SyncedFile":
         return dataclasses.replace(self, record=record, record_version=record_version)
 
