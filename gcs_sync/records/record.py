@@ -165,8 +165,15 @@ def usual_record_fields(raw: Any, filename: Optional[str] = None) -> Optional[tu
         return None
     if values[0] != RECORD_FORMAT or tuple(map(type, values)) not in _USUAL_SHAPES:  # (the shape says int, not True)
         return None
-    _, name, size, sha256, upload_time, uploader, requires_python, metadata_sha256, metadata_problem, yanked, \
-        yank_reason = values
-    return (filename if filename is not None and name == filename else name, size, sha256, upload_time,
-            uploader and sys.intern(uploader), requires_python and sys.intern(requires_python), metadata_sha256,
+    name = values[1]
+    return record_fields(filename if filename is not None and name == filename else name, *values[2:])
+
+
+def record_fields(filename: str, size: int, sha256: str, upload_time: str, uploader: Optional[str],
+                  requires_python: Optional[str], metadata_sha256: Optional[str], metadata_problem: Optional[str],
+                  yanked: bool, yank_reason: Optional[str]) -> tuple[Any, ...]:
+    """``FileRecord``'s arguments from values of checked types, the strings with few
+    distinct values interned (one string each across a repository's records)."""
+    return (filename, size, sha256, upload_time, uploader and sys.intern(uploader),
+            requires_python and sys.intern(requires_python), metadata_sha256,
             metadata_problem and sys.intern(metadata_problem), yanked, yank_reason and sys.intern(yank_reason))

@@ -27,7 +27,6 @@ import json
 import logging
 import operator
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, TextIO
 
 from gcs_sync.clock import Moment
 from gcs_sync.files import replacing, temp_name, write_json_atomically
-from gcs_sync.records.record import FileRecord, usual_record_fields
+from gcs_sync.records.record import FileRecord, record_fields, usual_record_fields
 from gcs_sync.sync.heap import collector_paused, keep_long_lived
 
 log = logging.getLogger("gcs_sync.state")  # the name operators' log queries know
@@ -142,12 +141,18 @@ def _entry_from_json(raw: dict[str, Any], name: str) -> SyncedFile:
     fields = usual_record_fields(values[3], name) if tuple(map(type, values)) in _DEFERRABLE_SHAPES else None
     if fields is None:
         return SyncedFile.from_json(raw, name)
-    sha256 = values[2]
+    sha256 = fields[2] if values[2] == fields[2] else values[2]  # one string for both
+    return _entry_with_record_fields(values[0], values[1], sha256, values[4], fields)
+
+
+def _entry_with_record_fields(remote_version: str, local_fingerprint: str, sha256: Optional[str],
+                              record_version: Optional[str], fields: tuple[Any, ...]) -> SyncedFile:
+    """An entry whose record is made from ``fields`` (checked) on first use."""
     entry = _new_entry(SyncedFile)
-    _set_slot(entry, "remote_version", values[0])
-    _set_slot(entry, "local_fingerprint", values[1])
-    _set_slot(entry, "sha256", fields[2] if sha256 == fields[2] else sha256)  # one string for both
-    _set_slot(entry, "record_version", values[4])
+    _set_slot(entry, "remote_version", remote_version)
+    _set_slot(entry, "local_fingerprint", local_fingerprint)
+    _set_slot(entry, "sha256", sha256)
+    _set_slot(entry, "record_version", record_version)
     _set_slot(entry, "_record_fields", fields)
     return entry
 
@@ -393,17 +398,12 @@ class StateFile:
         read it whole)."""
         self._write_snapshot(files, compacted=False)
 
-    def save_lines(self, lines: str) -> None:
-        """``save`` from entries already written as this file's lines (``state_lines``:
-        a catalog snapshot's, read and checked with ``entries_from_lines``): no entry is
-        encoded again."""
-        self.prepare_lines(lines.encode("utf-8")).commit()
-
     def prepare_lines(self, lines: bytes | memoryview) -> "PreparedState":
-        """Begin ``save_lines`` of ``lines`` (UTF-8): the state is written beside this file
-        in a thread of its own, while the caller checks those lines (a cold start parses a
-        catalog snapshot's meanwhile: some 30 MB at 50,000 files, written without the GIL),
-        and put in place only by ``commit``."""
+        """``save`` from entries already written as this file's lines (``state_lines``, UTF-8:
+        a catalog snapshot's, checked with ``entries_from_lines``), no entry encoded again:
+        the state is written beside this file in a thread of its own, while the caller checks
+        those lines (a cold start parses a catalog snapshot's meanwhile: some 16 MB at 50,000
+        files, written without the GIL), and put in place only by ``commit``."""
         return PreparedState(self, lines)
 
     def _put_in_place(self, temp: Path) -> None:
@@ -689,18 +689,9 @@ def _entry_from_row(row: list[Any], name: str) -> SyncedFile:
     row is not of that shape."""
     if len(row) != len(ROW_FIELDS) or tuple(map(type, row)) not in _ROW_SHAPES:
         raise TypeError(f"the entry of {name!r} is a row of another shape than {', '.join(ROW_FIELDS)}")
-    remote_version, fingerprint, sha256, record_version, size, upload_time, uploader, requires_python, \
-        metadata_sha256, metadata_problem, yanked, yank_reason = row
-    entry = _new_entry(SyncedFile)
-    _set_slot(entry, "remote_version", remote_version)
-    _set_slot(entry, "local_fingerprint", fingerprint)
-    _set_slot(entry, "sha256", sha256)
-    _set_slot(entry, "record_version", record_version)
-    _set_slot(entry, "_record_fields", (
-        name, size, sha256, upload_time, uploader and sys.intern(uploader),
-        requires_python and sys.intern(requires_python), metadata_sha256,
-        metadata_problem and sys.intern(metadata_problem), yanked, yank_reason and sys.intern(yank_reason)))
-    return entry
+    remote_version, fingerprint, sha256, record_version, *rest = row
+    return _entry_with_record_fields(remote_version, fingerprint, sha256, record_version,
+                                     record_fields(name, rest[0], sha256, *rest[1:]))
 
 
 def state_lines(entries: Iterable[tuple[str, Any]]) -> Iterator[str]:
