@@ -15,6 +15,9 @@ from .workload import FULL_SYNC_INTERVAL, SYNC_INTERVAL, Op
 # (but the expected one, a same-name upload refused by the bucket).
 _NOTABLE = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback|WORKER TIMEOUT|\bWARNING\b")
 REFUSED_BY_BUCKET = "refused: already in the bucket"
+# A log record's first line starts with its time; a traceback's further lines do not.
+_RECORD_START = re.compile(r"^\[?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # ours, or gunicorn's "[...]"
+MAX_TRACEBACK_LINES = 40
 
 
 @dataclasses.dataclass
@@ -61,11 +64,28 @@ def _statuses(ops: list[Op]) -> str:
 def notable_log_lines(instances: dict[str, Instance]) -> list[str]:
     lines = []
     for name, instance in instances.items():
-        found = [line for line in instance.log().splitlines()
+        log_lines = instance.log().splitlines()
+        found = [number for number, line in enumerate(log_lines)
                  if _NOTABLE.search(line) and REFUSED_BY_BUCKET not in line]
         lines.append(f"{name} ({instance.log_path}): {len(found)} lines at WARNING or worse")
-        lines += [f"    {line[:300]}" for line in found[:MAX_DETAILS]]
+        for number in found[:MAX_DETAILS]:
+            lines.append(f"    {log_lines[number][:300]}")
+            # The rest of the record (a traceback): what CI prints is all the next person sees.
+            rest = _rest_of_record(log_lines, number)
+            lines += [f"      {line[:300]}" for line in rest[:MAX_TRACEBACK_LINES]]
+            if len(rest) > MAX_TRACEBACK_LINES:
+                lines.append(f"      ... and {len(rest) - MAX_TRACEBACK_LINES} more lines")
     return lines
+
+
+def _rest_of_record(log_lines: list[str], first: int) -> list[str]:
+    """The lines after ``first`` up to the next log record (a traceback's frames)."""
+    rest = []
+    for line in log_lines[first + 1:]:
+        if _RECORD_START.match(line):
+            break
+        rest.append(line)
+    return rest
 
 
 def render(title: str, ops: list[Op], seconds: float, settle: float, invariants: list[Invariant],

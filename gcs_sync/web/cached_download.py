@@ -1,8 +1,8 @@
 """Serving a package file (or a PEP 658 metadata file) from the on-demand cache
 (``PACKAGE_FILES=cache``; the cache itself is ``gcs_sync.sync.cache``).
 
-A hit is served as stock pypiserver's ``server_static`` serves a local file: the vendored
-bottle's ``static_file`` (Range, If-Modified-Since, HEAD, Last-Modified, the mimetype
+A hit is served as stock pypiserver's ``server_static`` serves a local file: as the vendored
+bottle's ``static_file`` (``local_file``: Range, If-Modified-Since, HEAD, Last-Modified, the mimetype
 guessed from the file's name, no Content-Disposition), the same ``Cache-Control``, plus an
 ``ETag`` (the sha256, answered with 304 on a matching If-None-Match). A miss streams the
 file from the bucket to the client while it is cached: a generator body with the
@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import mimetypes
 import time
-from typing import Callable, ContextManager, Iterator, Optional, Union
+from typing import Callable, ContextManager, Iterator, Optional
 
-from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request, static_file
+from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
 
 from gcs_sync.errors import StorageError, failure_reason
 from gcs_sync.sync.cache import FileCache, Hit, Transfer
+from gcs_sync.web.local_file import http_date, open_file_response
 
 log = logging.getLogger("gcs_sync.cache")
 
@@ -39,7 +40,7 @@ def cached_response(
     if served is not None:
         return served
     if _matches(request.environ.get("HTTP_IF_NONE_MATCH"), etag):
-        return HTTPResponse(status=304, ETag=etag, Date=_http_date(time.time()))
+        return HTTPResponse(status=304, ETag=etag, Date=http_date(time.time()))
     headers = _headers(filename, etag, cache_control, size, time.time(), ranges=cache.fits(size))
     if request.method == "HEAD":
         return HTTPResponse("", **headers)  # no bucket read for a HEAD
@@ -65,7 +66,7 @@ def cached_response(
     except StorageError as exc:
         log.error("%s: cannot be read from the bucket, answered 503: %s", filename, exc)
         raise HTTPError(503, f"Bucket read failed for {filename} ({failure_reason(exc)})") from exc
-    headers["Last-Modified"] = _http_date(transfer.started)
+    headers["Last-Modified"] = http_date(transfer.started)
     return HTTPResponse(transfer.chunks(), **headers)
 
 
@@ -75,22 +76,18 @@ def _from_cache(cache: FileCache, hit: Optional[Hit], filename: str, etag: str,
     if hit is None:
         return None
     if _matches(request.environ.get("HTTP_IF_NONE_MATCH"), etag):
-        return HTTPResponse(status=304, ETag=etag, Date=_http_date(time.time()))
-    served: Union[HTTPResponse, HTTPError] = static_file(
-        hit.path.name, root=str(cache.directory), mimetype=mimetypes.guess_type(filename)[0],
-    )
-    if served.status_code == 404:
-        return None  # evicted between the look and the open
-    served.set_header("ETag", etag)
+        return HTTPResponse(status=304, ETag=etag, Date=http_date(time.time()))
+    headers = {"ETag": etag}
     if cache_control:  # as stock: CACHE_CONTROL=0 sends none
-        served.set_header("Cache-Control", f"public, max-age={cache_control}")
-    return served
+        headers["Cache-Control"] = f"public, max-age={cache_control}"
+    # None if evicted between the look and the open; once open, served whole.
+    return open_file_response(str(hit.path), filename, headers)
 
 
 def _headers(filename: str, etag: str, cache_control: Optional[int], size: int, modified: float,
              *, ranges: bool) -> dict[str, str]:
     """The headers ``static_file`` would send for this file (and the ETag)."""
-    headers = {"Content-Length": str(size), "Last-Modified": _http_date(modified), "ETag": etag}
+    headers = {"Content-Length": str(size), "Last-Modified": http_date(modified), "ETag": etag}
     mimetype = mimetypes.guess_type(filename)[0]
     if mimetype:
         headers["Content-Type"] = f"{mimetype}; charset=UTF-8" if mimetype.startswith("text/") else mimetype
@@ -106,7 +103,3 @@ def _matches(if_none_match: Optional[str], etag: str) -> bool:
         return False
     tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
     return "*" in tags or etag in tags
-
-
-def _http_date(seconds: float) -> str:
-    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))

@@ -2,7 +2,7 @@
 
     request ─▶ auth("download") ─▶ mode?
                (pypiserver's 401/403)  │
-        mirror ─── held here? ────yes──┼──▶ the stock callback (static_file of the local copy)
+        mirror ─── held here? ────yes──┼──▶ the local copy, as the stock callback serves it
                          │ no (catalogued: the fill has not brought it yet)
                          └─────────────┼──▶ the bytes, through the local cache
         redirect ─ in the index? ─yes──┼──▶ 302 to a signed URL of the bucket's object
@@ -45,6 +45,7 @@ from gcs_sync.records.record import METADATA_SUFFIX, metadata_object
 from gcs_sync.sync.cache import FileCache
 from gcs_sync.web.cached_download import cached_response
 from gcs_sync.web.index import IndexedFile, PackageIndex
+from gcs_sync.web.local_file import open_file_response
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
@@ -152,11 +153,13 @@ class PackageFilesPlugin:
             if not filename.endswith(METADATA_SUFFIX):
                 return None
             package = self.index.get(filename[: -len(METADATA_SUFFIX)])
-            # A mirror's file held here has its metadata file here too (the stock route's).
-            held = self.mode == "mirror" and package is not None and package.held
-            return None if held else self._metadata(filename)
+            # A mirror's file held here has its metadata file here too.
+            if self.mode == "mirror" and package is not None and package.held:
+                metadata = self.index.metadata_file(filename)
+                return None if metadata is None else self._held(filename, str(metadata.fn))
+            return self._metadata(filename)
         if self.mode == "mirror":
-            return None if pkg.held else self._cached(pkg)
+            return self._held(filename, str(pkg.fn)) if pkg.held else self._cached(pkg)
         if self.mode == "redirect":
             return self._redirect(filename)
         if self.can_sign and pkg.size is not None and pkg.size >= self.redirect_min_bytes:
@@ -165,6 +168,16 @@ class PackageFilesPlugin:
             except HTTPError:
                 pass  # logged: served through the cache instead, as when signing never worked
         return self._cached(pkg)
+
+    def _held(self, filename: str, path: str) -> HTTPResponse:
+        """A file of the local folder, as the stock route serves it, but opened before its
+        headers are made (``local_file``): a sync removing it at that moment is a 404, not a 500."""
+        headers = {"Cache-Control": f"public, max-age={self.cache_control}"} if self.cache_control else {}
+        served = open_file_response(path, filename, headers)
+        if served is None:
+            log.info("GET /packages/%s: removed from the local folder as it was asked for: 404", filename)
+            return HTTPError(404, f"Not Found ({filename} does not exist)\n\n")
+        return served
 
     def _redirect(self, filename: str) -> HTTPResponse:
         try:
