@@ -328,6 +328,27 @@ def test_another_hash_algorithm_gives_its_own_digest(
     assert f"demo-1.0.tar.gz#{algorithm}={hashlib.new(algorithm, b'one').hexdigest()}" in page
 
 
+@pytest.mark.parametrize("bucket", ["local"], indirect=True)
+@pytest.mark.parametrize("algorithm", ["md5", "sha512"])
+def test_a_file_not_held_here_is_linked_with_its_sha256_not_a_500(
+    algorithm: str, bucket: BucketProbe, tmp_path: Path, htpasswd: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Cache mode: the bytes are in the bucket only, and hashing them with HASH_ALGO would
+    # read every file of a page (a mirror's file removed as its page is made: test_local_file).
+    app = App(bucket, tmp_path / "packages", htpasswd, HASH_ALGO=algorithm, PACKAGE_FILES="cache")
+    bucket.put("demo-1.0.tar.gz", b"one")
+    bucket.put("demo-2.0.tar.gz", b"two")
+    with caplog.at_level(logging.WARNING, logger="gcs_sync.backend"):
+        for path in ("/simple/demo/", "/packages/"):
+            answer = app.http.get(path)
+            assert answer.status_code == 200, path
+            page = answer.get_data(as_text=True)
+            for name, data in (("demo-1.0.tar.gz", b"one"), ("demo-2.0.tar.gz", b"two")):
+                assert f"{name}#sha256={hashlib.sha256(data).hexdigest()}" in page, path
+    said = [r.getMessage() for r in caplog.records if f"HASH_ALGO={algorithm}" in r.getMessage()]
+    assert len(said) == 1 and "linked with their sha256" in said[0]  # once per process, not per file
+
+
 def test_without_hashing_links_carry_no_digest(bucket: BucketProbe, tmp_path: Path, htpasswd: Path) -> None:
     app = App(bucket, tmp_path / "packages", htpasswd, HASH_ALGO="off")
     bucket.put("demo-1.0.tar.gz", b"one")

@@ -157,3 +157,23 @@ def test_a_held_file_gone_from_the_folder_is_a_404_naming_it(
     (app.folder / name).unlink()
     answer = app.http.get(f"/packages/{name}")
     assert answer.status_code == 404 and name in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha512"])
+def test_a_file_removed_as_its_digest_is_made_is_linked_with_its_sha256(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path, monkeypatch: pytest.MonkeyPatch, algorithm: str
+) -> None:
+    # HASH_ALGO other than sha256: a mirror's page hashes its files; a sync in another
+    # worker removed one since this worker's index listed it.
+    app = App(bucket, tmp_path / "packages", htpasswd, HASH_ALGO=algorithm)
+    for version in ("1.0", "2.0"):
+        bucket.put(f"demo-{version}.tar.gz", version.encode())
+    app.checked_get("/simple/")
+    assert app.client.wait_for_fill(30) and (app.folder / "demo-2.0.tar.gz").is_file()
+    target = app.folder / "demo-2.0.tar.gz"
+    done = _at_the_open_of(monkeypatch, target, target.unlink, "before")
+    answer = app.http.get("/simple/demo/")
+    assert done == ["before"] and answer.status_code == 200
+    page = answer.get_data(as_text=True)
+    assert f"demo-1.0.tar.gz#{algorithm}={hashlib.new(algorithm, b'1.0').hexdigest()}" in page
+    assert f"demo-2.0.tar.gz#sha256={hashlib.sha256(b'2.0').hexdigest()}" in page

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import json
 import re
 import time
@@ -141,6 +142,39 @@ def test_a_file_the_fill_failed_on_is_fetched_at_a_later_check(
     assert mirror.client.wait_for_fill(30)
     assert (mirror.folder.path / wheel.name).read_bytes() == wheel.read_bytes()
     assert mirror.served()[wheel.name].local_fingerprint != CATALOGUED
+
+
+def test_a_fetched_file_whose_temp_was_swept_is_fetched_again_and_the_others_installed(
+    bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow batch: the temp file fetched first waits for the rest, unchanged, and a full
+    listing's sweep of crashed writers' temps (STALE_TEMP_SECONDS, an hour: not waited
+    for here, the download is wrapped to remove it) takes it before the install."""
+    wheels = _bucket_with_a_snapshot(bucket, tmp_path, 3)
+    mirror = Instance(bucket, tmp_path / "b", fill=True)
+    real_download = mirror.driver.download
+    swept: list[str] = []
+    fetched: list[str] = []
+
+    def download(name: str, target: Path, *args: object, **kwargs: object) -> str:
+        sha256 = real_download(name, target, *args, **kwargs)
+        fetched.append(name)
+        if name == wheels[0].name and not swept:
+            swept.append(name)
+            target.unlink()  # the sweep
+        return sha256
+
+    monkeypatch.setattr(mirror.driver, "download", download)
+    with caplog.at_level(logging.WARNING, logger="gcs_sync.client"):
+        mirror.client.refresh_now()
+        assert mirror.client.wait_for_fill(60)
+    assert swept == [wheels[0].name]
+    assert any(wheels[0].name in r.getMessage() and "swept" in r.getMessage() for r in caplog.records)
+    for wheel in wheels:  # the swept one too: fetched again in the same fill
+        assert (mirror.folder.path / wheel.name).read_bytes() == wheel.read_bytes()
+        assert mirror.served()[wheel.name].local_fingerprint == mirror.folder.fingerprint(wheel.name)
+    assert sorted(fetched) == sorted([wheels[0].name] + [wheel.name for wheel in wheels])  # it alone twice
+    assert list(mirror.folder.path.glob(".*.part")) == []
 
 
 def test_two_workers_fill_one_folder_and_each_file_is_installed_once(bucket: BucketProbe, tmp_path: Path) -> None:

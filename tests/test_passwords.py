@@ -175,6 +175,31 @@ def test_a_bad_new_version_keeps_the_users_and_is_reported_until_fixed(
     assert server.upload("bob", "bob's") == 200
 
 
+def test_an_older_copy_put_in_place_after_a_siblings_newer_one_is_replaced_at_the_next_check(
+    bucket: BucketProbe, tmp_path: Path
+) -> None:
+    """A worker starting as ``users remove`` lands (its start-up load takes no lock): a
+    sibling installs and records the new version, then the starting worker's rename of the
+    version it read before lands last. The record no longer describes the copy in place,
+    so the next check, listing or not, reads the object again: the removed user is out."""
+    bucket.put_key(KEY, htpasswd(alice="s3cret", bob="bob's"))
+    folder = tmp_path / "packages"
+    server = Server(bucket, folder, SYNC_INTERVAL=0)  # every request checks the feed
+    copy = folder / ".gcs_sync" / "htpasswd"
+    before_removal = copy.read_bytes()
+    bucket.put_key(KEY, htpasswd(alice="s3cret"))
+    announce_users(bucket)
+    server.check()
+    assert copy.read_bytes() == bucket.get_key(KEY) and server.upload("bob", "bob's") == 403
+    late = copy.with_name(".late-rename")  # the starting worker's temp, renamed in last
+    late.write_bytes(before_removal)
+    late.chmod(0o600)
+    late.replace(copy)
+    server.check()  # no feed entry, no listing
+    assert copy.read_bytes() == bucket.get_key(KEY)
+    assert server.upload("bob", "bob's") == 403 and server.upload("alice", "s3cret") == 200
+
+
 def test_a_restarted_worker_keeps_the_last_good_users_while_the_object_is_bad(
     bucket: BucketProbe, tmp_path: Path
 ) -> None:

@@ -36,7 +36,7 @@ from gcs_sync.auth.password_object import BucketObject, password_object
 from gcs_sync.config import Settings
 from gcs_sync.drivers import FileStoreDriver, RemoteObject, make_driver
 from gcs_sync.errors import ConfigError, ObjectChanged, StorageError, StorageUnavailable
-from gcs_sync.files import replacing, write_json_atomically
+from gcs_sync.files import fingerprint, replacing, write_json_atomically
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.state import StateFile
 
@@ -54,12 +54,18 @@ _MIN_MTIME_STEP_NS = 1_000_000
 
 @dataclasses.dataclass(frozen=True)
 class _CopyRecord:
-    """Which object and version the local copy holds, and the newest version refused."""
+    """Which object and version the local copy holds, and the newest version refused.
+
+    ``copy`` is the fingerprint of the copy file written with that version: workers
+    install without a common lock (a start-up's ``load`` takes none), so one can put its
+    copy in place after another's and write its record before it. The record is trusted
+    only for the file it describes; any other file is read again from the bucket."""
 
     url: Optional[str] = None
     version: Optional[str] = None
     rejected: Optional[str] = None
     problem: Optional[str] = None
+    copy: Optional[str] = None
 
 
 class BucketPasswordFile:
@@ -118,8 +124,8 @@ class BucketPasswordFile:
         """Called under the folder lock after each check: look for a new version if the
         check listed the bucket, or if the copy is not current. Never raises for a bad
         or unreachable object: the users of the last good copy stay."""
-        if not listed and self._state.failure(FAILURE_KIND) is None and self.path.is_file():
-            return  # the steady state: no bucket call
+        if not listed and self._state.failure(FAILURE_KIND) is None and self._holds(self._read_record()):
+            return  # the steady state: no bucket call (a stat and a small read)
         try:
             self._update()
         except (ConfigError, StorageError, OSError) as exc:
@@ -138,7 +144,7 @@ class BucketPasswordFile:
                 raise ConfigError("PASSWORD_FILE", f"no such object: {self.url} (create it with "
                                   "'python -m gcs_sync users add NAME')")
             record = self._read_record()
-            if remote.version == record.version and self.path.is_file():
+            if remote.version == record.version and self._holds(record):
                 return
             if remote.version == record.rejected and record.problem:
                 raise ConfigError("PASSWORD_FILE", record.problem)  # known bad: not downloaded again
@@ -160,7 +166,8 @@ class BucketPasswordFile:
                 self._write_record(refused)
                 raise
             step_mtime(temp, self.path)
-        self._write_record(_CopyRecord(self.url, remote.version))
+            copy = fingerprint(temp.stat())  # a rename keeps it: the copy's, once in place
+        self._write_record(_CopyRecord(self.url, remote.version, copy=copy))
         log.info("users from %s (version %s) in %s", self.url, remote.version, self.path)
 
     def _install_bytes(self, data: bytes) -> None:
@@ -172,6 +179,13 @@ class BucketPasswordFile:
     def _has_good_copy(self) -> bool:
         record = self._read_record()
         return record.url == self.url and record.version is not None and self.path.is_file()
+
+    def _holds(self, record: _CopyRecord) -> bool:
+        """Whether the copy in place is the file ``record`` was written with."""
+        try:
+            return record.copy is not None and fingerprint(self.path.stat()) == record.copy
+        except FileNotFoundError:
+            return False
 
     def _report(self, exc: Exception) -> None:
         problem = exc.problem if isinstance(exc, ConfigError) else f"cannot read {self.url}: {exc}"

@@ -248,7 +248,15 @@ class FolderFill:
                     self._folder.write_metadata(item.name, item.metadata)
                 else:
                     self._folder.remove_metadata(item.name)
-                local = self._folder.install(item.temp, item.name)
+                try:
+                    local = self._folder.install(item.temp, item.name)
+                except FileNotFoundError:
+                    # Swept as a crashed writer's leftover: unchanged for STALE_TEMP_SECONDS
+                    # while the rest of a slow batch came in. Still catalogued: fetched again.
+                    log.warning("filling %s: %s was fetched but its temp file is gone (swept as stale); "
+                                "fetched again in the next round", self._folder.path, item.name)
+                    self._folder.remove_metadata(item.name)
+                    continue
                 entries.append((item.name, dataclasses.replace(item.entry, local_fingerprint=local)))
         finally:
             self._state.record_many(entries)  # what is in place, even if a later one failed

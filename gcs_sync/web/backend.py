@@ -25,7 +25,7 @@ from gcs_sync.records.extract import DistributionError
 from gcs_sync.records.record import METADATA_SUFFIX, upload_time
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.web.changes import current_changes
-from gcs_sync.web.index import PackageIndex
+from gcs_sync.web.index import IndexedFile, PackageIndex
 
 log = logging.getLogger("gcs_sync.backend")  # the name operators' log queries know
 
@@ -45,6 +45,7 @@ class SyncedFolderBackend(Backend):
         self.folder = folder
         self.index = index
         self._refresh_now = refresh_now
+        self._said_not_held = False
 
     def _current(self) -> PackageIndex:
         self.index.refresh()
@@ -98,7 +99,20 @@ class SyncedFolderBackend(Backend):
         # than sha256): computed once per file version, then kept on the PkgFile.
         if self.hash_algo is None or pkg.fn is None:
             return None
-        return digest_file(pkg.fn, self.hash_algo)
+        if isinstance(pkg, IndexedFile) and not pkg.held:
+            # Its bytes are in the bucket only: reading them would make a page O(bytes).
+            if not self._said_not_held:
+                self._said_not_held = True
+                log.warning("HASH_ALGO=%s: files not held here (PACKAGE_FILES=cache or redirect, or a mirror "
+                            "not filled yet) are linked with their sha256 instead (first: %s)",
+                            self.hash_algo, pkg.relfn)
+            return _sha256_digest(pkg)
+        try:
+            return digest_file(pkg.fn, self.hash_algo)
+        except FileNotFoundError:
+            # Removed by a sync in another worker since this worker's index listed it.
+            log.info("%s: removed from the local folder as its page was made; linked with its sha256", pkg.relfn)
+            return _sha256_digest(pkg) if isinstance(pkg, IndexedFile) else None
 
     def add_package(self, filename: str, stream: t.BinaryIO) -> None:
         # pypiserver has checked the name with its own rule, which lets through a leading
@@ -149,6 +163,12 @@ def _uploader() -> t.Optional[str]:
     """The user the upload's credentials name (pypiserver has checked them), if any."""
     credentials = request.auth
     return None if credentials is None else credentials[0]
+
+
+def _sha256_digest(pkg: IndexedFile) -> t.Optional[str]:
+    """The digest the state knows, for a link whose HASH_ALGO digest cannot be made here:
+    pip and uv check whichever hashlib algorithm a link names. None without one."""
+    return None if pkg.sha256 is None else f"sha256={pkg.sha256}"
 
 
 def _requested_download() -> t.Optional[str]:
