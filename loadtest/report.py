@@ -15,8 +15,9 @@ from .workload import FULL_SYNC_INTERVAL, SYNC_INTERVAL, Op
 # (but the expected one, a same-name upload refused by the bucket).
 _NOTABLE = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback|WORKER TIMEOUT|\bWARNING\b")
 REFUSED_BY_BUCKET = "refused: already in the bucket"
-# A log record's first line starts with its time; a traceback's further lines do not.
-_RECORD_START = re.compile(r"^\[?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # ours, or gunicorn's "[...]"
+# A log record's first line starts with its time (ours, gunicorn's "[...]") or is a JSON
+# object (TIER=prod); a traceback's further lines are neither.
+_RECORD_START = re.compile(r"^(\[?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|\{)")
 MAX_TRACEBACK_LINES = 40
 
 
@@ -68,10 +69,17 @@ def notable_log_lines(instances: dict[str, Instance]) -> list[str]:
         found = [number for number, line in enumerate(log_lines)
                  if _NOTABLE.search(line) and REFUSED_BY_BUCKET not in line]
         lines.append(f"{name} ({instance.log_path}): {len(found)} lines at WARNING or worse")
-        for number in found[:MAX_DETAILS]:
+        shown, covered_until = 0, -1
+        for number in found:
+            if number <= covered_until:
+                continue  # a line of a record already shown whole (its traceback)
+            if shown == MAX_DETAILS:
+                break
+            shown += 1
             lines.append(f"    {log_lines[number][:300]}")
             # The rest of the record (a traceback): what CI prints is all the next person sees.
             rest = _rest_of_record(log_lines, number)
+            covered_until = number + len(rest)
             lines += [f"      {line[:300]}" for line in rest[:MAX_TRACEBACK_LINES]]
             if len(rest) > MAX_TRACEBACK_LINES:
                 lines.append(f"      ... and {len(rest) - MAX_TRACEBACK_LINES} more lines")

@@ -177,3 +177,24 @@ def test_a_file_removed_as_its_digest_is_made_is_linked_with_its_sha256(
     page = answer.get_data(as_text=True)
     assert f"demo-1.0.tar.gz#{algorithm}={hashlib.new(algorithm, b'1.0').hexdigest()}" in page
     assert f"demo-2.0.tar.gz#sha256={hashlib.sha256(b'2.0').hexdigest()}" in page
+
+
+def test_a_file_that_cannot_be_read_is_stocks_403_not_a_500(
+    bucket: BucketProbe, tmp_path: Path, htpasswd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file another user wrote with mode 0600. The tests run as root, whom no mode stops:
+    # the open's refusal is injected.
+    app = held_app(bucket, tmp_path, htpasswd)
+    name = NAMES[0]
+    target = app.folder / name
+
+    def refuse() -> None:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    _at_the_open_of(monkeypatch, target, refuse, "before")
+    stock = stock_client(app.folder, 600)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # what stock checks instead
+    ours, theirs = app.http.get(f"/packages/{name}"), stock.get(f"/packages/{name}")
+    assert ours.status_code == theirs.status_code == 403
+    assert ours.get_data() == theirs.get_data()
+    assert ours.headers.get("Cache-Control") == theirs.headers.get("Cache-Control")

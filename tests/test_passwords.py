@@ -20,6 +20,7 @@ from passlib.apache import HtpasswdFile
 from werkzeug.test import Client
 
 from gcs_sync import ConfigError, build_app
+from gcs_sync.auth import password_file
 from gcs_sync.cli import main
 from gcs_sync.sync.feed import ChangeKind
 from testkit.buckets import BucketProbe
@@ -110,9 +111,11 @@ def test_a_user_change_costs_bucket_calls_per_change_not_per_request(
     assert cli(bucket, tmp_path / "cli", monkeypatch, "add", "alice", "--password-stdin", stdin="s3cret\n") == 0
     server = Server(bucket, tmp_path / "packages", SYNC_INTERVAL=0)  # every request reads the feed
     calls = server.passwords.driver.calls
-    assert dict(calls) == {"stat": 1, "download": 1}  # at start
-    server.check()  # the first sync lists the bucket: one more stat, same version
+    # At start: the version read, then looked at once more (a sibling may have put a newer
+    # one in place before this worker's copy landed: its start takes no lock).
     assert dict(calls) == {"stat": 2, "download": 1}
+    server.check()  # the first sync lists the bucket: one more stat, same version
+    assert dict(calls) == {"stat": 3, "download": 1}
     calls.clear()
     for _ in range(20):
         server.check()
@@ -198,6 +201,36 @@ def test_an_older_copy_put_in_place_after_a_siblings_newer_one_is_replaced_at_th
     server.check()  # no feed entry, no listing
     assert copy.read_bytes() == bucket.get_key(KEY)
     assert server.upload("bob", "bob's") == 403 and server.upload("alice", "s3cret") == 200
+
+
+def test_a_worker_starting_as_the_users_change_ends_with_the_new_version_even_if_its_copy_lands_last(
+    bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: a sibling installs and records the new version between the
+    starting worker's download of the old one and its rename; the starting worker's record
+    then describes its own (old) copy. Its start looks at the object once more."""
+    bucket.put_key(KEY, htpasswd(alice="s3cret", bob="bob's"))
+    folder = tmp_path / "packages"
+    sibling = Server(bucket, folder, SYNC_INTERVAL=0)
+    real_step_mtime = password_file.step_mtime
+    stepped: list[int] = []
+
+    def sibling_first(temp: Path, target: Path) -> None:
+        # Just before the starting worker's rename (its temp holds the old version).
+        if not stepped:
+            stepped.append(1)
+            bucket.put_key(KEY, htpasswd(alice="s3cret"))  # users remove bob
+            announce_users(bucket)
+            sibling.check()
+            assert target.read_bytes() == bucket.get_key(KEY)  # the sibling's new copy
+        real_step_mtime(temp, target)
+
+    monkeypatch.setattr(password_file, "step_mtime", sibling_first)
+    (folder / ".gcs_sync" / "htpasswd.json").unlink()  # so the starting worker downloads
+    starting = Server(bucket, folder, SYNC_INTERVAL=0)
+    assert stepped
+    assert (folder / ".gcs_sync" / "htpasswd").read_bytes() == bucket.get_key(KEY)
+    assert starting.upload("bob", "bob's") == 403 and starting.upload("alice", "s3cret") == 200
 
 
 def test_a_restarted_worker_keeps_the_last_good_users_while_the_object_is_bad(

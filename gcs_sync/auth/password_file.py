@@ -101,7 +101,10 @@ class BucketPasswordFile:
         stops nothing: the start goes on with the copy there is, or with no users
         (nobody can log in yet), and every check retries."""
         try:
-            self._update()
+            if self._update():
+                # A sibling may have installed a newer version before this worker's rename
+                # landed (no lock here): one more look puts the current one in place.
+                self._update()
         except StorageUnavailable as exc:
             if not self.path.is_file():
                 self._install_bytes(b"")  # pypiserver needs a file; no user matches
@@ -135,9 +138,9 @@ class BucketPasswordFile:
 
     # -- the work --------------------------------------------------------------------
 
-    def _update(self) -> None:
-        """Make the copy the object's current version. Raises ConfigError if the object is
-        missing or unusable, StorageError if it cannot be read."""
+    def _update(self) -> bool:
+        """Make the copy the object's current version; whether it downloaded one. Raises
+        ConfigError if the object is missing or unusable, StorageError if it cannot be read."""
         for _ in range(_ATTEMPTS):
             remote = self.driver.stat(self.location.name)
             if remote is None:
@@ -145,12 +148,12 @@ class BucketPasswordFile:
                                   "'python -m gcs_sync users add NAME')")
             record = self._read_record()
             if remote.version == record.version and self._holds(record):
-                return
+                return False
             if remote.version == record.rejected and record.problem:
                 raise ConfigError("PASSWORD_FILE", record.problem)  # known bad: not downloaded again
             try:
                 self._install(remote, record)
-                return
+                return True
             except ObjectChanged:
                 continue  # replaced since its metadata was read: read it again
         raise ObjectChanged("download", self.url, f"replaced {_ATTEMPTS} times while it was being read")

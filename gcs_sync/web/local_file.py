@@ -23,11 +23,14 @@ from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, parse_date, parse
 
 def open_file_response(path: str, filename: str, extra_headers: t.Mapping[str, str]) -> t.Optional[HTTPResponse]:
     """``path`` answered as ``static_file(filename, mimetype=<guessed from filename>)``
-    answers it, plus ``extra_headers``; None if there is no such regular file (now)."""
+    answers it (a 403 if it cannot be read), plus ``extra_headers``; None if there is no
+    such regular file (now)."""
     try:
         opened = open(path, "rb")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
+    except PermissionError:  # stock's answer (its os.access check), not a 500
+        return HTTPError(403, "You do not have permission to access this file.", **extra_headers)
     try:
         return _response(opened, filename, extra_headers)
     except BaseException:
