@@ -15,7 +15,6 @@ breaks off mid-stream gets its connection cut (see ``Transfer``).
 from __future__ import annotations
 
 import logging
-import mimetypes
 import time
 from typing import Callable, ContextManager, Iterator, Optional
 
@@ -23,7 +22,7 @@ from pypiserver.bottle_wrapper import HTTPError, HTTPResponse, request
 
 from gcs_sync.errors import StorageError, failure_reason
 from gcs_sync.sync.cache import FileCache, Hit, Transfer
-from gcs_sync.web.local_file import http_date, open_file_response
+from gcs_sync.web.local_file import cache_control_header, content_type_header, http_date, open_file_response
 
 log = logging.getLogger("gcs_sync.cache")
 
@@ -77,9 +76,7 @@ def _from_cache(cache: FileCache, hit: Optional[Hit], filename: str, etag: str,
         return None
     if _matches(request.environ.get("HTTP_IF_NONE_MATCH"), etag):
         return HTTPResponse(status=304, ETag=etag, Date=http_date(time.time()))
-    headers = {"ETag": etag}
-    if cache_control:  # as stock: CACHE_CONTROL=0 sends none
-        headers["Cache-Control"] = f"public, max-age={cache_control}"
+    headers = {"ETag": etag, **cache_control_header(cache_control)}
     # None if evicted between the look and the open; once open, served whole.
     return open_file_response(str(hit.path), filename, headers)
 
@@ -88,13 +85,10 @@ def _headers(filename: str, etag: str, cache_control: Optional[int], size: int, 
              *, ranges: bool) -> dict[str, str]:
     """The headers ``static_file`` would send for this file (and the ETag)."""
     headers = {"Content-Length": str(size), "Last-Modified": http_date(modified), "ETag": etag}
-    mimetype = mimetypes.guess_type(filename)[0]
-    if mimetype:
-        headers["Content-Type"] = f"{mimetype}; charset=UTF-8" if mimetype.startswith("text/") else mimetype
+    headers.update(content_type_header(filename))
     if ranges:  # a later Range request is served from the cache; a file too large is never cached
         headers["Accept-Ranges"] = "bytes"
-    if cache_control:
-        headers["Cache-Control"] = f"public, max-age={cache_control}"
+    headers.update(cache_control_header(cache_control))
     return headers
 
 

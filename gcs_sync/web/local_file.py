@@ -43,10 +43,7 @@ def _response(opened: t.BinaryIO, filename: str, extra_headers: t.Mapping[str, s
     if not stat.S_ISREG(found.st_mode):
         opened.close()
         return None
-    headers: dict[str, t.Any] = {}
-    mimetype = mimetypes.guess_type(filename)[0]
-    if mimetype:
-        headers["Content-Type"] = f"{mimetype}; charset=UTF-8" if mimetype[:5] == "text/" else mimetype
+    headers: dict[str, t.Any] = content_type_header(filename)
     size = found.st_size
     headers["Content-Length"] = size
     headers["Last-Modified"] = http_date(found.st_mtime)
@@ -88,6 +85,20 @@ def _range(opened: t.BinaryIO, offset: int, length: int, chunk: int = 1024 * 102
             yield part
     finally:
         opened.close()
+
+
+def content_type_header(filename: str) -> dict[str, str]:
+    """Stock's Content-Type: the type guessed from the name (``server_static`` passes it
+    to ``static_file``, so no Content-Encoding), text types in UTF-8; none if unknown."""
+    mimetype = mimetypes.guess_type(filename)[0]
+    if not mimetype:
+        return {}
+    return {"Content-Type": f"{mimetype}; charset=UTF-8" if mimetype.startswith("text/") else mimetype}
+
+
+def cache_control_header(seconds: t.Optional[int]) -> dict[str, str]:
+    """Stock's Cache-Control for CACHE_CONTROL (``--cache-control``): none when unset or 0."""
+    return {"Cache-Control": f"public, max-age={seconds}"} if seconds else {}
 
 
 def http_date(seconds: float) -> str:

@@ -45,7 +45,7 @@ from gcs_sync.records.record import METADATA_SUFFIX, metadata_object
 from gcs_sync.sync.cache import FileCache
 from gcs_sync.web.cached_download import cached_response
 from gcs_sync.web.index import IndexedFile, PackageIndex
-from gcs_sync.web.local_file import open_file_response
+from gcs_sync.web.local_file import cache_control_header, open_file_response
 
 if t.TYPE_CHECKING:
     from pypiserver.config import RunConfig
@@ -172,8 +172,7 @@ class PackageFilesPlugin:
     def _held(self, filename: str, path: str) -> HTTPResponse:
         """A file of the local folder, as the stock route serves it, but opened before its
         headers are made (``local_file``): a sync removing it at that moment is a 404, not a 500."""
-        headers = {"Cache-Control": f"public, max-age={self.cache_control}"} if self.cache_control else {}
-        served = open_file_response(path, filename, headers)
+        served = open_file_response(path, filename, cache_control_header(self.cache_control))
         if served is None:
             log.info("GET /packages/%s: removed from the local folder as it was asked for: 404", filename)
             return HTTPError(404, f"Not Found ({filename} does not exist)\n\n")
