@@ -6,7 +6,6 @@ Command-line flags override these (App Engine's entrypoint passes ``-b :$PORT``)
 import errno
 import os
 import selectors
-import subprocess
 import sys
 import time
 from functools import partial
@@ -187,15 +186,14 @@ def when_ready(server):
         return
     from gcs_sync.config import Settings
     from gcs_sync.sync.lister import worth_a_process
-    from gcs_sync.web.lister import child_setup  # (the master has imported gcs_sync already)
+    from gcs_sync.web.lister import fork  # (the master has imported gcs_sync already)
 
     settings = Settings.from_env(os.environ)
     if not settings.full_sync_process or not worth_a_process(settings.full_sync_interval, settings.sync_interval):
         return
     try:
-        # (preexec_fn: the master runs no thread of its own, so it is safe here.)
-        server.gcs_sync_lister = subprocess.Popen(
-            [sys.executable, "-m", "gcs_sync.web.lister", str(os.getpid())], preexec_fn=child_setup())
+        # Forked before the first worker, while the master runs no thread of its own.
+        server.gcs_sync_lister = fork(os.getpid())
     except Exception as exc:  # never a reason to stop the server: the workers list then
         server.log.error("could not start the listing process (%s: %s): the workers make the full listings",
                          type(exc).__name__, exc)
@@ -209,7 +207,7 @@ def on_exit(server):
         lister.terminate()
         try:
             lister.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             lister.kill()
 
 

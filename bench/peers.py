@@ -106,15 +106,6 @@ class PeerServer:
         return BenchError(f"{self.name} (pid {self.process.pid}, port {self.port}): {what}\n"
                           f"--- last lines of {self.log_path} ---\n{self.log_tail()}")
 
-    def pids(self) -> list[int]:
-        """The server's process and its children (RSS and PSS are summed over them)."""
-        pid = self.process.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            children = []
-        return [pid, *map(int, children)]
-
     def stop(self) -> None:
         if self.process.poll() is not None:
             return

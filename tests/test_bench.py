@@ -91,7 +91,7 @@ def test_quick_benchmark_writes_table_and_chart(tmp_path: Path) -> None:
 
 
 SCALE_FIGURES = ("one upload elsewhere: work per instance", "cold start to full index, cache/redirect",
-                 "cold start, mirror, local-folder bucket", "RSS of one instance (every gunicorn process)",
+                 "cold start, mirror, local-folder bucket", "memory of one instance (every process), PSS",
                  "`/simple/<p>/` over the scale window: p99.9", "local disk in cache mode (max)",
                  "uploads/s with the one-write-per-second limit modelled", "`/simple/<p>/` p50")
 

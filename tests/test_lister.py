@@ -65,6 +65,23 @@ def test_a_process_only_when_it_can_list_ahead_of_the_workers(full: float, sync:
     assert worth_a_process(full, sync) is worth
 
 
+def test_the_master_does_not_fork_the_listing_process_while_a_thread_of_its_own_runs() -> None:
+    """A fork copies the locks other threads hold, held for good in the child: gunicorn's
+    master runs none, and the listing process is refused if it ever does (the workers then
+    list themselves)."""
+    from gcs_sync.web.lister import fork
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, name="holding-a-lock", daemon=True)
+    other.start()
+    try:
+        with pytest.raises(RuntimeError, match="holding-a-lock"):
+            fork(os.getpid())
+    finally:
+        release.set()
+        other.join(5)
+
+
 # -- the loop, in this process ----------------------------------------------------------------
 
 class Loop:
@@ -177,6 +194,10 @@ def full_listers(log: str) -> set[int]:
     return {int(pid) for pid in re.findall(r"\[(\d+)\] gcs_sync\.client: sync with .* \(full listing\)", log)}
 
 
+def worker_pids(log: str) -> set[int]:
+    return {int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", log)}
+
+
 def lister_pid(instance: Instance) -> int:
     found = re.search(r"started the listing process \(pid (\d+)\)", instance.log())
     assert found, instance.log()
@@ -224,13 +245,16 @@ def test_under_gunicorn_the_listing_process_makes_the_full_listings_and_the_work
     assert put_straight_in_the_bucket_is_listed(instance, bucket, "outside-1.0.tar.gz")
     started_log = len(instance.log())  # after the workers' first sync (a full listing of theirs)
     time.sleep(3 * FULL_SYNC_INTERVAL)  # several listings' worth
-    assert full_listers(instance.log()[started_log:]) == {lister}, instance.log()
+    # Each made by a child of the listing process, one per listing; none by a worker.
+    listers = full_listers(instance.log()[started_log:])
+    assert len(listers) >= 2 and not listers & worker_pids(instance.log()) and lister not in listers, instance.log()
 
     os.kill(lister, signal.SIGKILL)
     assert eventually(lambda: not alive(lister), 5)
     assert put_straight_in_the_bucket_is_listed(instance, bucket, "outside-2.0.tar.gz")
     # The workers list again (a listing's log line follows the files it brought by a moment).
-    assert eventually(lambda: full_listers(instance.log()[started_log:]) - {lister}, 5), instance.log()
+    assert eventually(lambda: full_listers(instance.log()[started_log:]) & worker_pids(instance.log()), 5), \
+        instance.log()
     assert instance.process.poll() is None  # and the server goes on
 
 

@@ -4,7 +4,9 @@ compaction, the whole state, never a mix."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -112,7 +114,8 @@ def test_a_reader_of_an_older_snapshot_than_the_compacted_one_reads_the_whole_st
 def test_a_tracked_state_counts_its_catalogued_entries_as_they_change(state: StateFile) -> None:
     """What a mirror's fill asks at every check (is anything left to bring?), kept as
     lines arrive and after a whole read, never by a pass over every entry per check."""
-    from gcs_sync.sync.state import CATALOGUED, TrackedState
+    from gcs_sync.sync.state import CATALOGUED
+    from gcs_sync.sync.tracked import TrackedState
 
     state.save({"a-1.0.tar.gz": SyncedFile("v1", CATALOGUED), "b-1.0.tar.gz": SyncedFile("v1", "f1")})
     tracked = TrackedState(state)
@@ -207,11 +210,10 @@ def test_a_record_of_another_shape_is_refused_naming_the_field(field: str, value
         FileRecord.from_json(record_of("p-1.0.tar.gz", 3, **{field: value}), "p-1.0.tar.gz")
 
 
-def test_an_entry_read_from_the_state_makes_its_record_when_first_asked_and_equals_the_one_saved(
-        state: StateFile) -> None:
-    """A cold start reads every entry but a worker uses few records: an entry of the usual
-    shape is read with its record's fields checked, and its FileRecord made on first use;
-    what it gives is what was saved (the record, its fields, one string for the name)."""
+def test_an_entry_read_from_the_state_is_packed_and_gives_what_was_saved(state: StateFile) -> None:
+    """A worker holds every entry but uses few: an entry of the usual shape is read into
+    one bytes object, its record's fields checked as it is read, and each field (its
+    record too) made when asked for and not kept, so the entry never grows."""
     from gcs_sync.records.record import FileRecord
 
     files = {}
@@ -222,32 +224,43 @@ def test_an_entry_read_from_the_state_makes_its_record_when_first_asked_and_equa
     files["old-1.0.tar.gz"] = SyncedFile("v", "f")  # no record (a format-2 entry): read as it is
     state.save(files)
     read = StateFile(state.control, STORE).load()
-    waiting = [name for name, entry in read.items() if object.__getattribute__(entry, "_record_fields") is not None]
-    assert len(waiting) == 300, "records of the usual shape are made on first use"
+    packed = [name for name, entry in read.items() if object.__getattribute__(entry, "_packed") is not None]
+    assert len(packed) == 300, "entries of the usual shape are packed"
     entry = read["p-1.7.tar.gz"]
-    assert entry.sha256 == files["p-1.7.tar.gz"].sha256 and entry.record_version == "r7"  # at once, no record made
-    assert object.__getattribute__(entry, "_record_fields") is not None
-    assert entry.record == files["p-1.7.tar.gz"].record and entry.record is entry.record  # made once, then kept
-    assert object.__getattribute__(entry, "_record_fields") is None
-    name = next(key for key in read if key == "p-1.7.tar.gz")
-    assert entry.record.filename is name and entry.sha256 is entry.record.sha256  # one string each
-    assert read == files  # every other entry made on comparison
+    assert (entry.remote_version, entry.local_fingerprint, entry.sha256, entry.record_version) == \
+        ("7", "f7", files["p-1.7.tar.gz"].sha256, "r7")
+    assert entry.record == files["p-1.7.tar.gz"].record and entry.record.uploader is None
+    assert read["p-1.8.tar.gz"].record.uploader == "alice"
+    assert object.__getattribute__(entry, "_packed") is not None  # still packed: nothing kept
     with pytest.raises(AttributeError):
-        entry.not_a_field  # noqa: B018  (any other attribute is still missing)
-
-
-def test_a_thread_that_finds_the_record_made_by_another_meanwhile_gets_it(state: StateFile) -> None:
-    """Thread B finds the record's slot empty; before it looks at the fields, thread A makes
-    the record and drops them. B then gets A's record, never an AttributeError."""
-    from gcs_sync.records.record import FileRecord
-
-    record = FileRecord.from_json(record_of("p-1.0.tar.gz", 1))
-    state.save({"p-1.0.tar.gz": SyncedFile("1", "", record.sha256, record, "r1")})
-    entry = StateFile(state.control, STORE).load()["p-1.0.tar.gz"]
-    made_by_a = entry.record  # A, all the way
-    assert SyncedFile.__getattr__(entry, "record") is made_by_a  # B, late
+        object.__getattribute__(entry, "record")
+    assert read == files  # every entry, field by field
+    assert entry == files["p-1.7.tar.gz"] and hash(entry) == hash(files["p-1.7.tar.gz"])
+    assert dataclasses.replace(entry, local_fingerprint="g") == SyncedFile("7", "g", entry.sha256, entry.record, "r7")
     with pytest.raises(AttributeError, match="no attribute 'recrod'"):
         entry.recrod  # noqa: B018  (a typo is still one)
+
+
+@pytest.mark.parametrize("entry_sha256, record_sha256, metadata_sha256", [
+    ("ab" * 32, "ab" * 32, "cd" * 32),  # the usual: lowercase hex, the entry's the record's
+    ("AB" * 32, "AB" * 32, "CD" * 32),  # capitals: kept as they were written
+    ("a b" * 21 + "c", "ab" * 32, None),  # 64 characters, not hex; the entry's differs from the record's
+    (None, "ab" * 32, "z" * 64),  # no sha256 known; a metadata sha256 that is no hex
+    ("ab" * 32, "x", "ab" * 31),  # other lengths
+])
+def test_a_packed_entry_gives_back_each_sha256_exactly_as_written(
+        state: StateFile, entry_sha256: Optional[str], record_sha256: str, metadata_sha256: Optional[str]) -> None:
+    from gcs_sync.records.record import FileRecord
+
+    name = "p-1.0.tar.gz"
+    record = FileRecord(name, 3, record_sha256, "2026-01-01T00:00:00.000000Z", None, ">=3.8", metadata_sha256)
+    saved = SyncedFile("1", "", entry_sha256, record, "r1")
+    state.save({name: saved})
+    entry = StateFile(state.control, STORE).load()[name]
+    assert object.__getattribute__(entry, "_packed") is not None
+    assert entry == saved
+    assert (entry.sha256, entry.record.sha256, entry.record.metadata_sha256) == \
+        (entry_sha256, record_sha256, metadata_sha256)
 
 
 def test_records_made_by_two_threads_at_once_are_equal(state: StateFile) -> None:
@@ -381,5 +394,5 @@ def test_whether_an_entry_has_a_record_is_told_without_making_it(state: StateFil
     state.save({"p-1.0.tar.gz": SyncedFile("1", "", record.sha256, record, "r"), "q-1.0.tar.gz": SyncedFile("2", "")})
     read = StateFile(state.control, STORE).load()
     assert read["p-1.0.tar.gz"].has_record() and not read["q-1.0.tar.gz"].has_record()
-    assert object.__getattribute__(read["p-1.0.tar.gz"], "_record_fields") is not None  # not made
+    assert object.__getattribute__(read["p-1.0.tar.gz"], "_packed") is not None  # packed
     assert read["p-1.0.tar.gz"].record == record and read["p-1.0.tar.gz"].has_record()

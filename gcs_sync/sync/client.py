@@ -32,7 +32,8 @@ from gcs_sync.sync.feed import ChangeFeed, PositionFile
 from gcs_sync.sync.pending import DEFAULT_EXPIRY, PendingUploads
 from gcs_sync.sync.report import SyncProgress, SyncReport
 from gcs_sync.sync.settle import SETTLE_SECONDS, SettleWatch
-from gcs_sync.sync.state import StateFile, TrackedState
+from gcs_sync.sync.state import StateFile
+from gcs_sync.sync.tracked import TrackedState
 from gcs_sync.sync.view import ViewRecord
 from gcs_sync.sync.writes import RequestWrites
 

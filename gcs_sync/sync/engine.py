@@ -61,7 +61,8 @@ from gcs_sync.sync.records import RecordKeeper, RecordStore
 from gcs_sync.sync.report import BucketMeter, SyncProgress, SyncReport, log_feed_check, log_sync
 from gcs_sync.sync.settle import SettleWatch
 from gcs_sync.sync.snapshot import Snapshot, SnapshotStore
-from gcs_sync.sync.state import CATALOGUED, Listing, StateFile, SyncedFile, TrackedState
+from gcs_sync.sync.state import CATALOGUED, Listing, StateFile, SyncedFile
+from gcs_sync.sync.tracked import TrackedState
 from gcs_sync.sync.view import ViewRecord
 from gcs_sync.sync.warn_once import OnceWarnings
 
@@ -295,8 +296,7 @@ class SyncEngine:
         if read.needs_listing:
             return None
         snapshot.state.commit()
-        self._known_state.adopt(dict(snapshot.files), self.state.snapshot_cursor())
-        keep_long_lived(len(snapshot.files))
+        self._known_state.adopt(snapshot.files, self.state.snapshot_cursor())
         report = self._apply_feed(read) if read.entries else SyncReport()
         self._positions.save(read.position.with_retry(event.name for event, _ in report.failed))
         # As old as the snapshot: the periodic full listing comes when its listing would have.

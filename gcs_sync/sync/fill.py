@@ -35,7 +35,8 @@ from gcs_sync.drivers.base import FileStoreDriver, Version
 from gcs_sync.errors import ObjectNotFound, StorageError
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.records import RecordStore
-from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile, TrackedState
+from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile
+from gcs_sync.sync.tracked import TrackedState
 
 log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
 

@@ -1,13 +1,14 @@
-"""The worker's long-lived objects, kept out of the cyclic garbage collector's way.
+"""Large transients and long-lived objects, kept out of the cyclic garbage collector's way.
 
-The state and the index hold a few objects per file, and CPython's full collection
-(generation 2) visits every one with the GIL held: about 45 ms for the state alone at
-50,000 files, so every request thread of the worker waits that long (the scale
-benchmark saw /simple/<p>/ stall 80 ms at 50,000 files, 10 s after a cold start). So:
+A worker holds the state packed (``tracked.py``: a few objects, whatever the number of
+files), but a cold start, a whole read of the state and a full listing build a few
+objects per file for a moment, and CPython's full collection (generation 2) visits every
+one with the GIL held (about 45 ms at 50,000 entries as objects), so every request thread
+of the worker waits that long. So:
 
-- while a large state or index is built, collections are paused (each would visit the
-  partly built one again: a third of a cold start's parse at 50,000 files);
-- once built, everything alive is moved to the permanent generation (``gc.freeze``),
+- while such a build is under way, collections are paused (each would visit the partly
+  built one again: a third of a cold start's parse at 50,000 files);
+- after one, everything alive is moved to the permanent generation (``gc.freeze``),
   which later collections skip. Reference counting still frees those objects when they
   are replaced (the entries form no cycles), so nothing piles up. Cyclic garbage alive
   at a freeze would be kept for good, so the young generations are collected first and

@@ -61,9 +61,15 @@ def seconds_until_due(age: Optional[float], *, since_own: Optional[float], full_
 
 
 class FullListingLoop:
+    """``apart``, if given, makes each listing (``list_here``) in a process of its own and
+    tells whether it succeeded (gcs_sync/web/lister.py forks one per listing): what a
+    listing leaves in the heap then goes with that process."""
+
     def __init__(self, client: StorageClient, *, full_sync_interval: float, sync_interval: float,
-                 stopping: threading.Event, parent_alive: Callable[[], bool]) -> None:
+                 stopping: threading.Event, parent_alive: Callable[[], bool],
+                 apart: Optional[Callable[["FullListingLoop"], bool]] = None) -> None:
         self.client = client
+        self.apart = apart
         self.full_sync_interval = full_sync_interval
         self.sync_interval = sync_interval
         self.stopping = stopping
@@ -97,6 +103,12 @@ class FullListingLoop:
             self._list()
 
     def _list(self) -> None:
+        listed = self.list_here() if self.apart is None else self.apart(self)
+        self._ended = time.monotonic()
+        self.listings += listed
+
+    def list_here(self) -> bool:
+        """One full listing, and what follows it; whether it succeeded."""
         try:
             self.client.sync()
         except (StorageError, filelock.Timeout, OSError) as exc:
@@ -104,10 +116,7 @@ class FullListingLoop:
             # next attempt waits as after any listing of its own (seconds_until_due).
             log.warning("full listing by the listing process failed (%s); trying again in %gs",
                         exc, self._check_pause)
-            self._ended = time.monotonic()
-            return
-        self._ended = time.monotonic()
-        self.listings += 1
+            return False
         # Nothing of it is kept until the next: that reads the state again (niced, half a
         # second at 50,000 files) rather than this process holding it all the while. The
         # catalog snapshot written after a listing holds the state until it is written.
@@ -115,3 +124,4 @@ class FullListingLoop:
             pass
         self.client.forget_state()
         release_free_memory()
+        return True

@@ -42,10 +42,11 @@ from gcs_sync.sync.state import (
     PreparedState,
     StateFile,
     SyncedFile,
-    entries_from_lines,
     entry_json,
+    iter_entries_from_lines,
     state_lines,
 )
+from gcs_sync.sync.tracked import PackedEntries
 
 log = logging.getLogger("gcs_sync.snapshot")  # the name operators' log queries know
 
@@ -64,7 +65,7 @@ class Snapshot:
     written_at: float  # the writer's clock, seconds since the epoch
     stored_at: float  # the store's clock: when the object was written
     position: FeedPosition
-    files: dict[str, SyncedFile]
+    files: PackedEntries  # held so by the worker that reads it (tracked.py)
     # The same, as a state file being written from the snapshot's own lines (no entry is
     # encoded again): the reader commits it once it uses the snapshot, or discards it.
     state: PreparedState
@@ -148,7 +149,8 @@ def _encode(position: FeedPosition, files: dict[str, SyncedFile], now: float) ->
                           separators=(",", ":"))
         packed.write(head.encode() + b"\n")
         # Without the local fingerprint: what a file is here is each instance's own.
-        catalogued = ((name, entry_json(name, entry, CATALOGUED)) for name, entry in files.items())
+        # In name order: a reader then packs them as they come (tracked.PackedEntries.build).
+        catalogued = ((name, entry_json(name, entry, CATALOGUED)) for name, entry in sorted(files.items()))
         for line in state_lines(catalogued):
             packed.write(line.encode())
     return out.getvalue()
@@ -177,8 +179,8 @@ def _decode(name: str, data: bytes, stored_at: float, state: StateFile) -> Snaps
     try:
         text = str(view, "utf-8")
         del view, raw  # the bytes go once written (the writing holds them until then)
-        files = entries_from_lines(_split_lines(text))
-        _check_entries(files)  # its lines become the state as they are
+        # Checked as they are read (its lines become the state as they are), and packed.
+        files = PackedEntries.build(_checked(iter_entries_from_lines(_split_lines(text))))
         return Snapshot(name, float(head["written_at"]), stored_at, FeedPosition.from_json(head["position"]), files,
                         prepared)
     except BaseException:
@@ -196,14 +198,15 @@ def _split_lines(text: str) -> Iterator[str]:
         start = end + 1
 
 
-def _check_entries(files: dict[str, SyncedFile]) -> None:
-    """Raises ValueError unless every entry is a catalogued file of a safe name (a
-    snapshot is bucket content: the fill writes its names to the folder)."""
-    if any(entry.local_fingerprint != CATALOGUED for entry in files.values()):
-        raise ValueError("an entry names a local file")
-    unsafe = [name for name in files if not is_safe_filename(name)]
-    if unsafe:
-        raise ValueError(f"{len(unsafe)} names are no package file names, e.g. {unsafe[0]!r}")
+def _checked(entries: Iterator[tuple[str, SyncedFile]]) -> Iterator[tuple[str, SyncedFile]]:
+    """``entries``, each checked: raises ValueError unless it is a catalogued file of a safe
+    name (a snapshot is bucket content: the fill writes its names to the folder)."""
+    for name, entry in entries:
+        if entry.local_fingerprint != CATALOGUED:
+            raise ValueError("an entry names a local file")
+        if not is_safe_filename(name):
+            raise ValueError(f"a name that is no package file name: {name!r}")
+        yield name, entry
 
 
 def _decode_format_1(name: str, raw: dict, stored_at: float, state: StateFile) -> Snapshot:
@@ -211,7 +214,7 @@ def _decode_format_1(name: str, raw: dict, stored_at: float, state: StateFile) -
         raise TypeError("files: an object of entries")
     files = {filename: SyncedFile.from_json({**entry, "local_fingerprint": CATALOGUED}, filename)
              for filename, entry in raw["files"].items()}
-    _check_entries(files)
+    packed = PackedEntries.build(_checked(iter(files.items())))
     lines = "".join(state_lines((filename, entry_json(filename, entry)) for filename, entry in files.items()))
     position = FeedPosition.from_json(raw["position"])
-    return Snapshot(name, float(raw["written_at"]), stored_at, position, files, state.prepare_lines(lines.encode()))
+    return Snapshot(name, float(raw["written_at"]), stored_at, position, packed, state.prepare_lines(lines.encode()))

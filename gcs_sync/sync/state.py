@@ -5,8 +5,9 @@ It is what makes deletions safe: a file missing on one side is only deleted on t
 if the state says both sides had it. A missing, unreadable or foreign state (another
 bucket, another format version) is treated as empty, which never deletes anything.
 
-It is also what the in-memory index of every worker is built from (``index.py``), so it
-is laid out to be read cheaply and without the folder lock:
+It is also what the in-memory index of every worker is built from (``index.py``, through
+the worker's packed copy, ``tracked.py``), so it is laid out to be read cheaply and
+without the folder lock:
 
     state.json            snapshot, replaced atomically (temp file, then rename)
     journal-<inode>.jsonl changes appended since that snapshot, one JSON line each
@@ -25,17 +26,18 @@ import enum
 import itertools
 import json
 import logging
+import marshal
 import operator
 import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, TextIO
 
 from gcs_sync.clock import Moment
 from gcs_sync.files import replacing, temp_name, write_json_atomically
-from gcs_sync.records.record import FileRecord, record_fields, usual_record_fields
-from gcs_sync.sync.heap import collector_paused, keep_long_lived
+from gcs_sync.records.record import FileRecord, usual_record_fields
+from gcs_sync.sync.heap import collector_paused
 
 log = logging.getLogger("gcs_sync.state")  # the name operators' log queries know
 
@@ -48,8 +50,6 @@ _MIN_JOURNAL_BYTES_TO_COMPACT = 256 * 1024
 # A snapshot written one entry per line starts so (its header, then the files).
 _LINES_HEADER_START = '{"format": '
 _LINES_FILES_KEY = ', "files": {'
-# Changes a TrackedState keeps for its readers (the index) before the oldest are dropped.
-_MAX_CHANGE_LOG = 20_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)  # slots: one per file in every worker's memory
@@ -63,31 +63,38 @@ class SyncedFile:
     # computes it).
     record: Optional[FileRecord] = None
     record_version: Optional[str] = None
-    # Set instead of ``record`` for an entry read from a state line with a record of the
-    # usual shape (``entries_from_lines``): its checked fields, made into the FileRecord
-    # when first asked for. A cold start reads every entry; a worker uses the records of
-    # the projects asked for and of the files that change. None once made, and for every
+    # Set instead of every field but ``local_fingerprint`` for an entry read from a state
+    # line with a record of the usual shape (``entries_from_lines``, journal lines): all of
+    # them in one bytes object (``_pack``), each field made again when asked for and not
+    # kept. Every worker holds every entry, and uses the fields of the few files a request
+    # or a change asks about: 50,000 entries take 21 MB so, 44 MB as objects. None for an
     # entry made any other way.
-    _record_fields: Optional[tuple[Any, ...]] = dataclasses.field(
-        default=None, init=False, repr=False, compare=False)
+    _packed: Optional[bytes] = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     if not TYPE_CHECKING:  # (to mypy, a __getattr__ would make every attribute exist)
         def __getattr__(self, attribute: str) -> Any:
-            # Only reached for a slot not set: the record of an entry read from a line.
-            fields = object.__getattribute__(self, "_record_fields") if attribute == "record" else None
-            if fields is None:
-                if attribute == "record":  # made by another thread since the slot was looked at
-                    return object.__getattribute__(self, "record")
+            # Only reached for a slot not set: a field of a packed entry.
+            packed = object.__getattribute__(self, "_packed") if attribute in _PACKED_FIELDS else None
+            if packed is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}",
                                      name=attribute, obj=self)
-            record = FileRecord(*fields)  # cannot fail: the fields were checked when read
-            _set_slot(self, "record", record)  # two threads may both make it: equal records
-            _set_slot(self, "_record_fields", None)
-            return record
+            remote_version, sha256, record_version, fields = _unpack(packed)
+            if attribute == "record":
+                return FileRecord(*fields)  # cannot fail: the fields were checked when read
+            return remote_version if attribute == "remote_version" else sha256 if attribute == "sha256" \
+                else record_version
 
     def has_record(self) -> bool:
-        """Whether it has a record, without making one not made yet."""
-        return object.__getattribute__(self, "_record_fields") is not None or self.record is not None
+        """Whether it has a record, without making one."""
+        return object.__getattribute__(self, "_packed") is not None or self.record is not None
+
+    def parts(self) -> tuple[str, Optional[str], Optional[FileRecord]]:
+        """(remote_version, sha256, record): of a packed entry, unpacked once for the three."""
+        packed = object.__getattribute__(self, "_packed")
+        if packed is None:
+            return self.remote_version, self.sha256, self.record
+        remote_version, sha256, _, fields = _unpack(packed)
+        return remote_version, sha256, FileRecord(*fields)
 
     def with_record(self, record: Optional[FileRecord], record_version: Optional[str]) -> "SyncedFile":
         return dataclasses.replace(self, record=record, record_version=record_version)
@@ -120,10 +127,12 @@ class SyncedFile:
 
 
 Entry = tuple[str, Optional[SyncedFile]]  # a journal line: name and new state (None: gone)
+# What makes a whole state of (name, entry) pairs: ``dict``, or a compact form (tracked.py).
+BuildEntries = Callable[[Iterator[tuple[str, SyncedFile]]], Mapping[str, SyncedFile]]
 
 _entry_fields = operator.itemgetter("remote_version", "local_fingerprint", "sha256", "record", "record_version")
-# The types of those fields in an entry whose record may be made on first use (with a
-# record of the usual shape: ``usual_record_fields``); any other entry is built at once.
+# The types of those fields in an entry that is packed (with a record of the usual shape:
+# ``usual_record_fields``); any other entry is built as objects.
 _DEFERRABLE_SHAPES = frozenset(
     (str, str, sha256, dict, version) for sha256 in (str, type(None)) for version in (str, type(None)))
 _new_entry = object.__new__
@@ -131,9 +140,9 @@ _set_slot = object.__setattr__
 
 
 def _entry_from_json(raw: dict[str, Any], name: str) -> SyncedFile:
-    """``SyncedFile.from_json`` for an entry parsed from a state line, the same entry, but
-    for the usual shape (checked here, in C) its record's FileRecord is made on first use.
-    Raises as ``from_json`` does if ``raw`` is malformed."""
+    """``SyncedFile.from_json`` for an entry parsed from a state or journal line: the same
+    entry, packed if it has the usual shape (checked here, in C). Raises as ``from_json``
+    does if ``raw`` is malformed."""
     try:
         values = _entry_fields(raw)
     except KeyError:  # an entry without a record (format 2), or a malformed one
@@ -147,14 +156,57 @@ def _entry_from_json(raw: dict[str, Any], name: str) -> SyncedFile:
 
 def _entry_with_record_fields(remote_version: str, local_fingerprint: str, sha256: Optional[str],
                               record_version: Optional[str], fields: tuple[Any, ...]) -> SyncedFile:
-    """An entry whose record is made from ``fields`` (checked) on first use."""
+    """A packed entry (``SyncedFile._packed``) whose record is made from ``fields`` (checked)."""
     entry = _new_entry(SyncedFile)
-    _set_slot(entry, "remote_version", remote_version)
     _set_slot(entry, "local_fingerprint", local_fingerprint)
-    _set_slot(entry, "sha256", sha256)
-    _set_slot(entry, "record_version", record_version)
-    _set_slot(entry, "_record_fields", fields)
+    _set_slot(entry, "_packed", _pack(remote_version, sha256, record_version, fields))
     return entry
+
+
+# The fields a packed entry holds in its bytes (``local_fingerprint`` stays a field: every
+# index build and count reads it, and most are one shared string, CATALOGUED).
+_PACKED_FIELDS = frozenset(("remote_version", "sha256", "record", "record_version"))
+_SAME_AS_RECORD = True  # a packed entry's sha256 when it is its record's (the usual case)
+
+
+def _pack(remote_version: str, sha256: Optional[str], record_version: Optional[str], fields: tuple[Any, ...]) -> bytes:
+    """An entry's fields but its local fingerprint, and its record's (in ``FileRecord``'s
+    order), as one ``marshal`` bytes object (in memory only: never written), each sha256 as
+    its 32 bytes. About 190 bytes for a usual entry, where its objects take 470."""
+    filename, size, record_sha256, upload_time, uploader, requires_python, metadata_sha256, *rest = fields
+    return _dumps((remote_version, _SAME_AS_RECORD if sha256 == record_sha256 else _squeezed(sha256), record_version,
+                   filename, size, _squeezed(record_sha256), upload_time, uploader, requires_python,
+                   _squeezed(metadata_sha256), *rest))
+
+
+def _unpack(packed: bytes) -> tuple[str, Optional[str], Optional[str], tuple[Any, ...]]:
+    """(remote_version, sha256, record_version, the record's fields) of ``_pack``."""
+    remote_version, sha256, record_version, filename, size, record_sha256, upload_time, uploader, requires_python, \
+        metadata_sha256, *rest = _loads(packed)
+    record_sha256 = _unsqueezed(record_sha256)
+    fields = (filename, size, record_sha256, upload_time, uploader, requires_python, _unsqueezed(metadata_sha256),
+              *rest)
+    return remote_version, record_sha256 if sha256 is _SAME_AS_RECORD else _unsqueezed(sha256), record_version, fields
+
+
+def _squeezed(digest: Optional[str]) -> Optional[str | bytes]:
+    """A sha256 written as 64 lowercase hex digits, as its 32 bytes; anything else as it is
+    (``_unsqueezed`` gives back exactly the string it was)."""
+    try:
+        raw = _fromhex(digest)  # type: ignore[arg-type]
+    except (ValueError, TypeError):  # (None, or not hex)
+        return digest
+    # fromhex also takes capitals, and spaces between the bytes: only what it gives back.
+    return raw if len(raw) == 32 and raw.hex() == digest else digest
+
+
+def _unsqueezed(value: Optional[str | bytes]) -> Optional[str]:
+    return value.hex() if type(value) is bytes else value  # type: ignore[return-value]
+
+
+_dumps = marshal.dumps
+_fromhex = bytes.fromhex
+_loads = marshal.loads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +223,7 @@ class StateRead:
     else only the journal entries appended since (``entries``)."""
 
     cursor: StateCursor
-    files: Optional[dict[str, SyncedFile]] = None
+    files: Optional[Mapping[str, SyncedFile]] = None
     entries: tuple[Entry, ...] = ()
 
 
@@ -228,11 +280,15 @@ class StateFile:
 
     def load(self) -> dict[str, SyncedFile]:
         files = self.read().files
-        assert files is not None
+        assert isinstance(files, dict)  # (a whole read of the file: a dict)
         return files
 
-    def read(self, since: Optional[StateCursor] = None) -> StateRead:
-        """The state, or only what changed since ``since`` if the snapshot is the same."""
+    def read(self, since: Optional[StateCursor] = None, build: Optional[BuildEntries] = None) -> StateRead:
+        """The state, or only what changed since ``since`` if the snapshot is the same.
+
+        With ``build``, a whole read is the snapshot's entries as ``build`` makes them of
+        (name, entry) pairs, in the file's order (``tracked.PackedEntries.build``), and the
+        journal's entries since it as ``entries``, to apply in order."""
         for _ in range(3):  # a compaction between our reads: start over
             snapshot = self._snapshot_id()
             if since is not None and since.snapshot != snapshot:
@@ -246,12 +302,16 @@ class StateFile:
                     continue
                 return StateRead(StateCursor(snapshot, offset), entries=tuple(entries))
             with collector_paused():
-                files = self._load_snapshot()
+                loaded = self._load_snapshot(build or dict)
             entries, offset = self._journal_entries(snapshot, 0)
             if self._snapshot_id() != snapshot:
                 continue
-            self.needs_snapshot = files is None or snapshot == _NO_SNAPSHOT
-            files = dict(files or {})
+            self.needs_snapshot = loaded is None or snapshot == _NO_SNAPSHOT
+            if build is not None:
+                base = loaded if loaded is not None else build(iter(()))
+                return StateRead(StateCursor(snapshot, offset), files=base,
+                                 entries=() if self.needs_snapshot else tuple(entries))
+            files = dict(loaded or {})
             if not self.needs_snapshot:  # a foreign snapshot's journal is foreign too
                 for name, entry in entries:
                     if entry is None:
@@ -297,8 +357,9 @@ class StateFile:
     def _journal_path(self, snapshot: tuple[int, int, int]) -> Path:
         return self.control / f"journal-{snapshot[0]}.jsonl"
 
-    def _load_snapshot(self) -> Optional[dict[str, SyncedFile]]:
-        """The snapshot's files; None if it is foreign or damaged (then so is its journal).
+    def _load_snapshot(self, build: BuildEntries) -> Optional[Mapping[str, SyncedFile]]:
+        """The snapshot's files (``build`` of its entries); None if it is foreign or damaged
+        (then so is its journal).
         A snapshot written a file per line (``_write_state_json``) is read a line at a
         time: parsing 50,000 entries in one ``json.loads`` would build them all as dicts
         first (a transient of several times the state, left as fragmented memory)."""
@@ -309,10 +370,10 @@ class StateFile:
                     header = json.loads(first[: first.rindex(_LINES_FILES_KEY)] + "}")
                     if not self._is_ours(header):
                         return None
-                    return entries_from_lines(source)
+                    return build(iter_entries_from_lines(source))
                 raw = json.loads(first + source.read())
         except FileNotFoundError:
-            return {}
+            return build(iter(()))
         except (OSError, ValueError) as exc:
             log.error("state file %s is unreadable (%s); starting from an empty state", self.path, exc)
             return None
@@ -322,7 +383,7 @@ class StateFile:
         if not isinstance(raw, dict) or not self._is_ours(raw):
             return None
         try:
-            return {name: SyncedFile.from_json(entry, name) for name, entry in raw["files"].items()}
+            return build((name, SyncedFile.from_json(entry, name)) for name, entry in raw["files"].items())
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             log.error("state file %s is malformed (%s); starting from an empty state", self.path, exc)
             return None
@@ -356,7 +417,7 @@ class StateFile:
                 record = json.loads(line)
                 entry = record["entry"]
                 name = record["name"]
-                entries.append((name, None if entry is None else SyncedFile.from_json(entry, name)))
+                entries.append((name, None if entry is None else _entry_from_json(entry, name)))
             except (ValueError, KeyError, TypeError) as exc:
                 # Left by a worker killed mid-append; the next append ended the torn line.
                 log.warning("ignoring a torn line in the state journal of %s: %s", self.control, exc)
@@ -667,31 +728,40 @@ def entry_json(name: str, entry: SyncedFile, local_fingerprint: Optional[str] = 
     """The JSON value of ``name``'s entry in a state line (``state_lines``): a row (see
     ROW_FIELDS) if its record allows, else the object of ``SyncedFile.to_json``; with
     ``local_fingerprint`` in place of its own if given (a catalog snapshot's entries). A
-    record not made yet is written from its checked fields, without making it."""
+    packed entry is written from its bytes, without making its record."""
     fingerprint = entry.local_fingerprint if local_fingerprint is None else local_fingerprint
-    fields = object.__getattribute__(entry, "_record_fields")
-    if fields is None:
-        record = entry.record
-        if record is None or record.filename != name or record.sha256 != entry.sha256:
+    packed = object.__getattribute__(entry, "_packed")
+    if packed is None:
+        remote_version, sha256, record_version, record = entry.remote_version, entry.sha256, entry.record_version, \
+            entry.record
+        if record is None:
             return {**entry.to_json(), "local_fingerprint": fingerprint}
-        fields = (record.filename, record.size, record.sha256, record.upload_time, record.uploader,
-                  record.requires_python, record.metadata_sha256, record.metadata_problem, record.yanked,
-                  record.yank_reason)
-    elif fields[0] != name or fields[2] != entry.sha256:
+        fields: tuple[Any, ...] = (
+            record.filename, record.size, record.sha256, record.upload_time, record.uploader, record.requires_python,
+            record.metadata_sha256, record.metadata_problem, record.yanked, record.yank_reason)
+    else:
+        remote_version, sha256, record_version, fields = _unpack(packed)
+    if fields[0] != name or fields[2] != sha256:
         return {**entry.to_json(), "local_fingerprint": fingerprint}
     _, size, _, upload_time, uploader, requires_python, metadata_sha256, metadata_problem, yanked, yank_reason = fields
-    return [entry.remote_version, fingerprint, entry.sha256, entry.record_version, size, upload_time, uploader,
+    return [remote_version, fingerprint, sha256, record_version, size, upload_time, uploader,
             requires_python, metadata_sha256, metadata_problem, yanked, yank_reason]
 
 
 def _entry_from_row(row: list[Any], name: str) -> SyncedFile:
-    """The entry of a row (see ROW_FIELDS), its record made on first use; TypeError if the
-    row is not of that shape."""
+    """The packed entry of a row (see ROW_FIELDS); TypeError if the row is not of that shape."""
     if len(row) != len(ROW_FIELDS) or tuple(map(type, row)) not in _ROW_SHAPES:
         raise TypeError(f"the entry of {name!r} is a row of another shape than {', '.join(ROW_FIELDS)}")
-    remote_version, fingerprint, sha256, record_version, *rest = row
-    return _entry_with_record_fields(remote_version, fingerprint, sha256, record_version,
-                                     record_fields(name, rest[0], sha256, *rest[1:]))
+    # _pack's tuple, made here from the row at once: a cold start packs every entry.
+    remote_version, fingerprint, sha256, record_version, size, upload_time, uploader, requires_python, \
+        metadata_sha256, metadata_problem, yanked, yank_reason = row
+    entry = _new_entry(SyncedFile)
+    _set_slot(entry, "local_fingerprint", fingerprint)
+    _set_slot(entry, "_packed", _dumps((
+        remote_version, _SAME_AS_RECORD, record_version, name, size, _squeezed(sha256), upload_time, uploader,
+        requires_python, _squeezed(metadata_sha256) if metadata_sha256 else metadata_sha256, metadata_problem,
+        yanked, yank_reason)))
+    return entry
 
 
 def state_lines(entries: Iterable[tuple[str, Any]]) -> Iterator[str]:
@@ -705,24 +775,35 @@ def state_lines(entries: Iterable[tuple[str, Any]]) -> Iterator[str]:
 def entries_from_lines(source: Iterable[str]) -> dict[str, SyncedFile]:
     """The entries of lines written by ``state_lines`` (a state file after its header, a
     catalog snapshot after its own), one line each. Raises ValueError, KeyError or
-    TypeError if a line is not one."""
+    TypeError if a line is not one, or a name is given twice."""
     files: dict[str, SyncedFile] = {}
+    for name, entry in iter_entries_from_lines(source):
+        if name in files:
+            raise ValueError(f"{name!r} given twice")
+        files[name] = entry
+    return files
+
+
+def iter_entries_from_lines(source: Iterable[str]) -> Iterator[tuple[str, SyncedFile]]:
+    """``entries_from_lines`` one (name, entry) at a time, in the lines' order, held by
+    nobody (a worker packs them: tracked.py), and without its check that a name comes once
+    (the caller's)."""
     chunk: list[str] = []
+    seen = False
     for line in source:
         line = line.strip()
         if not line or line == "}}":
             continue
         # Each after the first starts with its comma: lines copied as they are (a
         # catalog snapshot's) then still make one JSON document of the state file.
-        first = not files and not chunk
-        if line.startswith(",") == first:
-            raise ValueError(f"an entry line {'starts' if first else 'does not start'} with a comma")
+        if line.startswith(",") != seen:
+            raise ValueError(f"an entry line {'does not start' if seen else 'starts'} with a comma")
+        seen = True
         chunk.append(line)
         if len(chunk) == _PARSE_CHUNK:
-            _parse_entries(chunk, files)
+            yield from _parse_entries(chunk)
             chunk = []
-    _parse_entries(chunk, files)
-    return files
+    yield from _parse_entries(chunk)
 
 
 # Entry lines parsed per json.loads: one call per line cost as much as the parse itself,
@@ -731,138 +812,46 @@ def entries_from_lines(source: Iterable[str]) -> dict[str, SyncedFile]:
 _PARSE_CHUNK = 100
 
 
-def _parse_entries(lines: list[str], files: dict[str, SyncedFile]) -> None:
+def _parse_entries(lines: list[str]) -> Iterator[tuple[str, SyncedFile]]:
     if not lines:
         return
     parsed = json.loads("{" + "".join(lines).removeprefix(",") + "}")
     if len(parsed) != len(lines):  # as read a line at a time: one entry per line, each name once
         raise ValueError("a line that is not exactly one entry, or a name given twice")
     for name, entry in parsed.items():
-        if name in files:
-            raise ValueError(f"{name!r} given twice")
         if type(entry) is list:
-            files[name] = _entry_from_row(entry, name)
+            yield name, _entry_from_row(entry, name)
         elif isinstance(entry, dict):
-            files[name] = _entry_from_json(entry, name)
+            yield name, _entry_from_json(entry, name)
         else:
             raise TypeError(f"the entry of {name!r} is neither a JSON object nor a row")
 
 
-class TrackedState:
-    """A reader's copy of the state, kept current by reading only what changed. Safe for
-    the threads of one worker: each question refreshes and answers under one lock.
-
-    It is the worker's one copy: the in-memory index reads it too (``read``), so each
-    entry (and its record) is held once per worker, not once for the sync and again for
-    the index. It keeps the entries that changed since its last whole read (a bounded
-    log), so the index gets only those."""
-
-    def __init__(self, state: StateFile) -> None:
-        self._state = state
-        self._cursor: Optional[StateCursor] = None
-        self._files: dict[str, SyncedFile] = {}
-        self._catalogued = 0  # entries not held here (CATALOGUED), kept as entries change
-        self._lock = threading.Lock()
-        # Bumped at every whole read; the changes since it, from absolute position _log_start.
-        self._generation = 0
-        self._log: list[Entry] = []
-        self._log_start = 0
-
-    def _refresh(self) -> dict[str, SyncedFile]:
-        read = self._state.read(self._cursor)
-        if read.files is not None:
-            self._files = read.files
-            self._catalogued = _count_catalogued(read.files)
-            keep_long_lived(len(read.files))
-            self._generation += 1
-            self._log_start += len(self._log)
-            self._log = []
-        for name, entry in read.entries:
-            old = self._files.pop(name, None) if entry is None else self._files.get(name)
-            if entry is not None:
-                self._files[name] = entry
-            self._catalogued += (entry is not None and entry.local_fingerprint == CATALOGUED) \
-                - (old is not None and old.local_fingerprint == CATALOGUED)
-        self._log.extend(read.entries)
-        if len(self._log) > _MAX_CHANGE_LOG:  # a reader this far behind reads the whole copy
-            dropped = len(self._log) // 2
-            self._log_start += dropped
-            self._log = self._log[dropped:]
-        self._cursor = read.cursor
-        return self._files
-
-    def read(self, since: Optional[StateCursor] = None) -> StateRead:
-        """What ``StateFile.read`` answers, from this copy (its cursors are its own): the
-        whole state (a shallow copy: the entries are shared), or the entries that changed
-        since ``since``."""
-        with self._lock:
-            files = self._refresh()
-            cursor = StateCursor((self._generation, 0, 0), self._log_start + len(self._log))
-            if since is None or since.snapshot != cursor.snapshot or since.journal_offset < self._log_start:
-                return StateRead(cursor, files=dict(files))
-            return StateRead(cursor, entries=tuple(self._log[since.journal_offset - self._log_start:]))
-
-    def lookup(self, names: Iterable[str]) -> dict[str, SyncedFile]:
-        """The current entries of ``names`` that the state has."""
-        with self._lock:
-            files = self._refresh()
-            return {name: files[name] for name in names if name in files}
-
-    def adopt(self, files: dict[str, SyncedFile], cursor: StateCursor) -> None:
-        """Take ``files`` as the state at ``cursor`` (just written by this process): a cold
-        start does not parse what it has just written."""
-        with self._lock:
-            self._files = files
-            self._catalogued = _count_catalogued(files)
-            self._generation += 1
-            self._log_start += len(self._log)
-            self._log = []
-            self._cursor = cursor
-
-    def forget(self) -> None:
-        """Drop the copy (the next question reads the whole state again): for a process
-        that asks seldom, so that it does not hold the state in between."""
-        with self._lock:
-            self._files = {}
-            self._catalogued = 0
-            self._cursor = None
-            self._generation += 1
-            self._log_start += len(self._log)
-            self._log = []
-
-    def current(self) -> dict[str, SyncedFile]:
-        """A copy of the whole state as last read (only what changed is read): what a full
-        sync plans against, without parsing the snapshot again (one C call that would
-        hold the GIL, and every request thread of the worker, for a second at 50,000 files)."""
-        with self._lock:
-            return dict(self._refresh())
-
-    def lookup_any(self) -> bool:
-        """Whether the state records any file."""
-        with self._lock:
-            return bool(self._refresh())
-
-    def all_in(self, present: set[str], *, except_catalogued: bool = False) -> bool:
-        """Whether every file the state records is among ``present``; with
-        ``except_catalogued``, every file it records as held here (a mirror fills the
-        catalogued ones in the background)."""
-        with self._lock:
-            files = self._refresh()
-            if not except_catalogued or not self._catalogued:
-                return files.keys() <= present
-            return all(files[name].local_fingerprint == CATALOGUED for name in files.keys() - present)
-
-    def catalogued_count(self) -> int:
-        """How many files the state catalogues without holding them here: O(changes)."""
-        with self._lock:
-            self._refresh()
-            return self._catalogued
-
-    def catalogued_names(self) -> list[str]:
-        """The files the state catalogues without holding them here, in name order."""
-        with self._lock:
-            return sorted(name for name, entry in self._refresh().items() if entry.local_fingerprint == CATALOGUED)
+# The kinds of an entry's payload in ``entry_payload``.
+PAYLOAD_PACKED = 0  # a packed entry's bytes (``_pack``)
+PAYLOAD_OBJECT = 1  # any other entry: its JSON object (``SyncedFile.to_json``), marshalled
 
 
-def _count_catalogued(files: dict[str, SyncedFile]) -> int:
-    return sum(1 for entry in files.values() if entry.local_fingerprint == CATALOGUED)
+def entry_payload(name: str, entry: SyncedFile) -> tuple[int, bytes]:
+    """(kind, bytes) of everything ``name``'s entry holds but its local fingerprint:
+    what ``entry_from_payload`` makes it from again (tracked.py packs many)."""
+    packed = object.__getattribute__(entry, "_packed")
+    if packed is not None:
+        return PAYLOAD_PACKED, packed
+    record = entry.record
+    if record is None:
+        return PAYLOAD_OBJECT, _dumps(entry.to_json())
+    return PAYLOAD_PACKED, _pack(entry.remote_version, entry.sha256, entry.record_version, (
+        record.filename, record.size, record.sha256, record.upload_time, record.uploader, record.requires_python,
+        record.metadata_sha256, record.metadata_problem, record.yanked, record.yank_reason))
+
+
+def entry_from_payload(kind: int, local_fingerprint: str, payload: bytes, name: Optional[str]) -> SyncedFile:
+    """The entry of ``entry_payload``'s (kind, bytes) and its local fingerprint; ``name``
+    is needed for PAYLOAD_OBJECT only."""
+    if kind == PAYLOAD_PACKED:
+        entry = _new_entry(SyncedFile)
+        _set_slot(entry, "local_fingerprint", local_fingerprint)
+        _set_slot(entry, "_packed", payload)
+        return entry
+    return SyncedFile.from_json({**_loads(payload), "local_fingerprint": local_fingerprint}, name)

@@ -27,7 +27,8 @@ from gcs_sync.sync.feed import ChangeFeed, ChangeKind
 from gcs_sync.sync.pending import ClaimReason, Intent, PendingUploads
 from gcs_sync.sync.records import RecordStore, StoredRecord
 from gcs_sync.sync.report import BucketMeter, log_bucket_write
-from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile, TrackedState
+from gcs_sync.sync.state import CATALOGUED, StateFile, SyncedFile
+from gcs_sync.sync.tracked import TrackedState
 
 log = logging.getLogger("gcs_sync.client")  # the name operators' log queries know
 

@@ -16,17 +16,22 @@ bucket (``package_files.py``).
 Each listed file is an ``IndexedFile``: pypiserver's ``PkgFile`` plus what the simple API
 (``simple_api.py``) shows of it, all known from the state: its sha256, its size and its
 metadata record (``records/record.py``), when the state has one for these bytes.
+
+What it holds per file is a few bytes: the worker's packed entries (``tracked.py``) are
+shared with the sync, and the index keeps positions in them by project, and which are
+listed; an ``IndexedFile`` is made for the projects asked for.
 """
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import functools
 import logging
 import os
 import threading
-from typing import Iterable, Iterator, Optional, Protocol
+from typing import Iterable, Iterator, Mapping, Optional, Protocol
 
 from pypiserver.core import PkgFile, normalize_pkgname
 from pypiserver.pkg_helpers import guess_pkgname_and_version, parse_version, wheel_file_re
@@ -36,11 +41,12 @@ from gcs_sync.records.record import METADATA_SUFFIX, FileRecord
 from gcs_sync.sync.folder import PackageFolder
 from gcs_sync.sync.heap import collector_paused, keep_long_lived
 from gcs_sync.sync.state import CATALOGUED, Entry, StateCursor, StateRead, SyncedFile
+from gcs_sync.sync.tracked import EntriesView, PackedEntries, too_many_changes
 
 
 class StateSource(Protocol):
-    """Where the index reads the state: the worker's ``TrackedState`` (the entries are then
-    held once per worker), or a ``StateFile`` of its own."""
+    """Where the index reads the state: the worker's ``TrackedState`` (the packed entries
+    are then held once per worker), or a ``StateFile`` of its own."""
 
     def read(self, since: Optional[StateCursor] = None) -> StateRead: ...
 
@@ -102,20 +108,41 @@ class IndexedFile(PkgFile):
 
 
 # Built file objects kept for the projects asked for most recently, at most about this
-# many files in all: the index itself holds only state entries (the worker's own, shared
-# with the sync), so its memory does not grow with the projects clients have asked for.
+# many files in all: beside them the index holds only positions in the packed state (the
+# worker's own, shared with the sync), so its memory does not grow without bound with the
+# projects clients have asked for.
 PROJECT_CACHE_FILES = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
 class _Listing:
     """What the index lists, swapped whole on a rebuild (readers keep the one they took):
-    each listed file's state entry, the listed names of each project (PEP 503 name), and
-    the projects built so far (their ``IndexedFile``s, least recently asked first)."""
+    the state's packed entries at the rebuild (``tracked.PackedEntries``) and which of
+    them are listed (None: all), where each project's files (PEP 503 name) are among
+    them, the entries changed since (None: not listed) by name and by project, the listed
+    files' count by project (its keys: the projects listed), and the projects built so
+    far (their ``IndexedFile``s, least recently asked first). Per file, a few bytes."""
 
-    entries: dict[str, SyncedFile]
-    names_by_project: dict[str, set[str]]
+    base: PackedEntries
+    listed: Optional[bytearray]
+    base_projects: dict[str, array.array]
+    changed: dict[str, Optional[SyncedFile]]
+    changed_by_project: dict[str, set[str]]
+    counts: dict[str, int]
     built: "collections.OrderedDict[str, _Project]"
+
+    @classmethod
+    def empty(cls) -> "_Listing":
+        return cls(PackedEntries.empty(), None, {}, {}, {}, {}, collections.OrderedDict())
+
+    def entry(self, name: str) -> Optional[SyncedFile]:
+        """The listed file's entry; None if it is not listed."""
+        if name in self.changed:
+            return self.changed[name]
+        position = self.base.find(name)
+        if position < 0 or (self.listed is not None and not self.listed[position]):
+            return None
+        return self.base.entry_at(position)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +174,8 @@ class PackageIndex:
         # rebuild makes a new _Listing aside and swaps it in.
         self._refresh_lock = threading.Lock()
         self._build_lock = threading.Lock()
-        self._listing = _Listing({}, {}, collections.OrderedDict())
+        self._listing = _Listing.empty()
+        self._count = 0  # files listed
         self._built_files = 0  # IndexedFiles in _listing.built
         self._built_sizes: collections.Counter[int] = collections.Counter()  # projects in it, by file count
         self._largest_built = 0  # files of the largest project in it
@@ -162,6 +190,14 @@ class PackageIndex:
                 keep_long_lived(len(read.files))
             elif read.entries:
                 self._apply(read.entries)
+                listing = self._listing
+                if too_many_changes(len(listing.changed), len(listing.base)):
+                    # Made again from the state's own packed entries (O(files), once per a
+                    # fraction of them changed): the changes would pile up as objects.
+                    read = self._state.read()
+                    assert read.files is not None  # (a read without a cursor is whole)
+                    with collector_paused():
+                        self._rebuild(read.files)
             self._cursor = read.cursor
 
     # -- reading ---------------------------------------------------------------------
@@ -170,7 +206,7 @@ class PackageIndex:
         """The listed file of that name: O(1), whatever the size of its project (one
         object built, if its project is not)."""
         listing = self._listing
-        entry = listing.entries.get(filename)
+        entry = listing.entry(filename)
         project = _project_of(filename) if entry is not None else None
         if entry is None or project is None:
             return None
@@ -212,7 +248,7 @@ class PackageIndex:
             if leading is not None:
                 yield leading
             return
-        for project in list(listing.names_by_project):  # a copy: a refresh may change the dict
+        for project in list(listing.counts):  # a copy: a refresh may change the dict
             built = listing.built.get(project)
             if built is None:
                 built = self._project(listing, project) if self._keep_every_project else \
@@ -222,15 +258,15 @@ class PackageIndex:
     def project_packages(self, project: str) -> tuple[IndexedFile, ...]:
         listing = self._listing
         normalized = normalize_pkgname(project)  # a client's spelling: not kept in _normalized's cache
-        if normalized not in listing.names_by_project:
+        if normalized not in listing.counts:
             return ()
         return self._project(listing, normalized).packages
 
     def projects(self) -> list[str]:
-        return list(self._listing.names_by_project)
+        return list(self._listing.counts)
 
     def __len__(self) -> int:
-        return len(self._listing.entries)
+        return self._count
 
     def not_held(self) -> int:
         """How many listed files are not held here (catalogued: a mirror's fill has not
@@ -267,9 +303,20 @@ class PackageIndex:
             return built
 
     def _build(self, listing: _Listing, project: str) -> _Project:
+        # Without the build lock in a walk over every file (all_packages), so a change may
+        # be applied meanwhile: the names first (each once), then each one's entry as it is
+        # now, as a lookup (``_Listing.entry``) would give it.
+        base, listed, changed = listing.base, listing.listed, listing.changed
+        positions = {}
+        for position in listing.base_projects.get(project, ()):
+            if listed is None or listed[position]:
+                positions[base.name_at(position)] = position
+        for name in tuple(listing.changed_by_project.get(project, ())):  # (a copy, made at once)
+            positions[name] = -1
         packages = []
-        for name in sorted(listing.names_by_project.get(project, ())):
-            entry = listing.entries.get(name)
+        for name in sorted(positions):
+            # A name once changed stays in ``changed``: its entry there is the current one.
+            entry = changed[name] if name in changed else base.entry_at(positions[name])
             pkg = self._package(name, entry) if entry is not None else None
             if pkg is not None:
                 packages.append(pkg)
@@ -277,30 +324,58 @@ class PackageIndex:
 
     # -- updating --------------------------------------------------------------------
 
-    def _rebuild(self, files: dict[str, SyncedFile]) -> None:
+    def _rebuild(self, files: Mapping[str, SyncedFile]) -> None:
         # Built aside and swapped in, so readers see the old index or the new one.
+        if isinstance(files, EntriesView):
+            base, changes = files.base, files.changes
+        else:  # a StateFile's dict
+            base, changes = PackedEntries.build(files.items()), {}
         # A catalogued state needs no look at the folder (no stat per file).
-        present = {} if _all_catalogued(files) else self._folder.scan()
-        entries: dict[str, SyncedFile] = {}
-        names_by_project: dict[str, set[str]] = {}
-        not_held = 0
-        for name, entry in files.items():
-            catalogued = entry.local_fingerprint == CATALOGUED
-            if not catalogued and present.get(name) != entry.local_fingerprint:
-                continue
+        all_catalogued = base.catalogued == len(base) and all(
+            entry is None or entry.local_fingerprint == CATALOGUED for entry in changes.values())
+        present = {} if all_catalogued else self._folder.scan()
+        listed = None if all_catalogued else bytearray(len(base))
+        base_projects: dict[str, array.array] = {}
+        counts: dict[str, int] = {}
+        count = not_held = 0
+        for position, name in enumerate(base.names()):
             project = _project_of(name)
             if project is None:
                 continue  # not a package file name pypiserver would list
-            entries[name] = entry
-            names_by_project.setdefault(project, set()).add(name)
+            base_projects.setdefault(project, array.array("I")).append(position)
+            if name in changes:
+                continue  # its entry now: below
+            catalogued = base.is_catalogued(position)
+            if listed is not None:
+                if not catalogued and present.get(name) != base.fingerprint_at(position):
+                    continue
+                listed[position] = 1
+            counts[project] = counts.get(project, 0) + 1
+            count += 1
+            not_held += catalogued
+        changed: dict[str, Optional[SyncedFile]] = {}
+        changed_by_project: dict[str, set[str]] = {}
+        for name, entry in changes.items():
+            project = _project_of(name)
+            if project is None:
+                continue
+            changed_by_project.setdefault(project, set()).add(name)
+            catalogued = entry is not None and entry.local_fingerprint == CATALOGUED
+            if entry is None or not (catalogued or present.get(name) == entry.local_fingerprint):
+                changed[name] = None
+                continue
+            changed[name] = entry
+            counts[project] = counts.get(project, 0) + 1
+            count += 1
             not_held += catalogued
         with self._build_lock:
-            self._listing = _Listing(entries, names_by_project, collections.OrderedDict())
+            self._listing = _Listing(base, listed, base_projects, changed, changed_by_project, counts,
+                                     collections.OrderedDict())
+            self._count = count
             self._built_files = self._largest_built = 0
             self._built_sizes = collections.Counter()
             self._not_held = not_held
-        log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, len(entries),
-                  len(names_by_project))
+        log.debug("index of %s rebuilt: %d files in %d projects", self._folder.path, count, len(counts))
 
     def _apply(self, entries: Iterable[Entry]) -> None:
         with self._build_lock:
@@ -319,26 +394,33 @@ class PackageIndex:
             return False  # removed again since: a later journal line says so
 
     def _put(self, listing: _Listing, name: str, entry: SyncedFile) -> None:
+        """List ``name`` (not listed now: ``_remove`` came first)."""
         project = _project_of(name)
         if project is None:
             return
-        listing.entries[name] = entry
+        listing.changed[name] = entry
+        listing.changed_by_project.setdefault(project, set()).add(name)
+        listing.counts[project] = listing.counts.get(project, 0) + 1
+        self._count += 1
         self._not_held += entry.local_fingerprint == CATALOGUED
-        listing.names_by_project.setdefault(project, set()).add(name)
         self._forget_built(listing, project)
 
     def _remove(self, listing: _Listing, name: str) -> None:
-        entry = listing.entries.pop(name, None)
+        project = _project_of(name)
+        if project is None:
+            return  # never listed
+        entry = listing.entry(name)
+        listing.changed[name] = None
+        listing.changed_by_project.setdefault(project, set()).add(name)
         if entry is None:
             return
+        self._count -= 1
         self._not_held -= entry.local_fingerprint == CATALOGUED
-        project = _project_of(name)  # never None: only such names are listed
-        names = listing.names_by_project.get(project or "")
-        if project is None or names is None:
-            return
-        names.discard(name)
-        if not names:
-            del listing.names_by_project[project]
+        remaining = listing.counts.get(project, 0) - 1
+        if remaining > 0:
+            listing.counts[project] = remaining
+        else:
+            listing.counts.pop(project, None)
         self._forget_built(listing, project)
 
     def _forget_built(self, listing: _Listing, project: str) -> None:
@@ -360,18 +442,18 @@ class PackageIndex:
         if parsed is None:
             return None
         pkgname, version = parsed
-        record = entry.record
-        if record is not None and (record.filename != name or (entry.sha256 and record.sha256 != entry.sha256)):
+        remote_version, sha256, record = entry.parts()
+        if record is not None and (record.filename != name or (sha256 and record.sha256 != sha256)):
             record = None  # a stale record, of an earlier file of that name: not these bytes
         pkg = IndexedFile(
             pkgname=pkgname, version=version, fn=None, root=self._root, relfn=name,
-            sha256=entry.sha256 or (record.sha256 if record is not None else None),
+            sha256=sha256 or (record.sha256 if record is not None else None),
             size=record.size if record is not None else _fingerprint_size(entry.local_fingerprint),
-            record=record, remote_version=entry.remote_version,
+            record=record, remote_version=remote_version,
             held=entry.local_fingerprint != CATALOGUED,
         )
-        if self._hash_algo == "sha256" and entry.sha256:
-            pkg.digest = f"sha256={entry.sha256}"  # what pypiserver would compute, already known
+        if self._hash_algo == "sha256" and sha256:
+            pkg.digest = f"sha256={sha256}"  # what pypiserver would compute, already known
         return pkg
 
 
@@ -388,10 +470,6 @@ def _project_of(name: str) -> Optional[str]:
 
 
 _match_wheel = wheel_file_re.match
-
-
-def _all_catalogued(files: dict[str, SyncedFile]) -> bool:
-    return all(entry.local_fingerprint == CATALOGUED for entry in files.values())
 
 
 def _fingerprint_size(value: str) -> Optional[int]:

@@ -1,5 +1,10 @@
-"""The listing process: ``python -m gcs_sync.web.lister MASTER_PID``, started by the gunicorn
-master (gunicorn.conf.py, when FULL_SYNC_PROCESS is on) beside the workers, stopped with it.
+"""The listing process: forked by the gunicorn master (gunicorn.conf.py, when
+FULL_SYNC_PROCESS is on) beside the workers, before them, and stopped with it; also
+``python -m gcs_sync.web.lister MASTER_PID`` to run it by hand.
+
+Forked, not started anew: it shares the master's memory of every module imported (a new
+interpreter would hold its own 24 MB of them), and the master runs no thread of its own
+then, so the fork is safe.
 
 It makes the instance's periodic full listings (gcs_sync/sync/lister.py says why) with the
 same settings, folder, lock and state as the workers, and the catalog snapshots and feed
@@ -17,11 +22,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from typing import Callable, Optional, Sequence
 
 from gcs_sync.auth.password_file import BucketPasswordFile
@@ -45,23 +52,34 @@ EXIT_FAILED = 1
 # and the workers wait for that lock.
 NICENESS = 5
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PR_SET_NAME = 15
+PROCESS_NAME = "gcs-sync-lister"  # at most 15 bytes (the kernel's limit)
 
 
-def child_setup() -> Callable[[], None]:
-    """What the master runs in the child between fork and exec (``Popen``'s preexec_fn):
-    the niceness, and SIGTERM when the master dies (Linux; elsewhere the parent check)."""
-    prctl = None
+def set_up_child() -> None:
+    """What the listing process does first: its niceness, SIGTERM when the master dies
+    (Linux; elsewhere the parent check), and PROCESS_NAME as its name (what ``ps -o comm``,
+    ``top`` and ``pgrep`` show; its command line is the master's)."""
+    os.nice(NICENESS)
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(_PR_SET_NAME, PROCESS_NAME.encode())
+
+
+def _set_parent_death_signal() -> None:
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _prctl() -> Optional[Callable[..., int]]:
+    """libc's prctl; None where there is none (not Linux: the loops' looks at their parent
+    end them)."""
     try:
-        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: the loop's look at its parent ends it
-
-    def setup() -> None:
-        os.nice(NICENESS)
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return setup
+        return None
 
 
 def main(argv: Sequence[str]) -> int:
@@ -70,12 +88,12 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_FAILED
     master = int(argv[0])
     stopping = threading.Event()
-    client: Optional[StorageClient] = None
+    loop: Optional[FullListingLoop] = None
 
     def stop(signum: int, frame: object) -> None:
         stopping.set()
-        if client is not None:
-            client.stop()  # a listing under way skips the transfers not begun
+        if loop is not None:
+            loop.client.stop()  # a listing under way skips the transfers not begun
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):  # gunicorn's and a terminal's
         signal.signal(signum, stop)
@@ -85,17 +103,22 @@ def main(argv: Sequence[str]) -> int:
         return_large_blocks_promptly()  # a listing's transients given back (heap.py)
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
-        driver = make_driver(settings)
-        folder = PackageFolder(settings.local_package_directory)
-        passwords = BucketPasswordFile.for_settings(settings, folder, driver.url)
-        client = new_client(settings, driver, folder, passwords)
+
+        def make_client() -> StorageClient:
+            driver = make_driver(settings)
+            folder = PackageFolder(settings.local_package_directory)
+            passwords = BucketPasswordFile.for_settings(settings, folder, driver.url)
+            return new_client(settings, driver, folder, passwords)
+
+        client = make_client()  # here: when a listing is due (it reads a record, nothing more)
     except (ConfigError, StorageError, OSError) as exc:
         logging.basicConfig()
         log.error("the listing process cannot start (%s): the workers make the full listings themselves", exc)
         return EXIT_FAILED
     loop = FullListingLoop(client, full_sync_interval=settings.full_sync_interval,
                            sync_interval=settings.sync_interval, stopping=stopping,
-                           parent_alive=lambda: os.getppid() == master)
+                           parent_alive=lambda: os.getppid() == master,
+                           apart=functools.partial(list_in_a_child, make_client=make_client))
     log.info("listing process %d: full listings of %s about every %gs (FULL_SYNC_INTERVAL), for the workers",
              os.getpid(), settings.store_url, settings.full_sync_interval)
     try:
@@ -105,8 +128,143 @@ def main(argv: Sequence[str]) -> int:
                       "themselves", loop.listings)
         return EXIT_FAILED
     finally:
-        client.stop()
+        loop.client.stop()
     return EXIT_STOPPED
+
+
+def list_in_a_child(loop: FullListingLoop, make_client: Callable[[], StorageClient]) -> bool:
+    """One listing of ``loop`` in a child process (forked: it has this one's memory), with
+    a client of its own (``make_client``: a lock object must not cross a fork), and
+    whether it succeeded. A listing at 50,000 files builds some 80 MB of objects for a
+    second or two; in a process that goes on, the few kept from among them (a log
+    record's, a cache's) keep whole arenas of its heap, and it grew by MBs a listing.
+    The child ends with its listing; told to stop, so is it (SIGTERM: the sync skips the
+    transfers not begun), and it gets SIGTERM if this process dies. In this process
+    instead while it runs a thread besides this one (a fork would copy the locks that
+    thread holds)."""
+    if threading.active_count() > 1:
+        return loop.list_here()
+    # What happens in the middle of a listing cannot be told, so as for a worker that dies
+    # mid-sync: the next listing goes on from where it stopped (its journal, the lock).
+    lister = os.getpid()
+    pid = os.fork()
+    if not pid:
+        code = EXIT_FAILED
+        try:
+            try:
+                _set_parent_death_signal()
+                loop.parent_alive = lambda: os.getppid() == lister
+                loop.client = make_client()  # (main's SIGTERM handler stops this one)
+                code = EXIT_STOPPED if loop.list_here() else EXIT_FAILED
+            except BaseException:  # anything at all: logged, and this process ends here
+                log.exception("a full listing of the listing process failed")
+            finally:
+                logging.shutdown()  # its lines written out: no exit handler runs after os._exit
+        finally:
+            os._exit(code)
+    told = killed = None
+    while True:
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            return os.waitstatus_to_exitcode(status) == EXIT_STOPPED
+        if told is None and (loop.stopping.is_set() or not loop.parent_alive()):
+            told = time.monotonic()
+            _signal(pid, signal.SIGTERM)
+        elif told is not None and killed is None and time.monotonic() - told > STOP_SECONDS:
+            killed = True
+            _signal(pid, signal.SIGKILL)
+        time.sleep(_WAIT_POLL_SECONDS)
+
+
+STOP_SECONDS = 30  # a listing told to stop may finish its transfers in flight this long
+_WAIT_POLL_SECONDS = 0.05
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # ended meanwhile: the next wait says how
+
+
+# The signals gunicorn's master handles (its Arbiter.SIGNALS, and SIGCHLD): the child
+# inherits those handlers, which would act as a master; ``main`` sets its own for three.
+_MASTER_SIGNALS = ("SIGHUP", "SIGQUIT", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+                   "SIGCHLD")
+
+
+def fork(master: int) -> "ForkedLister":
+    """Fork the listing process from the master (``master``, this process, with no thread
+    of its own running). The child closes every file the master has open but its standard
+    streams (its listening sockets, its pipe, its log files: as a new process started with
+    ``Popen`` had none of them), runs ``main`` and exits with its code, never returning
+    into the master's code. Raises OSError if the fork fails, RuntimeError if this process
+    runs a thread besides this one (a fork would copy the locks that thread holds)."""
+    if threading.active_count() > 1:
+        raise RuntimeError(f"the master runs {threading.active_count() - 1} threads of its own: "
+                           f"{', '.join(t.name for t in threading.enumerate() if t is not threading.current_thread())}")
+    pid = os.fork()
+    if pid:
+        return ForkedLister(pid)
+    code = EXIT_FAILED
+    try:
+        try:
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            for name in _MASTER_SIGNALS:
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+            set_up_child()
+            code = main([str(master)])
+        except SystemExit as exc:  # (main returns its code; anything it calls might exit)
+            code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
+        except BaseException:  # anything at all: logged, and this process still ends here
+            log.exception("the listing process failed: the workers make the full listings themselves")
+        finally:
+            logging.shutdown()  # its lines written out: no exit handler runs after os._exit
+    finally:
+        os._exit(code)  # never into the master's stack, nor its exit handlers
+
+
+class ForkedLister:
+    """The master's handle of the forked listing process (what it asked of ``Popen``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        """Its exit code once it has ended (0 if the master's reaping took it first), else None."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by gunicorn's own waitpid(-1)
+                self.returncode = 0
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        self._send(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._send(signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int:
+        """Its exit code; TimeoutError if it runs on for ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the listing process {self.pid} still runs after {timeout:g}s")
+            time.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def _send(self, signum: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass  # ended meanwhile
 
 
 if __name__ == "__main__":
