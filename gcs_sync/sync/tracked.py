@@ -254,10 +254,10 @@ class EntriesView(Mapping[str, SyncedFile]):
         return self._size
 
     def items(self) -> Iterator[tuple[str, SyncedFile]]:  # type: ignore[override]
-        changes = self.changes
-        for name, entry in self.base.items():
-            if name not in changes:
-                yield name, entry
+        changes, base = self.changes, self.base
+        for position, name in enumerate(base.names()):
+            if name not in changes:  # (an entry changed since is not made from the pack)
+                yield name, base.entry_at(position)
         for name, changed in changes.items():
             if changed is not None:
                 yield name, changed
