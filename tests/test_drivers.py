@@ -389,6 +389,31 @@ class OnItsServer:
 class TestLocalDriver(OnItsServer, DriverContract):
     backend = "local"
 
+    @pytest.mark.parametrize("write", ["upload", "note"])
+    def test_a_bucket_folder_removed_while_a_write_begins_is_not_made_again(
+        self, driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        write: str,
+    ) -> None:
+        """The folder's check and its write are two steps: the bucket folder removed in
+        between (by hand, by a test moving it away) stays removed, and the write fails as
+        it would in the cloud. It once came back empty (``mkdir(parents=True)``), and the
+        next listing found an empty bucket. The removal is made inside the driver's own
+        check: no real timing puts it there reliably."""
+        looked = driver._existing_folder  # type: ignore[attr-defined]
+
+        def look_then_lose_the_bucket(operation: str, name: str) -> Path:
+            folder = looked(operation, name)
+            bucket.remove_bucket()
+            return folder
+
+        monkeypatch.setattr(driver, "_existing_folder", look_then_lose_the_bucket)
+        with pytest.raises(BucketNotFound, match="demo-1.0.tar.gz"):
+            if write == "upload":
+                driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"x"), create_only=True, metadata={})
+            else:
+                driver.put_note(".gcs_sync/feed/demo-1.0.tar.gz", b"x", create_only=True)
+        assert not Path(bucket.name).exists()
+
 
 class TestGCSDriver(OnItsServer, MetadataDriverContract):
     backend = "gcs"

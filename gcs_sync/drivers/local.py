@@ -85,8 +85,25 @@ class LocalFolderDriver(FileStoreDriver):
 
     def _existing_folder(self, operation: str, name: str) -> Path:
         if not self._root.is_dir():
-            raise BucketNotFound(operation, name, f"bucket folder {self._root} does not exist")
+            raise self._bucket_not_found(operation, name)
         return self._folder
+
+    def _bucket_not_found(self, operation: str, name: str) -> BucketNotFound:
+        return BucketNotFound(operation, name, f"bucket folder {self._root} does not exist")
+
+    def _make_folders(self, folder: Path, operation: str, name: str) -> None:
+        """``folder`` and those between it and the bucket folder, never the bucket folder
+        itself: a bucket removed after ``_existing_folder`` looked is an error, as in the
+        cloud, not made again empty by a write (``mkdir(parents=True)`` did that)."""
+        made = self._root
+        for part in folder.relative_to(self._root).parts:
+            made = made / part
+            try:
+                made.mkdir(exist_ok=True)
+            except FileNotFoundError:
+                if not self._root.is_dir():
+                    raise self._bucket_not_found(operation, name) from None
+                raise
 
     def list_objects(self) -> dict[str, RemoteObject]:
         self._count("list")
@@ -152,7 +169,7 @@ class LocalFolderDriver(FileStoreDriver):
         folder = self._existing_folder("upload", name)
         target = folder / name
         with _mapped("upload", name, _WRITE):
-            folder.mkdir(parents=True, exist_ok=True)
+            self._make_folders(folder, "upload", name)
             if create_only:
                 temp = folder / temp_name(name)
                 try:
@@ -201,7 +218,7 @@ class LocalFolderDriver(FileStoreDriver):
         self._count("upload")
         note = self._existing_folder("upload", name) / name
         with _mapped("upload", name, _WRITE if create_only else _FOLDER):
-            note.parent.mkdir(parents=True, exist_ok=True)
+            self._make_folders(note.parent, "upload", name)
             if create_only:
                 temp = note.parent / temp_name(note.name)
                 try:
