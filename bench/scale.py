@@ -44,6 +44,7 @@ from testkit.storage_servers import patched_environ
 from . import load, machine, peers
 from .baseline import Baseline, baseline_tree
 from .baseline import environment as baseline_environment
+from .cgroup import MemoryCgroup
 from .compare import WRITABLE, ServerRun, wrapper_server
 from .emulator import PROJECT, Emulator, running_emulator
 from .errors import BenchError
@@ -120,9 +121,10 @@ class Design:
         return {**environment(env, drop=PRODUCT_VARIABLES), "PYTHONPATH": str(REPO)}
 
     @contextlib.contextmanager
-    def server(self, env: dict[str, str], workers: int, log_path: Path) -> Iterator[Server]:
+    def server(self, env: dict[str, str], workers: int, log_path: Path,
+               cgroup: Optional[MemoryCgroup] = None) -> Iterator[Server]:
         with launched(f"{self.label} wrapper", WRAPPER_APP, workers=workers, env=self.process_env(env), cwd=self.tree,
-                      log_path=log_path) as server:
+                      log_path=log_path, cgroup=cgroup) as server:
             yield server
 
 
@@ -338,17 +340,24 @@ def _latency_row(subject: str, window: dict, files: int, mode: str) -> Row:
                {**window, "files": files, "mode": mode})
 
 
-def _memory_row(subject: str, pids: Callable[[], list[int]], files: int, mode: str, seconds: float) -> Row:
+def _memory_row(subject: str, pids: Callable[[], list[int]], files: int, mode: str, seconds: float,
+                cgroup: Optional[MemoryCgroup] = None) -> Row:
     """The instance's memory (every process of it, summed), read every MEMORY_SAMPLE_SECONDS
-    for ``seconds``: the median and the largest reading. PSS is the row's value: what the
-    host counts (a page the master shares with its forks counts once); summed RSS counts
-    such a page once per process."""
+    for ``seconds``: the median and the largest reading. PSS is the row's value: each page
+    counted once (a page the master shares with its forks, in shares), as a host counts
+    it; summed RSS counts such a page once per process. With ``cgroup`` (the instance runs
+    in one), what the kernel charges that cgroup too: a container's own figure, with the
+    page cache the instance filled."""
     samples: list[tuple[float, float]] = []
+    charged: list[tuple[float, float]] = []
     deadline = time.monotonic() + seconds
     while True:
         rss, pss = memory_mb(pids())
         if rss is not None:
             samples.append((rss, pss if pss is not None else rss))
+        reading = None if cgroup is None else cgroup.charged_mb()
+        if reading is not None:
+            charged.append(reading)
         if time.monotonic() >= deadline:
             break
         time.sleep(MEMORY_SAMPLE_SECONDS)
@@ -359,9 +368,16 @@ def _memory_row(subject: str, pids: Callable[[], list[int]], files: int, mode: s
     rss_max, pss_max = max(rss for rss, _ in samples), max(pss for _, pss in samples)
     text = (f"PSS {pss_median:.0f} MB (max {pss_max:.0f}), RSS {rss_median:.0f} MB (max {rss_max:.0f})"
             if len(samples) > 1 else f"PSS {pss_median:.0f} MB, RSS {rss_median:.0f} MB")
-    return Row("rss", subject, pss_median, text,
-               {"pss_mb": pss_median, "pss_max_mb": pss_max, "rss_mb": rss_median, "rss_max_mb": rss_max,
-                "samples": len(samples), "seconds": seconds, "processes": len(pids()), "files": files, "mode": mode})
+    detail: dict = {"pss_mb": pss_median, "pss_max_mb": pss_max, "rss_mb": rss_median, "rss_max_mb": rss_max,
+                    "samples": len(samples), "seconds": seconds, "processes": len(pids()), "files": files,
+                    "mode": mode}
+    if charged:
+        total, anonymous = (statistics.median(column) for column in zip(*charged))
+        total_max = max(total for total, _ in charged)
+        text += f"; its cgroup {total:.0f} MB (max {total_max:.0f}), {anonymous:.0f} MB of it anonymous"
+        detail.update(cgroup_mb=total, cgroup_max_mb=total_max, cgroup_anon_mb=anonymous,
+                      cgroup_version=cgroup.version if cgroup is not None else None)
+    return Row("rss", subject, pss_median, text, detail)
 
 
 # -- one upload elsewhere -------------------------------------------------------------------
@@ -412,10 +428,25 @@ def measure_elsewhere(designs: list[Design], args, workdir: Path) -> list[Row]:
 def _cold_run(design: Design, env: dict[str, str], repo: Repository, projects: int, args, log: Path,
               more: bool, mode: str) -> list[Row]:
     """One launch with an empty local folder: cold start (and, with ``more``, memory and
-    the latency window on the same instance)."""
+    the latency window on the same instance, run in a memory cgroup of its own where this
+    machine lets the benchmark make one)."""
+    cgroup = None
+    if more:
+        cgroup, why_not = MemoryCgroup.made(design.slug)
+        if cgroup is None:
+            say(f"cold: {design.label}: memory without a cgroup's figure ({why_not})")
+    try:
+        return _cold_launch(design, env, repo, projects, args, log, more, mode, cgroup)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+
+
+def _cold_launch(design: Design, env: dict[str, str], repo: Repository, projects: int, args, log: Path,
+                 more: bool, mode: str, cgroup: Optional[MemoryCgroup]) -> list[Row]:
     local = Path(env["LOCAL_PACKAGE_DIRECTORY"])
     started = time.monotonic()
-    with design.server(env, args.workers, log) as server:
+    with design.server(env, args.workers, log, cgroup) as server:
         seconds = until_complete(server, "/simple", repo.probe_files, projects, started)
         server.check_source(design.tree)  # its workers run the design's own gcs_sync
         held = package_bytes(local)
@@ -435,7 +466,7 @@ def _cold_run(design: Design, env: dict[str, str], repo: Repository, projects: i
             say(f"cold: {design.label}: {rows[-1].text} ({window['requests']} requests); "
                 f"memory for {args.memory_seconds:.0f}s")
             rows.append(_memory_row(design.label, lambda: family(server.process.pid), len(repo.files), mode,
-                                    args.memory_seconds))
+                                    args.memory_seconds, cgroup))
             say(f"cold: {design.label}: {rows[-1].text}")
     return rows
 

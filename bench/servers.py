@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Optional
 from testkit.servers import free_port
 from testkit.wait import eventually
 
+from .cgroup import MemoryCgroup
 from .errors import BenchError
 from .progress import say
 
@@ -130,14 +131,16 @@ WRAPPER_APP = "main:get_app()"
 
 @contextlib.contextmanager
 def launched(name: str, app: str, *, workers: int, env: dict[str, str], cwd: Path,
-             log_path: Path) -> Iterator[Server]:
-    """Start gunicorn (not waiting for anything); stop it on the way out."""
+             log_path: Path, cgroup: Optional[MemoryCgroup] = None) -> Iterator[Server]:
+    """Start gunicorn (not waiting for anything), in ``cgroup`` if given; stop it on the
+    way out."""
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = gunicorn_command(app, port, workers)
     with open(log_path, "wb") as log_file:
         # A session of its own: Ctrl-C reaches only the benchmark, which then stops it
         # gracefully in the finally below (so worker_exit still runs).
-        process = subprocess.Popen(gunicorn_command(app, port, workers), cwd=cwd, env=env,
+        process = subprocess.Popen(command if cgroup is None else cgroup.wrapped(command), cwd=cwd, env=env,
                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(name, "127.0.0.1", port, workers, process, log_path)
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cgroup import MemoryCgroup
 from testkit.servers import REPO
 
 pytestmark = pytest.mark.slow
@@ -126,3 +127,30 @@ def test_quick_scale_reports_every_figure_for_now_and_today(tmp_path: Path) -> N
     rss = next(row for row in rows if row["figure"] == "rss" and row["subject"] == "now")
     # The master, two workers and the listing process (gunicorn.conf.py's when_ready).
     assert rss["detail"]["processes"] == 4 and 0 < rss["detail"]["pss_mb"] <= rss["value"]
+    # Where this machine lets it make one, the instance ran in a memory cgroup of its own.
+    cgroup, why_not = MemoryCgroup.made("probe")
+    if cgroup is None:
+        assert "cgroup_mb" not in rss["detail"] and f"memory without a cgroup's figure ({why_not})" in done.stderr
+    else:
+        cgroup.remove()
+        assert 0 < rss["detail"]["cgroup_anon_mb"] <= rss["detail"]["cgroup_mb"], rss
+        assert "its cgroup" in rss["text"], rss
+
+
+def test_a_memory_cgroup_is_charged_what_its_processes_hold_and_goes_with_them() -> None:
+    """bench/cgroup.py: a process started through ``wrapped`` that fills 64 MB is charged
+    at least that, as anonymous memory; once it has ended the cgroup is removed."""
+    cgroup, why_not = MemoryCgroup.made("test")
+    if cgroup is None:
+        pytest.skip(f"this machine gives no memory cgroup to make: {why_not}")
+    filler = "import sys, time; held = bytearray(64_000_000); print('full', flush=True); time.sleep(60)"
+    process = subprocess.Popen(cgroup.wrapped([sys.executable, "-c", filler]), stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "full\n"
+        charged = cgroup.charged_mb()
+        assert charged is not None and charged[1] >= 64 and charged[0] >= charged[1], charged
+    finally:
+        process.kill()
+        process.wait(10)
+        cgroup.remove()
+    assert not cgroup.path.exists()
