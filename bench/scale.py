@@ -371,12 +371,12 @@ def _memory_row(subject: str, pids: Callable[[], list[int]], files: int, mode: s
     detail: dict = {"pss_mb": pss_median, "pss_max_mb": pss_max, "rss_mb": rss_median, "rss_max_mb": rss_max,
                     "samples": len(samples), "seconds": seconds, "processes": len(pids()), "files": files,
                     "mode": mode}
-    if charged:
+    if cgroup is not None and charged:
         total, anonymous = (statistics.median(column) for column in zip(*charged))
         total_max = max(total for total, _ in charged)
         text += f"; its cgroup {total:.0f} MB (max {total_max:.0f}), {anonymous:.0f} MB of it anonymous"
         detail.update(cgroup_mb=total, cgroup_max_mb=total_max, cgroup_anon_mb=anonymous,
-                      cgroup_version=cgroup.version if cgroup is not None else None)
+                      cgroup_version=cgroup.version)
     return Row("rss", subject, pss_median, text, detail)
 
 
