@@ -7,7 +7,7 @@ two only.
 
     MemoryCgroup.made   a new cgroup under the hierarchy's root, or None (and why)
     .wrapped            a command that joins the cgroup, then execs the server
-    .charged_mb         (all charged, anonymous) in MB, as the kernel counts them now
+    .charged_mb         (anonymous memory plus page cache, anonymous) in MB, as charged now
     .remove             the cgroup, once its processes have ended
 """
 
@@ -32,19 +32,21 @@ class MemoryCgroup:
 
     @classmethod
     def made(cls, label: str) -> tuple[Optional["MemoryCgroup"], str]:
-        """(a new cgroup named after ``label``, "") or (None, why there is none here)."""
+        """(a new cgroup named after ``label``, under the one this process is in, so the
+        server stays within its limits), "") or (None, why there is none here)."""
         name = f"gcs-sync-bench-{label}-{uuid.uuid4().hex[:8]}"
-        if (V1_ROOT / "memory.stat").is_file():
-            root, version = V1_ROOT, 1
-        elif "memory" in _read(V2_ROOT / "cgroup.subtree_control").split():
-            root, version = V2_ROOT, 2
+        own = _own_cgroups()
+        if "memory" in own and (V1_ROOT / "memory.stat").is_file():
+            parent, version = V1_ROOT / own["memory"].lstrip("/"), 1
+        elif "" in own and "memory" in _read(V2_ROOT / own[""].lstrip("/") / "cgroup.subtree_control").split():
+            parent, version = V2_ROOT / own[""].lstrip("/"), 2
         else:
             return None, "no cgroup memory controller this process may use"
         try:
-            (root / name).mkdir()
+            (parent / name).mkdir()
         except OSError as exc:
-            return None, f"cannot make a cgroup under {root}: {exc}"
-        return cls(root / name, version), ""
+            return None, f"cannot make a cgroup under {parent}: {exc.strerror}"
+        return cls(parent / name, version), ""
 
     def wrapped(self, command: list[str]) -> list[str]:
         """``command``, run by a shell that first moves itself into this cgroup: every
@@ -57,13 +59,13 @@ class MemoryCgroup:
         stat = _stat(self.path / "memory.stat")
         if stat is None:
             return None
-        if self.version == 1:  # the hierarchical totals; usage_in_bytes is documented as fuzzy
+        # The same two parts in both versions (v1's usage_in_bytes is documented as fuzzy,
+        # and v2's memory.current adds kernel memory, which v1 counts apart).
+        if self.version == 1:  # the hierarchical totals
             anonymous, cache = stat.get("total_rss", 0), stat.get("total_cache", 0)
-            return (anonymous + cache) / 1e6, anonymous / 1e6
-        current = _read(self.path / "memory.current").strip()
-        if not current.isdigit():
-            return None
-        return int(current) / 1e6, stat.get("anon", 0) / 1e6
+        else:
+            anonymous, cache = stat.get("anon", 0), stat.get("file", 0)
+        return (anonymous + cache) / 1e6, anonymous / 1e6
 
     def remove(self) -> None:
         """Remove the cgroup, waiting up to REMOVE_SECONDS for its last processes to go;
@@ -78,6 +80,17 @@ class MemoryCgroup:
                     say(f"cgroup {self.path} left in place: {exc}")
                     return
                 time.sleep(0.2)
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup paths by controller ("" for cgroup v2's one hierarchy), from
+    /proc/self/cgroup ("ID:CONTROLLERS:PATH" lines)."""
+    own: dict[str, str] = {}
+    for line in _read(Path("/proc/self/cgroup")).splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = path
+    return own
 
 
 def _read(path: Path) -> str:

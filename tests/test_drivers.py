@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +17,7 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from gcs_sync.drivers import FileStoreDriver, gcs, make_driver, s3
+from gcs_sync.drivers.local import LocalFolderDriver
 from gcs_sync.drivers.base import BUCKET, CREATE, DELETE, READ, REPLACE, STREAM_CHUNK, Meaning
 from gcs_sync.errors import (
     BucketNotFound,
@@ -389,30 +391,35 @@ class OnItsServer:
 class TestLocalDriver(OnItsServer, DriverContract):
     backend = "local"
 
+    @pytest.mark.parametrize("prefix", ["packages", "", "a/b"])
+    @pytest.mark.parametrize("step", ["_existing_folder", "_make_folders"])
     @pytest.mark.parametrize("write", ["upload", "note"])
-    def test_a_bucket_folder_removed_while_a_write_begins_is_not_made_again(
-        self, driver: FileStoreDriver, bucket: BucketProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        write: str,
+    def test_a_bucket_folder_removed_while_a_write_runs_is_not_made_again(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: str, step: str, prefix: str,
     ) -> None:
-        """The folder's check and its write are two steps: the bucket folder removed in
-        between (by hand, by a test moving it away) stays removed, and the write fails as
-        it would in the cloud. It once came back empty (``mkdir(parents=True)``), and the
-        next listing found an empty bucket. The removal is made inside the driver's own
-        check: no real timing puts it there reliably."""
-        looked = driver._existing_folder  # type: ignore[attr-defined]
+        """The folder's check and its write are several steps: the bucket folder removed
+        in between (by hand, by a test moving it away) stays removed, and the write fails
+        as one to a deleted bucket does in the cloud. It once came back empty
+        (``mkdir(parents=True)``), and the next listing found an empty bucket. The removal
+        is made right after one of the driver's own steps: no real timing puts it there
+        reliably."""
+        root = tmp_path / "bucket"
+        (root / prefix).mkdir(parents=True)
+        driver = LocalFolderDriver(root, prefix)
+        real_step = getattr(driver, step)
 
-        def look_then_lose_the_bucket(operation: str, name: str) -> Path:
-            folder = looked(operation, name)
-            bucket.remove_bucket()
-            return folder
+        def step_then_lose_the_bucket(*args: object) -> object:
+            done = real_step(*args)
+            shutil.rmtree(root)
+            return done
 
-        monkeypatch.setattr(driver, "_existing_folder", look_then_lose_the_bucket)
+        monkeypatch.setattr(driver, step, step_then_lose_the_bucket)
         with pytest.raises(BucketNotFound, match="demo-1.0.tar.gz"):
             if write == "upload":
                 driver.upload("demo-1.0.tar.gz", _file(tmp_path, b"x"), create_only=True, metadata={})
             else:
                 driver.put_note(".gcs_sync/feed/demo-1.0.tar.gz", b"x", create_only=True)
-        assert not Path(bucket.name).exists()
+        assert not root.exists()
 
 
 class TestGCSDriver(OnItsServer, MetadataDriverContract):

@@ -91,19 +91,26 @@ class LocalFolderDriver(FileStoreDriver):
     def _bucket_not_found(self, operation: str, name: str) -> BucketNotFound:
         return BucketNotFound(operation, name, f"bucket folder {self._root} does not exist")
 
-    def _make_folders(self, folder: Path, operation: str, name: str) -> None:
+    def _make_folders(self, folder: Path) -> None:
         """``folder`` and those between it and the bucket folder, never the bucket folder
         itself: a bucket removed after ``_existing_folder`` looked is an error, as in the
         cloud, not made again empty by a write (``mkdir(parents=True)`` did that)."""
         made = self._root
         for part in folder.relative_to(self._root).parts:
             made = made / part
-            try:
-                made.mkdir(exist_ok=True)
-            except FileNotFoundError:
-                if not self._root.is_dir():
-                    raise self._bucket_not_found(operation, name) from None
-                raise
+            made.mkdir(exist_ok=True)
+
+    @contextlib.contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
+        """A write's missing path, where the bucket folder itself is gone (removed after
+        ``_existing_folder`` looked, at any step of the write): BucketNotFound, as for a
+        write to a deleted bucket in the cloud, not a folder error."""
+        try:
+            yield
+        except FileNotFoundError as exc:
+            if not self._root.is_dir():
+                raise self._bucket_not_found("upload", name) from exc
+            raise
 
     def list_objects(self) -> dict[str, RemoteObject]:
         self._count("list")
@@ -168,8 +175,8 @@ class LocalFolderDriver(FileStoreDriver):
         self._count("upload")
         folder = self._existing_folder("upload", name)
         target = folder / name
-        with _mapped("upload", name, _WRITE):
-            self._make_folders(folder, "upload", name)
+        with _mapped("upload", name, _WRITE), self._writing(name):
+            self._make_folders(folder)
             if create_only:
                 temp = folder / temp_name(name)
                 try:
@@ -217,8 +224,8 @@ class LocalFolderDriver(FileStoreDriver):
     def put_note(self, name: str, data: bytes, if_version: Optional[Version] = None, create_only: bool = False) -> Version:
         self._count("upload")
         note = self._existing_folder("upload", name) / name
-        with _mapped("upload", name, _WRITE if create_only else _FOLDER):
-            self._make_folders(note.parent, "upload", name)
+        with _mapped("upload", name, _WRITE if create_only else _FOLDER), self._writing(name):
+            self._make_folders(note.parent)
             if create_only:
                 temp = note.parent / temp_name(note.name)
                 try:
