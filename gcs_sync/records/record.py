@@ -86,6 +86,12 @@ class FileRecord:
     def with_yank(self, yanked: bool, reason: Optional[str] = None) -> "FileRecord":
         return dataclasses.replace(self, yanked=yanked, yank_reason=reason if yanked else None)
 
+    def fields(self) -> tuple[Any, ...]:
+        """Its fields in order: what ``FileRecord(*fields)`` makes again (spelled out, not
+        dataclasses.astuple: a state written or packed makes one per file)."""
+        return (self.filename, self.size, self.sha256, self.upload_time, self.uploader, self.requires_python,
+                self.metadata_sha256, self.metadata_problem, self.yanked, self.yank_reason)
+
     def to_json(self) -> dict[str, Any]:
         # Spelled out, not dataclasses.asdict: a cold start writes one per file.
         return {
